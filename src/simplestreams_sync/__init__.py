@@ -1,0 +1,16 @@
+"""The sync engine: mirror simplestreams image sources into Glance, publish image-ids metadata to Swift.
+
+Imports nothing from ops; cron and the charm's action run it the same way:
+
+    python3 -m simplestreams_sync --mirrors mirrors.yaml --identity identity.yaml [--dry-run]
+
+Exit codes: 0 all mirrors synced; 1 some mirror or image failed (the others were still synced);
+2 a config file is invalid; 3 another sync holds the lock.
+Stdout: one line per image, `created <glance-id>: <name>` (dry run: `would create <product> <version>
+<item>: <name>`), then a summary line. Progress and the run's result go to the state dir (state.py).
+"""
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_LOCKED = 3

@@ -1,0 +1,158 @@
+"""The two files the sync reads: mirrors.yaml (what to mirror) and identity.yaml (where to).
+
+The charm renders both; the models here are the single definition of what is valid, so the charm
+validates its options with the same classes the sync uses to read them.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from simplestreams import filters as ss_filters
+
+DEFAULT_KEYRING = "/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg"
+DEFAULT_NAME_PREFIX = "auto-sync/"
+DEFAULT_CONTENT_ID_TEMPLATE = "auto.sync"
+DEFAULT_STATE_DIR = "/var/lib/glance-simplestreams-sync"
+DEFAULT_USER_AGENT = "glance-simplestreams-sync"
+
+
+class ConfigError(Exception):
+    """A config file or option is invalid; the message names which and why."""
+
+
+class MirrorSpec(BaseModel):
+    """One entry of `mirror_list`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    path: str = "streams/v1/index.sjson"
+    name_prefix: str | None = None
+    max: int = Field(default=1, ge=1)
+    item_filters: list[str] = Field(default_factory=list)
+    keyring: str | None = None  # overrides the global keyring for this mirror
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, url: str) -> str:
+        if not re.match(r"^(https?|file)://", url):
+            raise ValueError(f"url {url!r} must start with http://, https:// or file://")
+        return url
+
+    @field_validator("item_filters")
+    @classmethod
+    def _filters_parse(cls, item_filters: list[str]) -> list[str]:
+        for expression in item_filters:
+            try:
+                ss_filters.get_filters([expression])
+            except (ValueError, re.error) as error:
+                raise ValueError(f"item_filters entry {expression!r}: {error}") from None
+        return item_filters
+
+    @property
+    def signed(self) -> bool:
+        """A `.json` path is the operator's explicit choice of an unsigned source."""
+        return not self.path.endswith(".json")
+
+
+class SyncConfig(BaseModel):
+    """mirrors.yaml: the charm's options that shape a sync run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mirror_list: list[MirrorSpec] = Field(min_length=1)
+    name_prefix: str = DEFAULT_NAME_PREFIX
+    content_id_template: str = DEFAULT_CONTENT_ID_TEMPLATE
+    region: str = "RegionOne"
+    cloud_name: str = "glance-simplestreams-sync-openstack"
+    user_agent: str = DEFAULT_USER_AGENT
+    visibility: Literal["public", "private", "community", "shared"] = "public"
+    custom_properties: dict[str, str] = Field(default_factory=dict)
+    set_latest_property: bool = False
+    hypervisor_mapping: bool = False
+    image_import_conversion: bool = False
+    use_swift: bool = True
+    ignore_proxy_for_object_store: bool = True
+    keyring: str = DEFAULT_KEYRING
+    state_dir: str = DEFAULT_STATE_DIR
+    max_parallel: int = Field(default=2, ge=1, le=16)
+    modify_hook: str | None = None
+
+    @field_validator("content_id_template")
+    @classmethod
+    def _template_keys(cls, template: str) -> str:
+        try:
+            keys = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        except ValueError as error:
+            raise ValueError(f"{template!r} is not a valid template: {error}") from None
+        if keys - {"region"}:
+            raise ValueError(f"{template!r} may only use {{region}}, not {sorted(keys - {'region'})}")
+        return template
+
+    @property
+    def content_id(self) -> str:
+        return self.content_id_template.format(region=self.region)
+
+    def prefix_for(self, mirror: MirrorSpec) -> str:
+        return mirror.name_prefix if mirror.name_prefix is not None else self.name_prefix
+
+    def keyring_for(self, mirror: MirrorSpec) -> str:
+        return mirror.keyring or self.keyring
+
+
+class IdentityConfig(BaseModel):
+    """identity.yaml: how to reach Keystone (and through its catalog, Glance and Swift)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    auth_url: str
+    username: str
+    password: str = Field(repr=False)
+    project_name: str
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+    region: str = "RegionOne"
+    interface: Literal["public", "internal", "admin"] = "public"
+    ca_file: str | None = None
+
+
+def _format_validation_error(path: Path, error: ValidationError) -> str:
+    problems = []
+    for detail in error.errors():
+        where = ".".join(str(part) for part in detail["loc"]) or "(top level)"
+        problems.append(f"{where}: {detail['msg']}")
+    return f"{path}: " + "; ".join(problems)
+
+
+def _load_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_sync_config(path: str | Path) -> SyncConfig:
+    path = Path(path)
+    try:
+        return SyncConfig.model_validate(_load_yaml(path))
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(path, error)) from None
+
+
+def load_identity(path: str | Path) -> IdentityConfig:
+    path = Path(path)
+    try:
+        return IdentityConfig.model_validate(_load_yaml(path))
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(path, error)) from None

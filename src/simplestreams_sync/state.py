@@ -1,0 +1,150 @@
+"""What a sync leaves behind for the charm (and operators) to read.
+
+Files under the state dir (all JSON, written atomically, mode 0600):
+- `progress.json` while a sync runs: {"pid", "started", "phase", "item", "item_index", "item_count",
+  "bytes_done", "bytes_total", "updated"}; removed when the run ends.
+- `last-sync.json` after each run: see `SyncResult`.
+- `sync.lock`: the lock that keeps two syncs (cron and action) from running at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+PROGRESS_FILE = "progress.json"
+RESULT_FILE = "last-sync.json"
+LOCK_FILE = "sync.lock"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as stream:
+        json.dump(data, stream, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class SyncResult:
+    """The outcome of one run, as written to `last-sync.json`."""
+
+    started: str
+    finished: str = ""
+    dry_run: bool = False
+    created: list[dict] = field(default_factory=list)  # {"id", "name"}
+    would_create: list[dict] = field(default_factory=list)  # dry run: {"product", "version", "item", "name"}
+    deleted: list[dict] = field(default_factory=list)  # {"id", "name", "reason"}
+    failed: list[dict] = field(default_factory=list)  # {"name", "error"}
+    errors: list[str] = field(default_factory=list)  # mirror-level or publish errors
+    published: bool = False
+    bytes_transferred: int = 0
+    duration_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.errors
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
+
+
+def write_result(state_dir: str | Path, result: SyncResult) -> None:
+    write_json_atomically(Path(state_dir) / RESULT_FILE, result.to_dict())
+
+
+def read_result(state_dir: str | Path) -> dict | None:
+    return read_json(Path(state_dir) / RESULT_FILE)
+
+
+def read_progress(state_dir: str | Path) -> dict | None:
+    """The running sync's progress, or None when no sync is running (stale files are ignored)."""
+    progress = read_json(Path(state_dir) / PROGRESS_FILE)
+    if not progress:
+        return None
+    try:
+        os.kill(int(progress["pid"]), 0)
+    except (KeyError, ValueError, ProcessLookupError):
+        return None
+    except PermissionError:
+        pass
+    return progress
+
+
+class ProgressFile:
+    """Progress reporter that keeps `progress.json` current, at most once a second for byte updates."""
+
+    def __init__(self, state_dir: str | Path, min_interval: float = 1.0):
+        self.path = Path(state_dir) / PROGRESS_FILE
+        self.min_interval = min_interval
+        self._last_write = 0.0
+        self.data: dict = {"pid": os.getpid(), "started": utc_now(), "phase": "starting",
+                           "item": None, "item_index": 0, "item_count": 0,
+                           "bytes_done": 0, "bytes_total": 0}
+        self._flush()
+
+    def update(self, force: bool = False, **changes) -> None:
+        self.data.update(changes)
+        now = time.monotonic()
+        if force or now - self._last_write >= self.min_interval:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._last_write = time.monotonic()
+        write_json_atomically(self.path, {**self.data, "updated": utc_now()})
+
+    def close(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+class SyncAlreadyRunning(Exception):
+    pass
+
+
+class SyncLock:
+    """An exclusive, non-blocking flock on `sync.lock`; the holder's pid is written inside."""
+
+    def __init__(self, state_dir: str | Path):
+        self.path = Path(state_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> "SyncLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise SyncAlreadyRunning(f"another sync is already running (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
