@@ -55,6 +55,7 @@ class SyncResult:
     failed: list[dict] = field(default_factory=list)  # {"name", "error"}
     errors: list[str] = field(default_factory=list)  # mirror-level or publish errors
     published: bool = False
+    metadata_url: str = ""  # where the image-ids metadata is served, once published
     bytes_transferred: int = 0
     duration_seconds: float = 0.0
 

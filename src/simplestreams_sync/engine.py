@@ -1,0 +1,272 @@
+"""One sync run: read + verify sources -> plan against Glance -> upload verified -> publish -> report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from .config import IdentityConfig, SyncConfig
+from .glance import VERIFIED_PROPERTY, UNFINISHED_STATUSES, GlanceStore, image_properties
+from .openstack import Cloud, CloudError
+from .publish import SwiftPublisher, image_ids_tree
+from .source import HttpSession, SourceError, SourceImage, open_url_chunks, read_source
+from .state import ProgressFile, SyncResult, utc_now
+from .transfer import VerificationError, VerifyingStream
+
+LOG = logging.getLogger(__name__)
+
+Output = Callable[[str], None]
+
+
+class Progress:
+    """Thread-safe progress of a run: item k of N and bytes done of total, kept in progress.json."""
+
+    def __init__(self, progress_file: ProgressFile | None):
+        self.file = progress_file
+        self.lock = threading.Lock()
+        self.bytes_done = 0
+        self.items_started = 0
+
+    def phase(self, phase: str, **details) -> None:
+        if self.file:
+            self.file.update(force=True, phase=phase, **details)
+
+    def start_uploads(self, images: list[SourceImage]) -> None:
+        total = sum(image.size or 0 for image in images)
+        self.phase("uploading", item_count=len(images), bytes_total=total, item_index=0, bytes_done=0)
+
+    def item_started(self, name: str) -> None:
+        with self.lock:
+            self.items_started += 1
+            if self.file:
+                self.file.update(force=True, item=name, item_index=self.items_started)
+
+    def add_bytes(self, count: int) -> None:
+        with self.lock:
+            self.bytes_done += count
+            if self.file:
+                self.file.update(bytes_done=self.bytes_done)
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
+class SyncRun:
+    def __init__(self, config: SyncConfig, identity: IdentityConfig | None, *, dry_run: bool = False,
+                 assume_empty_glance: bool = False, out: Output = print, err: Output = print,
+                 progress: Progress | None = None):
+        self.config = config
+        self.identity = identity
+        self.dry_run = dry_run
+        self.assume_empty_glance = assume_empty_glance
+        self.out = out
+        self.err = err
+        self.progress = progress or Progress(None)
+        self.result = SyncResult(started=utc_now(), dry_run=dry_run)
+        self.http = HttpSession(config.user_agent)
+        self.content_id = config.content_id
+        self._result_lock = threading.Lock()
+        self._names: dict[tuple, str] = {}  # Glance name of each source image, by SourceImage.key
+
+    def run(self) -> SyncResult:
+        started = time.monotonic()
+        try:
+            desired = self._read_sources()
+            if self.assume_empty_glance:
+                self._report_would_create(desired)
+            else:
+                self._sync_with_cloud(desired)
+        finally:
+            self.result.finished = utc_now()
+            self.result.duration_seconds = round(time.monotonic() - started, 3)
+        return self.result
+
+    # -- source -----------------------------------------------------------------------------------
+    def _read_sources(self) -> list[SourceImage]:
+        self.progress.phase("reading sources")
+        desired: dict[tuple, SourceImage] = {}
+        for mirror in self.config.mirror_list:
+            try:
+                images = read_source(mirror, self.config.keyring_for(mirror), self.http)
+            except SourceError as error:
+                self._error(f"mirror {mirror.url}: {error}")
+                continue
+            prefix = self.config.prefix_for(mirror)
+            for image in images:
+                desired.setdefault(image.key, image)
+                self._names[image.key] = prefix + image.pubname
+        return list(desired.values())
+
+    # -- glance -----------------------------------------------------------------------------------
+    def _sync_with_cloud(self, desired: list[SourceImage]) -> None:
+        self.progress.phase("checking glance")
+        try:
+            cloud = Cloud(self.identity)
+            glance = GlanceStore(cloud)
+            owned = glance.owned_images(self.content_id)
+            hash_algo = glance.hash_algo(owned)
+        except CloudError as error:
+            self._error(str(error))
+            return
+        verified = self._settle_existing(glance, owned)
+        have = {_image_key(image) for image in verified}
+        missing = [image for image in desired if image.key not in have]
+        if self.dry_run:
+            self._report_would_create(missing)
+            return
+        created = self._upload_all(glance, missing, hash_algo)
+        verified.extend(created)
+        if self.config.set_latest_property:
+            self._mark_latest(glance, verified)
+        if self.config.use_swift:
+            self._publish(cloud, verified)
+
+    def _settle_existing(self, glance: GlanceStore, owned: list[dict]) -> list[dict]:
+        """Delete what an interrupted run left, adopt unmarked active images if their bytes check out."""
+        verified = []
+        for image in owned:
+            status = image.get("status")
+            if status in UNFINISHED_STATUSES:
+                self._delete(glance, image, f"left {status} by an interrupted sync")
+            elif status == "active" and image.get(VERIFIED_PROPERTY):
+                verified.append(image)
+            elif status == "active" and not self.dry_run:
+                if self._adopt(glance, image):
+                    verified.append(image)
+        return verified
+
+    def _adopt(self, glance: GlanceStore, image: dict) -> bool:
+        """An active image of ours without the verified mark (a run died before marking it, or an
+        older tool made it): hash what Glance serves and keep it only if it matches the source."""
+        expected = _expected_source_digest(image)
+        if expected is None:
+            LOG.warning("image %s (%s) has no source checksum to verify; left alone, not published",
+                        image["id"], image.get("name"))
+            return False
+        try:
+            actual = glance.stored_digest(image["id"], expected.split(":")[0])
+        except CloudError as error:
+            self._error(f"could not verify existing image {image['id']}: {error}")
+            return False
+        if actual != expected:
+            self._delete(glance, image, f"its bytes ({actual}) do not match the source ({expected})")
+            return False
+        glance.mark_verified(image["id"], expected)
+        image[VERIFIED_PROPERTY] = expected
+        return True
+
+    def _delete(self, glance: GlanceStore, image: dict, reason: str) -> None:
+        if self.dry_run:
+            self.out(f"would delete {image['id']}: {image.get('name')} ({reason})")
+            return
+        try:
+            glance.delete(image["id"])
+        except CloudError as error:
+            self._error(f"could not delete image {image['id']} ({reason}): {error}")
+            return
+        self.out(f"deleted {image['id']}: {image.get('name')} ({reason})")
+        self.result.deleted.append({"id": image["id"], "name": image.get("name"), "reason": reason})
+
+    def _report_would_create(self, images: list[SourceImage]) -> None:
+        for image in images:
+            name = self._names[image.key]
+            self.out(f"would create {image.product_name} {image.version_name} {image.item_name}: {name}")
+            self.result.would_create.append({"product": image.product_name, "version": image.version_name,
+                                             "item": image.item_name, "name": name})
+
+    # -- upload -----------------------------------------------------------------------------------
+    def _upload_all(self, glance: GlanceStore, images: list[SourceImage], hash_algo: str) -> list[dict]:
+        self.progress.start_uploads(images)
+        with ThreadPoolExecutor(max_workers=self.config.max_parallel) as pool:
+            stored = list(pool.map(lambda image: self._upload_one(glance, image, hash_algo), images))
+        return [image for image in stored if image is not None]
+
+    def _upload_one(self, glance: GlanceStore, image: SourceImage, hash_algo: str) -> dict | None:
+        name = self._names[image.key]
+        self.progress.item_started(name)
+        properties = image_properties(image, self.content_id, self.config.custom_properties,
+                                      self.config.hypervisor_mapping)
+        close = None
+        try:
+            chunks, close = open_url_chunks(image.url, self.http)
+            stream = VerifyingStream(image, chunks, hash_algo, on_bytes=self.progress.add_bytes)
+            stored = glance.upload(image, name, properties, self.config.visibility, stream)
+        except (SourceError, VerificationError, CloudError) as error:
+            self._failed(name, str(error))
+            return None
+        except Exception as error:  # noqa: BLE001 - one image's surprise must not stop the others
+            LOG.exception("unexpected error uploading %s", name)
+            self._failed(name, f"{type(error).__name__}: {error}")
+            return None
+        finally:
+            if close:
+                close()
+        with self._result_lock:
+            self.result.created.append({"id": stored["id"], "name": name})
+            self.result.bytes_transferred += stored.get("size") or 0
+        self.out(f"created {stored['id']}: {name}")
+        return stored
+
+    # -- after upload -----------------------------------------------------------------------------
+    def _mark_latest(self, glance: GlanceStore, images: list[dict]) -> None:
+        """`latest=true` on the newest image of each source + os_version + architecture, off the others."""
+        newest: dict[tuple, dict] = {}
+        for image in images:
+            group = (image.get("source_content_id"), image.get("os_version"), image.get("architecture"))
+            if group not in newest or image["version_name"] > newest[group]["version_name"]:
+                newest[group] = image
+        latest_ids = {image["id"] for image in newest.values()}
+        for image in images:
+            try:
+                if image["id"] in latest_ids and image.get("latest") != "true":
+                    glance.client.images.update(image["id"], latest="true")
+                elif image["id"] not in latest_ids and "latest" in image:
+                    glance.client.images.update(image["id"], remove_props=["latest"])
+            except Exception as error:  # noqa: BLE001
+                self._error(f"could not update the latest property of {image['id']}: {error}")
+
+    def _publish(self, cloud: Cloud, images: list[dict]) -> None:
+        self.progress.phase("publishing metadata")
+        try:
+            publisher = SwiftPublisher(cloud)
+            tree = image_ids_tree(self.content_id, images, cloud.region, cloud.auth_url,
+                                  self.config.hypervisor_mapping)
+            publisher.publish(tree, self.config.cloud_name)
+        except CloudError as error:
+            self._error(f"metadata not published: {error}")
+            return
+        self.result.published = True
+        self.result.metadata_url = publisher.metadata_url
+        self.out(f"published metadata for {len(images)} images to {publisher.metadata_url}")
+
+    # -- reporting --------------------------------------------------------------------------------
+    def _error(self, message: str) -> None:
+        with self._result_lock:
+            self.result.errors.append(message)
+        self.err(f"error: {message}")
+
+    def _failed(self, name: str, message: str) -> None:
+        with self._result_lock:
+            self.result.failed.append({"name": name, "error": message})
+        self.err(f"failed {name}: {message}")
+
+
+def _image_key(image: dict) -> tuple:
+    return (image.get("source_content_id"), image.get("product_name"), image.get("version_name"),
+            image.get("item_name"))
+
+
+def _expected_source_digest(image: dict) -> str | None:
+    try:
+        metadata = json.loads(image.get("simplestreams_metadata") or "{}")
+    except ValueError:
+        return None
+    for algo in ("sha256", "md5"):
+        if metadata.get(algo):
+            return f"{algo}:{metadata[algo].lower()}"
+    return None

@@ -1,0 +1,174 @@
+"""Glance: the images this tool owns, and how a verified image gets there."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Iterable
+
+import glanceclient
+from glanceclient import exc as glance_exc
+from keystoneauth1 import exceptions as ks_exceptions
+
+from .openstack import Cloud, CloudError
+from .source import SourceImage
+from .transfer import VerificationError, VerifyingStream
+
+LOG = logging.getLogger(__name__)
+
+# Set once Glance's stored image has been checked against the bytes that came from the source.
+VERIFIED_PROPERTY = "verified_source_hash"
+# Left by an interrupted upload of ours; safe to delete because the sync lock excludes a concurrent run.
+UNFINISHED_STATUSES = {"queued", "saving", "killed", "uploading", "importing"}
+DEFAULT_HASH_ALGO = "sha512"
+
+ARCHITECTURES = {"amd64": "x86_64", "i386": "i686", "ppc64el": "ppc64le", "powerpc": "ppc",
+                 "armhf": "armv7l", "arm64": "aarch64"}
+LXC_FTYPES = {"root.tar.gz": "root-tar", "root.tar.xz": "root-tar", "squashfs": "squashfs"}
+QEMU_FTYPES = {"disk.img": "qcow2", "disk1.img": "qcow2"}
+# Keys of the flattened source item that become top-level properties rather than metadata.
+CARRIED_KEYS = ("product_name", "version_name", "item_name", "path")
+
+
+def glance_architecture(arch: str) -> str:
+    return ARCHITECTURES.get(arch.lower(), arch.lower())
+
+
+def disk_format(ftype: str | None) -> str:
+    ftype = (ftype or "").lower()
+    return LXC_FTYPES.get(ftype) or QEMU_FTYPES.get(ftype) or "qcow2"
+
+
+def hypervisor_type(ftype: str | None) -> str | None:
+    ftype = (ftype or "").lower()
+    if ftype in LXC_FTYPES:
+        return "lxc"
+    if ftype in QEMU_FTYPES:
+        return "qemu"
+    return None
+
+
+def image_properties(image: SourceImage, content_id: str, custom: dict[str, str],
+                     hypervisor_mapping: bool) -> dict[str, str]:
+    """Properties as sstream-mirror-glance sets them, plus the operator's custom ones."""
+    meta = image.metadata
+    properties = {
+        "content_id": content_id,
+        "source_content_id": image.source_content_id,
+        "product_name": image.product_name,
+        "version_name": image.version_name,
+        "item_name": image.item_name,
+        "os_distro": meta.get("os"),
+        "os_version": meta.get("version"),
+    }
+    if "arch" in meta:
+        properties["architecture"] = glance_architecture(meta["arch"])
+    if hypervisor_mapping and hypervisor_type(meta.get("ftype")):
+        properties["hypervisor_type"] = hypervisor_type(meta.get("ftype"))
+    properties.update(custom)
+    kept = {k: v for k, v in meta.items() if k not in CARRIED_KEYS}
+    properties["simplestreams_metadata"] = json.dumps(kept, sort_keys=True)
+    return {key: str(value) for key, value in properties.items() if value is not None}
+
+
+class GlanceStore:
+    """The Glance side of a sync: list what we own, upload verified, delete what is wrong."""
+
+    def __init__(self, cloud: Cloud):
+        self.cloud = cloud
+        self.client = glanceclient.Client("2", session=cloud.session, interface=cloud.identity.interface,
+                                          region_name=cloud.region)
+        endpoint = cloud.endpoint("image")
+        if not endpoint:
+            raise CloudError(f"no image (Glance) endpoint in the catalog for region {cloud.region}")
+        self.endpoint = endpoint.rstrip("/").removesuffix("/v2")
+
+    def _call(self, what: str, function, *args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except (glance_exc.BaseException, ks_exceptions.ClientException) as error:
+            raise CloudError(f"glance: {what}: {str(error).splitlines()[0][:300]}") from None
+
+    def owned_images(self, content_id: str) -> list[dict]:
+        """Every image of our project carrying our content_id, whatever its status."""
+        images = self._call("list images", lambda: [
+            dict(image) for image in self.client.images.list(
+                filters={"owner": self.cloud.project_id, "content_id": content_id})])
+        # Filter again: a Glance that ignores unknown filters must not make us claim others' images.
+        return [image for image in images
+                if image.get("content_id") == content_id and image.get("owner") == self.cloud.project_id]
+
+    def hash_algo(self, known_images: Iterable[dict]) -> str:
+        """The algorithm Glance uses for os_hash_value, learnt from an active image when there is one."""
+        for image in known_images:
+            if image.get("status") == "active" and image.get("os_hash_algo"):
+                return image["os_hash_algo"]
+        sample = self._call("list images", lambda: [
+            dict(image) for image in self.client.images.list(limit=1, page_size=1,
+                                                             filters={"status": "active"})])
+        if sample and sample[0].get("os_hash_algo"):
+            return sample[0]["os_hash_algo"]
+        return DEFAULT_HASH_ALGO
+
+    def upload(self, image: SourceImage, name: str, properties: dict, visibility: str,
+               stream: VerifyingStream) -> dict:
+        """Create the image, stream the verified bytes into it, check what Glance stored.
+
+        On any error the image is deleted, so nothing half-made or wrong is left behind.
+        """
+        created = self._call(f"create {name}", self.client.images.create, name=name,
+                             disk_format=disk_format(image.metadata.get("ftype")),
+                             container_format="bare", visibility=visibility, **properties)
+        image_id = created["id"]
+        try:
+            self._put_data(image_id, stream)
+            stored = self.get(image_id)
+            stream.check_stored(stored)
+            self._call(f"mark {image_id} verified", self.client.images.update, image_id,
+                       **{VERIFIED_PROPERTY: stream.source_digest})
+            return stored
+        except BaseException:
+            self.delete_quietly(image_id)
+            raise
+
+    def _put_data(self, image_id: str, stream: VerifyingStream) -> None:
+        url = f"{self.endpoint}/v2/images/{image_id}/file"
+        try:
+            response = self.cloud.session.put(url, data=iter(stream), raise_exc=False,
+                                              headers={"Content-Type": "application/octet-stream"})
+        except ks_exceptions.ClientException as error:
+            cause = error.__context__ or error.__cause__
+            while cause is not None:
+                if isinstance(cause, VerificationError):
+                    raise cause from None
+                cause = cause.__context__ or cause.__cause__
+            raise CloudError(f"glance: upload of {image_id} failed: {str(error).splitlines()[0][:300]}") from None
+        if response.status_code >= 400:
+            raise CloudError(f"glance: upload of {image_id} refused: HTTP {response.status_code} "
+                             f"{response.text[:300].strip()}")
+
+    def get(self, image_id: str) -> dict:
+        return dict(self._call(f"get {image_id}", self.client.images.get, image_id))
+
+    def delete_quietly(self, image_id: str) -> None:
+        try:
+            self.client.images.delete(image_id)
+        except glance_exc.HTTPNotFound:
+            pass
+        except Exception as error:  # noqa: BLE001 - deleting is best effort, the failure is reported
+            LOG.error("could not delete image %s: %s", image_id, error)
+
+    def delete(self, image_id: str) -> None:
+        self._call(f"delete {image_id}", self.client.images.delete, image_id)
+
+    def mark_verified(self, image_id: str, digest: str) -> None:
+        self._call(f"mark {image_id} verified", self.client.images.update, image_id,
+                   **{VERIFIED_PROPERTY: digest})
+
+    def stored_digest(self, image_id: str, algo: str) -> str:
+        """Hash the bytes Glance serves for an image (used to adopt images uploaded before marking)."""
+        digest = hashlib.new(algo)
+        for chunk in self._call(f"download {image_id}", self.client.images.data, image_id):
+            digest.update(chunk)
+        return f"{algo}:{digest.hexdigest()}"

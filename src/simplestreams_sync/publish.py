@@ -1,0 +1,118 @@
+"""Juju-readable image-ids metadata, built from Glance and published to Swift."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from simplestreams import util
+from swiftclient import client as swift_client
+from swiftclient.exceptions import ClientException as SwiftClientException
+
+from .openstack import Cloud, CloudError
+
+LOG = logging.getLogger(__name__)
+
+CONTAINER = "simplestreams"
+PREFIX = "data/"
+INDEX_PATH = "streams/v1/index.json"
+PUBLIC_READ_ACL = ".r:*,.rlistings"
+# Juju expects these on every item, so products_condense must not move them up the tree.
+STICKY_KEYS = ["ftype", "md5", "sha256", "size", "name", "id", "endpoint", "region"]
+NOT_PUBLISHED_KEYS = ("path", "pubname_for_glance")
+
+
+def products_path(content_id: str) -> str:
+    return f"streams/v1/{content_id}.json"
+
+
+def image_ids_tree(content_id: str, images: list[dict], region: str, endpoint: str,
+                   hypervisor_mapping: bool) -> dict:
+    """The products:1.0 image-ids tree listing the given (active, verified) Glance images."""
+    tree = {"content_id": content_id, "datatype": "image-ids", "format": "products:1.0", "products": {}}
+    for image in images:
+        item = _published_item(image, region, endpoint, hypervisor_mapping)
+        pedigree = (image["product_name"], image["version_name"], image["item_name"])
+        util.products_set(tree, item, pedigree)
+    util.products_condense(tree, sticky=STICKY_KEYS)
+    tree["updated"] = util.timestamp()
+    return tree
+
+
+def _published_item(image: dict, region: str, endpoint: str, hypervisor_mapping: bool) -> dict:
+    try:
+        item = json.loads(image.get("simplestreams_metadata") or "{}")
+    except ValueError:
+        item = {}
+    for key in NOT_PUBLISHED_KEYS:
+        item.pop(key, None)
+    item.update({"id": image["id"], "name": image["name"], "region": region, "endpoint": endpoint})
+    if hypervisor_mapping:
+        virt = {"qemu": "kvm", "lxc": "lxd"}.get(image.get("hypervisor_type", ""))
+        if virt:
+            item["virt"] = virt
+    return item
+
+
+def index_entry(tree: dict, region: str, endpoint: str, cloud_name: str) -> dict:
+    return {
+        "datatype": "image-ids",
+        "format": "products:1.0",
+        "path": products_path(tree["content_id"]),
+        "products": sorted(tree["products"]),
+        "updated": tree["updated"],
+        "cloudname": cloud_name,
+        "clouds": [{"region": region, "endpoint": endpoint}],
+    }
+
+
+class SwiftPublisher:
+    """Writes the metadata to the `simplestreams` container, publicly readable."""
+
+    def __init__(self, cloud: Cloud):
+        self.cloud = cloud
+        url = cloud.endpoint("object-store")
+        if not url:
+            raise CloudError(f"no object-store (Swift) endpoint in the catalog for region {cloud.region}; "
+                             "images were synced but no metadata was published")
+        self.storage_url = url.rstrip("/")
+        self.connection = swift_client.Connection(session=cloud.session, retries=2, os_options={
+            "object_storage_url": self.storage_url})
+
+    @property
+    def metadata_url(self) -> str:
+        """What the product-streams endpoint should point at."""
+        return f"{self.storage_url}/{CONTAINER}/{PREFIX.rstrip('/')}"
+
+    def publish(self, tree: dict, cloud_name: str) -> None:
+        """Products file first, then the index that points at it: readers never see a dangling index."""
+        try:
+            self.connection.put_container(CONTAINER, headers={"X-Container-Read": PUBLIC_READ_ACL})
+            self._put(products_path(tree["content_id"]), tree)
+            index = self._existing_index()
+            index["index"][tree["content_id"]] = index_entry(tree, self.cloud.region, self.cloud.auth_url,
+                                                             cloud_name)
+            index["updated"] = tree["updated"]
+            self._put(INDEX_PATH, index)
+        except SwiftClientException as error:
+            raise CloudError(f"swift {self.storage_url}: {str(error).splitlines()[0][:300]}") from None
+        except Exception as error:  # connection errors arrive as requests/keystoneauth exceptions
+            raise CloudError(f"swift {self.storage_url}: {type(error).__name__}: {str(error)[:300]}") from None
+
+    def _existing_index(self) -> dict:
+        try:
+            _, body = self.connection.get_object(CONTAINER, PREFIX + INDEX_PATH)
+            index = json.loads(body)
+            if isinstance(index.get("index"), dict):
+                return index
+            LOG.warning("replacing malformed %s", PREFIX + INDEX_PATH)
+        except SwiftClientException as error:
+            if error.http_status != 404:
+                raise
+        except ValueError:
+            LOG.warning("replacing unreadable %s", PREFIX + INDEX_PATH)
+        return {"format": "index:1.0", "index": {}}
+
+    def _put(self, path: str, data: dict) -> None:
+        self.connection.put_object(CONTAINER, PREFIX + path, util.dump_data(data),
+                                   content_type="application/json")

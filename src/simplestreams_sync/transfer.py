@@ -1,0 +1,83 @@
+"""Verification of image bytes while they stream from the source to Glance.
+
+The source's checksum and size are checked on the stream itself: a mismatch raises *before the last
+byte reaches Glance*, so Glance never completes an upload of wrong data. The hash Glance will report
+(`os_hash_algo`, sha512 by default) is computed on the same bytes so the stored image can be checked too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Callable, Iterable, Iterator
+
+from .source import SourceImage
+
+
+class VerificationError(Exception):
+    """Bytes from the source, or the image Glance stored, do not match what the source promised."""
+
+
+class VerifyingStream:
+    """Iterate over image chunks; raises VerificationError when size or checksum do not match."""
+
+    def __init__(self, image: SourceImage, chunks: Iterable[bytes], glance_hash_algo: str,
+                 on_bytes: Callable[[int], None] = lambda n: None):
+        self.image = image
+        self._chunks = chunks
+        self._on_bytes = on_bytes
+        self.size = 0
+        if image.sha256:
+            self.source_algo, self.source_expected = "sha256", image.sha256.lower()
+        elif image.md5:
+            self.source_algo, self.source_expected = "md5", image.md5.lower()
+        else:
+            raise VerificationError(f"{image.url}: the source gives no sha256 or md5 to verify against")
+        self._source_hash = hashlib.new(self.source_algo)
+        self.glance_hash_algo = glance_hash_algo
+        self._glance_hash = hashlib.new(glance_hash_algo)
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self.size += len(chunk)
+            if self.image.size is not None and self.size > self.image.size:
+                raise VerificationError(f"{self.image.url}: source sent more than the {self.image.size} "
+                                        "bytes its metadata lists")
+            self._source_hash.update(chunk)
+            self._glance_hash.update(chunk)
+            self._on_bytes(len(chunk))
+            if self.image.size is not None and self.size == self.image.size:
+                self._check_source()
+            yield chunk
+        self._check_source()
+
+    def _check_source(self) -> None:
+        if self.image.size is not None and self.size != self.image.size:
+            raise VerificationError(f"{self.image.url}: got {self.size} bytes, the source lists "
+                                    f"{self.image.size}")
+        digest = self._source_hash.hexdigest()
+        if digest != self.source_expected:
+            raise VerificationError(f"{self.image.url}: {self.source_algo} {digest} does not match the "
+                                    f"source's {self.source_expected}")
+
+    @property
+    def source_digest(self) -> str:
+        return f"{self.source_algo}:{self._source_hash.hexdigest()}"
+
+    @property
+    def glance_digest(self) -> str:
+        return self._glance_hash.hexdigest()
+
+    def check_stored(self, stored: dict) -> None:
+        """Compare what Glance reports for the stored image with what went through this stream."""
+        problems = []
+        if stored.get("status") != "active":
+            problems.append(f"status {stored.get('status')}")
+        if stored.get("size") != self.size:
+            problems.append(f"size {stored.get('size')} != {self.size}")
+        algo = stored.get("os_hash_algo")
+        if algo != self.glance_hash_algo:
+            problems.append(f"Glance hashed with {algo}, expected {self.glance_hash_algo}")
+        elif stored.get("os_hash_value") != self.glance_digest:
+            problems.append(f"{algo} {stored.get('os_hash_value')} != {self.glance_digest}")
+        if problems:
+            raise VerificationError(f"Glance stored image {stored.get('id')} wrongly: " + "; ".join(problems))
