@@ -1,0 +1,352 @@
+"""Serve a simplestreams source tree over HTTP on 127.0.0.1, in its own process, with faults.
+
+Run by SourceServer (below), or by hand:
+
+    python -m tests.localcloud.source_server --root DIR --port 0 --port-file F --log F --faults F
+
+Every request appends one JSON line to the log:
+    {"method", "path", "user_agent", "status", "bytes_sent", "fault"}
+The faults file (JSON, re-read whenever it changes) maps a URL path to one fault:
+    {"kind": "truncate", "after": N}       full Content-Length, then close after N body bytes
+    {"kind": "short", "bytes": N}          honest Content-Length N, the first N bytes
+    {"kind": "replace", "with": "<file>"}  serve that file's bytes instead
+    {"kind": "status", "code": 503, "times": 2}
+                                           answer `code` to the first `times` requests (every
+                                           request if times is absent), then serve normally
+Counters of status faults restart whenever the faults file changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SENDFILE_CHUNK = 16 << 20
+
+
+# --- the server process ---------------------------------------------------------------------
+
+
+class FaultTable:
+    """The faults file, reloaded when its (inode, mtime, size) changes."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._stamp: tuple | None = None
+        self._faults: dict[str, dict] = {}
+        self._status_answered: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def fault_for(self, url_path: str) -> dict | None:
+        """The fault to apply to this request; counts it if it is a `status` fault."""
+        with self._lock:
+            self._reload_if_changed()
+            fault = self._faults.get(url_path)
+            if fault is None or fault["kind"] != "status":
+                return fault
+            answered = self._status_answered.get(url_path, 0)
+            if fault.get("times") is not None and answered >= fault["times"]:
+                return None
+            self._status_answered[url_path] = answered + 1
+            return fault
+
+    def _reload_if_changed(self) -> None:
+        stamp = file_stamp(self.path) if self.path else None
+        if stamp == self._stamp:
+            return
+        try:
+            faults = json.loads(self.path.read_text()) if stamp else {}
+        except (OSError, ValueError) as e:
+            print(f"ignoring unreadable faults file {self.path}: {e}", file=sys.stderr)
+            return
+        self._stamp = stamp
+        self._faults = {normalize_url_path(p): f for p, f in faults.items()}
+        self._status_answered = {}
+
+
+def file_stamp(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def normalize_url_path(path: str) -> str:
+    return "/" + urllib.parse.unquote(urllib.parse.urlsplit(path).path).lstrip("/")
+
+
+class RequestLog:
+    def __init__(self, path: Path | None):
+        self._file = open(path, "a", encoding="utf-8") if path else None
+        self._lock = threading.Lock()
+
+    def append(self, entry: dict) -> None:
+        if self._file is None:
+            return
+        with self._lock:
+            self._file.write(json.dumps(entry) + "\n")
+            self._file.flush()
+
+
+@dataclass
+class LogEntry:
+    method: str
+    path: str
+    user_agent: str | None
+    status: int = 0
+    bytes_sent: int = 0
+    fault: str | None = None
+
+
+class SourceHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: Path, port: int, faults: FaultTable, log: RequestLog):
+        self.root = root.resolve()
+        self.faults = faults
+        self.log = log
+        super().__init__(("127.0.0.1", port), SourceRequestHandler)
+
+    def file_for(self, url_path: str) -> Path | None:
+        file = (self.root / url_path.lstrip("/")).resolve()
+        if file.is_relative_to(self.root) and file.is_file():
+            return file
+        return None
+
+
+class SourceRequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "LocalSimplestreamsSource/1.0"
+    timeout = 120  # idle keep-alive connections
+    server: SourceHTTPServer
+
+    def do_GET(self) -> None:
+        self._serve(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._serve(send_body=False)
+
+    def log_message(self, format: str, *args) -> None:
+        pass  # requests go to the JSON log instead
+
+    def _serve(self, send_body: bool) -> None:
+        url_path = normalize_url_path(self.path)
+        entry = LogEntry(self.command, url_path, self.headers.get("User-Agent"))
+        try:
+            fault = self.server.faults.fault_for(url_path)
+            entry.fault = fault["kind"] if fault else None
+            self._respond(url_path, fault, send_body, entry)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        finally:
+            self.server.log.append(asdict(entry))
+
+    def _respond(self, url_path: str, fault: dict | None, send_body: bool, entry: LogEntry):
+        kind = fault["kind"] if fault else None
+        if kind == "status":
+            return self._send_message(fault["code"], f"fault: status {fault['code']}", entry)
+        file = Path(fault["with"]) if kind == "replace" else self.server.file_for(url_path)
+        if file is None:
+            return self._send_message(404, "not found", entry)
+        size = file.stat().st_size
+        content_length = min(fault["bytes"], size) if kind == "short" else size
+        body_length = min(fault["after"], size) if kind == "truncate" else content_length
+        entry.status = 200
+        self.send_response(200)
+        self.send_header("Content-Type", content_type(file))
+        self.send_header("Content-Length", str(content_length))
+        self.end_headers()
+        if send_body:
+            with open(file, "rb") as f:
+                self._send_file(f, body_length, entry)
+        if kind == "truncate":
+            self.close_connection = True  # the client sees EOF before Content-Length
+
+    def _send_file(self, f, count: int, entry: LogEntry) -> None:
+        while entry.bytes_sent < count:
+            chunk = min(SENDFILE_CHUNK, count - entry.bytes_sent)
+            sent = self.connection.sendfile(f, entry.bytes_sent, chunk)
+            if sent == 0:
+                break
+            entry.bytes_sent += sent
+
+    def _send_message(self, status: int, text: str, entry: LogEntry) -> None:
+        body = (text + "\n").encode()
+        entry.status = status
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+            entry.bytes_sent = len(body)
+
+
+def content_type(file: Path) -> str:
+    return "application/json" if file.suffix == ".json" else "application/octet-stream"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port-file", type=Path)
+    parser.add_argument("--log", type=Path)
+    parser.add_argument("--faults", type=Path)
+    args = parser.parse_args(argv)
+
+    server = SourceHTTPServer(args.root, args.port, FaultTable(args.faults), RequestLog(args.log))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    port = server.server_address[1]
+    if args.port_file:
+        write_atomically(args.port_file, f"{port}\n")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+# --- the wrapper used by tests and benchmarks -----------------------------------------------
+
+
+class SourceServer:
+    """Runs `python -m tests.localcloud.source_server` as a child process.
+
+    Files in workdir: port, requests.jsonl (the request log), faults.json, server.stderr.
+    """
+
+    def __init__(self, root: Path, workdir: Path, port: int = 0):
+        self.root = Path(root)
+        self.workdir = Path(workdir)
+        self.requested_port = port
+        self.port_file = self.workdir / "port"
+        self.log_file = self.workdir / "requests.jsonl"
+        self.faults_file = self.workdir / "faults.json"
+        self.stderr_file = self.workdir / "server.stderr"
+        self.process: subprocess.Popen | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("SourceServer is not started")
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self, timeout: float = 10.0) -> SourceServer:
+        """Spawn the server (with a fresh request log) and wait until it listens."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port_file.unlink(missing_ok=True)
+        self.log_file.write_text("")
+        with open(self.stderr_file, "wb") as stderr:
+            self.process = subprocess.Popen(
+                self._command(), cwd=REPO_ROOT, env=self._environment(),
+                stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
+            )
+        self.port = self._wait_for_port(timeout)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM by PID, then SIGKILL if it has not exited within timeout. Idempotent."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        self.port = None
+
+    def requests(self) -> list[dict]:
+        """The requests logged so far. A request is logged just after its response was sent,
+        so a client may get its response a moment before the entry appears: see
+        wait_for_requests."""
+        if not self.log_file.exists():
+            return []
+        lines = self.log_file.read_text().splitlines()
+        entries = []
+        for line in lines:
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                pass  # a line being written right now
+        return entries
+
+    def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[dict]:
+        """The log once it holds at least count entries (raises TimeoutError otherwise)."""
+        deadline = time.monotonic() + timeout
+        while len(entries := self.requests()) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(entries)} requests logged, expected {count}")
+            time.sleep(0.01)
+        return entries
+
+    def clear_requests(self) -> None:
+        self.log_file.write_text("")  # the server appends (O_APPEND), so truncating is safe
+
+    def set_faults(self, faults: dict[str, dict]) -> None:
+        """Replace all faults; also restarts the counts of `status` faults."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.faults_file, json.dumps(faults))
+
+    def clear_faults(self) -> None:
+        self.set_faults({})
+
+    def __enter__(self) -> SourceServer:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def _command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "tests.localcloud.source_server",
+            "--root", str(self.root.resolve()),
+            "--port", str(self.requested_port),
+            "--port-file", str(self.port_file),
+            "--log", str(self.log_file),
+            "--faults", str(self.faults_file),
+        ]
+
+    def _environment(self) -> dict[str, str]:
+        python_path = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        return {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
+
+    def _wait_for_port(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while not self.port_file.exists():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"source server exited: {self.stderr_file.read_text()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"source server did not start within {timeout}s")
+            time.sleep(0.02)
+        return int(self.port_file.read_text())
+
+
+if __name__ == "__main__":
+    main()
