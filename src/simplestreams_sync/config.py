@@ -61,6 +61,20 @@ class MirrorSpec(BaseModel):
         return not self.path.endswith(".json")
 
 
+class ProxySettings(BaseModel):
+    """The Juju model's proxy settings; they apply to the image source only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    http: str | None = None
+    https: str | None = None
+    no_proxy: str | None = None
+
+    def for_requests(self) -> dict[str, str]:
+        proxies = {"http": self.http, "https": self.https, "no_proxy": self.no_proxy}
+        return {scheme: url for scheme, url in proxies.items() if url}
+
+
 class SyncConfig(BaseModel):
     """mirrors.yaml: the charm's options that shape a sync run."""
 
@@ -82,7 +96,9 @@ class SyncConfig(BaseModel):
     keyring: str = DEFAULT_KEYRING
     state_dir: str = DEFAULT_STATE_DIR
     max_parallel: int = Field(default=2, ge=1, le=16)
-    modify_hook: str | None = None
+    modify_hook: str | None = None  # image-modifier script, run on a local copy of each image
+    import_timeout: int = Field(default=1800, ge=10)  # seconds to wait for Glance's import (conversion)
+    source_proxy: ProxySettings = Field(default_factory=ProxySettings)
 
     @field_validator("content_id_template")
     @classmethod

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable
 
 from .config import IdentityConfig, SyncConfig
 from .glance import VERIFIED_PROPERTY, UNFINISHED_STATUSES, GlanceStore, image_properties
-from .openstack import Cloud, CloudError
+from .openstack import Cloud, CloudError, image_ids_in_use
 from .publish import SwiftPublisher, image_ids_tree
+from .modify import ModifyHookError, modified_image, run_modify_hook
+from .retention import plan_retention
 from .source import HttpSession, SourceError, SourceImage, open_url_chunks, read_source
 from .state import ProgressFile, SyncResult, utc_now
 from .transfer import VerificationError, VerifyingStream
@@ -68,7 +72,7 @@ class SyncRun:
         self.err = err
         self.progress = progress or Progress(None)
         self.result = SyncResult(started=utc_now(), dry_run=dry_run)
-        self.http = HttpSession(config.user_agent)
+        self.http = HttpSession(config.user_agent, proxies=config.source_proxy.for_requests() or None)
         self.content_id = config.content_id
         self._result_lock = threading.Lock()
         self._names: dict[tuple, str] = {}  # Glance name of each source image, by SourceImage.key
@@ -106,7 +110,10 @@ class SyncRun:
     def _sync_with_cloud(self, desired: list[SourceImage]) -> None:
         self.progress.phase("checking glance")
         try:
-            cloud = Cloud(self.identity)
+            object_store_proxies = None
+            if not self.config.ignore_proxy_for_object_store:
+                object_store_proxies = self.config.source_proxy.for_requests()
+            cloud = Cloud(self.identity, object_store_proxies)
             glance = GlanceStore(cloud)
             owned = glance.owned_images(self.content_id)
             hash_algo = glance.hash_algo(owned)
@@ -118,9 +125,11 @@ class SyncRun:
         missing = [image for image in desired if image.key not in have]
         if self.dry_run:
             self._report_would_create(missing)
+            self._apply_retention(cloud, glance, desired, verified)
             return
         created = self._upload_all(glance, missing, hash_algo)
         verified.extend(created)
+        verified = self._apply_retention(cloud, glance, desired, verified)
         if self.config.set_latest_property:
             self._mark_latest(glance, verified)
         if self.config.use_swift:
@@ -160,17 +169,19 @@ class SyncRun:
         image[VERIFIED_PROPERTY] = expected
         return True
 
-    def _delete(self, glance: GlanceStore, image: dict, reason: str) -> None:
+    def _delete(self, glance: GlanceStore, image: dict, reason: str) -> bool:
+        """Delete one of our images and say so; True when it is gone."""
         if self.dry_run:
             self.out(f"would delete {image['id']}: {image.get('name')} ({reason})")
-            return
+            return False
         try:
             glance.delete(image["id"])
         except CloudError as error:
             self._error(f"could not delete image {image['id']} ({reason}): {error}")
-            return
+            return False
         self.out(f"deleted {image['id']}: {image.get('name')} ({reason})")
         self.result.deleted.append({"id": image["id"], "name": image.get("name"), "reason": reason})
+        return True
 
     def _report_would_create(self, images: list[SourceImage]) -> None:
         for image in images:
@@ -189,30 +200,71 @@ class SyncRun:
     def _upload_one(self, glance: GlanceStore, image: SourceImage, hash_algo: str) -> dict | None:
         name = self._names[image.key]
         self.progress.item_started(name)
-        properties = image_properties(image, self.content_id, self.config.custom_properties,
-                                      self.config.hypervisor_mapping)
-        close = None
         try:
-            chunks, close = open_url_chunks(image.url, self.http)
-            stream = VerifyingStream(image, chunks, hash_algo, on_bytes=self.progress.add_bytes)
-            stored = glance.upload(image, name, properties, self.config.visibility, stream)
-        except (SourceError, VerificationError, CloudError) as error:
+            if self.config.modify_hook:
+                stored = self._upload_modified(glance, image, name, hash_algo)
+            else:
+                properties = image_properties(image, self.content_id, self.config.custom_properties,
+                                              self.config.hypervisor_mapping)
+                stored = self._upload_from(glance, image, name, properties, hash_algo)
+        except (SourceError, VerificationError, CloudError, ModifyHookError) as error:
             self._failed(name, str(error))
             return None
         except Exception as error:  # noqa: BLE001 - one image's surprise must not stop the others
             LOG.exception("unexpected error uploading %s", name)
             self._failed(name, f"{type(error).__name__}: {error}")
             return None
-        finally:
-            if close:
-                close()
         with self._result_lock:
             self.result.created.append({"id": stored["id"], "name": name})
             self.result.bytes_transferred += stored.get("size") or 0
         self.out(f"created {stored['id']}: {name}")
         return stored
 
+    def _upload_from(self, glance: GlanceStore, image: SourceImage, name: str, properties: dict,
+                     hash_algo: str) -> dict:
+        """Stream `image.url` into Glance, verified on the way."""
+        chunks, close = open_url_chunks(image.url, self.http)
+        try:
+            stream = VerifyingStream(image, chunks, hash_algo, on_bytes=self.progress.add_bytes)
+            convert_timeout = self.config.import_timeout if self.config.image_import_conversion else None
+            return glance.upload(image, name, properties, self.config.visibility, stream, convert_timeout)
+        finally:
+            close()
+
+    def _upload_modified(self, glance: GlanceStore, image: SourceImage, name: str, hash_algo: str) -> dict:
+        """The image-modifier case: a verified local copy goes through the script, then to Glance."""
+        with tempfile.TemporaryDirectory(prefix="gss-modify-") as workdir:
+            local = Path(workdir) / "image"
+            chunks, close = open_url_chunks(image.url, self.http)
+            try:
+                with open(local, "wb") as copy:
+                    for chunk in VerifyingStream(image, chunks, "sha256"):
+                        copy.write(chunk)
+            finally:
+                close()
+            run_modify_hook(self.config.modify_hook, local, image.metadata)
+            modified = modified_image(image, local)
+            properties = image_properties(modified, self.content_id, self.config.custom_properties,
+                                          self.config.hypervisor_mapping)
+            return self._upload_from(glance, modified, name, properties, hash_algo)
+
     # -- after upload -----------------------------------------------------------------------------
+    def _apply_retention(self, cloud: Cloud, glance: GlanceStore, desired: list[SourceImage],
+                         verified: list[dict]) -> list[dict]:
+        """Delete superseded images (never protected or in-use ones); return the images that remain."""
+        plan = plan_retention(desired, verified, in_use=set())
+        if plan.delete:
+            try:
+                plan = plan_retention(desired, verified, in_use=image_ids_in_use(cloud))
+            except CloudError as error:
+                self._error(f"superseded images not deleted: {error}")
+                return verified
+        for image, reason in plan.keep:
+            self.out(f"kept {image['id']}: {image.get('name')} ({reason})")
+        deleted_ids = {image["id"] for image in plan.delete
+                       if self._delete(glance, image, "superseded by a newer version")}
+        return [image for image in verified if image["id"] not in deleted_ids]
+
     def _mark_latest(self, glance: GlanceStore, images: list[dict]) -> None:
         """`latest=true` on the newest image of each source + os_version + architecture, off the others."""
         newest: dict[tuple, dict] = {}

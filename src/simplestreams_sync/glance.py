@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from typing import Iterable
 
 import glanceclient
@@ -72,6 +73,15 @@ def image_properties(image: SourceImage, content_id: str, custom: dict[str, str]
     return {key: str(value) for key, value in properties.items() if value is not None}
 
 
+def _reraise_verification_error(error: BaseException) -> None:
+    """A VerificationError raised inside the request body may arrive wrapped by the HTTP stack."""
+    cause = error.__context__ or error.__cause__
+    while cause is not None:
+        if isinstance(cause, VerificationError):
+            raise cause from None
+        cause = cause.__context__ or cause.__cause__
+
+
 class GlanceStore:
     """The Glance side of a sync: list what we own, upload verified, delete what is wrong."""
 
@@ -112,41 +122,62 @@ class GlanceStore:
         return DEFAULT_HASH_ALGO
 
     def upload(self, image: SourceImage, name: str, properties: dict, visibility: str,
-               stream: VerifyingStream) -> dict:
+               stream: VerifyingStream, convert_timeout: int | None = None) -> dict:
         """Create the image, stream the verified bytes into it, check what Glance stored.
 
-        On any error the image is deleted, so nothing half-made or wrong is left behind.
+        With `convert_timeout`, the bytes are staged and imported (glance-direct) so that Glance
+        converts them to raw, waiting at most that many seconds. On any error the image is deleted,
+        so nothing half-made or wrong is left behind.
         """
         created = self._call(f"create {name}", self.client.images.create, name=name,
                              disk_format=disk_format(image.metadata.get("ftype")),
                              container_format="bare", visibility=visibility, **properties)
         image_id = created["id"]
         try:
-            self._put_data(image_id, stream)
-            stored = self.get(image_id)
-            stream.check_stored(stored)
-            self._call(f"mark {image_id} verified", self.client.images.update, image_id,
-                       **{VERIFIED_PROPERTY: stream.source_digest})
+            if convert_timeout is None:
+                self._send_data(image_id, "file", stream)
+                stored = self.get(image_id)
+                stream.check_stored(stored)
+            else:
+                self._send_data(image_id, "stage", stream)
+                stored = self._import_and_wait(image_id, convert_timeout)
+            self.mark_verified(image_id, stream.source_digest)
             return stored
         except BaseException:
             self.delete_quietly(image_id)
             raise
 
-    def _put_data(self, image_id: str, stream: VerifyingStream) -> None:
-        url = f"{self.endpoint}/v2/images/{image_id}/file"
+    def _send_data(self, image_id: str, target: str, stream: VerifyingStream) -> None:
+        """PUT the stream to /file (upload) or /stage (interoperable import), chunked."""
+        url = f"{self.endpoint}/v2/images/{image_id}/{target}"
         try:
             response = self.cloud.session.put(url, data=iter(stream), raise_exc=False,
                                               headers={"Content-Type": "application/octet-stream"})
         except ks_exceptions.ClientException as error:
-            cause = error.__context__ or error.__cause__
-            while cause is not None:
-                if isinstance(cause, VerificationError):
-                    raise cause from None
-                cause = cause.__context__ or cause.__cause__
+            _reraise_verification_error(error)
             raise CloudError(f"glance: upload of {image_id} failed: {str(error).splitlines()[0][:300]}") from None
         if response.status_code >= 400:
             raise CloudError(f"glance: upload of {image_id} refused: HTTP {response.status_code} "
                              f"{response.text[:300].strip()}")
+
+    def _import_and_wait(self, image_id: str, timeout: int) -> dict:
+        self._call(f"import {image_id}", self.client.images.image_import, image_id, method="glance-direct")
+        deadline = time.monotonic() + timeout
+        delay = 0.5
+        while True:
+            stored = self.get(image_id)
+            if stored.get("status") == "active":
+                if stored.get("disk_format") != "raw":
+                    raise VerificationError(f"Glance imported {image_id} as {stored.get('disk_format')}, "
+                                            "not raw: is the image_conversion import plugin enabled?")
+                return stored
+            if stored.get("os_glance_failed_import") or stored.get("status") == "killed":
+                raise CloudError(f"glance: import of {image_id} failed (status {stored.get('status')})")
+            if time.monotonic() > deadline:
+                raise CloudError(f"glance: import of {image_id} not finished after {timeout}s "
+                                 f"(status {stored.get('status')})")
+            time.sleep(delay)
+            delay = min(delay * 2, 5)
 
     def get(self, image_id: str) -> dict:
         return dict(self._call(f"get {image_id}", self.client.images.get, image_id))

@@ -6,8 +6,7 @@ import json
 import logging
 
 from simplestreams import util
-from swiftclient import client as swift_client
-from swiftclient.exceptions import ClientException as SwiftClientException
+from keystoneauth1 import exceptions as ks_exceptions
 
 from .openstack import Cloud, CloudError
 
@@ -67,7 +66,11 @@ def index_entry(tree: dict, region: str, endpoint: str, cloud_name: str) -> dict
 
 
 class SwiftPublisher:
-    """Writes the metadata to the `simplestreams` container, publicly readable."""
+    """Writes the metadata to the `simplestreams` container, publicly readable.
+
+    Talks to Swift's API through the keystone session (no swiftclient) so that proxy use is explicit:
+    `Cloud.object_store_session` goes through the source proxy only when the operator asks for it.
+    """
 
     def __init__(self, cloud: Cloud):
         self.cloud = cloud
@@ -76,8 +79,7 @@ class SwiftPublisher:
             raise CloudError(f"no object-store (Swift) endpoint in the catalog for region {cloud.region}; "
                              "images were synced but no metadata was published")
         self.storage_url = url.rstrip("/")
-        self.connection = swift_client.Connection(session=cloud.session, retries=2, os_options={
-            "object_storage_url": self.storage_url})
+        self.session = cloud.object_store_session
 
     @property
     def metadata_url(self) -> str:
@@ -87,32 +89,38 @@ class SwiftPublisher:
     def publish(self, tree: dict, cloud_name: str) -> None:
         """Products file first, then the index that points at it: readers never see a dangling index."""
         try:
-            self.connection.put_container(CONTAINER, headers={"X-Container-Read": PUBLIC_READ_ACL})
+            self._request("PUT", f"{self.storage_url}/{CONTAINER}", headers={"X-Container-Read": PUBLIC_READ_ACL})
             self._put(products_path(tree["content_id"]), tree)
             index = self._existing_index()
             index["index"][tree["content_id"]] = index_entry(tree, self.cloud.region, self.cloud.auth_url,
                                                              cloud_name)
             index["updated"] = tree["updated"]
             self._put(INDEX_PATH, index)
-        except SwiftClientException as error:
+        except ks_exceptions.ClientException as error:
             raise CloudError(f"swift {self.storage_url}: {str(error).splitlines()[0][:300]}") from None
-        except Exception as error:  # connection errors arrive as requests/keystoneauth exceptions
-            raise CloudError(f"swift {self.storage_url}: {type(error).__name__}: {str(error)[:300]}") from None
+
+    def _object_url(self, path: str) -> str:
+        return f"{self.storage_url}/{CONTAINER}/{PREFIX}{path}"
+
+    def _request(self, method: str, url: str, **kwargs):
+        response = self.session.request(url, method, raise_exc=False, **kwargs)
+        if response.status_code >= 400 and not (method == "GET" and response.status_code == 404):
+            raise CloudError(f"swift: {method} {url}: HTTP {response.status_code}")
+        return response
 
     def _existing_index(self) -> dict:
+        response = self._request("GET", self._object_url(INDEX_PATH))
+        if response.status_code == 404:
+            return {"format": "index:1.0", "index": {}}
         try:
-            _, body = self.connection.get_object(CONTAINER, PREFIX + INDEX_PATH)
-            index = json.loads(body)
-            if isinstance(index.get("index"), dict):
-                return index
-            LOG.warning("replacing malformed %s", PREFIX + INDEX_PATH)
-        except SwiftClientException as error:
-            if error.http_status != 404:
-                raise
+            index = response.json()
         except ValueError:
-            LOG.warning("replacing unreadable %s", PREFIX + INDEX_PATH)
+            index = None
+        if isinstance(index, dict) and isinstance(index.get("index"), dict):
+            return index
+        LOG.warning("replacing unreadable %s", PREFIX + INDEX_PATH)
         return {"format": "index:1.0", "index": {}}
 
     def _put(self, path: str, data: dict) -> None:
-        self.connection.put_object(CONTAINER, PREFIX + path, util.dump_data(data),
-                                   content_type="application/json")
+        self._request("PUT", self._object_url(path), data=util.dump_data(data),
+                      headers={"Content-Type": "application/json"})
