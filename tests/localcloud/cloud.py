@@ -1,0 +1,663 @@
+"""A real Keystone + Glance + Swift on 127.0.0.1, for functional tests and benchmarks.
+
+    with LocalCloud(tmp_path / "cloud") as cloud:
+        glance = glanceclient.Client("2", session=cloud.sync_session())
+
+or, from a shell:  python -m tests.localcloud.cloud --workdir DIR
+
+Every server binary is taken from the Python environment running this module
+(next to sys.executable), so the servers run with the same packages as the tests.
+Known pitfalls are explained (PITFALL:) where they are handled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import getpass
+import grp
+import importlib.metadata
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+import requests
+from keystoneauth1 import session as ks_session
+from keystoneauth1.identity import v3 as ks_identity
+
+BIN_DIR = Path(sys.executable).parent
+HOST = "127.0.0.1"
+# Every process we start carries this variable, set to the workdir: kill_leftovers()
+# only ever kills processes whose environment says they belong to that workdir.
+WORKDIR_ENV = "LOCALCLOUD_WORKDIR"
+START_TIMEOUT = 120.0
+STOP_GRACE = 5.0
+SERVICES_PROJECT = "services"
+SYNC_USER = "image-stream"
+DOMAIN = "Default"
+# (name, ready path): in start order. Any HTTP answer on the path means "up".
+SERVICES = (
+    ("keystone", "/v3"),
+    ("glance", "/versions"),
+    ("swift-account", "/"),
+    ("swift-container", "/"),
+    ("swift-object", "/"),
+    ("swift-proxy", "/healthcheck"),
+)
+SWIFT_BACKENDS = ("account", "container", "object")
+
+# Builds the three one-device rings in a child process, so the caller's process
+# never imports swift (and eventlet).
+_RING_SCRIPT = """
+import sys
+from swift.common.ring import RingBuilder
+swift_dir = sys.argv[1]
+for arg in sys.argv[2:]:
+    kind, port = arg.split("=")
+    builder = RingBuilder(10, 1, 1)
+    builder.add_dev({"region": 1, "zone": 1, "ip": "127.0.0.1", "port": int(port),
+                     "device": "d1", "weight": 1.0})
+    builder.rebalance()
+    builder.save(f"{swift_dir}/{kind}.builder")
+    builder.get_ring().save(f"{swift_dir}/{kind}.ring.gz")
+"""
+
+# PITFALL: keystone's oslo.config parses sys.argv, so gunicorn's own arguments make
+# every worker exit with code 2 (and requests hang). Reset argv before loading the app.
+_KEYSTONE_SHIM = """
+import sys
+sys.argv = sys.argv[:1]
+from keystone.wsgi.api import application  # noqa: E402,F401
+"""
+
+
+@dataclass
+class _Service:
+    name: str
+    port: int
+    ready_path: str
+    argv: list[str]
+    popen: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+
+class LocalCloud:
+    def __init__(self, workdir: Path, region: str = "RegionOne", image_conversion: bool = False):
+        self.workdir = Path(workdir).resolve()
+        self.region = region
+        self.image_conversion = image_conversion
+        self.logs = self.workdir / "logs"
+        self.auth_url: str | None = None
+        self.admin: dict | None = None
+        self.sync_identity: dict | None = None
+        self.glance_url: str | None = None
+        self.swift_url: str | None = None
+        self.services_project_id: str | None = None  # owner of the images the sync user creates
+        self.startup_seconds: float | None = None
+        self._services: dict[str, _Service] = {}
+        self._passwords: dict[str, str] = {}
+        self._pids_lock = threading.Lock()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> Self:
+        began = time.monotonic()
+        self.stop()
+        self.kill_leftovers(self.workdir)
+        self._make_dirs()
+        ports = _free_ports(len(SERVICES))
+        self._services = {
+            name: _Service(name, port, ready_path, []) for (name, ready_path), port in zip(SERVICES, ports)
+        }
+        self._passwords = {user: secrets.token_urlsafe(16) for user in ("admin", "glance", "swift", SYNC_USER)}
+        self.auth_url = f"{self._services['keystone'].url}/v3"
+        self.glance_url = self._services["glance"].url
+        self._write_configs()
+        self._define_commands()
+        atexit.register(self.stop)
+        try:
+            with ThreadPoolExecutor(3) as pool:
+                bring_ups = (self._bring_up_keystone, self._bring_up_glance, self._bring_up_swift)
+                for future in [pool.submit(bring_up) for bring_up in bring_ups]:
+                    future.result()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
+        return self
+
+    def stop(self) -> None:
+        atexit.unregister(self.stop)
+        services = [s for s in reversed(self._services.values()) if s.popen is not None]
+        if not services:
+            return
+        _terminate([s.popen for s in services], grace=STOP_GRACE)
+        for service in services:
+            service.popen = None
+        self._write_pids()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def stop_service(self, name: str) -> None:
+        """Kill one service abruptly (SIGKILL), as a crash would."""
+        service = self._service(name)
+        if service.popen is not None:
+            _terminate([service.popen], grace=0)
+            service.popen = None
+            self._write_pids()
+
+    def start_service(self, name: str) -> None:
+        """Start a service again on the same port and wait until it answers."""
+        service = self._service(name)
+        if not service.running():
+            self._launch(service)
+        self._wait_until_answering(service, time.monotonic() + START_TIMEOUT)
+
+    @staticmethod
+    def kill_leftovers(workdir: Path) -> list[int]:
+        """SIGKILL every process a (crashed) LocalCloud left running for `workdir`."""
+        workdir = Path(workdir).resolve()
+        pids_file = workdir / "pids"
+        listed = {int(line) for line in pids_file.read_text().split()} if pids_file.exists() else set()
+        victims = sorted(pid for pid in listed | set(_pids_tagged_with(workdir)) if _is_tagged(pid, workdir))
+        for pid in victims:
+            _signal(pid, signal.SIGKILL)
+        _wait_until(lambda: not any(_is_alive(pid) for pid in victims), timeout=10)
+        pids_file.unlink(missing_ok=True)
+        return victims
+
+    # ------------------------------------------------------------------ sessions
+
+    def admin_session(self) -> ks_session.Session:
+        return _session(self.admin)
+
+    def sync_session(self) -> ks_session.Session:
+        return _session(self.sync_identity)
+
+    def pids(self) -> list[int]:
+        """PIDs of the running service processes (each one leads its own process group)."""
+        return [s.popen.pid for s in self._services.values() if s.popen is not None]
+
+    # ------------------------------------------------------------------ bring-up
+
+    def _bring_up_keystone(self) -> None:
+        conf = str(self.workdir / "keystone" / "keystone.conf")
+        owner = ["--keystone-user", getpass.getuser(), "--keystone-group", grp.getgrgid(os.getgid()).gr_name]
+        with ThreadPoolExecutor(3) as pool:
+            for future in [
+                pool.submit(self._run, "keystone-manage", "--config-file", conf, "fernet_setup", *owner),
+                pool.submit(self._run, "keystone-manage", "--config-file", conf, "credential_setup", *owner),
+                pool.submit(self._run, "keystone-manage", "--config-file", conf, "db_sync"),
+            ]:
+                future.result()
+        self._run(
+            "keystone-manage", "--config-file", conf, "bootstrap",
+            "--bootstrap-password", self._passwords["admin"],
+            "--bootstrap-region-id", self.region,
+            "--bootstrap-admin-url", self.auth_url,
+            "--bootstrap-internal-url", self.auth_url,
+            "--bootstrap-public-url", self.auth_url,
+        )  # fmt: skip
+        self._start_and_wait("keystone")
+        self.admin = self._credentials("admin", "admin")
+        self._register_in_keystone()
+
+    def _bring_up_glance(self) -> None:
+        self._run("glance-manage", "--config-file", str(self.workdir / "glance" / "glance-api.conf"), "db_sync")
+        self._start_and_wait("glance")
+
+    def _bring_up_swift(self) -> None:
+        rings = [f"{kind}={self._services['swift-' + kind].port}" for kind in SWIFT_BACKENDS]
+        self._run(sys.executable, "-c", _RING_SCRIPT, str(self.workdir / "swift"), *rings)
+        for name in ("swift-account", "swift-container", "swift-object", "swift-proxy"):
+            self._launch(self._services[name])
+        for name in ("swift-account", "swift-container", "swift-object", "swift-proxy"):
+            self._wait_until_answering(self._services[name], time.monotonic() + START_TIMEOUT)
+
+    def _start_and_wait(self, name: str) -> None:
+        self._launch(self._services[name])
+        self._wait_until_answering(self._services[name], time.monotonic() + START_TIMEOUT)
+
+    # ------------------------------------------------------------------ keystone
+
+    def _register_in_keystone(self) -> None:
+        from keystoneclient.v3 import client as keystone_v3
+
+        ks = keystone_v3.Client(session=self.admin_session(), interface="public")
+        project = _first(ks.projects.list(name=SERVICES_PROJECT, domain="default")) or ks.projects.create(
+            SERVICES_PROJECT, domain="default", description="Service users"
+        )
+        admin_role = _first(ks.roles.list(name="admin"))
+        service_role = _first(ks.roles.list(name="service")) or ks.roles.create("service")
+        for user, roles in (("glance", [admin_role, service_role]), ("swift", [admin_role, service_role]),
+                            (SYNC_USER, [admin_role])):  # fmt: skip
+            user_id = self._ensure_user(ks, user, project)
+            for role in roles:
+                ks.roles.grant(role, user=user_id, project=project)
+        swift = self._services["swift-proxy"].url
+        self._ensure_endpoints(ks, "image", "glance", self.glance_url)
+        self._ensure_endpoints(ks, "object-store", "swift", f"{swift}/v1/AUTH_%(project_id)s")
+        self.services_project_id = project.id
+        self.swift_url = f"{swift}/v1/AUTH_{project.id}"
+        self.sync_identity = self._credentials(SYNC_USER, SERVICES_PROJECT)
+
+    def _ensure_user(self, ks, name: str, project) -> str:
+        password = self._passwords[name]
+        user = _first(ks.users.list(name=name, domain="default"))
+        if user is None:
+            user = ks.users.create(name, domain="default", password=password, default_project=project)
+        else:  # a re-used workdir: every start() picks new passwords
+            ks.users.update(user, password=password, default_project=project, enabled=True)
+        return user.id
+
+    def _ensure_endpoints(self, ks, service_type: str, name: str, url: str) -> None:
+        service = _first(ks.services.list(type=service_type)) or ks.services.create(name, type=service_type)
+        for interface in ("public", "internal", "admin"):
+            endpoint = _first(ks.endpoints.list(service=service, interface=interface, region=self.region))
+            if endpoint is None:
+                ks.endpoints.create(service, url, interface=interface, region=self.region)
+            elif endpoint.url != url:
+                ks.endpoints.update(endpoint, url=url)
+
+    def _credentials(self, username: str, project_name: str) -> dict:
+        return {
+            "auth_url": self.auth_url,
+            "username": username,
+            "password": self._passwords[username],
+            "project_name": project_name,
+            "user_domain_name": DOMAIN,
+            "project_domain_name": DOMAIN,
+            "region": self.region,
+        }
+
+    # ------------------------------------------------------------------- configs
+
+    def _make_dirs(self) -> None:
+        for sub in ("logs", "keystone", "glance/images", "glance/staging", "glance/tasks", "glance/locks",
+                    "swift/devices/d1"):  # fmt: skip
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+
+    def _write_configs(self) -> None:
+        keystone_dir, glance_dir, swift_dir = (self.workdir / d for d in ("keystone", "glance", "swift"))
+        _write_ini(keystone_dir / "keystone.conf", self._keystone_conf())
+        (keystone_dir / "keystone_shim.py").write_text(_KEYSTONE_SHIM)
+        _write_ini(glance_dir / "glance-api.conf", self._glance_conf())
+        shutil.copyfile(_glance_paste_ini(), glance_dir / "glance-api-paste.ini")
+        _write_ini(swift_dir / "swift.conf", _swift_conf())
+        for kind in SWIFT_BACKENDS:
+            _write_ini(swift_dir / f"{kind}-server.conf", self._swift_backend_conf(kind))
+        _write_ini(swift_dir / "proxy-server.conf", self._swift_proxy_conf())
+
+    def _keystone_conf(self) -> dict:
+        keystone = self.workdir / "keystone"
+        return {
+            "DEFAULT": {"use_stderr": "true"},
+            "database": {"connection": f"sqlite:///{keystone}/keystone.db"},
+            "token": {"provider": "fernet"},
+            "fernet_tokens": {"key_repository": f"{keystone}/fernet-keys"},
+            "fernet_receipts": {"key_repository": f"{keystone}/fernet-keys"},
+            "credential": {"key_repository": f"{keystone}/credential-keys"},
+            # bcrypt's default cost makes each password check take ~0.25 s; this is a test cloud.
+            # (max_password_length=72, bcrypt's limit, only silences a warning on every login.)
+            "identity": {"password_hash_rounds": "4", "max_password_length": "72"},
+            "oslo_policy": {"enforce_new_defaults": "true", "enforce_scope": "true"},
+        }
+
+    def _glance_conf(self) -> dict:
+        glance = self.workdir / "glance"
+        plugins = "[image_conversion]" if self.image_conversion else "[]"
+        conf = {
+            "DEFAULT": {
+                "use_stderr": "true",
+                "enabled_backends": "local:file",
+                "enabled_import_methods": "[glance-direct,web-download]",
+                "worker_self_reference_url": self.glance_url,
+            },
+            "database": {"connection": f"sqlite:///{glance}/glance.db"},
+            "glance_store": {"default_backend": "local"},
+            "local": {"filesystem_store_datadir": f"{glance}/images"},
+            "os_glance_staging_store": {"filesystem_store_datadir": f"{glance}/staging"},
+            "os_glance_tasks_store": {"filesystem_store_datadir": f"{glance}/tasks"},
+            "image_import_opts": {"image_import_plugins": plugins},
+            # PITFALL: web-download refuses loopback hosts and ports other than 80/443 by default.
+            "import_filtering_opts": {"allowed_hosts": f"[{HOST},localhost]", "allowed_ports": "[]"},
+            "paste_deploy": {"flavor": "keystone", "config_file": f"{glance}/glance-api-paste.ini"},
+            "keystone_authtoken": self._authtoken_conf("glance"),
+            "oslo_concurrency": {"lock_path": f"{glance}/locks"},
+        }
+        if self.image_conversion:  # needs qemu-img on PATH
+            conf["image_conversion"] = {"output_format": "raw"}
+        return conf
+
+    def _authtoken_conf(self, user: str) -> dict:
+        return {
+            "www_authenticate_uri": self.auth_url,
+            "auth_url": self.auth_url,
+            "auth_type": "password",
+            "username": user,
+            "password": self._passwords[user],
+            "project_name": SERVICES_PROJECT,
+            "user_domain_name": DOMAIN,
+            "project_domain_name": DOMAIN,
+        }
+
+    def _swift_server_defaults(self, port: int) -> dict:
+        swift = self.workdir / "swift"
+        return {
+            "bind_ip": HOST,
+            "bind_port": str(port),
+            "workers": "0",
+            "user": getpass.getuser(),
+            "swift_dir": str(swift),  # also where swift.conf is read from (default /etc/swift)
+            "devices": f"{swift}/devices",
+            "mount_check": "false",
+            "disable_fallocate": "true",
+        }
+
+    def _swift_backend_conf(self, kind: str) -> dict:
+        return {
+            "DEFAULT": self._swift_server_defaults(self._services[f"swift-{kind}"].port),
+            "pipeline:main": {"pipeline": f"{kind}-server"},
+            f"app:{kind}-server": {"use": f"egg:swift#{kind}"},
+        }
+
+    def _swift_proxy_conf(self) -> dict:
+        pipeline = ("catch_errors gatekeeper healthcheck proxy-logging listing_formats authtoken keystoneauth "
+                    "copy dlo slo versioned_writes proxy-logging proxy-server")  # fmt: skip
+        authtoken = {"paste.filter_factory": "keystonemiddleware.auth_token:filter_factory",
+                     "delay_auth_decision": "true", **self._authtoken_conf("swift")}  # fmt: skip
+        filters = ("catch_errors", "gatekeeper", "healthcheck", "proxy-logging", "listing_formats",
+                   "copy", "dlo", "slo", "versioned_writes")  # fmt: skip
+        return {
+            "DEFAULT": self._swift_server_defaults(self._services["swift-proxy"].port),
+            "pipeline:main": {"pipeline": pipeline},
+            "app:proxy-server": {"use": "egg:swift#proxy", "account_autocreate": "true"},
+            "filter:authtoken": authtoken,
+            "filter:keystoneauth": {"use": "egg:swift#keystoneauth", "operator_roles": "admin, member"},
+            **{f"filter:{name}": {"use": f"egg:swift#{name.replace('-', '_')}"} for name in filters},
+        }
+
+    def _define_commands(self) -> None:
+        def gunicorn(name: str, app: str, *extra: str) -> list[str]:
+            return [
+                str(BIN_DIR / "gunicorn"), app, "--bind", f"{HOST}:{self._services[name].port}",
+                "--workers", "1", "-k", "gthread", "--threads", "4", "--timeout", "300",
+                "--graceful-timeout", "1",  # else a gthread worker lingers ~2 s on SIGTERM
+                "--access-logfile", "-",
+                "--no-control-socket",  # PITFALL: gunicorn 27 shares one control socket per user otherwise
+                *extra,
+            ]  # fmt: skip
+
+        swift = self.workdir / "swift"
+        self._services["keystone"].argv = gunicorn(
+            "keystone", "keystone_shim:application", "--pythonpath", str(self.workdir / "keystone")
+        )
+        self._services["glance"].argv = gunicorn("glance", "glance.wsgi.api:application")
+        for kind in (*SWIFT_BACKENDS, "proxy"):
+            binary = BIN_DIR / f"swift-{kind}-server"
+            self._services[f"swift-{kind}"].argv = [str(binary), str(swift / f"{kind}-server.conf"), "-v"]
+
+    # ----------------------------------------------------------------- processes
+
+    def _child_env(self) -> dict:
+        env = dict(os.environ)
+        env.update({
+            WORKDIR_ENV: str(self.workdir),
+            # PITFALL: gunicorn retitles its processes with setproctitle, which by default
+            # overwrites /proc/PID/environ and so the WORKDIR_ENV tag; this keeps environ intact.
+            "SPT_NOENV": "1",
+            "OS_KEYSTONE_CONFIG_DIR": str(self.workdir / "keystone"),
+            "OS_GLANCE_CONFIG_DIR": str(self.workdir / "glance"),
+            "PATH": f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}",
+            "no_proxy": f"{HOST},localhost",
+            "NO_PROXY": f"{HOST},localhost",
+        })  # fmt: skip
+        return env
+
+    def _run(self, *argv: str) -> None:
+        """Run a set-up command to completion; its output goes to logs/setup.log."""
+        program = argv[0] if "/" in argv[0] else str(BIN_DIR / argv[0])
+        log_path = self.logs / "setup.log"
+        with open(log_path, "ab") as log:
+            result = subprocess.run(
+                [program, *argv[1:]], check=False, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=self._child_env(), cwd=self.workdir, start_new_session=True, timeout=START_TIMEOUT,
+            )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"{shlex.join(argv[:4])} failed ({result.returncode}):\n{_tail(log_path)}")
+
+    def _launch(self, service: _Service) -> None:
+        with open(self.logs / f"{service.name}.log", "ab") as log:
+            # Own session = own process group, so gunicorn's workers die with their master.
+            service.popen = subprocess.Popen(
+                service.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=self._child_env(), cwd=self.workdir, start_new_session=True,
+            )  # fmt: skip
+        self._write_pids()
+
+    def _wait_until_answering(self, service: _Service, deadline: float) -> None:
+        while True:
+            if not service.running():
+                log = _tail(self.logs / f"{service.name}.log")
+                raise RuntimeError(f"{service.name} is not running (exit code {service.popen.poll()}):\n{log}")
+            try:
+                requests.get(service.url + service.ready_path, timeout=5)
+                return
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{service.name} did not answer on {service.url} in time") from None
+                time.sleep(0.1)
+
+    def _write_pids(self) -> None:
+        with self._pids_lock:
+            text = "".join(f"{pid}\n" for pid in self.pids())
+            (self.workdir / "pids").write_text(text)
+
+    def _service(self, name: str) -> _Service:
+        if name not in self._services:
+            raise ValueError(f"unknown service {name!r}; known: {', '.join(self._services) or 'none (not started)'}")
+        return self._services[name]
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _session(credentials: dict | None) -> ks_session.Session:
+    if credentials is None:
+        raise RuntimeError("the cloud is not started")
+    auth_args = {key: value for key, value in credentials.items() if key != "region"}
+    return ks_session.Session(auth=ks_identity.Password(**auth_args))
+
+
+def _first(items):
+    return items[0] if items else None
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports the kernel considers free now. All sockets are held open together so they differ."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _write_ini(path: Path, sections: dict[str, dict[str, str]]) -> None:
+    lines = []
+    for section, options in sections.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {value}" for key, value in options.items())
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def _swift_conf() -> dict:
+    # The hash prefix/suffix must stay the same for a workdir: they place objects on disk.
+    return {
+        "swift-hash": {"swift_hash_path_suffix": "localcloud", "swift_hash_path_prefix": "localcloud"},
+        "storage-policy:0": {"name": "Policy-0", "default": "yes"},
+    }
+
+
+def _glance_paste_ini() -> Path:
+    """glance-api-paste.ini is installed as data under <prefix>/etc/glance."""
+    candidate = Path(sys.prefix) / "etc" / "glance" / "glance-api-paste.ini"
+    if candidate.exists():
+        return candidate
+    for file in importlib.metadata.files("glance") or []:
+        if file.name == "glance-api-paste.ini":
+            return Path(file.locate())
+    raise FileNotFoundError("glance-api-paste.ini not found in this Python environment")
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, process group) of a process, None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[2])
+
+
+def _is_alive(pid: int) -> bool:
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] != "Z"  # a zombie holds no ports nor files
+
+
+def _group_alive(pgid: int) -> bool:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat is not None and stat[1] == pgid and stat[0] != "Z":
+                return True
+    return False
+
+
+def _is_tagged(pid: int, workdir: Path) -> bool:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"{WORKDIR_ENV}={workdir}".encode() in environ.split(b"\0")
+
+
+def _pids_tagged_with(workdir: Path) -> list[int]:
+    return [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and _is_tagged(int(e.name), workdir)]
+
+
+def _wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _terminate(popens: list[subprocess.Popen], grace: float) -> None:
+    """SIGTERM each process group, SIGKILL what is left after `grace` seconds, reap."""
+
+    def all_gone() -> bool:
+        for popen in popens:
+            popen.poll()  # reap the leader, or it stays a zombie
+        return not any(_group_alive(popen.pid) for popen in popens)
+
+    first_signal = signal.SIGTERM if grace > 0 else signal.SIGKILL
+    for popen in popens:
+        _signal_group(popen.pid, first_signal)
+    if not _wait_until(all_gone, timeout=grace):
+        for popen in popens:
+            _signal_group(popen.pid, signal.SIGKILL)
+        if not _wait_until(all_gone, timeout=10):
+            raise RuntimeError(f"processes still alive after SIGKILL: {[p.pid for p in popens]}")
+    for popen in popens:
+        popen.wait()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+# -------------------------------------------------------------------------- CLI
+
+
+def _exports(credentials: dict) -> str:
+    names = {
+        "OS_AUTH_URL": "auth_url",
+        "OS_USERNAME": "username",
+        "OS_PASSWORD": "password",
+        "OS_PROJECT_NAME": "project_name",
+        "OS_USER_DOMAIN_NAME": "user_domain_name",
+        "OS_PROJECT_DOMAIN_NAME": "project_domain_name",
+        "OS_REGION_NAME": "region",
+    }
+    lines = [f"export {var}={shlex.quote(credentials[key])}" for var, key in names.items()]
+    return "\n".join([*lines, "export OS_IDENTITY_API_VERSION=3"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run Keystone, Glance and Swift on 127.0.0.1 until interrupted.")
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--region", default="RegionOne")
+    parser.add_argument("--image-conversion", action="store_true", help="enable Glance's image_conversion plugin")
+    args = parser.parse_args(argv)
+
+    stop_requested = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop_requested.set())
+    cloud = LocalCloud(args.workdir, region=args.region, image_conversion=args.image_conversion)
+    try:
+        cloud.start()
+        print(f"# started in {cloud.startup_seconds:.1f} s; glance {cloud.glance_url}; swift {cloud.swift_url}")
+        print(f"# admin\n{_exports(cloud.admin)}")
+        print(f"# sync identity ({SYNC_USER})\n{_exports(cloud.sync_identity)}", flush=True)
+        while not stop_requested.wait(1):
+            pass
+    finally:
+        cloud.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
