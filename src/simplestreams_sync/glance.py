@@ -23,6 +23,7 @@ VERIFIED_PROPERTY = "verified_source_hash"
 # Left by an interrupted upload of ours; safe to delete because the sync lock excludes a concurrent run.
 UNFINISHED_STATUSES = {"queued", "saving", "killed", "uploading", "importing"}
 DEFAULT_HASH_ALGO = "sha512"
+DELETE_ATTEMPTS = 5
 
 ARCHITECTURES = {"amd64": "x86_64", "i386": "i686", "ppc64el": "ppc64le", "powerpc": "ppc",
                  "armhf": "armv7l", "arm64": "aarch64"}
@@ -97,7 +98,7 @@ class GlanceStore:
     def _call(self, what: str, function, *args, **kwargs):
         try:
             return function(*args, **kwargs)
-        except (glance_exc.BaseException, ks_exceptions.ClientException) as error:
+        except (glance_exc.BaseException, glance_exc.ClientException, ks_exceptions.ClientException) as error:
             raise CloudError(f"glance: {what}: {str(error).splitlines()[0][:300]}") from None
 
     def owned_images(self, content_id: str) -> list[dict]:
@@ -182,16 +183,33 @@ class GlanceStore:
     def get(self, image_id: str) -> dict:
         return dict(self._call(f"get {image_id}", self.client.images.get, image_id))
 
-    def delete_quietly(self, image_id: str) -> None:
-        try:
-            self.client.images.delete(image_id)
-        except glance_exc.HTTPNotFound:
-            pass
-        except Exception as error:  # noqa: BLE001 - deleting is best effort, the failure is reported
-            LOG.error("could not delete image %s: %s", image_id, error)
-
     def delete(self, image_id: str) -> None:
-        self._call(f"delete {image_id}", self.client.images.delete, image_id)
+        """Delete an image, retrying briefly: a busy database (500) or a conflict (409) while Glance
+        still finishes an aborted upload must not leave the image behind."""
+        delay = 0.5
+        for attempt in range(1, DELETE_ATTEMPTS + 1):
+            try:
+                self.client.images.delete(image_id)
+                return
+            except glance_exc.HTTPNotFound:
+                return
+            except (glance_exc.HTTPInternalServerError, glance_exc.HTTPConflict,
+                    glance_exc.HTTPServiceUnavailable, ks_exceptions.ConnectFailure) as error:
+                if attempt == DELETE_ATTEMPTS:
+                    raise CloudError(f"glance: delete {image_id}: {str(error).splitlines()[0][:300]}") from None
+                LOG.warning("glance: delete %s failed (%s); retrying in %.1fs", image_id,
+                            type(error).__name__, delay)
+                time.sleep(delay)
+                delay *= 2
+            except (glance_exc.BaseException, glance_exc.ClientException, ks_exceptions.ClientException) as error:
+                raise CloudError(f"glance: delete {image_id}: {str(error).splitlines()[0][:300]}") from None
+
+    def delete_quietly(self, image_id: str) -> None:
+        """Delete after a failed upload; a failure is logged (the next run cleans up what is left)."""
+        try:
+            self.delete(image_id)
+        except CloudError as error:
+            LOG.error("could not delete image %s: %s; the next sync will", image_id, error)
 
     def mark_verified(self, image_id: str, digest: str) -> None:
         self._call(f"mark {image_id} verified", self.client.images.update, image_id,
