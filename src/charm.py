@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""Juju machine charm that keeps Glance in sync with simplestreams image sources.
+
+The sync itself is `simplestreams_sync` (cron and the `sync-images` action run it); this charm turns
+options and relation data into its two config files, the cron entry and the machine's CA trust, and
+reports the sync's progress and results in `juju status`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+import ops
+import pydantic
+
+import certificates
+import identity_service
+import simplestreams_sync
+import workload
+from charm_config import CharmConfig, format_errors
+from simplestreams_sync.state import utc_now
+
+logger = logging.getLogger(__name__)
+
+IDENTITY = "identity-service"
+CERTIFICATES = "certificates"
+IMAGE_MODIFIER = "image-modifier"
+NRPE = "nrpe-external-master"
+MAX_STATUS_DETAIL = 100
+PROGRESS_INTERVAL = 10.0  # seconds between status updates while the action syncs
+
+
+class GlanceSimplestreamsSyncCharm(ops.CharmBase):
+    """Renders the sync's config, schedules it on the leader, and reports on it."""
+
+    def __init__(self, framework: ops.Framework) -> None:
+        super().__init__(framework)
+        framework.observe(self.on.collect_unit_status, self._on_collect_status)
+        framework.observe(self.on.install, self._on_install)
+        framework.observe(self.on.remove, self._on_remove)
+        framework.observe(self.on.sync_images_action, self._on_sync_images)
+        for event in (self.on.start, self.on.config_changed, self.on.upgrade_charm, self.on.leader_elected,
+                      self.on.leader_settings_changed, self.on.update_status):
+            framework.observe(event, self._on_reconcile)
+        for endpoint in (IDENTITY, CERTIFICATES, IMAGE_MODIFIER, NRPE):
+            events = self.on[endpoint]
+            for event in (events.relation_joined, events.relation_changed, events.relation_departed,
+                          events.relation_broken):
+                framework.observe(event, self._on_reconcile)
+
+    # --- event handlers ---------------------------------------------------------------------------
+
+    def _on_install(self, event: ops.InstallEvent) -> None:
+        workload.install_packages()
+        self._reconcile()
+
+    def _on_reconcile(self, event: ops.EventBase) -> None:
+        self._reconcile()
+
+    def _on_remove(self, event: ops.RemoveEvent) -> None:
+        workload.remove_all()
+
+    def _on_collect_status(self, event: ops.CollectStatusEvent) -> None:
+        config, problem = self._load_config()
+        if problem:
+            event.add_status(ops.BlockedStatus(_truncate(f"Invalid config: {problem}", 200)))
+        _, modifier_problem = self._image_modifier()
+        if modifier_problem:
+            event.add_status(ops.BlockedStatus(modifier_problem))
+        identity_problem = self._identity_problem()
+        if identity_problem:
+            event.add_status(identity_problem)
+        certificates_relation = self._relation(CERTIFICATES)
+        if certificates_relation is not None and not self._vault_cas(certificates_relation):
+            event.add_status(ops.WaitingStatus("Waiting for vault to send its CA on certificates"))
+        if not self.unit.is_leader():
+            event.add_status(ops.ActiveStatus("Standby: only the leader unit syncs images"))
+        elif config is not None:
+            event.add_status(self._sync_status(config))
+        event.add_status(ops.ActiveStatus())
+
+    def _on_sync_images(self, event: ops.ActionEvent) -> None:
+        if not self.unit.is_leader():
+            event.fail(f"Only the leader unit syncs images: run the action on {self.app.name}/leader")
+            return
+        config, problem = self._load_config()
+        if config is None:
+            event.fail(f"Invalid config, fix it first: {problem}")
+            return
+        self._reconcile(first_sync=False)  # this is a sync: no background one to race with
+        identity_problem = self._identity_problem()
+        if identity_problem:
+            event.fail(f"Cannot sync yet: {identity_problem.message}")
+            return
+        dry_run = bool(event.params.get("dry-run", False))
+        started = utc_now()
+        outcome = workload.run_sync(self.charm_dir, dry_run=dry_run, on_line=event.log,
+                                    on_tick=self._show_progress, tick=PROGRESS_INTERVAL)
+        result = workload.read_result()
+        if result is not None and (result.get("started") or "") < started:
+            result = None  # left by an earlier run
+        event.set_results(action_results(outcome.stdout_lines, result, dry_run))
+        code = outcome.returncode
+        if code == simplestreams_sync.EXIT_FAILED:
+            event.fail(f"Sync finished with failures: {failure_reason(result, outcome.stderr)}")
+        elif code == simplestreams_sync.EXIT_CONFIG:
+            event.fail(f"The sync rejected its config files: {_last_line(outcome.stderr)}")
+        elif code == simplestreams_sync.EXIT_LOCKED:
+            event.fail("Another sync is already running (cron or another sync-images action); "
+                       f"try again when it has finished ({_last_line(outcome.stderr)})")
+        elif code != simplestreams_sync.EXIT_OK:
+            event.fail(f"The sync exited with code {code}: {_last_line(outcome.stderr)}")
+        if not dry_run:
+            self._reconcile(first_sync=False)  # point the endpoint at freshly published metadata
+
+    def _show_progress(self) -> None:
+        """While the action runs no hook can update the status: show the sync's progress from here."""
+        progress = workload.read_progress()
+        if progress is not None:
+            self.unit.status = ops.ActiveStatus(progress_message(progress))
+
+    # --- reconciling the machine and the relations with config and relation data ------------------
+
+    def _reconcile(self, first_sync: bool = True) -> None:
+        config, problem = self._load_config()
+        if config is None:
+            logger.warning("invalid config, leaving files and cron as they are: %s", problem)
+            return
+        modify_hook, modifier_problem = self._image_modifier()
+        if modifier_problem:
+            logger.warning("%s; leaving files and cron as they are", modifier_problem)
+            return
+        self._send_requests(config)
+        credentials = self._credentials()
+        cas = self._ca_certificates(config, credentials)
+        workload.install_trusted_cas(cas)
+        ca_file = workload.write_ca_bundle(cas)
+        keyring = workload.write_keyring(config.custom_keyring)
+        sync = config.sync_config(keyring=keyring, state_dir=str(workload.PATHS.state_dir),
+                                  modify_hook=modify_hook)
+        workload.render_mirrors(sync, self.unit.name)
+        identity = None
+        if credentials is not None and credentials.v3:
+            identity = credentials.identity_config(region=config.region, interface=config.interface,
+                                                   ca_file=ca_file)
+        workload.render_identity(identity, self.unit.name)
+        scheduled = identity is not None and config.run and self.unit.is_leader()
+        entry = workload.cron_entry(config.frequency, self.unit.name, self.charm_dir) if scheduled else None
+        workload.write_cron(entry)
+        if scheduled and first_sync:
+            self._start_first_sync()
+
+    def _start_first_sync(self) -> None:
+        """Sync once soon after the unit can, instead of waiting for the first cron slot."""
+        result = workload.read_result()
+        synced_before = result is not None and not result.get("dry_run")
+        if synced_before or workload.first_sync_requested() or workload.read_progress():
+            return
+        pid = workload.start_background_sync(self.charm_dir)
+        workload.mark_first_sync_requested(pid)
+
+    def _send_requests(self, config: CharmConfig) -> None:
+        identity = self._relation(IDENTITY)
+        if identity is not None:
+            if self.unit.is_leader():
+                placeholder = identity_service.placeholder_url(self._address(identity))
+                url = identity_service.endpoint_url(self._metadata_url(identity), placeholder)
+                identity.data[self.unit].update(identity_service.request(config.region, url))
+            else:
+                identity.data[self.unit].update(identity_service.withdrawn())
+        vault = self._relation(CERTIFICATES)
+        if vault is not None:
+            vault.data[self.unit].update(
+                certificates.request(self.unit.name, workload.hostname(), [self._address(vault)]))
+        for nrpe in self.model.relations[NRPE]:
+            nrpe.data[self.unit].update({
+                "nagios_hostname": f"{config.nagios_context}-{self.unit.name.replace('/', '-')}",
+                "nagios_host_context": config.nagios_context,
+            })
+
+    def _metadata_url(self, identity: ops.Relation) -> str | None:
+        """Where the sync published the metadata: `metadata_url` of last-sync.json, remembered in our
+        application data on the relation so that a new leader keeps pointing keystone at it."""
+        url = ((workload.read_result() or {}).get("metadata_url") or "").rstrip("/")
+        remembered = identity.data[self.app]
+        if url:
+            if remembered.get("metadata_url") != url:
+                remembered["metadata_url"] = url
+            return url
+        return remembered.get("metadata_url") or None
+
+    # --- reading config and relations -------------------------------------------------------------
+
+    def _load_config(self) -> tuple[CharmConfig | None, str | None]:
+        try:
+            return self.load_config(CharmConfig), None
+        except pydantic.ValidationError as error:
+            names = {key.replace("-", "_"): key for key in self.config}
+            return None, format_errors(error, names)
+
+    def _relation(self, endpoint: str) -> ops.Relation | None:
+        relations = self.model.relations[endpoint]
+        return relations[0] if relations else None
+
+    def _units_data(self, relation: ops.Relation) -> list[ops.RelationDataContent]:
+        return [relation.data[unit] for unit in sorted(relation.units, key=lambda unit: unit.name)]
+
+    def _address(self, relation: ops.Relation) -> str:
+        binding = self.model.get_binding(relation)
+        address = binding.network.ingress_address if binding is not None else None
+        return str(address) if address is not None else workload.hostname()
+
+    def _credentials(self) -> identity_service.Credentials | None:
+        relation = self._relation(IDENTITY)
+        if relation is None:
+            return None
+        return identity_service.read_credentials(self._units_data(relation))
+
+    def _identity_problem(self) -> ops.StatusBase | None:
+        if self._relation(IDENTITY) is None:
+            return ops.BlockedStatus(f"Missing relation: juju integrate {self.app.name}:{IDENTITY} "
+                                     f"keystone:{IDENTITY}")
+        credentials = self._credentials()
+        if credentials is None:
+            return ops.WaitingStatus(f"Waiting for keystone to send service credentials on {IDENTITY}")
+        if not credentials.v3:
+            return ops.BlockedStatus(f"Keystone offers API v{credentials.api_version}, the sync needs v3: "
+                                     "juju config keystone preferred-api-version=3")
+        return None
+
+    def _vault_cas(self, relation: ops.Relation) -> list[str]:
+        return certificates.read_ca_certificates(self._units_data(relation))
+
+    def _ca_certificates(self, config: CharmConfig,
+                         credentials: identity_service.Credentials | None) -> list[str]:
+        """Every CA the sync must trust: ssl_ca, vault's CA and chain, and keystone's ca_cert."""
+        cas = certificates.split_pem(config.ssl_ca or "")
+        vault = self._relation(CERTIFICATES)
+        if vault is not None:
+            cas += self._vault_cas(vault)
+        if credentials is not None and credentials.ca_cert:
+            cas += certificates.split_pem(credentials.ca_cert)
+        return list(dict.fromkeys(cas))
+
+    def _image_modifier(self) -> tuple[str | None, str | None]:
+        """(the subordinate's `script-path`, or a problem when more than one is related)."""
+        relations = self.model.relations[IMAGE_MODIFIER]
+        if len(relations) > 1:
+            names = ", ".join(sorted(relation.app.name for relation in relations if relation.app))
+            return None, f"Only one image-modifier subordinate is supported, remove all but one of: {names}"
+        for relation in relations:
+            for data in self._units_data(relation):
+                if data.get("script-path"):
+                    return data["script-path"], None
+        return None, None
+
+    def _sync_status(self, config: CharmConfig) -> ops.StatusBase:
+        progress = workload.read_progress()
+        if progress is not None:
+            return ops.ActiveStatus(progress_message(progress))
+        result = workload.read_result()
+        if result is None:
+            if config.run:
+                return ops.ActiveStatus(f"Unit is ready (first sync pending, log: {workload.PATHS.log_file})")
+            return ops.ActiveStatus("Unit is ready (no sync yet: set run=true or run the sync-images action)")
+        if config.use_swift and object_store_missing(result):
+            return ops.BlockedStatus("No object-store endpoint in keystone: images sync but no metadata is "
+                                     "published; add swift or ceph-radosgw, or set use_swift=false")
+        return ops.ActiveStatus(f"Unit is ready ({last_sync_summary(result)})")
+
+
+# --- what status and the action say (pure functions of the engine's state files) ---------------------
+
+def _truncate(text: str, limit: int = MAX_STATUS_DETAIL) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return _truncate(lines[-1], 300) if lines else "no error output"
+
+
+def _format_time(timestamp: str | None) -> str:
+    try:
+        return datetime.strptime(timestamp or "", "%Y-%m-%dT%H:%M:%SZ").strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return timestamp or "unknown time"
+
+
+def progress_message(progress: dict) -> str:
+    """E.g. 'Syncing ubuntu-24.04 amd64 disk1.img (3 of 8, 41%)' from progress.json."""
+    item, index, count = progress.get("item"), progress.get("item_index") or 0, progress.get("item_count") or 0
+    if not item or not count:
+        phase = progress.get("phase") or "starting"
+        return f"Sync running ({phase}, since {_format_time(progress.get('started'))})"
+    detail = f"{index} of {count}"
+    done, total = progress.get("bytes_done") or 0, progress.get("bytes_total") or 0
+    if total:
+        detail += f", {min(100, 100 * done // total)}%"
+    return f"Syncing {_truncate(str(item))} ({detail})"
+
+
+def object_store_missing(result: dict) -> bool:
+    return not result.get("published") and any("object-store" in error for error in result.get("errors") or [])
+
+
+def last_sync_summary(result: dict) -> str:
+    """E.g. 'last sync 2026-11-24 10:02 UTC: 8 created, 0 failed' from last-sync.json."""
+    when = _format_time(result.get("finished") or result.get("started"))
+    if result.get("dry_run"):
+        return f"last sync {when}: dry run, {len(result.get('would_create') or [])} would be created"
+    summary = (f"last sync {when}: {len(result.get('created') or [])} created, "
+               f"{len(result.get('failed') or [])} failed")
+    errors = result.get("errors") or []
+    if errors:
+        summary += f"; error: {_truncate(errors[0], 80)}"
+    return summary
+
+
+def action_results(lines: list[str], result: dict | None, dry_run: bool) -> dict:
+    """The action's results: the engine's `created …` (or `would create …`) lines and the counts."""
+    created = [line for line in lines if line.startswith("created ")]
+    would_create = [line for line in lines if line.startswith("would create ")]
+    others = [line for line in lines if line.strip() and line not in created and line not in would_create]
+    results: dict = {"dry-run": dry_run}
+    if dry_run:
+        results["would-create-count"] = len(would_create)
+        if would_create:
+            results["would-create"] = "\n".join(would_create)
+    else:
+        results["created-count"] = len(created)
+        if created:
+            results["created"] = "\n".join(created)
+    if result is not None:
+        results["failed-count"] = len(result.get("failed") or [])
+        if result.get("errors"):
+            results["errors"] = "\n".join(result["errors"])
+    if others:
+        results["summary"] = others[-1]
+    return results
+
+
+def failure_reason(result: dict | None, stderr: str) -> str:
+    if result is None:
+        return _last_line(stderr)
+    reasons = [f"{failure.get('name')}: {failure.get('error')}" for failure in result.get("failed") or []]
+    reasons += result.get("errors") or []
+    return _truncate("; ".join(reasons), 500) if reasons else _last_line(stderr)
+
+
+if __name__ == "__main__":  # pragma: nocover
+    ops.main(GlanceSimplestreamsSyncCharm)

@@ -1,0 +1,329 @@
+"""Every effect the charm has on the machine: config files, the cron entry, the CA trust store,
+Debian packages, and running the sync engine.
+
+All paths hang off `PATHS` and every command is a module constant, so tests point them at a temporary
+directory and fake programs (see tests/unit/conftest.py); nothing here reads Juju.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from simplestreams_sync import state
+from simplestreams_sync.config import SyncConfig
+
+logger = logging.getLogger(__name__)
+
+PACKAGES = ["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron"]
+UPDATE_CA_CERTIFICATES = ["update-ca-certificates"]
+# How the sync engine is started; the rest of the command line is added by `sync_argv`.
+ENGINE = [sys.executable, "-m", "simplestreams_sync"]
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TRUST_STORE_PREFIX = "glance-simplestreams-sync-"
+PROXY_VARIABLES = {"JUJU_CHARM_HTTP_PROXY": "http_proxy", "JUJU_CHARM_HTTPS_PROXY": "https_proxy",
+                   "JUJU_CHARM_NO_PROXY": "no_proxy"}
+
+
+@dataclass(frozen=True)
+class Paths:
+    config_dir: Path
+    cron_file: Path
+    state_dir: Path
+    log_file: Path
+    ca_dir: Path
+
+    @classmethod
+    def under(cls, root: str | Path) -> Paths:
+        root = Path(root)
+        return cls(
+            config_dir=root / "etc/glance-simplestreams-sync",
+            cron_file=root / "etc/cron.d/glance-simplestreams-sync",
+            state_dir=root / "var/lib/glance-simplestreams-sync",
+            log_file=root / "var/log/glance-simplestreams-sync.log",
+            ca_dir=root / "usr/local/share/ca-certificates",
+        )
+
+    @property
+    def mirrors(self) -> Path:
+        return self.config_dir / "mirrors.yaml"
+
+    @property
+    def identity(self) -> Path:
+        return self.config_dir / "identity.yaml"
+
+    @property
+    def keyring(self) -> Path:
+        return self.config_dir / "custom-keyring.gpg"
+
+    @property
+    def ca_bundle(self) -> Path:
+        return self.config_dir / "ca-bundle.pem"
+
+    @property
+    def first_sync_marker(self) -> Path:
+        return self.state_dir / "charm-first-sync.json"
+
+
+PATHS = Paths.under("/")
+
+
+# --- packages -------------------------------------------------------------------------------------
+
+def install_packages() -> None:
+    from charmlibs import apt  # only on the machine: importing it is harmless, running it is not
+
+    apt.add_package(PACKAGES)
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+def write_file(path: Path, content: str | bytes, mode: int = 0o600) -> bool:
+    """Write atomically with `mode` (created so, never world-readable in between); True if it changed."""
+    data = content.encode() if isinstance(content, str) else content
+    try:
+        if path.read_bytes() == data and (path.stat().st_mode & 0o777) == mode:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as stream:
+        os.fchmod(stream.fileno(), mode)
+        stream.write(data)
+    os.replace(tmp, path)
+    return True
+
+
+def remove_file(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True, autoescape=False,
+                             undefined=jinja2.StrictUndefined)
+    env.filters["yaml"] = lambda value: json.dumps(value)  # JSON scalars/flows are valid YAML
+    return env
+
+
+def render_mirrors(sync: SyncConfig, unit_name: str) -> bool:
+    text = _environment().get_template("mirrors.yaml.j2").render(sync=sync, unit_name=unit_name)
+    return write_file(PATHS.mirrors, text)
+
+
+def render_identity(identity: dict | None, unit_name: str) -> bool:
+    """Write identity.yaml, or remove it when there are no (usable) credentials."""
+    if identity is None:
+        return remove_file(PATHS.identity)
+    text = _environment().get_template("identity.yaml.j2").render(identity=identity, unit_name=unit_name)
+    return write_file(PATHS.identity, text)
+
+
+def write_keyring(keyring: bytes | None) -> str | None:
+    """The custom keyring's path, or None (engine default) after removing a previous one."""
+    if keyring is None:
+        remove_file(PATHS.keyring)
+        return None
+    write_file(PATHS.keyring, keyring)
+    return str(PATHS.keyring)
+
+
+def write_ca_bundle(certificates: list[str]) -> str | None:
+    """The CA bundle the sync verifies keystone/glance/swift with, or None (system trust store)."""
+    if not certificates:
+        remove_file(PATHS.ca_bundle)
+        return None
+    write_file(PATHS.ca_bundle, "".join(certificates))
+    return str(PATHS.ca_bundle)
+
+
+def install_trusted_cas(certificates: list[str]) -> bool:
+    """Make the machine trust exactly these extra CAs (one file each); update the store if it changed."""
+    wanted = {f"{TRUST_STORE_PREFIX}{index}.crt": cert for index, cert in enumerate(certificates)}
+    changed = False
+    for name, cert in wanted.items():
+        changed |= write_file(PATHS.ca_dir / name, cert, mode=0o644)
+    if PATHS.ca_dir.is_dir():
+        for stale in PATHS.ca_dir.glob(f"{TRUST_STORE_PREFIX}*.crt"):
+            if stale.name not in wanted:
+                changed |= remove_file(stale)
+    if changed:
+        subprocess.run([*UPDATE_CA_CERTIFICATES], check=True, capture_output=True, text=True)
+    return changed
+
+
+def remove_all() -> None:
+    """Undo what the charm wrote (the unit is being removed)."""
+    write_cron(None)
+    for path in (PATHS.identity, PATHS.mirrors, PATHS.keyring, PATHS.ca_bundle):
+        remove_file(path)
+    install_trusted_cas([])
+
+
+# --- running the sync -----------------------------------------------------------------------------
+
+def sync_argv(dry_run: bool = False) -> list[str]:
+    argv = [*ENGINE, "--mirrors", str(PATHS.mirrors), "--identity", str(PATHS.identity)]
+    return [*argv, "--dry-run"] if dry_run else argv
+
+
+def python_path(charm_dir: Path) -> str:
+    """The charm's own import path: its venv and src, plus whatever else of the charm dir it runs with."""
+    entries = [str(charm_dir / "venv"), str(charm_dir / "src")]
+    charm_dir_text = str(charm_dir.resolve())
+    entries += [entry for entry in sys.path if entry.startswith(charm_dir_text + os.sep)]
+    return os.pathsep.join(dict.fromkeys(entries))
+
+
+def sync_env(charm_dir: Path) -> dict[str, str]:
+    """The sync's environment: the charm's Python path and the model's proxy settings."""
+    extra = {"PYTHONPATH": python_path(charm_dir)}
+    for juju_name, name in PROXY_VARIABLES.items():
+        if os.environ.get(juju_name):
+            extra[name] = extra[name.upper()] = os.environ[juju_name]
+    return extra
+
+
+def _env_for_process(charm_dir: Path) -> dict[str, str]:
+    return {**os.environ, **sync_env(charm_dir)}
+
+
+@dataclass
+class SyncOutcome:
+    returncode: int
+    stdout_lines: list[str]
+    stderr: str
+
+
+def run_sync(charm_dir: Path, dry_run: bool = False, on_line: Callable[[str], None] | None = None,
+             on_tick: Callable[[], None] | None = None, tick: float = 10.0) -> SyncOutcome:
+    """Run the sync in the foreground (the action). Each stdout line goes to `on_line` as it comes, and
+    `on_tick` is called every `tick` seconds while the sync runs (both in the calling thread)."""
+    argv = sync_argv(dry_run)
+    logger.info("running %s", shlex.join(argv))
+    lines: list[str] = []
+    received: queue.Queue[str | None] = queue.Queue()
+    with tempfile.TemporaryFile(mode="w+") as stderr:
+        with subprocess.Popen(argv, env=_env_for_process(charm_dir), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=stderr, text=True) as process:
+            reader = threading.Thread(target=_read_lines, args=(process.stdout, received), daemon=True)
+            reader.start()
+            while True:
+                try:
+                    line = received.get(timeout=tick)
+                except queue.Empty:
+                    if on_tick is not None:
+                        on_tick()
+                    continue
+                if line is None:
+                    break
+                lines.append(line)
+                if on_line is not None:
+                    on_line(line)
+            reader.join()
+        stderr.seek(0)
+        errors = stderr.read()
+    _append_log(lines, errors)
+    return SyncOutcome(process.returncode, lines, errors)
+
+
+def _read_lines(stream, received: queue.Queue) -> None:
+    for line in stream:
+        received.put(line.rstrip("\n"))
+    received.put(None)
+
+
+def _append_log(lines: list[str], errors: str) -> None:
+    try:
+        PATHS.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with PATHS.log_file.open("a") as log:
+            log.write(f"# sync-images action {state.utc_now()}\n")
+            log.write(errors)
+            log.writelines(line + "\n" for line in lines)
+    except OSError as error:
+        logger.warning("cannot append to %s: %s", PATHS.log_file, error)
+
+
+def start_background_sync(charm_dir: Path) -> int:
+    """Start a sync detached from the hook (own session, output to the log file); return its pid."""
+    argv = sync_argv()
+    PATHS.log_file.parent.mkdir(parents=True, exist_ok=True)
+    with PATHS.log_file.open("a") as log:
+        process = subprocess.Popen(argv, env=_env_for_process(charm_dir), stdin=subprocess.DEVNULL,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                   close_fds=True)
+    logger.info("started the first sync in the background (pid %d): %s", process.pid, shlex.join(argv))
+    return process.pid
+
+
+def first_sync_requested() -> bool:
+    return PATHS.first_sync_marker.exists()
+
+
+def mark_first_sync_requested(pid: int) -> None:
+    write_file(PATHS.first_sync_marker, json.dumps({"pid": pid, "started": state.utc_now()}))
+
+
+def read_progress() -> dict | None:
+    return state.read_progress(PATHS.state_dir)
+
+
+def read_result() -> dict | None:
+    return state.read_result(PATHS.state_dir)
+
+
+# --- cron -----------------------------------------------------------------------------------------
+
+def cron_schedule(frequency: str, seed: str) -> str:
+    """Cron time fields for the frequency, at a fixed time derived from `seed` (spreads the load)."""
+    spread = zlib.crc32(seed.encode())
+    minute, hour, weekday = spread % 60, (spread // 60) % 24, (spread // 1440) % 7
+    return {
+        "hourly": f"{minute} * * * *",
+        "daily": f"{minute} {hour} * * *",
+        "weekly": f"{minute} {hour} * * {weekday}",
+    }[frequency]
+
+
+def cron_entry(frequency: str, seed: str, charm_dir: Path) -> str:
+    variables = [f"{name}={value}" for name, value in sync_env(charm_dir).items()]
+    command = shlex.join(["env", *variables, *sync_argv()])
+    command += f" >> {shlex.quote(str(PATHS.log_file))} 2>&1"
+    command = command.replace("%", "\\%")  # cron turns a bare % into a newline
+    return (
+        f"# Managed by the glance-simplestreams-sync charm ({seed}): run {frequency}; do not edit.\n"
+        "SHELL=/bin/sh\n"
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+        f"{cron_schedule(frequency, seed)} root {command}\n"
+    )
+
+
+def write_cron(entry: str | None) -> bool:
+    """Install the cron entry (cron.d files must not be group/world-writable), or remove it."""
+    if entry is None:
+        return remove_file(PATHS.cron_file)
+    return write_file(PATHS.cron_file, entry, mode=0o644)
+
+
+def hostname() -> str:
+    return socket.gethostname()

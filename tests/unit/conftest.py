@@ -1,0 +1,189 @@
+"""Shared fixtures for the charm's state-transition tests (test_charm_*.py).
+
+In those tests every machine path of `workload` is redirected under tmp_path, update-ca-certificates
+and the sync engine are replaced by small fake programs, and package installation and the background
+sync are recorded instead of run: the tests run as a normal user and never touch the real /etc.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
+
+from ops import testing  # noqa: E402
+
+import workload  # noqa: E402
+
+# Not a real CA; the charm only handles PEM text.
+CA_PEM = ("-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUVaultRootCA0000000000000000000wCgYIKoZIzj0EAwIw\n"
+          "-----END CERTIFICATE-----\n")
+CHAIN_PEM = ("-----BEGIN CERTIFICATE-----\nMIIBtDCCAVqgAwIBAgIUIntermediate00000000000000000wCgYIKoZIzj0EAwIw\n"
+             "-----END CERTIFICATE-----\n")
+OPERATOR_CA_PEM = (
+    "-----BEGIN CERTIFICATE-----\nMIIBsTCCAVegAwIBAgIUOperatorCA00000000000000000wCgYIKoZIzj0EAwIw\n"
+    "-----END CERTIFICATE-----\n")
+OPERATOR_CA_B64 = base64.b64encode(OPERATOR_CA_PEM.encode()).decode()
+
+KEYSTONE_V3 = {
+    "service_host": "10.5.0.10", "service_port": "5000", "service_protocol": "https",
+    "auth_host": "10.5.0.11", "auth_port": "35357", "auth_protocol": "https",
+    "internal_host": "10.5.0.12", "internal_port": "5000", "internal_protocol": "https",
+    "api_version": "3",
+    "service_username": "image-stream", "service_password": "s3cret-pw",
+    "service_tenant": "services", "service_tenant_id": "0f1e2d",
+    "service_domain": "service_domain", "service_domain_id": "9a8b7c",
+}
+
+METADATA_URL = "https://swift.example:443/v1/AUTH_0f1e2d/simplestreams/data"
+
+FAKE_ENGINE = r'''
+import json, os, sys, time
+spec = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake-engine.json")))
+args = sys.argv[1:]
+with open(spec["calls"], "a") as calls:
+    calls.write(json.dumps({"argv": args, "pythonpath": os.environ.get("PYTHONPATH")}) + "\n")
+import yaml
+state_dir = yaml.safe_load(open(args[args.index("--mirrors") + 1]))["state_dir"]
+time.sleep(spec["sleep"])
+if spec["result"] is not None:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    result = {"started": now, "finished": now, "dry_run": "--dry-run" in args, "created": [],
+              "would_create": [], "deleted": [], "failed": [], "errors": [], "published": False,
+              **spec["result"]}
+    os.makedirs(state_dir, exist_ok=True)
+    with open(os.path.join(state_dir, "last-sync.json"), "w") as out:
+        json.dump(result, out)
+for line in spec["stdout"]:
+    print(line, flush=True)
+sys.stderr.write(spec["stderr"])
+if os.path.exists(os.path.join(state_dir, "progress.json")):
+    os.remove(os.path.join(state_dir, "progress.json"))
+sys.exit(spec["exit"])
+'''
+
+
+@dataclass
+class Machine:
+    """The fake machine: where the charm's files go and what it ran."""
+
+    root: Path
+    paths: workload.Paths
+    ca_updates: Path
+    installed: list = field(default_factory=list)
+    background_syncs: list = field(default_factory=list)
+    real_start_background_sync: object = None
+
+    def ca_update_count(self) -> int:
+        return len(self.ca_updates.read_text().splitlines()) if self.ca_updates.exists() else 0
+
+    def write_result(self, **result) -> None:
+        data = {"started": "2026-11-24T09:40:00Z", "finished": "2026-11-24T10:02:41Z", "dry_run": False,
+                "created": [], "would_create": [], "deleted": [], "failed": [], "errors": [],
+                "published": True, **result}
+        self.paths.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.paths.state_dir / "last-sync.json").write_text(json.dumps(data))
+
+    def write_progress(self, **progress) -> None:
+        data = {"pid": os.getpid(), "started": "2026-11-26T10:00:00Z", "phase": "transfer", "item": None,
+                "item_index": 0, "item_count": 0, "bytes_done": 0, "bytes_total": 0, **progress}
+        self.paths.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.paths.state_dir / "progress.json").write_text(json.dumps(data))
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Every file under the machine root and its content."""
+        return {str(path.relative_to(self.root)): path.read_bytes()
+                for path in sorted(self.root.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture(autouse=True)
+def machine(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Machine | None:
+    """For the charm's tests (test_charm_*.py) only: a fake machine under tmp_path."""
+    if not request.module.__name__.startswith("test_charm"):
+        return None
+    root = tmp_path / "machine"
+    root.mkdir()
+    paths = workload.Paths.under(root)
+    ca_updates = tmp_path / "update-ca-certificates.calls"
+    fake = Machine(root=root, paths=paths, ca_updates=ca_updates,
+                   real_start_background_sync=workload.start_background_sync)
+    monkeypatch.setattr(workload, "PATHS", paths)
+    monkeypatch.setattr(workload, "UPDATE_CA_CERTIFICATES",
+                        [sys.executable, "-c", f"open({str(ca_updates)!r}, 'a').write('run\\n')"])
+    monkeypatch.setattr(workload, "install_packages", lambda: fake.installed.append(list(workload.PACKAGES)))
+
+    def start_background_sync(charm_dir: Path) -> int:
+        fake.background_syncs.append(workload.sync_argv())
+        return 4242
+
+    monkeypatch.setattr(workload, "start_background_sync", start_background_sync)
+    # An engine that does not exist: a test that runs the sync must say what the engine does.
+    monkeypatch.setattr(workload, "ENGINE", [sys.executable, str(tmp_path / "no-such-engine.py")])
+    for variable in workload.PROXY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    return fake
+
+
+@dataclass
+class FakeEngine:
+    calls_file: Path
+
+    @property
+    def calls(self) -> list[dict]:
+        if not self.calls_file.exists():
+            return []
+        return [json.loads(line) for line in self.calls_file.read_text().splitlines()]
+
+
+@pytest.fixture
+def fake_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """fake_engine(stdout=[...], exit_code=0, stderr="", result={...}, sleep=0): a stand-in for the sync
+    engine that sleeps, writes last-sync.json (if `result` is given), prints the lines, removes
+    progress.json and exits with the code."""
+
+    def make(stdout: list[str] = (), exit_code: int = 0, stderr: str = "", result: dict | None = None,
+             sleep: float = 0.0):
+        directory = tmp_path / "engine"
+        directory.mkdir(exist_ok=True)
+        (directory / "fake_engine.py").write_text(FAKE_ENGINE)
+        engine = FakeEngine(calls_file=directory / "calls.jsonl")
+        spec = {"stdout": list(stdout), "exit": exit_code, "stderr": stderr, "result": result,
+                "sleep": sleep, "calls": str(engine.calls_file)}
+        (directory / "fake-engine.json").write_text(json.dumps(spec))
+        monkeypatch.setattr(workload, "ENGINE", [sys.executable, str(directory / "fake_engine.py")])
+        return engine
+
+    return make
+
+
+@pytest.fixture
+def ctx() -> testing.Context:
+    """The charm with the repository's real charmcraft.yaml / metadata.yaml / config.yaml / actions.yaml."""
+    from charm import GlanceSimplestreamsSyncCharm
+
+    return testing.Context(GlanceSimplestreamsSyncCharm)
+
+
+@pytest.fixture
+def keystone() -> testing.Relation:
+    """identity-service with keystone's complete (v3) answer."""
+    return testing.Relation("identity-service", remote_app_name="keystone",
+                            remote_units_data={0: dict(KEYSTONE_V3)})
+
+
+@pytest.fixture
+def vault() -> testing.Relation:
+    """certificates with vault's answer: CA, chain and our processed request."""
+    return testing.Relation("certificates", remote_app_name="vault", remote_units_data={0: {
+        "ca": CA_PEM, "chain": CHAIN_PEM,
+        "glance-simplestreams-sync_0.processed_requests": json.dumps({"juju-0": {"cert": "x", "key": "y"}}),
+    }})

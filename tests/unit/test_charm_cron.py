@@ -1,0 +1,186 @@
+"""The cron entry, leadership, and the first sync soon after the identity relation completes."""
+
+import re
+import sys
+
+import pytest
+from ops import testing
+
+CRON_TIME = {
+    "hourly": r"\d+ \* \* \* \*",
+    "daily": r"\d+ \d+ \* \* \*",
+    "weekly": r"\d+ \d+ \* \* [0-6]",
+}
+
+
+def _entry(machine) -> str:
+    lines = [line for line in machine.paths.cron_file.read_text().splitlines()
+             if line and not line.startswith("#") and "=" not in line.split()[0]]
+    (entry,) = lines
+    return entry
+
+
+@pytest.mark.parametrize("frequency", ["hourly", "daily", "weekly"])
+def test_run_installs_a_cron_entry_for_the_frequency(ctx, keystone, machine, frequency):
+    state = testing.State(leader=True, config={"run": True, "frequency": frequency}, relations=[keystone])
+
+    ctx.run(ctx.on.config_changed(), state)
+
+    entry = _entry(machine)
+    assert re.match(CRON_TIME[frequency] + " root ", entry)
+    assert machine.paths.cron_file.stat().st_mode & 0o777 == 0o644
+
+
+def test_cron_runs_the_engine_with_the_charms_python_environment(ctx, keystone, machine, monkeypatch):
+    import workload
+
+    monkeypatch.setattr(workload, "ENGINE", [sys.executable, "-m", "simplestreams_sync"])
+    ctx.run(ctx.on.config_changed(), testing.State(leader=True, config={"run": True}, relations=[keystone]))
+
+    entry = _entry(machine)
+    command = entry.split(" root ", 1)[1]
+    assert re.search(r"PYTHONPATH=\S*/venv:\S*/src\b", command)
+    assert f"{sys.executable} -m simplestreams_sync --mirrors {machine.paths.mirrors} " \
+           f"--identity {machine.paths.identity}" in command
+    assert command.endswith(f">> {machine.paths.log_file} 2>&1")
+    assert "%" not in command
+
+
+def test_cron_passes_the_model_proxy_settings(ctx, keystone, machine, monkeypatch):
+    monkeypatch.setenv("JUJU_CHARM_HTTP_PROXY", "http://squid.internal:3128")
+    monkeypatch.setenv("JUJU_CHARM_NO_PROXY", "10.0.0.0/8,localhost")
+
+    ctx.run(ctx.on.config_changed(), testing.State(leader=True, config={"run": True}, relations=[keystone]))
+
+    command = _entry(machine)
+    assert "http_proxy=http://squid.internal:3128" in command
+    assert "no_proxy=10.0.0.0/8,localhost" in command
+
+
+def test_changing_frequency_replaces_the_entry(ctx, keystone, machine):
+    ctx.run(ctx.on.config_changed(), testing.State(leader=True, config={"run": True, "frequency": "daily"},
+                                                   relations=[keystone]))
+
+    ctx.run(ctx.on.config_changed(), testing.State(leader=True, config={"run": True, "frequency": "hourly"},
+                                                   relations=[keystone]))
+
+    assert re.match(CRON_TIME["hourly"] + " root ", _entry(machine))
+    assert list(machine.paths.cron_file.parent.iterdir()) == [machine.paths.cron_file]
+
+
+def test_run_false_removes_the_entry(ctx, keystone, machine):
+    ctx.run(ctx.on.config_changed(), testing.State(leader=True, config={"run": True}, relations=[keystone]))
+
+    ctx.run(ctx.on.config_changed(), testing.State(leader=True, config={"run": False}, relations=[keystone]))
+
+    assert not machine.paths.cron_file.exists()
+
+
+def test_remove_deletes_the_entry_and_the_credentials(ctx, keystone, vault, machine):
+    state = testing.State(leader=True, config={"run": True}, relations=[keystone, vault])
+    ctx.run(ctx.on.config_changed(), state)
+
+    ctx.run(ctx.on.remove(), state)
+
+    assert not machine.paths.cron_file.exists()
+    assert not machine.paths.identity.exists()
+    assert list(machine.paths.ca_dir.glob("*.crt")) == []
+
+
+def test_non_leader_has_no_entry_and_says_so(ctx, keystone, machine):
+    state = testing.State(leader=False, config={"run": True}, relations=[keystone])
+
+    out = ctx.run(ctx.on.config_changed(), state)
+
+    assert not machine.paths.cron_file.exists()
+    assert machine.background_syncs == []
+    assert machine.paths.mirrors.exists() and machine.paths.identity.exists()  # ready to take over
+    assert out.unit_status == testing.ActiveStatus("Standby: only the leader unit syncs images")
+
+
+def test_losing_leadership_removes_the_entry(ctx, keystone, machine):
+    ctx.run(ctx.on.config_changed(), testing.State(leader=True, config={"run": True}, relations=[keystone]))
+
+    ctx.run(ctx.on.update_status(), testing.State(leader=False, config={"run": True}, relations=[keystone]))
+
+    assert not machine.paths.cron_file.exists()
+
+
+def test_first_sync_starts_in_the_background_when_identity_completes(ctx, keystone, machine):
+    out = ctx.run(ctx.on.relation_changed(keystone, remote_unit=0),
+                  testing.State(leader=True, config={"run": True}, relations=[keystone]))
+
+    assert len(machine.background_syncs) == 1
+    assert "--dry-run" not in machine.background_syncs[0]
+    assert out.unit_status.message.startswith("Unit is ready (first sync pending")
+
+
+def test_first_sync_starts_only_once(ctx, keystone, machine):
+    state = testing.State(leader=True, config={"run": True}, relations=[keystone])
+    ctx.run(ctx.on.relation_changed(keystone, remote_unit=0), state)
+
+    ctx.run(ctx.on.config_changed(), state)
+    ctx.run(ctx.on.update_status(), state)
+
+    assert len(machine.background_syncs) == 1
+
+
+def test_no_first_sync_after_a_sync_already_ran(ctx, keystone, machine):
+    machine.write_result(created=[{"id": "a", "name": "auto-sync/x"}])
+
+    ctx.run(ctx.on.relation_changed(keystone, remote_unit=0),
+            testing.State(leader=True, config={"run": True}, relations=[keystone]))
+
+    assert machine.background_syncs == []
+
+
+def test_no_background_sync_when_run_is_false(ctx, keystone, machine):
+    ctx.run(ctx.on.relation_changed(keystone, remote_unit=0),
+            testing.State(leader=True, config={"run": False}, relations=[keystone]))
+
+    assert machine.background_syncs == []
+
+
+def test_no_cron_entry_before_keystone_answers(ctx, machine):
+    relation = testing.Relation("identity-service", remote_app_name="keystone")
+
+    ctx.run(ctx.on.relation_joined(relation, remote_unit=0),
+            testing.State(leader=True, config={"run": True}, relations=[relation]))
+
+    assert not machine.paths.cron_file.exists()
+    assert machine.background_syncs == []
+
+
+def test_install_installs_the_packages(ctx, machine):
+    ctx.run(ctx.on.install(), testing.State())
+
+    assert machine.installed == [["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron"]]
+
+
+def test_background_sync_runs_detached_with_output_to_the_log(ctx, keystone, machine, fake_engine, monkeypatch):
+    import time
+
+    import workload
+
+    monkeypatch.setattr(workload, "start_background_sync", machine.real_start_background_sync)
+    engine = fake_engine(stdout=["created 1234: auto-sync/ubuntu-24.04"], result={"created": [{"id": "1234"}]})
+
+    ctx.run(ctx.on.relation_changed(keystone, remote_unit=0),
+            testing.State(leader=True, config={"run": True}, relations=[keystone]))
+
+    deadline = time.monotonic() + 20
+    while not (machine.paths.log_file.exists() and "created 1234" in machine.paths.log_file.read_text()):
+        assert time.monotonic() < deadline, "the background sync did not run"
+        time.sleep(0.05)
+    (call,) = engine.calls
+    assert call["argv"] == ["--mirrors", str(machine.paths.mirrors), "--identity", str(machine.paths.identity)]
+    assert machine.paths.first_sync_marker.exists()
+
+
+def test_a_dry_run_does_not_count_as_the_first_sync(ctx, keystone, machine):
+    machine.write_result(dry_run=True, would_create=[{}])
+
+    ctx.run(ctx.on.relation_changed(keystone, remote_unit=0),
+            testing.State(leader=True, config={"run": True}, relations=[keystone]))
+
+    assert len(machine.background_syncs) == 1

@@ -1,0 +1,72 @@
+"""The charm's YAML files parse, and ops.testing loads them from the repository root."""
+
+from pathlib import Path
+
+import yaml
+from ops import testing
+
+from charm import GlanceSimplestreamsSyncCharm
+from charm_config import DEFAULT_MIRROR_LIST, CharmConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str) -> dict:
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+def test_charmcraft_yaml_builds_a_24_04_charm_with_a_venv():
+    charmcraft = _load("charmcraft.yaml")
+    assert charmcraft["type"] == "charm"
+    assert charmcraft["base"] == "ubuntu@24.04"
+    part = charmcraft["parts"]["charm"]
+    assert part["plugin"] in ("python", "uv")
+    assert "requirements.txt" in part["python-requirements"]
+    assert not {"name", "summary", "description"} & set(charmcraft)  # they live in metadata.yaml
+
+
+def test_metadata_declares_the_relations():
+    metadata = _load("metadata.yaml")
+    assert metadata["name"] == "glance-simplestreams-sync"
+    assert metadata["requires"]["identity-service"]["interface"] == "keystone"
+    assert metadata["requires"]["certificates"]["interface"] == "tls-certificates"
+    provides = metadata["provides"]
+    assert provides["simplestreams-image-service"]["interface"] == "glance-simplestreams-sync"
+    assert provides["image-modifier"] == {"interface": "script-provider", "scope": "container"}
+    assert provides["nrpe-external-master"] == {"interface": "nrpe-external-master", "scope": "container"}
+
+
+def test_config_yaml_has_every_option_of_the_model():
+    options = _load("config.yaml")["options"]
+    assert {name.replace("-", "_") for name in options} == set(CharmConfig.model_fields)
+
+
+def test_config_yaml_defaults_are_valid_and_match_the_model():
+    options = _load("config.yaml")["options"]
+    defaults = {name.replace("-", "_"): option["default"] for name, option in options.items()}
+    assert CharmConfig(**defaults) == CharmConfig()
+    assert options["mirror_list"]["default"] == DEFAULT_MIRROR_LIST
+
+
+def test_default_mirror_list_is_the_last_four_lts_releases():
+    (mirror,) = CharmConfig().mirror_list
+    assert mirror.url == "http://cloud-images.ubuntu.com/releases/"
+    assert mirror.path == "streams/v1/index.sjson"
+    assert mirror.max == 1
+    assert mirror.item_filters == ["release~(focal|jammy|noble|resolute)", "arch~(x86_64|amd64)",
+                                   "ftype~(disk1.img|disk.img)"]
+
+
+def test_actions_yaml_declares_sync_images_with_dry_run():
+    action = _load("actions.yaml")["sync-images"]
+    assert action["params"]["dry-run"]["type"] == "boolean"
+
+
+def test_context_autoloads_the_real_metadata():
+    ctx = testing.Context(GlanceSimplestreamsSyncCharm)
+    state = testing.State.from_context(ctx)
+    assert state.config["frequency"] == "daily"
+    assert state.config["use-internal-endpoints"] is False
+    assert {relation.endpoint for relation in state.relations} == {
+        "identity-service", "certificates", "simplestreams-image-service", "image-modifier",
+        "nrpe-external-master"}

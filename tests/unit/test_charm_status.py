@@ -1,0 +1,110 @@
+"""What `juju status` says: progress during a sync, the last sync's result, and what to fix."""
+
+import pytest
+from ops import testing
+
+
+@pytest.fixture
+def ready(keystone) -> testing.State:
+    return testing.State(leader=True, config={"run": True}, relations=[keystone])
+
+
+def test_progress_of_a_running_sync(ctx, ready, machine):
+    machine.write_progress(item="ubuntu-24.04 amd64 disk1.img", item_index=3, item_count=8,
+                           bytes_done=410, bytes_total=1000)
+
+    out = ctx.run(ctx.on.update_status(), ready)
+
+    assert out.unit_status == testing.ActiveStatus("Syncing ubuntu-24.04 amd64 disk1.img (3 of 8, 41%)")
+
+
+def test_progress_before_the_first_item(ctx, ready, machine):
+    machine.write_progress(phase="reading sources")
+
+    out = ctx.run(ctx.on.update_status(), ready)
+
+    assert out.unit_status == testing.ActiveStatus("Sync running (reading sources, since 2026-11-26 10:00 UTC)")
+
+
+def test_stale_progress_of_a_dead_sync_is_ignored(ctx, ready, machine):
+    machine.write_progress(pid=2**22 + 12345, item="x", item_index=1, item_count=2)
+    machine.write_result(created=[{"id": "1"}])
+
+    out = ctx.run(ctx.on.update_status(), ready)
+
+    assert out.unit_status.message.startswith("Unit is ready (last sync")
+
+
+def test_last_sync_time_and_result(ctx, ready, machine):
+    machine.write_result(finished="2026-11-24T10:02:41Z", created=[{"id": str(i)} for i in range(8)])
+
+    out = ctx.run(ctx.on.update_status(), ready)
+
+    assert out.unit_status == testing.ActiveStatus("Unit is ready (last sync 2026-11-24 10:02 UTC: 8 created, "
+                                                   "0 failed)")
+
+
+def test_last_sync_with_failures_and_errors(ctx, ready, machine):
+    machine.write_result(finished="2026-11-24T10:02:41Z", created=[{"id": "1"}],
+                         failed=[{"name": "a", "error": "b"}], errors=["mirror http://x/: HTTP 404"])
+
+    out = ctx.run(ctx.on.update_status(), ready)
+
+    assert out.unit_status == testing.ActiveStatus(
+        "Unit is ready (last sync 2026-11-24 10:02 UTC: 1 created, 1 failed; error: mirror http://x/: HTTP 404)")
+
+
+def test_last_sync_was_a_dry_run(ctx, ready, machine):
+    machine.write_result(finished="2026-11-24T10:02:41Z", dry_run=True, would_create=[{}, {}])
+
+    out = ctx.run(ctx.on.update_status(), ready)
+
+    assert out.unit_status == testing.ActiveStatus(
+        "Unit is ready (last sync 2026-11-24 10:02 UTC: dry run, 2 would be created)")
+
+
+def test_object_store_missing_blocks_while_use_swift(ctx, ready, machine):
+    machine.write_result(published=False, created=[{"id": "1"}], errors=[
+        "no object-store (Swift) endpoint in the catalog for region RegionOne; images were synced but no "
+        "metadata was published"])
+
+    out = ctx.run(ctx.on.update_status(), ready)
+
+    assert out.unit_status == testing.BlockedStatus(
+        "No object-store endpoint in keystone: images sync but no metadata is published; add swift or "
+        "ceph-radosgw, or set use_swift=false")
+
+
+def test_object_store_missing_is_fine_without_use_swift(ctx, keystone, machine):
+    machine.write_result(finished="2026-11-24T10:02:41Z", published=False, created=[{"id": "1"}],
+                         errors=["no object-store (Swift) endpoint in the catalog for region RegionOne"])
+
+    out = ctx.run(ctx.on.update_status(),
+                  testing.State(leader=True, config={"use_swift": False}, relations=[keystone]))
+
+    assert out.unit_status.name == "active"
+
+
+def test_no_sync_yet_with_run_false_says_how_to_sync(ctx, keystone):
+    out = ctx.run(ctx.on.update_status(), testing.State(leader=True, relations=[keystone]))
+
+    assert out.unit_status == testing.ActiveStatus(
+        "Unit is ready (no sync yet: set run=true or run the sync-images action)")
+
+
+def test_non_leader_says_it_does_not_sync(ctx, keystone, machine):
+    machine.write_result(created=[{"id": "1"}])
+
+    out = ctx.run(ctx.on.update_status(), testing.State(leader=False, relations=[keystone]))
+
+    assert out.unit_status == testing.ActiveStatus("Standby: only the leader unit syncs images")
+
+
+def test_invalid_config_wins_over_everything(ctx, keystone, machine):
+    machine.write_progress(item="x", item_index=1, item_count=2)
+
+    out = ctx.run(ctx.on.update_status(),
+                  testing.State(leader=True, config={"visibility": "all"}, relations=[keystone]))
+
+    assert out.unit_status.name == "blocked"
+    assert out.unit_status.message.startswith("Invalid config: visibility:")
