@@ -138,7 +138,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         ca_file = workload.write_ca_bundle(cas)
         keyring = workload.write_keyring(config.custom_keyring)
         sync = config.sync_config(keyring=keyring, state_dir=str(workload.PATHS.state_dir),
-                                  modify_hook=modify_hook)
+                                  modify_hook=modify_hook, source_proxy=workload.model_proxy())
         workload.render_mirrors(sync, self.unit.name)
         identity = None
         if credentials is not None and credentials.v3:

@@ -130,7 +130,8 @@ class CharmConfig(BaseModel):
             raise ValueError(format_errors(error)) from None
         return self
 
-    def sync_config(self, *, keyring: str | None, state_dir: str, modify_hook: str | None = None) -> SyncConfig:
+    def sync_config(self, *, keyring: str | None, state_dir: str, modify_hook: str | None = None,
+                    source_proxy: dict[str, str] | None = None) -> SyncConfig:
         """The content of mirrors.yaml (`keyring` None: the engine's default keyring)."""
         return SyncConfig(
             mirror_list=self.mirror_list,
@@ -150,6 +151,7 @@ class CharmConfig(BaseModel):
             state_dir=state_dir,
             max_parallel=self.max_parallel,
             modify_hook=modify_hook,
+            source_proxy=source_proxy or {},
         )
 
     @property

@@ -35,8 +35,9 @@ UPDATE_CA_CERTIFICATES = ["update-ca-certificates"]
 ENGINE = [sys.executable, "-m", "simplestreams_sync"]
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 TRUST_STORE_PREFIX = "glance-simplestreams-sync-"
-PROXY_VARIABLES = {"JUJU_CHARM_HTTP_PROXY": "http_proxy", "JUJU_CHARM_HTTPS_PROXY": "https_proxy",
-                   "JUJU_CHARM_NO_PROXY": "no_proxy"}
+# The model's proxy settings, as Juju gives them to the charm (the sync reads them from mirrors.yaml).
+PROXY_VARIABLES = {"http": "JUJU_CHARM_HTTP_PROXY", "https": "JUJU_CHARM_HTTPS_PROXY",
+                   "no_proxy": "JUJU_CHARM_NO_PROXY"}
 
 
 @dataclass(frozen=True)
@@ -196,12 +197,13 @@ def python_path(charm_dir: Path) -> str:
 
 
 def sync_env(charm_dir: Path) -> dict[str, str]:
-    """The sync's environment: the charm's Python path and the model's proxy settings."""
-    extra = {"PYTHONPATH": python_path(charm_dir)}
-    for juju_name, name in PROXY_VARIABLES.items():
-        if os.environ.get(juju_name):
-            extra[name] = extra[name.upper()] = os.environ[juju_name]
-    return extra
+    """What the sync's environment adds to the charm's: its Python path (proxies go in mirrors.yaml)."""
+    return {"PYTHONPATH": python_path(charm_dir)}
+
+
+def model_proxy() -> dict[str, str]:
+    """The Juju model's proxy settings (`simplestreams_sync.config.ProxySettings` fields)."""
+    return {key: os.environ[variable] for key, variable in PROXY_VARIABLES.items() if os.environ.get(variable)}
 
 
 def _env_for_process(charm_dir: Path) -> dict[str, str]:

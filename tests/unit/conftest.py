@@ -128,7 +128,7 @@ def machine(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(workload, "start_background_sync", start_background_sync)
     # An engine that does not exist: a test that runs the sync must say what the engine does.
     monkeypatch.setattr(workload, "ENGINE", [sys.executable, str(tmp_path / "no-such-engine.py")])
-    for variable in workload.PROXY_VARIABLES:
+    for variable in workload.PROXY_VARIABLES.values():
         monkeypatch.delenv(variable, raising=False)
     return fake
 

@@ -6,6 +6,8 @@ import sys
 import pytest
 from ops import testing
 
+from simplestreams_sync.config import load_sync_config
+
 CRON_TIME = {
     "hourly": r"\d+ \* \* \* \*",
     "daily": r"\d+ \d+ \* \* \*",
@@ -46,15 +48,17 @@ def test_cron_runs_the_engine_with_the_charms_python_environment(ctx, keystone, 
     assert "%" not in command
 
 
-def test_cron_passes_the_model_proxy_settings(ctx, keystone, machine, monkeypatch):
+def test_model_proxy_settings_go_to_the_sync_not_to_the_cloud_apis(ctx, keystone, machine, monkeypatch):
     monkeypatch.setenv("JUJU_CHARM_HTTP_PROXY", "http://squid.internal:3128")
     monkeypatch.setenv("JUJU_CHARM_NO_PROXY", "10.0.0.0/8,localhost")
 
     ctx.run(ctx.on.config_changed(), testing.State(leader=True, config={"run": True}, relations=[keystone]))
 
-    command = _entry(machine)
-    assert "http_proxy=http://squid.internal:3128" in command
-    assert "no_proxy=10.0.0.0/8,localhost" in command
+    proxy = load_sync_config(machine.paths.mirrors).source_proxy
+    assert proxy.http == "http://squid.internal:3128"
+    assert proxy.https is None
+    assert proxy.no_proxy == "10.0.0.0/8,localhost"
+    assert "squid" not in _entry(machine)  # no environment proxies: keystone/glance/swift go direct
 
 
 def test_changing_frequency_replaces_the_entry(ctx, keystone, machine):
