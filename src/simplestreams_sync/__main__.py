@@ -42,7 +42,8 @@ def _print_err(line: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        force=True)  # simplestreams puts a NullHandler on the root logger at import
     try:
         config = load_sync_config(args.mirrors)
         identity = None if args.assume_empty_glance else load_identity(args.identity)

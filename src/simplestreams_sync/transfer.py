@@ -37,7 +37,7 @@ class VerifyingStream:
         self._glance_hash = hashlib.new(glance_hash_algo)
 
     def __iter__(self) -> Iterator[bytes]:
-        for chunk in self._chunks:
+        for chunk in self._source_chunks():
             self.size += len(chunk)
             if self.image.size is not None and self.size > self.image.size:
                 raise VerificationError(f"{self.image.url}: source sent more than the {self.image.size} "
@@ -49,6 +49,20 @@ class VerifyingStream:
                 self._check_source()
             yield chunk
         self._check_source()
+
+    def _source_chunks(self) -> Iterator[bytes]:
+        """The source's chunks; a broken source connection is reported as the source's fault (the HTTP
+        stack sending to Glance would otherwise report it as a failed connection to Glance)."""
+        chunks = iter(self._chunks)
+        while True:
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                return
+            except Exception as error:  # noqa: BLE001 - urllib3/requests/OSError variants
+                raise VerificationError(f"{self.image.url}: reading the source failed after {self.size} "
+                                        f"bytes: {type(error).__name__}") from None
+            yield chunk
 
     def _check_source(self) -> None:
         if self.image.size is not None and self.size != self.image.size:

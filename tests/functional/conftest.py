@@ -6,8 +6,11 @@ products file in Swift never mix with another test's, and the cloud can be share
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+import time
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -109,13 +112,36 @@ class SyncRunner:
         os.chmod(identity_file, 0o600)
         return mirrors_file, identity_file
 
-    def run(self, mirrors: list[dict], *extra: str) -> subprocess.CompletedProcess:
+    def command(self, mirrors: list[dict], *extra: str) -> list[str]:
         mirrors_file, identity_file = self.write_files(mirrors)
-        env = {**os.environ, "PYTHONPATH": str(SRC)}
-        return subprocess.run(
-            [sys.executable, "-m", "simplestreams_sync", "--mirrors", str(mirrors_file),
-             "--identity", str(identity_file), *extra],
-            capture_output=True, text=True, env=env, timeout=600)
+        return [sys.executable, "-m", "simplestreams_sync", "--mirrors", str(mirrors_file),
+                "--identity", str(identity_file), *extra]
+
+    def run(self, mirrors: list[dict], *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(mirrors, *extra), capture_output=True, text=True,
+                              env=sync_environment(), timeout=600)
+
+    def start(self, mirrors: list[dict], *extra: str) -> subprocess.Popen:
+        """Start a sync in the background (stdout/stderr captured as text)."""
+        return subprocess.Popen(self.command(mirrors, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=sync_environment())
+
+    def wait_for_progress(self, condition, timeout: float = 60.0) -> dict:
+        """Poll progress.json until condition(progress) holds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                progress = json.loads((self.state_dir / "progress.json").read_text())
+            except (OSError, ValueError):
+                progress = None
+            if progress and condition(progress):
+                return progress
+            time.sleep(0.1)
+        raise AssertionError(f"progress never reached the expected state within {timeout}s")
+
+
+def sync_environment() -> dict:
+    return {**os.environ, "PYTHONPATH": str(SRC)}
 
 
 @pytest.fixture
@@ -147,3 +173,29 @@ def published_products(cloud: LocalCloud, content_id: str) -> dict:
 def published_image_ids(products: dict) -> set[str]:
     return {item["id"] for product in products["products"].values()
             for version in product["versions"].values() for item in version["items"].values()}
+
+
+UNFINISHED = {"queued", "saving", "killed", "uploading", "importing"}
+
+
+def assert_cloud_is_clean(glance_client, cloud: LocalCloud, content_id: str, source: ServedSource) -> None:
+    """What every fault must leave: nothing unfinished, no duplicate, no active image whose bytes differ
+    from the source, and Swift metadata listing exactly our active images."""
+    images = our_images(glance_client, content_id)
+    assert [i["name"] for i in images if i["status"] in UNFINISHED] == []
+    keys = [(i["product_name"], i["version_name"], i["item_name"]) for i in images]
+    assert len(keys) == len(set(keys)), f"duplicates: {keys}"
+    sha512_by_key = {}
+    for item in source.builder.items:
+        data = (source.builder.root / item.path).read_bytes()
+        sha512_by_key[(item.product_id, item.serial, item.ftype)] = hashlib.sha512(data).hexdigest()
+    active = [i for i in images if i["status"] == "active"]
+    for image in active:
+        key = (image["product_name"], image["version_name"], image["item_name"])
+        assert image["os_hash_value"] == sha512_by_key[key], f"{image['name']} differs from the source"
+    try:
+        products = published_products(cloud, content_id)
+    except requests.HTTPError:
+        assert active == [], "active images but no metadata published"
+        return
+    assert published_image_ids(products) == {i["id"] for i in active}

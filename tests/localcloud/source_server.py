@@ -10,6 +10,7 @@ The faults file (JSON, re-read whenever it changes) maps a URL path to one fault
     {"kind": "truncate", "after": N}       full Content-Length, then close after N body bytes
     {"kind": "short", "bytes": N}          honest Content-Length N, the first N bytes
     {"kind": "replace", "with": "<file>"}  serve that file's bytes instead
+    {"kind": "slow", "bytes_per_second": N} serve the file at about that rate (to fault mid-transfer)
     {"kind": "status", "code": 503, "times": 2}
                                            answer `code` to the first `times` requests (every
                                            request if times is absent), then serve normally
@@ -170,7 +171,10 @@ class SourceRequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if send_body:
             with open(file, "rb") as f:
-                self._send_file(f, body_length, entry)
+                if kind == "slow":
+                    self._send_file_slowly(f, body_length, fault["bytes_per_second"], entry)
+                else:
+                    self._send_file(f, body_length, entry)
         if kind == "truncate":
             self.close_connection = True  # the client sees EOF before Content-Length
 
@@ -181,6 +185,15 @@ class SourceRequestHandler(BaseHTTPRequestHandler):
             if sent == 0:
                 break
             entry.bytes_sent += sent
+
+    def _send_file_slowly(self, f, count: int, bytes_per_second: int, entry: LogEntry) -> None:
+        piece = max(1, bytes_per_second // 10)
+        while entry.bytes_sent < count:
+            sent = self.connection.sendfile(f, entry.bytes_sent, min(piece, count - entry.bytes_sent))
+            if sent == 0:
+                break
+            entry.bytes_sent += sent
+            time.sleep(0.1)
 
     def _send_message(self, status: int, text: str, entry: LogEntry) -> None:
         body = (text + "\n").encode()

@@ -21,7 +21,7 @@ def test_charmcraft_yaml_builds_a_24_04_charm_with_a_venv():
     assert charmcraft["base"] == "ubuntu@24.04"
     part = charmcraft["parts"]["charm"]
     assert part["plugin"] in ("python", "uv")
-    assert "requirements.txt" in part["python-requirements"]
+    assert part["python-requirements"] == ["requirements-charm.txt"]
     assert not {"name", "summary", "description"} & set(charmcraft)  # they live in metadata.yaml
 
 
@@ -70,3 +70,19 @@ def test_context_autoloads_the_real_metadata():
     assert {relation.endpoint for relation in state.relations} == {
         "identity-service", "certificates", "simplestreams-image-service", "image-modifier",
         "nrpe-external-master"}
+
+
+def _names(requirements_file: str) -> set[str]:
+    names = set()
+    for line in (ROOT / requirements_file).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-"):
+            names.add(line.split("==")[0].split(">=")[0].split("[")[0].strip().lower().replace("_", "-"))
+    return names
+
+
+def test_charm_venv_requirements_are_flat_and_cover_requirements_txt():
+    """charmcraft's python plugin installs with --no-deps: every direct dependency must be pinned there."""
+    pinned = (ROOT / "requirements-charm.txt").read_text().splitlines()
+    assert all("==" in line for line in pinned if line and not line.startswith("#"))
+    assert _names("requirements.txt") <= _names("requirements-charm.txt")
