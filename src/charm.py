@@ -303,7 +303,7 @@ def progress_message(progress: dict) -> str:
 
 
 def object_store_missing(result: dict) -> bool:
-    return not result.get("published") and any("object-store" in error for error in result.get("errors") or [])
+    return bool(result.get("object_store_missing"))
 
 
 def last_sync_summary(result: dict) -> str:

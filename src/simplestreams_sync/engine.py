@@ -14,7 +14,7 @@ from typing import Callable
 from .config import IdentityConfig, SyncConfig
 from .glance import VERIFIED_PROPERTY, UNFINISHED_STATUSES, GlanceStore, image_properties
 from .openstack import Cloud, CloudError, image_ids_in_use
-from .publish import SwiftPublisher, image_ids_tree
+from .publish import ObjectStoreMissing, SwiftPublisher, image_ids_tree
 from .modify import ModifyHookError, modified_image, run_modify_hook
 from .retention import plan_retention
 from .source import HttpSession, SourceError, SourceImage, open_url_chunks, read_source
@@ -290,6 +290,7 @@ class SyncRun:
                                   self.config.hypervisor_mapping)
             publisher.publish(tree, self.config.cloud_name)
         except CloudError as error:
+            self.result.object_store_missing = isinstance(error, ObjectStoreMissing)
             self._error(f"metadata not published: {error}")
             return
         self.result.published = True

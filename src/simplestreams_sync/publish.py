@@ -65,6 +65,10 @@ def index_entry(tree: dict, region: str, endpoint: str, cloud_name: str) -> dict
     }
 
 
+class ObjectStoreMissing(CloudError):
+    """The catalog has no object-store endpoint for our region and interface."""
+
+
 class SwiftPublisher:
     """Writes the metadata to the `simplestreams` container, publicly readable.
 
@@ -76,7 +80,7 @@ class SwiftPublisher:
         self.cloud = cloud
         url = cloud.endpoint("object-store")
         if not url:
-            raise CloudError(f"no object-store (Swift) endpoint in the catalog for region {cloud.region}; "
+            raise ObjectStoreMissing(f"no object-store (Swift) endpoint in the catalog for region {cloud.region}; "
                              "images were synced but no metadata was published")
         self.storage_url = url.rstrip("/")
         self.session = cloud.object_store_session

@@ -56,6 +56,7 @@ class SyncResult:
     errors: list[str] = field(default_factory=list)  # mirror-level or publish errors
     published: bool = False
     metadata_url: str = ""  # where the image-ids metadata is served, once published
+    object_store_missing: bool = False  # use_swift, but the catalog has no object-store endpoint
     bytes_transferred: int = 0
     duration_seconds: float = 0.0
 

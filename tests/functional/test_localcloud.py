@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -97,6 +98,39 @@ def test_image_upload_becomes_active(cloud, disk_format, data, virtual_size):
     if virtual_size is not None:
         assert image.virtual_size == virtual_size
     assert b"".join(glance.images.data(image.id)) == data
+
+
+def server_errors_in_log(path, since: int) -> list[str]:
+    """Access-log lines of 5xx answers written after byte offset `since`."""
+    with open(path, "rb") as log:
+        log.seek(since)
+        lines = log.read().decode(errors="replace").splitlines()
+    return [line for line in lines if '" 50' in line or "database is locked" in line]
+
+
+def test_concurrent_uploads_all_become_active(cloud):
+    # With sqlite as Glance's database, parallel uploads got 500 "database is locked".
+    glance_log = cloud.logs / "glance.log"
+    log_offset = glance_log.stat().st_size
+    payloads = [os.urandom(256 * 1024 + n) for n in range(4)]
+
+    def create_and_upload(n: int) -> str:
+        glance = GlanceClient("2", session=cloud.sync_session())
+        image = glance.images.create(name=f"concurrent-{n}", disk_format="raw", container_format="bare",
+                                     concurrency_test=uuid.uuid4().hex)  # fmt: skip
+        glance.images.upload(image.id, io.BytesIO(payloads[n]), image_size=len(payloads[n]))
+        return image.id
+
+    with ThreadPoolExecutor(len(payloads)) as pool:
+        image_ids = list(pool.map(create_and_upload, range(len(payloads))))
+
+    glance = GlanceClient("2", session=cloud.sync_session())
+    images = [glance.images.get(image_id) for image_id in image_ids]
+    assert [image.status for image in images] == ["active"] * len(payloads)
+    assert [image.size for image in images] == [len(data) for data in payloads]
+    assert server_errors_in_log(glance_log, log_offset) == []
+    for image_id in image_ids:
+        glance.images.delete(image_id)
 
 
 def test_public_swift_container_is_anonymously_readable_not_writable(cloud):
