@@ -9,6 +9,7 @@ import sys
 from . import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_OK
 from .config import ConfigError, load_identity, load_sync_config
 from .engine import Progress, SyncRun
+from .metrics import write_metrics
 from .state import ProgressFile, SyncAlreadyRunning, SyncLock, write_result
 
 DEFAULT_CONF_DIR = "/etc/glance-simplestreams-sync"
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     result = SyncRun(config, identity, out=_print, err=_print_err, progress=progress).run()
                     write_result(config.state_dir, result)
+                    write_metrics(config.state_dir, result)
                 finally:
                     progress.close()
         except SyncAlreadyRunning as error:

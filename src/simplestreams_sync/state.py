@@ -57,6 +57,7 @@ class SyncResult:
     published: bool = False
     metadata_url: str = ""  # where the image-ids metadata is served, once published
     object_store_missing: bool = False  # use_swift, but the catalog has no object-store endpoint
+    last_success: str = ""  # when the newest run without failures finished (this one or an earlier one)
     bytes_transferred: int = 0
     duration_seconds: float = 0.0
 
@@ -69,6 +70,9 @@ class SyncResult:
 
 
 def write_result(state_dir: str | Path, result: SyncResult) -> None:
+    """Record the run; `last_success` carries over from the previous result when this run failed."""
+    previous = read_result(state_dir) or {}
+    result.last_success = result.finished if result.ok else previous.get("last_success", "")
     write_json_atomically(Path(state_dir) / RESULT_FILE, result.to_dict())
 
 

@@ -1,0 +1,40 @@
+"""State files the sync leaves for the charm and for monitoring."""
+
+from simplestreams_sync.metrics import METRICS_FILE, write_metrics
+from simplestreams_sync.state import SyncAlreadyRunning, SyncLock, SyncResult, read_result, write_result
+
+import pytest
+
+
+def test_last_success_carries_over_a_failed_run(tmp_path):
+    write_result(tmp_path, SyncResult(started="2026-11-24T10:00:00Z", finished="2026-11-24T10:02:00Z"))
+    write_result(tmp_path, SyncResult(started="2026-11-25T10:00:00Z", finished="2026-11-25T10:02:00Z",
+                                      errors=["keystone down"]))
+    result = read_result(tmp_path)
+    assert (result["ok"], result["last_success"]) == (False, "2026-11-24T10:02:00Z")
+
+
+def test_result_file_is_private(tmp_path):
+    write_result(tmp_path, SyncResult(started="2026-11-24T10:00:00Z"))
+    assert oct((tmp_path / "last-sync.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_metrics_in_prometheus_text_format(tmp_path):
+    result = SyncResult(started="2026-11-24T10:00:00Z", finished="2026-11-24T10:02:00Z",
+                        created=[{"id": "a", "name": "x"}], bytes_transferred=1234, duration_seconds=120.5)
+    write_result(tmp_path, result)
+    write_metrics(tmp_path, result)
+    text = (tmp_path / METRICS_FILE).read_text()
+    assert "glance_simplestreams_sync_last_success_timestamp_seconds 1795514520\n" in text
+    assert "glance_simplestreams_sync_last_run_images_created 1\n" in text
+    assert "glance_simplestreams_sync_last_run_bytes_transferred 1234\n" in text
+    assert "# TYPE glance_simplestreams_sync_last_run_success gauge\n" in text
+
+
+def test_second_lock_holder_is_refused_with_the_holders_pid(tmp_path):
+    with SyncLock(tmp_path):
+        with pytest.raises(SyncAlreadyRunning, match=r"another sync is already running \(pid \d+\)"):
+            with SyncLock(tmp_path):
+                pass
+    with SyncLock(tmp_path):  # released
+        pass
