@@ -86,6 +86,7 @@ class SyncRunner:
     keyring: Path
     content_id_template: str
     settings: dict = field(default_factory=dict)
+    identity_override: dict | None = None
 
     @property
     def content_id(self) -> str:
@@ -108,7 +109,7 @@ class SyncRunner:
         mirrors_file = self.workdir / "mirrors.yaml"
         identity_file = self.workdir / "identity.yaml"
         mirrors_file.write_text(yaml.safe_dump(config))
-        identity_file.write_text(yaml.safe_dump(self.cloud.sync_identity))
+        identity_file.write_text(yaml.safe_dump(self.identity_override or self.cloud.sync_identity))
         os.chmod(identity_file, 0o600)
         return mirrors_file, identity_file
 

@@ -1,0 +1,267 @@
+"""Image lifecycle options against the real local cloud: retention, latest, hypervisor mapping,
+image modifiers, proxies, internal endpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from keystoneclient.v3 import client as keystone_client
+from simplestreams import util
+
+from tests.functional.conftest import created_ids, our_images, published_products
+from tests.localcloud.proxy import HttpProxy
+
+pytestmark = pytest.mark.functional
+
+FOCAL = "com.ubuntu.cloud:server:20.04:amd64"
+
+
+def sync_two_versions(source, sync, glance, **mirror_fields) -> dict:
+    """Sync serial 20210101, then add 20210201 to the source; returns the first image."""
+    source.add_image(serial="20210101", seed=300)
+    source.write()
+    first = sync.run([sync.mirror(source.url, **mirror_fields)])
+    assert first.returncode == 0, first.stderr
+    old = our_images(glance, sync.content_id)[0]
+    source.add_image(serial="20210201", seed=301)
+    source.write()
+    return old
+
+
+# -- retention ------------------------------------------------------------------------------------
+
+def test_protected_superseded_image_is_kept_and_said_so(source, sync, glance):
+    old = sync_two_versions(source, sync, glance)
+    glance.images.update(old["id"], protected=True)
+    try:
+        result = sync.run([sync.mirror(source.url)])
+    finally:
+        glance.images.update(old["id"], protected=False)
+
+    assert result.returncode == 0, result.stderr
+    assert f"kept {old['id']}: {old['name']} (superseded but protected)" in result.stdout
+    assert sorted(i["version_name"] for i in our_images(glance, sync.content_id)) == ["20210101", "20210201"]
+
+
+class RecordedNova(BaseHTTPRequestHandler):
+    """Nova cannot run here: this answers GET /servers/detail with a recorded response."""
+
+    servers: list = []
+    requests_seen: list = []
+
+    def do_GET(self):
+        RecordedNova.requests_seen.append(self.path)
+        body = json.dumps({"servers": RecordedNova.servers}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def nova(cloud):
+    """A compute endpoint in the catalog served by RecordedNova; removed again afterwards."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RecordedNova)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    keystone = keystone_client.Client(session=cloud.admin_session())
+    service = keystone.services.create(name="nova", type="compute")
+    url = f"http://127.0.0.1:{server.server_address[1]}/v2.1"
+    endpoints = [keystone.endpoints.create(service, url, interface=interface, region=cloud.sync_identity["region"])
+                 for interface in ("public", "internal", "admin")]
+    RecordedNova.requests_seen = []
+    try:
+        yield RecordedNova
+    finally:
+        for endpoint in endpoints:
+            keystone.endpoints.delete(endpoint)
+        keystone.services.delete(service)
+        server.shutdown()
+        thread.join()
+
+
+def test_superseded_image_in_use_by_a_server_is_kept(source, sync, glance, nova):
+    old = sync_two_versions(source, sync, glance)
+    nova.servers = [{"id": "vm-1", "image": {"id": old["id"]}}, {"id": "vm-2", "image": ""}]
+
+    result = sync.run([sync.mirror(source.url)])
+
+    assert result.returncode == 0, result.stderr
+    assert f"kept {old['id']}: {old['name']} (superseded but in use by a server)" in result.stdout
+    assert any("all_tenants=1" in path for path in nova.requests_seen)
+    assert len(our_images(glance, sync.content_id)) == 2
+
+
+def test_superseded_image_not_in_use_is_deleted_when_nova_says_so(source, sync, glance, nova):
+    old = sync_two_versions(source, sync, glance)
+    nova.servers = [{"id": "vm-1", "image": {"id": "some-other-image"}}]
+
+    result = sync.run([sync.mirror(source.url)])
+
+    assert result.returncode == 0, result.stderr
+    assert f"deleted {old['id']}" in result.stdout
+    assert [i["version_name"] for i in our_images(glance, sync.content_id)] == ["20210201"]
+
+
+def test_product_dropped_from_the_filters_is_listed_not_deleted(source, sync, glance):
+    source.add_image(release="focal", version="20.04", seed=310)
+    source.add_image(release="jammy", version="22.04", serial="20240101", seed=311)
+    source.write()
+    assert sync.run([sync.mirror(source.url)]).returncode == 0
+    focal = next(i for i in our_images(glance, sync.content_id) if i["product_name"] == FOCAL)
+
+    narrowed = sync.mirror(source.url, item_filters=["release=jammy", "ftype=disk1.img"])
+    dry = sync.run([narrowed], "--dry-run")
+    result = sync.run([narrowed])
+
+    reason = "its product is no longer selected by any mirror's filters; not deleted"
+    assert f"kept {focal['id']}: {focal['name']} ({reason})" in dry.stdout
+    assert f"kept {focal['id']}: {focal['name']} ({reason})" in result.stdout
+    assert len(our_images(glance, sync.content_id)) == 2
+
+
+# -- latest, hypervisor mapping -------------------------------------------------------------------
+
+def test_latest_property_marks_only_the_newest_per_release_and_arch(source, sync, glance):
+    sync.settings = {"set_latest_property": True}
+    sync_two_versions(source, sync, glance, max=2)
+
+    result = sync.run([sync.mirror(source.url, max=2)])
+
+    assert result.returncode == 0, result.stderr
+    flags = {i["version_name"]: i.get("latest") for i in our_images(glance, sync.content_id)}
+    assert flags == {"20210201": "true", "20210101": None}
+
+
+def test_latest_property_is_scoped_to_each_source(source, sync, glance, tmp_path, test_key):
+    from tests.localcloud.source import SourceBuilder
+
+    sync.settings = {"set_latest_property": True}
+    source.add_image(serial="20210101", seed=320)
+    source.write()
+    daily = SourceBuilder(tmp_path / "daily", test_key, content_id="com.ubuntu.cloud:daily:download",
+                          product_prefix="com.ubuntu.cloud.daily:server")
+    daily.add_image(serial="20210301", seed=321)
+    daily.write()
+
+    result = sync.run([sync.mirror(source.url), sync.mirror((tmp_path / "daily").as_uri(), name_prefix="daily/")])
+
+    assert result.returncode == 0, result.stderr
+    assert {i["name"].split("/")[0]: i.get("latest") for i in our_images(glance, sync.content_id)} == {
+        "auto-sync": "true", "daily": "true"}
+
+
+def test_hypervisor_mapping_sets_hypervisor_type_and_virt(source, sync, glance, cloud):
+    sync.settings = {"hypervisor_mapping": True}
+    source.add_image(seed=330)
+    source.write()
+
+    result = sync.run([sync.mirror(source.url)])
+
+    assert result.returncode == 0, result.stderr
+    (image,) = our_images(glance, sync.content_id)
+    assert image["hypervisor_type"] == "qemu"
+    products = published_products(cloud, sync.content_id)
+    item = util.products_exdata(products, (FOCAL, "20210720", "disk1.img"))
+    assert item["virt"] == "kvm" and item["id"] == image["id"]
+
+
+# -- image modifier -------------------------------------------------------------------------------
+
+MODIFIER = """#!/bin/sh
+# A real image-modifier: recompress the qcow2 (new bytes, still a valid image) and note what it saw.
+set -e
+qemu-img convert -c -O qcow2 "$IMAGE_PATH" "$IMAGE_PATH.new"
+mv "$IMAGE_PATH.new" "$IMAGE_PATH"
+echo "$version_name $item_name" >> "{log}"
+"""
+
+
+def test_image_modifier_script_changes_the_bytes_uploaded(source, sync, glance, cloud, tmp_path):
+    item = source.add_image(seed=340, size=4 << 20)
+    source.write()
+    log = tmp_path / "modifier.log"
+    script = tmp_path / "modify.sh"
+    script.write_text(MODIFIER.replace("{log}", str(log)))
+    script.chmod(0o755)
+    sync.settings = {"modify_hook": str(script)}
+
+    result = sync.run([sync.mirror(source.url)])
+
+    assert result.returncode == 0, result.stderr
+    assert log.read_text() == "20210720 disk1.img\n"
+    (image,) = our_images(glance, sync.content_id)
+    original = (source.builder.root / item.path).read_bytes()
+    assert image["os_hash_value"] != hashlib.sha512(original).hexdigest()
+    stored = b"".join(glance.images.data(image["id"]))
+    assert image["size"] == len(stored) != len(original)
+    assert json.loads(image["simplestreams_metadata"])["sha256"] == hashlib.sha256(stored).hexdigest()
+
+
+def test_failing_image_modifier_leaves_nothing(source, sync, glance, tmp_path):
+    source.add_image(seed=341)
+    source.write()
+    script = tmp_path / "fail.sh"
+    script.write_text("#!/bin/sh\necho 'cannot modify this image' >&2\nexit 3\n")
+    script.chmod(0o755)
+    sync.settings = {"modify_hook": str(script)}
+
+    result = sync.run([sync.mirror(source.url)])
+
+    assert result.returncode == 1
+    assert f"image-modifier script {script} exited 3: cannot modify this image" in result.stderr
+    assert our_images(glance, sync.content_id) == []
+
+
+# -- proxies, endpoints ---------------------------------------------------------------------------
+
+def hosts(requests: list[dict]) -> set[str]:
+    return {urlparse(r["url"]).netloc for r in requests}
+
+
+def test_proxy_is_used_for_the_source_only(source, sync, cloud, tmp_path):
+    source.add_image(seed=350)
+    source.write()
+    with HttpProxy(tmp_path / "proxy") as proxy:
+        sync.settings = {"source_proxy": {"http": proxy.url, "https": proxy.url}}
+        result = sync.run([sync.mirror(source.url)])
+        seen = proxy.requests()
+
+    assert result.returncode == 0, result.stderr
+    assert hosts(seen) == {urlparse(source.url).netloc}
+    assert any(r["url"].endswith(".img") for r in seen)
+
+
+def test_object_store_through_the_proxy_when_asked(source, sync, cloud, tmp_path):
+    source.add_image(seed=351)
+    source.write()
+    with HttpProxy(tmp_path / "proxy") as proxy:
+        sync.settings = {"source_proxy": {"http": proxy.url}, "ignore_proxy_for_object_store": False}
+        result = sync.run([sync.mirror(source.url)])
+        seen = proxy.requests()
+
+    assert result.returncode == 0, result.stderr
+    assert hosts(seen) == {urlparse(source.url).netloc, urlparse(cloud.swift_url).netloc}
+
+
+def test_internal_endpoints(source, sync, glance, cloud):
+    source.add_image(seed=352)
+    source.write()
+    identity = {**cloud.sync_identity, "interface": "internal"}
+    sync.identity_override = identity
+
+    result = sync.run([sync.mirror(source.url)])
+
+    assert result.returncode == 0, result.stderr
+    assert len(created_ids(result.stdout)) == 1
+    assert Path(sync.workdir / "identity.yaml").read_text().count("interface: internal") == 1
