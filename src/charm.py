@@ -13,6 +13,7 @@ from datetime import datetime
 
 import ops
 import pydantic
+import yaml
 
 import certificates
 import identity_service
@@ -124,6 +125,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
 
     def _reconcile(self, first_sync: bool = True) -> None:
         config, problem = self._load_config()
+        self._reconcile_nrpe(config)
         if config is None:
             logger.warning("invalid config, leaving files and cron as they are: %s", problem)
             return
@@ -173,11 +175,31 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         if vault is not None:
             vault.data[self.unit].update(
                 certificates.request(self.unit.name, workload.hostname(), [self._address(vault)]))
-        for nrpe in self.model.relations[NRPE]:
-            nrpe.data[self.unit].update({
-                "nagios_hostname": f"{config.nagios_context}-{self.unit.name.replace('/', '-')}",
-                "nagios_host_context": config.nagios_context,
-            })
+
+    def _reconcile_nrpe(self, config: CharmConfig | None) -> None:
+        """With nrpe-external-master: the Nagios check of the last sync in nrpe.d and `monitors` for the
+        subordinate; without: no check. Invalid config leaves an installed check as it is."""
+        relations = self.model.relations[NRPE]
+        if not relations:
+            workload.remove_nrpe_check()
+            return
+        if config is None:
+            return
+        standby = not self.unit.is_leader()
+        argv = workload.nrpe_check_argv(self.charm_dir, config.frequency, run=config.run, standby=standby)
+        servicegroups = config.nagios_servicegroups or config.nagios_context
+        workload.install_nrpe_check(workload.nrpe_check_config(argv, servicegroups, self.unit.name),
+                                    expects_syncs=config.run and not standby)
+        settings = {
+            "nagios_hostname": f"{config.nagios_context}-{self.unit.name.replace('/', '-')}",
+            "nagios_host_context": config.nagios_context,
+            "monitors": yaml.safe_dump(workload.nrpe_monitors()),
+        }
+        for relation in relations:
+            data = relation.data[self.unit]
+            changed = {key: value for key, value in settings.items() if data.get(key) != value}
+            if changed:
+                data.update(changed)
 
     def _metadata_url(self, identity: ops.Relation) -> str | None:
         """Where the sync published the metadata: `metadata_url` of last-sync.json, remembered in our

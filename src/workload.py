@@ -38,6 +38,13 @@ TRUST_STORE_PREFIX = "glance-simplestreams-sync-"
 # The model's proxy settings, as Juju gives them to the charm (the sync reads them from mirrors.yaml).
 PROXY_VARIABLES = {"http": "JUJU_CHARM_HTTP_PROXY", "https": "JUJU_CHARM_HTTPS_PROXY",
                    "no_proxy": "JUJU_CHARM_NO_PROXY"}
+# The Nagios check (src/nrpe_check_sync.py) as NRPE runs it: as nagios, with the machine's python3.
+NRPE_SHORTNAME = "glance_simplestreams_sync"
+NRPE_COMMAND = f"check_{NRPE_SHORTNAME}"
+NRPE_PYTHON = "/usr/bin/python3"
+NRPE_SCRIPT = "src/nrpe_check_sync.py"  # in the charm dir
+RELOAD_NRPE = ["systemctl", "try-reload-or-restart", "nagios-nrpe-server"]
+FREQUENCY_SECONDS = {"hourly": 3600, "daily": 86400, "weekly": 7 * 86400}
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class Paths:
     state_dir: Path
     log_file: Path
     ca_dir: Path
+    nrpe_dir: Path
 
     @classmethod
     def under(cls, root: str | Path) -> Paths:
@@ -57,6 +65,7 @@ class Paths:
             state_dir=root / "var/lib/glance-simplestreams-sync",
             log_file=root / "var/log/glance-simplestreams-sync.log",
             ca_dir=root / "usr/local/share/ca-certificates",
+            nrpe_dir=root / "etc/nagios/nrpe.d",
         )
 
     @property
@@ -78,6 +87,20 @@ class Paths:
     @property
     def first_sync_marker(self) -> Path:
         return self.state_dir / "charm-first-sync.json"
+
+    @property
+    def nrpe_check_file(self) -> Path:
+        return self.nrpe_dir / f"{NRPE_COMMAND}.cfg"
+
+    @property
+    def nrpe_check_marker(self) -> Path:
+        """When the check began expecting scheduled syncs (read by src/nrpe_check_sync.py)."""
+        return self.state_dir / "charm-nrpe-check.json"
+
+    @property
+    def nrpe_server_config(self) -> Path:
+        """Exists when the nrpe subordinate installed nagios-nrpe-server."""
+        return self.nrpe_dir.parent / "nrpe.cfg"
 
 
 PATHS = Paths.under("/")
@@ -179,6 +202,7 @@ def remove_all() -> None:
     for path in (PATHS.identity, PATHS.mirrors, PATHS.keyring, PATHS.ca_bundle):
         remove_file(path)
     install_trusted_cas([])
+    remove_nrpe_check()
 
 
 # --- running the sync -----------------------------------------------------------------------------
@@ -325,6 +349,73 @@ def write_cron(entry: str | None) -> bool:
     if entry is None:
         return remove_file(PATHS.cron_file)
     return write_file(PATHS.cron_file, entry, mode=0o644)
+
+
+# --- the Nagios check (nrpe-external-master) -------------------------------------------------------
+
+def nrpe_check_argv(charm_dir: Path, frequency: str, run: bool, standby: bool) -> list[str]:
+    """The check's command line: CRITICAL once the last success is older than twice the frequency."""
+    argv = [NRPE_PYTHON, str(charm_dir / NRPE_SCRIPT), "--state-dir", str(PATHS.state_dir),
+            "--max-age-seconds", str(2 * FREQUENCY_SECONDS[frequency])]
+    if not run:
+        argv.append("--run-disabled")
+    if standby:
+        argv.append("--standby")
+    return argv
+
+
+def nrpe_check_config(argv: list[str], servicegroups: str, unit_name: str) -> str:
+    """The nrpe.d file, with the header the classic OpenStack charms (charmhelpers' NRPE) write,
+    servicegroups included. Unlike them no Nagios service definition is exported to
+    /var/lib/nagios/export: the nrpe subordinate builds it from `monitors` on the relation."""
+    return (
+        f"# check {NRPE_SHORTNAME}\n"
+        f"# Managed by the glance-simplestreams-sync charm ({unit_name}); do not edit.\n"
+        "# The following header was added automatically by juju\n"
+        "# Modifying it will affect nagios monitoring and alerting\n"
+        f"# servicegroups: {servicegroups}\n"
+        f"command[{NRPE_COMMAND}]={shlex.join(argv)}\n"
+    )
+
+
+def nrpe_monitors() -> dict:
+    """What the nrpe subordinate passes on to Nagios (the `monitors` relation setting, as YAML)."""
+    return {"monitors": {"remote": {"nrpe": {NRPE_SHORTNAME: {"command": NRPE_COMMAND}}}}}
+
+
+def install_nrpe_check(config: str, expects_syncs: bool) -> bool:
+    """Write the nrpe.d file (0644) and reload NRPE if it changed; True if it did.
+
+    The marker records when the check began expecting scheduled syncs (first install, or run=true /
+    leadership since): the check only warns about "no sync yet" for 2 x frequency from then.
+    """
+    marker = state.read_json(PATHS.nrpe_check_marker) or {}
+    if not marker.get("installed") or marker.get("expects_syncs") != expects_syncs:
+        write_file(PATHS.nrpe_check_marker,
+                   json.dumps({"installed": state.utc_now(), "expects_syncs": expects_syncs}), mode=0o644)
+    changed = write_file(PATHS.nrpe_check_file, config, mode=0o644)
+    if changed:
+        _reload_nrpe()
+    return changed
+
+
+def remove_nrpe_check() -> bool:
+    remove_file(PATHS.nrpe_check_marker)
+    changed = remove_file(PATHS.nrpe_check_file)
+    if changed:
+        _reload_nrpe()
+    return changed
+
+
+def _reload_nrpe() -> None:
+    """NRPE reads nrpe.d at start and on reload; the nrpe subordinate restarts it on its own hooks, but
+    a new command line (e.g. another frequency) changes nothing on the relation. Only if installed."""
+    if not PATHS.nrpe_server_config.exists():
+        return
+    try:
+        subprocess.run([*RELOAD_NRPE], check=True, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError) as error:
+        logger.warning("cannot reload nagios-nrpe-server: %s", getattr(error, "stderr", None) or error)
 
 
 def hostname() -> str:

@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""Nagios check of glance-simplestreams-sync: how old the last successful sync is and whether the last
+run failed.
+
+The charm installs it as the NRPE command `check_glance_simplestreams_sync` when the
+nrpe-external-master relation exists (see workload.nrpe_check_argv). It runs as the nagios user with
+the machine's python3, so it uses the standard library only. It prints one line and exits with the
+Nagios code:
+
+- OK (0): standby unit (`--standby`: only the leader syncs); `--run-disabled` (no schedule) and the last
+  run did not fail; or the last successful sync is at most `--max-age-seconds` old.
+- WARNING (1): no sync has run yet, within `--max-age-seconds` of the check being installed (the time
+  the charm recorded in `charm-nrpe-check.json` in the state dir).
+- CRITICAL (2): the last run failed (names the failed images and the first error); the last successful
+  sync is older than `--max-age-seconds`; no sync has run for longer than that since the install.
+- UNKNOWN (3): the state cannot be read, or bad arguments.
+
+It reads `last-sync.json` in `--state-dir` (written by the sync engine). That file is private to root
+(mode 0600), so as nagios the check falls back to the engine's world-readable Prometheus textfile
+`glance_simplestreams_sync.prom`, which has the same times and counts but no image names or errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import json
+import os
+import sys
+import time
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+
+RESULT_FILE = "last-sync.json"  # simplestreams_sync.state.RESULT_FILE
+METRICS_FILE = "glance_simplestreams_sync.prom"  # simplestreams_sync.metrics.METRICS_FILE
+METRICS_PREFIX = "glance_simplestreams_sync_"
+INSTALLED_FILE = "charm-nrpe-check.json"  # workload.Paths.nrpe_check_marker: {"installed": timestamp}
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+MAX_DETAIL = 200
+
+
+class StateError(Exception):
+    """The state dir holds something the check cannot read."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would exit 2, which Nagios reads as CRITICAL
+        raise StateError(f"bad arguments: {message}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = Parser(prog="nrpe_check_sync.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--state-dir", required=True, help="the sync's state dir")
+    parser.add_argument("--max-age-seconds", required=True, type=int,
+                        help="CRITICAL when the last successful sync is older (2 x the sync frequency)")
+    parser.add_argument("--run-disabled", action="store_true",
+                        help="no scheduled sync (run=false): OK unless the last run failed")
+    parser.add_argument("--standby", action="store_true", help="not the leader, which syncs: always OK")
+    args = parser.parse_args(argv)
+    if args.max_age_seconds <= 0:
+        parser.error("--max-age-seconds must be positive")
+    return args
+
+
+# --- reading the state ------------------------------------------------------------------------------
+
+def parse_time(text: object) -> float | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return float(calendar.timegm(time.strptime(text, TIME_FORMAT)))
+    except ValueError:
+        return None
+
+
+def read_json(path: str) -> dict | None:
+    """The file's object, None if it does not exist; StateError if unreadable (PermissionError passes)."""
+    try:
+        with open(path) as stream:
+            data = json.load(stream)
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise
+    except (OSError, ValueError) as error:
+        raise StateError(f"cannot read {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise StateError(f"cannot read {path}: not a JSON object")
+    return data
+
+
+def result_from_json(data: dict) -> dict:
+    """The last run, normalised: finished/last_success (epoch or None), ok, failed names, errors."""
+    failed = [item for item in data.get("failed") or [] if isinstance(item, dict)]
+    errors = [str(error) for error in data.get("errors") or []]
+    ok = data.get("ok")
+    if ok is None:
+        ok = not failed and not errors
+    finished = parse_time(data.get("finished")) or parse_time(data.get("started"))
+    if "last_success" in data:
+        last_success = parse_time(data.get("last_success"))
+    else:  # written before the engine recorded last_success
+        last_success = finished if ok else None
+    first_error = errors[0] if errors else ""
+    if not first_error and failed:
+        first_error = f"{failed[0].get('name')}: {failed[0].get('error')}"
+    return {"finished": finished, "last_success": last_success, "ok": bool(ok),
+            "failed": [str(item.get("name")) for item in failed], "failed_count": len(failed),
+            "error_count": len(errors), "first_error": first_error, "source": RESULT_FILE}
+
+
+def result_from_metrics(path: str) -> dict | None:
+    """The same from the Prometheus textfile (times and counts only), None if it does not exist."""
+    values = {}
+    try:
+        with open(path) as stream:
+            for line in stream:
+                parts = line.split()
+                if len(parts) == 2 and parts[0].startswith(METRICS_PREFIX):
+                    values[parts[0][len(METRICS_PREFIX):]] = float(parts[1])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise StateError(f"cannot read {path}: {error}") from None
+    if "last_run_timestamp_seconds" not in values:
+        raise StateError(f"cannot read {path}: no {METRICS_PREFIX}last_run_timestamp_seconds")
+    failed_count = int(values.get("last_run_images_failed", 0))
+    error_count = int(values.get("last_run_errors", 0))
+    return {"finished": values["last_run_timestamp_seconds"] or None,
+            "last_success": values.get("last_success_timestamp_seconds") or None,
+            "ok": values.get("last_run_success", 1) == 1 and not failed_count and not error_count,
+            "failed": [], "failed_count": failed_count, "error_count": error_count, "first_error": "",
+            "source": METRICS_FILE}
+
+
+def read_last_run(state_dir: str) -> dict | None:
+    """The last (non dry) run, or None if there never was one."""
+    path = os.path.join(state_dir, RESULT_FILE)
+    try:
+        data = read_json(path)
+    except PermissionError:
+        result = result_from_metrics(os.path.join(state_dir, METRICS_FILE))
+        if result is None:
+            raise StateError(f"cannot read {path}: permission denied, and no {METRICS_FILE}") from None
+        return result
+    if data is None or data.get("dry_run"):
+        return None
+    return result_from_json(data)
+
+
+def read_installed(state_dir: str) -> float | None:
+    """When the charm installed the check (None: unknown)."""
+    try:
+        data = read_json(os.path.join(state_dir, INSTALLED_FILE))
+    except (PermissionError, StateError):
+        return None
+    return parse_time((data or {}).get("installed"))
+
+
+# --- the verdict ------------------------------------------------------------------------------------
+
+def format_time(epoch: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch)) if epoch else "never"
+
+
+def format_duration(seconds: float) -> str:
+    """7200 -> '2h', 172800 -> '48h', 1209600 -> '14d' (rounded down to one unit)."""
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 120 * 60:
+        return f"{seconds // 60}m"
+    if seconds < 72 * 3600:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def truncate(text: str, limit: int = MAX_DETAIL) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def failure_message(result: dict) -> str:
+    detail = []
+    if result["failed_count"]:
+        names = ", ".join(result["failed"][:3])
+        more = result["failed_count"] - len(result["failed"][:3])
+        if names and more:
+            names += f" and {more} more"
+        count = f"{result['failed_count']} image{'s' if result['failed_count'] != 1 else ''} failed"
+        detail.append(f"{count} ({names})" if names else count)
+    if result["first_error"]:
+        detail.append(f"first error: {truncate(result['first_error'])}")
+    elif result["error_count"]:
+        detail.append(f"{result['error_count']} error{'s' if result['error_count'] != 1 else ''}")
+    if result["source"] != RESULT_FILE:
+        detail.append(f"details in {RESULT_FILE}")
+    detail.append(f"last success: {format_time(result['last_success'])}")
+    return f"last sync {format_time(result['finished'])} failed: " + "; ".join(detail)
+
+
+def check(args: argparse.Namespace, now: float) -> tuple[int, str]:
+    if args.standby:
+        return OK, "standby: the leader unit syncs images"
+    result = read_last_run(args.state_dir)
+    if result is not None and not result["ok"]:
+        return CRITICAL, failure_message(result)
+    if args.run_disabled:
+        message = "scheduled sync disabled (run=false)"
+        if result is not None:
+            message += f"; last sync {format_time(result['finished'])} succeeded"
+        return OK, message
+    limit = format_duration(args.max_age_seconds)
+    last_success = result["last_success"] if result is not None else None
+    if last_success is not None:
+        age = now - last_success
+        if age > args.max_age_seconds:
+            return CRITICAL, (f"last successful sync {format_time(last_success)} is {format_duration(age)} "
+                              f"old (limit {limit})")
+        return OK, f"last sync {format_time(last_success)} succeeded, {format_duration(age)} ago (limit {limit})"
+    installed = read_installed(args.state_dir)
+    if installed is None:
+        return WARNING, "no sync has run yet"
+    waiting = now - installed
+    if waiting > args.max_age_seconds:
+        return CRITICAL, (f"no sync has run in the {format_duration(waiting)} since "
+                          f"{format_time(installed)} (limit {limit})")
+    return WARNING, f"no sync has run yet (CRITICAL from {format_time(installed + args.max_age_seconds)})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        code, message = check(parse_args(argv), time.time())
+    except StateError as error:
+        code, message = UNKNOWN, str(error)
+    except Exception as error:  # a check must answer UNKNOWN, never a traceback and exit 1
+        code, message = UNKNOWN, f"{type(error).__name__}: {error}"
+    print(f"{LABELS[code]}: {' '.join(message.split())}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
