@@ -186,7 +186,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         if config is None:
             return
         standby = not self.unit.is_leader()
-        argv = workload.nrpe_check_argv(self.charm_dir, config.frequency, run=config.run, standby=standby)
+        argv = workload.nrpe_check_argv(config.frequency, run=config.run, standby=standby)
         servicegroups = config.nagios_servicegroups or config.nagios_context
         workload.install_nrpe_check(workload.nrpe_check_config(argv, servicegroups, self.unit.name),
                                     expects_syncs=config.run and not standby)

@@ -42,7 +42,8 @@ PROXY_VARIABLES = {"http": "JUJU_CHARM_HTTP_PROXY", "https": "JUJU_CHARM_HTTPS_P
 NRPE_SHORTNAME = "glance_simplestreams_sync"
 NRPE_COMMAND = f"check_{NRPE_SHORTNAME}"
 NRPE_PYTHON = "/usr/bin/python3"
-NRPE_SCRIPT = "src/nrpe_check_sync.py"  # in the charm dir
+# The nagios user may not read the charm dir: the check is copied where plugins live.
+NRPE_SCRIPT_SOURCE = Path(__file__).resolve().parent / "nrpe_check_sync.py"
 RELOAD_NRPE = ["systemctl", "try-reload-or-restart", "nagios-nrpe-server"]
 FREQUENCY_SECONDS = {"hourly": 3600, "daily": 86400, "weekly": 7 * 86400}
 
@@ -55,6 +56,7 @@ class Paths:
     log_file: Path
     ca_dir: Path
     nrpe_dir: Path
+    nrpe_plugin_dir: Path
 
     @classmethod
     def under(cls, root: str | Path) -> Paths:
@@ -66,6 +68,7 @@ class Paths:
             log_file=root / "var/log/glance-simplestreams-sync.log",
             ca_dir=root / "usr/local/share/ca-certificates",
             nrpe_dir=root / "etc/nagios/nrpe.d",
+            nrpe_plugin_dir=root / "usr/local/lib/nagios/plugins",
         )
 
     @property
@@ -91,6 +94,10 @@ class Paths:
     @property
     def nrpe_check_file(self) -> Path:
         return self.nrpe_dir / f"{NRPE_COMMAND}.cfg"
+
+    @property
+    def nrpe_plugin(self) -> Path:
+        return self.nrpe_plugin_dir / f"{NRPE_COMMAND}.py"
 
     @property
     def nrpe_check_marker(self) -> Path:
@@ -353,9 +360,9 @@ def write_cron(entry: str | None) -> bool:
 
 # --- the Nagios check (nrpe-external-master) -------------------------------------------------------
 
-def nrpe_check_argv(charm_dir: Path, frequency: str, run: bool, standby: bool) -> list[str]:
+def nrpe_check_argv(frequency: str, run: bool, standby: bool) -> list[str]:
     """The check's command line: CRITICAL once the last success is older than twice the frequency."""
-    argv = [NRPE_PYTHON, str(charm_dir / NRPE_SCRIPT), "--state-dir", str(PATHS.state_dir),
+    argv = [NRPE_PYTHON, str(PATHS.nrpe_plugin), "--state-dir", str(PATHS.state_dir),
             "--max-age-seconds", str(2 * FREQUENCY_SECONDS[frequency])]
     if not run:
         argv.append("--run-disabled")
@@ -393,6 +400,7 @@ def install_nrpe_check(config: str, expects_syncs: bool) -> bool:
     if not marker.get("installed") or marker.get("expects_syncs") != expects_syncs:
         write_file(PATHS.nrpe_check_marker,
                    json.dumps({"installed": state.utc_now(), "expects_syncs": expects_syncs}), mode=0o644)
+    write_file(PATHS.nrpe_plugin, NRPE_SCRIPT_SOURCE.read_bytes(), mode=0o755)
     changed = write_file(PATHS.nrpe_check_file, config, mode=0o644)
     if changed:
         _reload_nrpe()
@@ -401,6 +409,7 @@ def install_nrpe_check(config: str, expects_syncs: bool) -> bool:
 
 def remove_nrpe_check() -> bool:
     remove_file(PATHS.nrpe_check_marker)
+    remove_file(PATHS.nrpe_plugin)
     changed = remove_file(PATHS.nrpe_check_file)
     if changed:
         _reload_nrpe()

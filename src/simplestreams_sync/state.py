@@ -1,6 +1,7 @@
 """What a sync leaves behind for the charm (and operators) to read.
 
-Files under the state dir (all JSON, written atomically, mode 0600):
+Files under the state dir (JSON, written atomically; no secrets in them, so mode 0644 for monitoring
+such as the Nagios check that runs as the nagios user):
 - `progress.json` while a sync runs: {"pid", "started", "phase", "item", "item_index", "item_count",
   "bytes_done", "bytes_total", "updated"}; removed when the run ends.
 - `last-sync.json` after each run: see `SyncResult`.
@@ -26,10 +27,10 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def write_json_atomically(path: Path, data: dict) -> None:
+def write_json_atomically(path: Path, data: dict, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as stream:
         json.dump(data, stream, indent=1, sort_keys=True)
     os.replace(tmp, path)

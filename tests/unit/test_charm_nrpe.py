@@ -19,22 +19,6 @@ COMMAND = "check_glance_simplestreams_sync"
 
 
 @pytest.fixture
-def charm_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "charm"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def ctx(charm_dir: Path) -> testing.Context:
-    """As conftest's, but with the same charm dir in every run (as on a machine): it is in the check's
-    command line."""
-    from charm import GlanceSimplestreamsSyncCharm
-
-    return testing.Context(GlanceSimplestreamsSyncCharm, charm_root=charm_dir)
-
-
-@pytest.fixture
 def nrpe() -> testing.SubordinateRelation:
     return testing.SubordinateRelation("nrpe-external-master", remote_app_name="nrpe")
 
@@ -64,11 +48,11 @@ def command_line(machine) -> list[str]:
 
 @pytest.mark.parametrize("frequency, max_age", [("hourly", "7200"), ("daily", "172800"),
                                                 ("weekly", "1209600")])
-def test_check_is_installed_with_twice_the_frequency(ctx, nrpe, machine, charm_dir, frequency, max_age):
+def test_check_is_installed_with_twice_the_frequency(ctx, nrpe, machine, frequency, max_age):
     ctx.run(ctx.on.relation_joined(nrpe),
             testing.State(leader=True, config={"run": True, "frequency": frequency}, relations=[nrpe]))
 
-    assert command_line(machine) == ["/usr/bin/python3", f"{charm_dir}/src/nrpe_check_sync.py",
+    assert command_line(machine) == ["/usr/bin/python3", str(machine.paths.nrpe_plugin),
                                      "--state-dir", str(machine.paths.state_dir), "--max-age-seconds", max_age]
 
 

@@ -14,9 +14,9 @@ def test_last_success_carries_over_a_failed_run(tmp_path):
     assert (result["ok"], result["last_success"]) == (False, "2026-11-24T10:02:00Z")
 
 
-def test_result_file_is_private(tmp_path):
+def test_result_file_is_readable_by_monitoring_but_not_writable(tmp_path):
     write_result(tmp_path, SyncResult(started="2026-11-24T10:00:00Z"))
-    assert oct((tmp_path / "last-sync.json").stat().st_mode & 0o777) == "0o600"
+    assert oct((tmp_path / "last-sync.json").stat().st_mode & 0o777) == "0o644"
 
 
 def test_metrics_in_prometheus_text_format(tmp_path):
