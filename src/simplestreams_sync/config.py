@@ -158,17 +158,17 @@ def _load_yaml(path: Path) -> dict:
     return data
 
 
-def load_sync_config(path: str | Path) -> SyncConfig:
+def _load_model(path: str | Path, model: type[BaseModel]):
     path = Path(path)
     try:
-        return SyncConfig.model_validate(_load_yaml(path))
+        return model.model_validate(_load_yaml(path))
     except ValidationError as error:
         raise ConfigError(_format_validation_error(path, error)) from None
+
+
+def load_sync_config(path: str | Path) -> SyncConfig:
+    return _load_model(path, SyncConfig)
 
 
 def load_identity(path: str | Path) -> IdentityConfig:
-    path = Path(path)
-    try:
-        return IdentityConfig.model_validate(_load_yaml(path))
-    except ValidationError as error:
-        raise ConfigError(_format_validation_error(path, error)) from None
+    return _load_model(path, IdentityConfig)
