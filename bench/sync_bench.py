@@ -1,0 +1,450 @@
+"""How fast the sync gets images into Glance, next to Glance's own floor and to sstream-mirror-glance.
+
+    bench/run [--rounds 3] [--image-mib 512] [--images 4] [--only a,b,c,rss] [--workdir DIR] [--keep]
+
+Starts the test fixture's local cloud (Keystone, Glance, Swift on 127.0.0.1) and a signed simplestreams
+source of incompressible qcow2 images served over HTTP by a separate process, then runs, round after
+round in the same session, each side of each workload:
+
+  (a) N images x M MiB, fresh Glance content (a unique content_id) for every side and round:
+      floor - bench/floor.py, a bare client: create image + stream the source's bytes into Glance,
+              with the same concurrency as ours (max_parallel); what Glance itself can ingest here;
+      ours  - python -m simplestreams_sync (verifies sha256 and Glance's sha512, publishes to Swift);
+      peer  - sstream-mirror-glance (python-simplestreams), same source and filters, --max 1.
+  (b) the same again with nothing new: ours and peer re-run against what (a) just created.
+  (c) plan only on the real signed 2016 Canonical catalog (7,008 items), file:// mirror,
+      `--dry-run --assume-empty-glance`: signature check + filters + selection.
+  rss one 2 GiB image through ours: peak RSS and the bytes it wrote to local disk.
+
+Each side is timed from process start to exit. Peak RSS and local disk writes come from the kernel's
+accounting of the exited process (wait4: ru_maxrss, ru_oublock). Bytes moved are the image bytes the
+source server sent during that run (its request log). Every round's images are deleted after the
+round. Results go to stdout and to <workdir>/results.json. Everything started is stopped by PID at the
+end, also on Ctrl-C or error; the workdir (images) is deleted unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import glanceclient
+import yaml
+
+from tests.localcloud.cloud import LocalCloud
+from tests.localcloud.source import SourceBuilder, make_test_key
+from tests.localcloud.source_server import SourceServer
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MIB = 1 << 20
+REAL_STREAMS = ROOT / "tests" / "data" / "realstreams"
+FILTERS = ["arch~(x86_64|amd64)", "ftype~(disk1.img|disk.img)"]
+PLAN_FILTERS = ["release~(trusty|xenial)", "arch~(x86_64|amd64)", "ftype~(disk1.img|disk.img)"]
+RELEASES = [("xenial", "16.04"), ("bionic", "18.04"), ("focal", "20.04"), ("jammy", "22.04"),
+            ("noble", "24.04")]
+CLOUD_NAME = "bench"
+TARGETS = {
+    "a": "ours <= 1.15 x floor and <= 0.5 x peer",
+    "b": "zero image bytes moved; ours <= 0.25 x peer",
+    "c": "ours <= 1 s",
+    "rss": "peak RSS <= 150 MiB with a 2 GiB image; no image bytes written to local disk",
+}
+RUN_TIMEOUT = 1800
+
+
+@dataclass
+class Run:
+    side: str
+    workload: str
+    round: int
+    wall_s: float
+    exit_code: int
+    peak_rss_mib: float
+    disk_write_bytes: int
+    image_bytes_moved: int = 0
+    images_created: int = 0
+    problem: str = ""  # set when the run did not do its whole job (its time then does not count as valid)
+    output: str = ""   # the last line the side printed
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    workdir: Path
+    cloud: LocalCloud | None = None
+    keyring: Path | None = None
+    runs: list[Run] = field(default_factory=list)
+    child: subprocess.Popen | None = None  # the process being timed, killed on interrupt
+
+    # --- running one timed process ------------------------------------------------------------
+    def timed(self, argv: list[str], env: dict, log_name: str) -> tuple[float, int, resource.struct_rusage, str]:
+        """Run argv to completion; (wall seconds, exit code, its rusage, its stdout)."""
+        logs = self.workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        out_path, err_path = logs / f"{log_name}.out", logs / f"{log_name}.err"
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            started = time.perf_counter()
+            self.child = subprocess.Popen(argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
+                                          stderr=err, start_new_session=True)
+            deadline = time.monotonic() + RUN_TIMEOUT
+            while True:  # wait4 gives this child's own rusage (peak RSS, blocks written)
+                pid, status, usage = os.wait4(self.child.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{argv[:3]} still running after {RUN_TIMEOUT}s")
+                time.sleep(0.002)
+            wall = time.perf_counter() - started
+        self.child.returncode = os.waitstatus_to_exitcode(status)
+        self.child = None
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            print(f"  ! {log_name} exited {code}: {_tail(err_path)}", flush=True)
+        return wall, code, usage, out_path.read_text()
+
+    def kill_child(self) -> None:
+        if self.child is not None and self.child.poll() is None:
+            try:
+                os.killpg(self.child.pid, signal.SIGKILL)  # its own session: the group it leads
+            except ProcessLookupError:
+                pass
+            self.child.wait()
+        self.child = None
+
+    # --- the three sides ----------------------------------------------------------------------
+    def ours(self, source_url: str, content_id: str, workload: str, rnd: int, *, parallel: int,
+             server: SourceServer | None, extra: tuple = (), mirror_url: str | None = None,
+             keyring: Path | None = None, filters: list[str] = FILTERS) -> Run:
+        etc = self.workdir / "ours" / content_id
+        etc.mkdir(parents=True, exist_ok=True)
+        mirrors = {
+            "mirror_list": [{"url": mirror_url or source_url, "path": "streams/v1/index.sjson", "max": 1,
+                             "item_filters": filters}],
+            "keyring": str(keyring or self.keyring), "state_dir": str(etc / "state"),
+            "content_id_template": content_id, "cloud_name": CLOUD_NAME, "name_prefix": "bench-ours/",
+            "max_parallel": parallel,
+        }
+        if self.cloud is not None:
+            mirrors["region"] = self.cloud.region
+            (etc / "identity.yaml").write_text(yaml.safe_dump(self.cloud.sync_identity))
+            (etc / "identity.yaml").chmod(0o600)
+        (etc / "mirrors.yaml").write_text(yaml.safe_dump(mirrors))
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        argv = [sys.executable, "-m", "simplestreams_sync", "--mirrors", str(etc / "mirrors.yaml"),
+                "--identity", str(etc / "identity.yaml"), *extra]
+        return self._side("ours", workload, rnd, argv, env, server)
+
+    def floor(self, items: list[dict], content_id: str, workload: str, rnd: int, *, parallel: int,
+              server: SourceServer) -> Run:
+        spec = self.workdir / "floor" / f"{content_id}.json"
+        spec.parent.mkdir(parents=True, exist_ok=True)
+        spec.write_text(json.dumps({"identity": self.cloud.sync_identity, "content_id": content_id,
+                                    "parallel": parallel, "items": items}))
+        argv = [sys.executable, "-m", "bench.floor", str(spec)]
+        return self._side("floor", workload, rnd, argv, {**os.environ, "PYTHONPATH": str(ROOT)}, server)
+
+    def peer(self, source_url: str, content_id: str, workload: str, rnd: int, *, server: SourceServer) -> Run:
+        identity = self.cloud.sync_identity
+        tmp = self.workdir / "peer-tmp"  # its whole-image temp files: on local disk, emptied after each run
+        tmp.mkdir(exist_ok=True)
+        env = {**os.environ, "TMPDIR": str(tmp), "OS_AUTH_URL": identity["auth_url"],
+               "OS_USERNAME": identity["username"], "OS_PASSWORD": identity["password"],
+               "OS_PROJECT_NAME": identity["project_name"], "OS_USER_DOMAIN_NAME": identity["user_domain_name"],
+               "OS_PROJECT_DOMAIN_NAME": identity["project_domain_name"], "OS_REGION_NAME": identity["region"],
+               "OS_IDENTITY_API_VERSION": "3"}
+        argv = [str(BIN / "sstream-mirror-glance"), f"--keyring={self.keyring}", "--max=1",
+                f"--content-id={content_id}", f"--cloud-name={CLOUD_NAME}", f"--region={identity['region']}",
+                "--name-prefix=bench-peer/", "--path=streams/v1/index.sjson", source_url, *FILTERS]
+        try:
+            return self._side("peer", workload, rnd, argv, env, server)
+        finally:
+            for leftover in tmp.iterdir():
+                leftover.unlink()
+
+    def _side(self, side: str, workload: str, rnd: int, argv: list[str], env: dict,
+              server: SourceServer | None) -> Run:
+        if server is not None:
+            server.clear_requests()
+        wall, code, usage, out = self.timed(argv, env, f"{workload}-{side}-r{rnd}")
+        moved = _image_bytes_sent(server) if server is not None else 0
+        run = Run(side, workload, rnd, round(wall, 3), code, round(usage.ru_maxrss / 1024, 1),
+                  usage.ru_oublock * 512, moved, out.count("\ncreated ") + out.startswith("created "),
+                  output=(out.strip().splitlines() or [""])[-1][:200])
+        self.runs.append(run)
+        print(f"  {workload:>3} r{rnd} {side:<5} {wall:8.2f} s  exit {code}  created {run.images_created}  "
+              f"moved {moved / MIB:8.1f} MiB  rss {run.peak_rss_mib:6.1f} MiB  "
+              f"disk writes {run.disk_write_bytes / MIB:8.1f} MiB", flush=True)
+        return run
+
+    # --- glance housekeeping ------------------------------------------------------------------
+    def delete_content(self, content_id: str) -> None:
+        """Delete every image tagged with content_id (a round's images), then flush the page cache."""
+        glance = glanceclient.Client("2", session=self.cloud.admin_session())
+        for image in list(glance.images.list(filters={"content_id": content_id})):
+            if image.get("content_id") == content_id:
+                for attempt in range(5):
+                    try:
+                        glance.images.delete(image["id"])
+                        break
+                    except Exception:  # noqa: BLE001 - a busy Glance; retry
+                        time.sleep(0.5 * (attempt + 1))
+        os.sync()  # the next timed run does not pay for this one's writeback
+
+    def count_active(self, content_id: str, size: int | None = None) -> int:
+        glance = glanceclient.Client("2", session=self.cloud.admin_session())
+        return sum(1 for image in glance.images.list(filters={"content_id": content_id})
+                   if image.get("content_id") == content_id and image.get("status") == "active"
+                   and (size is None or image.get("size") == size))
+
+
+def _image_bytes_sent(server: SourceServer) -> int:
+    time.sleep(0.05)  # a request is logged just after its response
+    return sum(entry.get("bytes_sent", 0) for entry in server.requests()
+               if not entry["path"].startswith("/streams/"))
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def build_source(root: Path, key, count: int, size: int, seed0: int) -> list:
+    builder = SourceBuilder(root, key)
+    items = []
+    for index in range(count):
+        release, version = RELEASES[index % len(RELEASES)]
+        arch = "amd64"
+        version = version if index < len(RELEASES) else f"{version}.{index}"
+        items.append(builder.add_image(release=release, version=version, arch=arch, serial="20250101",
+                                       size=size, seed=seed0 + index, incompressible=True))
+    builder.write()
+    return items
+
+
+# --- workloads ----------------------------------------------------------------------------------
+
+def workload_ab(bench: Bench, key, only: set[str]) -> None:
+    args = bench.args
+    size = args.image_mib * MIB
+    t0 = time.monotonic()
+    items = build_source(bench.workdir / "source-a", key, args.images, size, seed0=100)
+    print(f"source: {args.images} x {args.image_mib} MiB incompressible qcow2 built in "
+          f"{time.monotonic() - t0:.1f} s", flush=True)
+    with SourceServer(bench.workdir / "source-a", bench.workdir / "server-a") as server:
+        floor_items = [{"url": server.url + item.path, "name": f"bench-floor/{Path(item.path).name}",
+                        "size": item.size} for item in items]
+        sides = ["floor", "ours", "peer"]
+        for rnd in range(1, args.rounds + 1):
+            order = sides[rnd - 1:] + sides[:rnd - 1]  # rotate who goes first
+            for side in order:
+                content_id = f"bench.a.r{rnd}.{side}"
+                try:
+                    if side == "floor":
+                        run = bench.floor(floor_items, content_id, "a", rnd, parallel=args.parallel, server=server)
+                    elif side == "ours":
+                        run = bench.ours(server.url, content_id, "a", rnd, parallel=args.parallel, server=server)
+                    else:
+                        run = bench.peer(server.url, content_id, "a", rnd, server=server)
+                    active = bench.count_active(content_id)
+                    if active != len(items):
+                        run.problem = f"{active} of {len(items)} images active"
+                        print(f"  ! {side}: {run.problem}", flush=True)
+                    if "b" in only and side != "floor":
+                        if side == "ours":
+                            bench.ours(server.url, content_id, "b", rnd, parallel=args.parallel, server=server)
+                        else:
+                            bench.peer(server.url, content_id, "b", rnd, server=server)
+                finally:
+                    bench.delete_content(content_id)
+
+
+def workload_c(bench: Bench) -> None:
+    url = (REAL_STREAMS / "releases-2016").as_uri() + "/"
+    keyring = REAL_STREAMS / "keyring" / "ubuntu-cloudimage-keyring.gpg"
+    for rnd in range(1, bench.args.rounds + 1):
+        bench.ours(url, f"bench.c.r{rnd}", "c", rnd, parallel=bench.args.parallel, server=None,
+                   extra=("--dry-run", "--assume-empty-glance"), keyring=keyring, filters=PLAN_FILTERS)
+
+
+def workload_rss(bench: Bench, key) -> None:
+    size = bench.args.rss_image_mib * MIB
+    t0 = time.monotonic()
+    items = build_source(bench.workdir / "source-rss", key, 1, size, seed0=900)
+    print(f"source: 1 x {bench.args.rss_image_mib} MiB built in {time.monotonic() - t0:.1f} s", flush=True)
+    with SourceServer(bench.workdir / "source-rss", bench.workdir / "server-rss") as server:
+        content_id = "bench.rss.ours"
+        try:
+            run = bench.ours(server.url, content_id, "rss", 1, parallel=bench.args.parallel, server=server)
+            if bench.count_active(content_id, items[0].size) != 1:
+                run.problem = "image not active in Glance"
+        finally:
+            bench.delete_content(content_id)
+    shutil.rmtree(bench.workdir / "source-rss", ignore_errors=True)
+
+
+# --- report -------------------------------------------------------------------------------------
+
+def summarize(runs: list[Run], args) -> dict:
+    summary = {}
+    for workload in ("a", "b", "c", "rss"):
+        mine = [r for r in runs if r.workload == workload]
+        if not mine:
+            continue
+        entry = {"target": TARGETS[workload], "sides": {}}
+        for side in ("floor", "ours", "peer"):
+            side_runs = [r for r in mine if r.side == side]
+            if not side_runs:
+                continue
+            valid = [r for r in side_runs if r.exit_code == 0 and not r.problem] or side_runs
+            entry["sides"][side] = {
+                "median_wall_s": round(statistics.median(r.wall_s for r in valid), 3),
+                "walls_s": [r.wall_s for r in side_runs],
+                "failed_runs": sum(1 for r in side_runs if r.exit_code != 0 or r.problem),
+                "image_bytes_moved": max(r.image_bytes_moved for r in side_runs),
+                "peak_rss_mib": max(r.peak_rss_mib for r in side_runs),
+                "max_disk_write_bytes": max(r.disk_write_bytes for r in side_runs),
+            }
+        sides = entry["sides"]
+        if "ours" in sides and "floor" in sides:
+            entry["ours_over_floor"] = round(sides["ours"]["median_wall_s"] / sides["floor"]["median_wall_s"], 3)
+        if "ours" in sides and "peer" in sides:
+            entry["ours_over_peer"] = round(sides["ours"]["median_wall_s"] / sides["peer"]["median_wall_s"], 3)
+        entry["met"] = _met(workload, entry, args)
+        summary[workload] = entry
+    return summary
+
+
+def _met(workload: str, entry: dict, args) -> bool | None:
+    ours = entry["sides"].get("ours")
+    if ours is None:
+        return None
+    ok = ours["failed_runs"] == 0
+    if workload == "a":
+        return ok and entry.get("ours_over_floor", 99) <= 1.15 and entry.get("ours_over_peer", 99) <= 0.5
+    if workload == "b":
+        return ok and ours["image_bytes_moved"] == 0 and entry.get("ours_over_peer", 99) <= 0.25
+    if workload == "c":
+        return ok and ours["median_wall_s"] <= 1.0
+    if workload == "rss":  # "no image bytes on local disk": well under one image chunk of writes
+        return ok and ours["peak_rss_mib"] <= 150 and ours["max_disk_write_bytes"] < MIB
+    return None
+
+
+def print_table(summary: dict, args) -> None:
+    print()
+    print(f"sync benchmark: rounds {args.rounds}, workload a = {args.images} x {args.image_mib} MiB, "
+          f"rss = 1 x {args.rss_image_mib} MiB, concurrency {args.parallel}")
+    header = (f"{'workload':<9}{'side':<6}{'median s':>9}  {'runs s':<26}{'img MiB moved':>14}"
+              f"{'peak RSS MiB':>13}{'disk write MiB':>15}")
+    print(header)
+    print("-" * len(header))
+    names = {"a": "a fresh", "b": "b no-op", "c": "c plan", "rss": "rss 2GiB"}
+    for workload, entry in summary.items():
+        for side, s in entry["sides"].items():
+            walls = ", ".join(f"{w:.2f}" for w in s["walls_s"])
+            failed = f"  ({s['failed_runs']} failed)" if s["failed_runs"] else ""
+            print(f"{names[workload]:<9}{side:<6}{s['median_wall_s']:>9.2f}  {walls:<26}"
+                  f"{s['image_bytes_moved'] / MIB:>14.1f}{s['peak_rss_mib']:>13.1f}"
+                  f"{s['max_disk_write_bytes'] / MIB:>15.2f}{failed}")
+    print()
+    for workload, entry in summary.items():
+        ratios = []
+        if "ours_over_floor" in entry:
+            ratios.append(f"ours/floor {entry['ours_over_floor']:.3f}")
+        if "ours_over_peer" in entry:
+            ratios.append(f"ours/peer {entry['ours_over_peer']:.3f}")
+        verdict = {True: "MET", False: "MISSED", None: "-"}[entry["met"]]
+        print(f"{names[workload]:<9} {', '.join(ratios) or '':<38} target: {entry['target']}  -> {verdict}")
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--image-mib", type=int, default=512)
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--rss-image-mib", type=int, default=2048, help=argparse.SUPPRESS)
+    parser.add_argument("--parallel", type=int, default=2,
+                        help="concurrency of ours (max_parallel) and of the floor (default: %(default)s)")
+    parser.add_argument("--only", default="a,b,c,rss", help="workloads to run (default: %(default)s)")
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".work" / "bench")
+    parser.add_argument("--keep", action="store_true", help="keep the workdir (images, logs) at the end")
+    args = parser.parse_args(argv)
+    args.only_set = {w.strip() for w in args.only.split(",") if w.strip()}
+    unknown = args.only_set - {"a", "b", "c", "rss"}
+    if unknown or not args.only_set:
+        parser.error(f"--only takes a comma-separated subset of a,b,c,rss (got {args.only!r})")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return args
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = args.workdir.resolve()
+    LocalCloud.kill_leftovers(workdir / "cloud")
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    bench = Bench(args, workdir)
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks below stop what was started.
+    signal.signal(signal.SIGTERM, _interrupt)
+    only = args.only_set
+    try:
+        with ExitStack() as stack:
+            key = stack.enter_context(make_test_key(workdir / "gpg"))
+            bench.keyring = key.keyring
+            if only & {"a", "b", "rss"}:
+                t0 = time.monotonic()
+                bench.cloud = LocalCloud(workdir / "cloud")
+                stack.callback(bench.cloud.stop)
+                bench.cloud.start()
+                print(f"local cloud up in {time.monotonic() - t0:.1f} s (glance {bench.cloud.glance_url})",
+                      flush=True)
+            stack.callback(bench.kill_child)
+            if only & {"a", "b"}:
+                workload_ab(bench, key, only)
+                shutil.rmtree(workdir / "source-a", ignore_errors=True)
+            if "c" in only:
+                workload_c(bench)
+            if "rss" in only:
+                workload_rss(bench, key)
+    except KeyboardInterrupt:
+        print("\ninterrupted: everything started has been stopped", file=sys.stderr)
+        return 130
+    finally:
+        summary = summarize(bench.runs, args)
+        results = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                            if k != "only_set"},
+                   "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+                   "summary": summary, "runs": [asdict(r) for r in bench.runs]}
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir(parents=True)
+        (workdir / "results.json").write_text(json.dumps(results, indent=1))
+    print_table(summary, args)
+    print(f"\nresults: {workdir / 'results.json'}")
+    return 0 if all(entry["met"] is not False for entry in summary.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
