@@ -288,14 +288,17 @@ class SyncRun:
             publisher = SwiftPublisher(cloud)
             tree = image_ids_tree(self.content_id, images, cloud.region, cloud.auth_url,
                                   self.config.hypervisor_mapping)
-            publisher.publish(tree, self.config.cloud_name)
+            changed = publisher.publish(tree, self.config.cloud_name)
         except CloudError as error:
             self.result.object_store_missing = isinstance(error, ObjectStoreMissing)
             self._error(f"metadata not published: {error}")
             return
         self.result.published = True
         self.result.metadata_url = publisher.metadata_url
-        self.out(f"published metadata for {len(images)} images to {publisher.metadata_url}")
+        if changed:
+            self.out(f"published metadata for {len(images)} images to {publisher.metadata_url}")
+        else:
+            self.out(f"metadata for {len(images)} images at {publisher.metadata_url} is up to date")
 
     # -- reporting --------------------------------------------------------------------------------
     def _error(self, message: str) -> None:

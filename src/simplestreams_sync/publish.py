@@ -90,18 +90,32 @@ class SwiftPublisher:
         """What the product-streams endpoint should point at."""
         return f"{self.storage_url}/{CONTAINER}/{PREFIX.rstrip('/')}"
 
-    def publish(self, tree: dict, cloud_name: str) -> None:
-        """Products file first, then the index that points at it: readers never see a dangling index."""
+    def publish(self, tree: dict, cloud_name: str) -> bool:
+        """Products file first, then the index that points at it: readers never see a dangling index.
+
+        Returns False when what is published already says the same (nothing is rewritten then)."""
         try:
+            index = self._read(INDEX_PATH, default={"format": "index:1.0", "index": {}})
+            if not isinstance(index.get("index"), dict):
+                LOG.warning("replacing unreadable %s", PREFIX + INDEX_PATH)
+                index = {"format": "index:1.0", "index": {}}
+            entry = index_entry(tree, self.cloud.region, self.cloud.auth_url, cloud_name)
+            if self._unchanged(tree, index["index"].get(tree["content_id"]), entry):
+                return False
             self._request("PUT", f"{self.storage_url}/{CONTAINER}", headers={"X-Container-Read": PUBLIC_READ_ACL})
             self._put(products_path(tree["content_id"]), tree)
-            index = self._existing_index()
-            index["index"][tree["content_id"]] = index_entry(tree, self.cloud.region, self.cloud.auth_url,
-                                                             cloud_name)
+            index["index"][tree["content_id"]] = entry
             index["updated"] = tree["updated"]
             self._put(INDEX_PATH, index)
+            return True
         except ks_exceptions.ClientException as error:
             raise CloudError(f"swift {self.storage_url}: {str(error).splitlines()[0][:300]}") from None
+
+    def _unchanged(self, tree: dict, published_entry: dict | None, entry: dict) -> bool:
+        if not published_entry or _without_updated(published_entry) != _without_updated(entry):
+            return False
+        return _without_updated(self._read(products_path(tree["content_id"]), default={})) == \
+            _without_updated(tree)
 
     def _object_url(self, path: str) -> str:
         return f"{self.storage_url}/{CONTAINER}/{PREFIX}{path}"
@@ -112,19 +126,20 @@ class SwiftPublisher:
             raise CloudError(f"swift: {method} {url}: HTTP {response.status_code}")
         return response
 
-    def _existing_index(self) -> dict:
-        response = self._request("GET", self._object_url(INDEX_PATH))
+    def _read(self, path: str, default: dict) -> dict:
+        response = self._request("GET", self._object_url(path))
         if response.status_code == 404:
-            return {"format": "index:1.0", "index": {}}
+            return default
         try:
-            index = response.json()
+            data = response.json()
         except ValueError:
-            index = None
-        if isinstance(index, dict) and isinstance(index.get("index"), dict):
-            return index
-        LOG.warning("replacing unreadable %s", PREFIX + INDEX_PATH)
-        return {"format": "index:1.0", "index": {}}
+            return default
+        return data if isinstance(data, dict) else default
 
     def _put(self, path: str, data: dict) -> None:
         self._request("PUT", self._object_url(path), data=util.dump_data(data),
                       headers={"Content-Type": "application/json"})
+
+
+def _without_updated(data: dict) -> dict:
+    return {key: value for key, value in data.items() if key != "updated"}
