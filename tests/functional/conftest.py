@@ -15,9 +15,12 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import glanceclient
 import pytest
+import workload
+from ops import testing
 import requests
 import yaml
 
@@ -200,3 +203,40 @@ def assert_cloud_is_clean(glance_client, cloud: LocalCloud, content_id: str, sou
         assert active == [], "active images but no metadata published"
         return
     assert published_image_ids(products) == {i["id"] for i in active}
+
+
+# -- the charm against the local cloud ---------------------------------------------------------
+
+@pytest.fixture
+def charm_machine(tmp_path, monkeypatch):
+    """The charm's machine paths under tmp_path; the real engine, importable from the repo's src/."""
+    paths = workload.Paths.under(tmp_path / "machine")
+    monkeypatch.setattr(workload, "PATHS", paths)
+    monkeypatch.setattr(workload, "UPDATE_CA_CERTIFICATES", ["true"])
+    monkeypatch.setattr(workload, "install_packages", lambda: None)
+    monkeypatch.setattr(workload, "start_background_sync", lambda charm_dir: 0)
+    monkeypatch.setattr(workload, "ENGINE", [sys.executable, "-m", "simplestreams_sync"])
+    monkeypatch.setattr(workload, "python_path", lambda charm_dir: str(SRC))
+    return paths
+
+
+def keystone_relation(cloud, **overrides) -> testing.Relation:
+    answer = keystone_answer(cloud)
+    if "password" in overrides:
+        answer["service_password"] = overrides.pop("password")
+    return testing.Relation("identity-service", remote_app_name="keystone",
+                            remote_units_data={0: {**answer, **overrides}})
+
+
+def keystone_answer(cloud) -> dict:
+    """What the keystone charm puts on its unit data for our service user."""
+    identity = cloud.sync_identity
+    auth = urlparse(identity["auth_url"])
+    return {
+        "service_host": auth.hostname, "service_port": str(auth.port), "service_protocol": auth.scheme,
+        "auth_host": auth.hostname, "auth_port": str(auth.port), "auth_protocol": auth.scheme,
+        "internal_host": auth.hostname, "internal_port": str(auth.port), "internal_protocol": auth.scheme,
+        "api_version": "3", "service_username": identity["username"], "service_password": identity["password"],
+        "service_tenant": identity["project_name"], "service_tenant_id": cloud.services_project_id,
+        "service_domain": identity["user_domain_name"], "service_domain_id": "default",
+    }

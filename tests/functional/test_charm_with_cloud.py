@@ -8,51 +8,18 @@ the charm rendered, and Glance and Swift are checked for the result.
 from __future__ import annotations
 
 import base64
-import sys
-from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 import yaml
 from ops import testing
 
-import workload
 from charm import GlanceSimplestreamsSyncCharm
-from tests.functional.conftest import our_images, published_image_ids, published_products
+from tests.functional.conftest import keystone_relation, our_images, published_image_ids, published_products
 
 pytestmark = pytest.mark.functional
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 
-
-@pytest.fixture
-def machine(tmp_path, monkeypatch):
-    """The charm's machine paths under tmp_path; the real engine, importable from the repo's src/."""
-    paths = workload.Paths.under(tmp_path / "machine")
-    monkeypatch.setattr(workload, "PATHS", paths)
-    monkeypatch.setattr(workload, "UPDATE_CA_CERTIFICATES", ["true"])
-    monkeypatch.setattr(workload, "install_packages", lambda: None)
-    monkeypatch.setattr(workload, "start_background_sync", lambda charm_dir: 0)
-    monkeypatch.setattr(workload, "ENGINE", [sys.executable, "-m", "simplestreams_sync"])
-    monkeypatch.setattr(workload, "python_path", lambda charm_dir: str(SRC))
-    return paths
-
-
-def keystone_answer(cloud) -> dict:
-    """What the keystone charm puts on its unit data for our service user."""
-    identity = cloud.sync_identity
-    auth = urlparse(identity["auth_url"])
-    return {
-        "service_host": auth.hostname, "service_port": str(auth.port), "service_protocol": auth.scheme,
-        "auth_host": auth.hostname, "auth_port": str(auth.port), "auth_protocol": auth.scheme,
-        "internal_host": auth.hostname, "internal_port": str(auth.port), "internal_protocol": auth.scheme,
-        "api_version": "3", "service_username": identity["username"], "service_password": identity["password"],
-        "service_tenant": identity["project_name"], "service_tenant_id": cloud.services_project_id,
-        "service_domain": identity["user_domain_name"], "service_domain_id": "default",
-    }
-
-
-def test_sync_images_action_syncs_from_what_the_charm_rendered(machine, cloud, source, test_key, glance):
+def test_sync_images_action_syncs_from_what_the_charm_rendered(charm_machine, cloud, source, test_key, glance):
     source.add_image(release="noble", version="24.04", serial="20261120", seed=200)
     source.write()
     mirror_list = [{"url": source.url, "path": "streams/v1/index.sjson", "max": 1,
@@ -65,8 +32,7 @@ def test_sync_images_action_syncs_from_what_the_charm_rendered(machine, cloud, s
         "content_id_template": content_id_template,
         "visibility": "private",
     }
-    keystone = testing.Relation("identity-service", remote_app_name="keystone",
-                                remote_units_data={0: keystone_answer(cloud)})
+    keystone = keystone_relation(cloud)
     ctx = testing.Context(GlanceSimplestreamsSyncCharm)
 
     out = ctx.run(ctx.on.action("sync-images"), testing.State(leader=True, config=config, relations=[keystone]))
@@ -81,5 +47,36 @@ def test_sync_images_action_syncs_from_what_the_charm_rendered(machine, cloud, s
     # keystone is now told to point product-streams at the published metadata
     request = out.get_relation(keystone.id).local_unit_data
     assert request["public_url"] == f"{cloud.swift_url}/simplestreams/data"
-    assert cloud.sync_identity["password"] not in machine.mirrors.read_text()
-    assert oct(machine.identity.stat().st_mode & 0o777) == "0o600"
+    assert cloud.sync_identity["password"] not in charm_machine.mirrors.read_text()
+    assert oct(charm_machine.identity.stat().st_mode & 0o777) == "0o600"
+
+
+def test_no_secret_in_anything_the_charm_or_the_sync_writes(charm_machine, cloud, source, test_key):
+    """Scan files, logs, state, metrics, action results/logs and status for the service password."""
+    source.add_image(release="noble", version="24.04", serial="20261121", seed=201)
+    source.write()
+    config = {"mirror_list": yaml.safe_dump([{"url": source.url, "path": "streams/v1/index.sjson", "max": 1}]),
+              "custom_keyring": base64.b64encode(test_key.keyring.read_bytes()).decode(),
+              "region": cloud.sync_identity["region"], "content_id_template": "secrets.test", "run": True}
+    password = cloud.sync_identity["password"]
+    ctx = testing.Context(GlanceSimplestreamsSyncCharm)
+    seen = []
+    for keystone in (keystone_relation(cloud), keystone_relation(cloud, password="wrong-" + password)):
+        state = testing.State(leader=True, config=config, relations=[keystone])
+        try:
+            out = ctx.run(ctx.on.action("sync-images"), state)
+            seen.append(out.unit_status.message)
+        except testing.ActionFailed as failure:
+            seen.append(failure.message)
+        seen += [str(ctx.action_results), *ctx.action_logs]
+        seen.append(ctx.run(ctx.on.update_status(), state).unit_status.message)
+
+    files = [path for path in charm_machine.config_dir.parent.parent.rglob("*") if path.is_file()]
+    identity = charm_machine.identity
+    assert identity in files and oct(identity.stat().st_mode & 0o777) == "0o600"
+    assert any(path.name == "last-sync.json" for path in files)
+    for path in files:
+        if path != identity:
+            assert password not in path.read_text(errors="replace"), f"password in {path}"
+    for text in seen:
+        assert password not in text

@@ -76,3 +76,21 @@ def test_glance_direct_import_converts_qcow2_to_raw(cloud, qcow2_image, tmp_path
     assert qemu_img_info(downloaded)["format"] == "raw"
     assert downloaded.read_bytes()[:MiB] == (tmp_path / "disk.raw").read_bytes()[:MiB]
     glance.images.delete(image.id)
+
+
+def test_sync_with_image_import_conversion_ends_raw_verified_and_published(source, sync, glance, cloud):
+    """The engine with image_import_conversion: staged (verified on the stream), imported, converted."""
+    from tests.functional.conftest import our_images, published_image_ids, published_products
+
+    item = source.add_image(seed=400, size=4 * MiB)
+    source.write()
+    sync.settings = {"image_import_conversion": True, "import_timeout": IMPORT_TIMEOUT}
+
+    result = sync.run([sync.mirror(source.url)])
+
+    assert result.returncode == 0, result.stderr
+    (image,) = our_images(glance, sync.content_id)
+    assert (image["status"], image["disk_format"]) == ("active", "raw")
+    assert image["size"] == 4 * MiB != item.size
+    assert image["verified_source_hash"] == f"sha256:{item.sha256}"
+    assert published_image_ids(published_products(cloud, sync.content_id)) == {image["id"]}
