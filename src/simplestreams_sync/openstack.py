@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import ssl
 
 import requests
 from keystoneauth1 import exceptions as ks_exceptions
@@ -26,6 +29,18 @@ def _requests_session(proxies: dict[str, str]) -> requests.Session:
     return session
 
 
+def system_ca_certificates() -> str | bool:
+    """The machine's trust store, which update-ca-certificates maintains: OpenSSL's default CA file
+    (Ubuntu: /usr/lib/ssl/cert.pem -> /etc/ssl/certs/ca-certificates.crt) or directory. Not requests'
+    default, certifi's own copy of Mozilla's CAs, which knows nothing of the CAs this machine trusts.
+    SSL_CERT_FILE/SSL_CERT_DIR are not followed (nothing is taken from the environment)."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.openssl_cafile, paths.openssl_capath):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return True
+
+
 class CloudError(Exception):
     """Keystone, Glance or Swift refused or could not be reached; the message says which and why."""
 
@@ -43,7 +58,7 @@ class Cloud:
             user_domain_name=identity.user_domain_name,
             project_domain_name=identity.project_domain_name,
         )
-        verify = identity.ca_file if identity.ca_file else True
+        verify = identity.ca_file if identity.ca_file else system_ca_certificates()
         # The cloud's own APIs never go through a proxy (they are in effect all in NO_PROXY) ...
         self.session = ks_session.Session(auth=auth, verify=verify, user_agent=USER_AGENT,
                                           session=_requests_session(proxies={}))
@@ -60,10 +75,17 @@ class Cloud:
         except ks_exceptions.Unauthorized:
             raise CloudError(f"keystone {self.identity.auth_url}: authentication refused for user "
                              f"{self.identity.username!r} (wrong password or user?)") from None
+        except ks_exceptions.SSLError as error:  # before ConnectFailure, its base class
+            trusted = (f"the CAs in ca_file {self.identity.ca_file}" if self.identity.ca_file
+                       else "the system's CAs (no ca_file)")
+            raise CloudError(f"keystone {self.identity.auth_url}: TLS {_ssl_reason(error)} "
+                             f"(trusting {trusted})") from None
         except ks_exceptions.ConnectFailure as error:
             raise CloudError(f"keystone {self.identity.auth_url}: cannot connect ({_short(error)})") from None
         except ks_exceptions.ClientException as error:
             raise CloudError(f"keystone {self.identity.auth_url}: {_short(error)}") from None
+        except OSError as error:  # requests: "Could not find a suitable TLS CA certificate bundle"
+            raise CloudError(f"keystone {self.identity.auth_url}: {error}") from None
 
     def endpoint(self, service_type: str) -> str | None:
         """The catalog URL of a service for our region and interface, or None if there is none."""
@@ -85,6 +107,14 @@ class Cloud:
 def _short(error: Exception) -> str:
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     return text[:300]
+
+
+def _ssl_reason(error: Exception) -> str:
+    """OpenSSL's reason ("certificate verify failed: unable to get local issuer certificate"), which
+    keystoneauth buries at the end of a long message that _short() would cut."""
+    match = re.search(r"\[SSL: [A-Z0-9_]+\] (.+?) \(_ssl\.c:\d+\)", str(error)) or \
+        re.search(r"\[SSL: [A-Z0-9_]+\] ([^'\"()]+)", str(error))
+    return match.group(1).strip() if match else f"error: {_short(error)}"
 
 
 def image_ids_in_use(cloud: Cloud) -> set[str]:

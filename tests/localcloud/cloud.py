@@ -8,7 +8,12 @@ at once. Keystone stays on sqlite (nothing writes to it concurrently).
     with LocalCloud(tmp_path / "cloud") as cloud:
         glance = glanceclient.Client("2", session=cloud.sync_session())
 
-or, from a shell:  python -m tests.localcloud.cloud --workdir DIR
+or, from a shell:  python -m tests.localcloud.cloud --workdir DIR [--tls]
+
+With tls=True, LocalCloud makes a throw-away CA (workdir/tls/ca.pem, `cloud.ca_file`) and a server
+certificate for 127.0.0.1 and localhost signed by it, and Keystone, Glance and the Swift proxy answer
+over HTTPS only (the catalog lists https:// endpoints). Glance and Swift check tokens with Keystone
+trusting that CA; the Swift backend servers stay plain HTTP on 127.0.0.1 (they are no endpoint).
 
 Every server binary is taken from the Python environment running this module
 (next to sys.executable), so the servers run with the same packages as the tests.
@@ -20,8 +25,10 @@ from __future__ import annotations
 import argparse
 import atexit
 import base64
+import datetime
 import getpass
 import importlib.metadata
+import ipaddress
 import os
 import pwd
 import secrets
@@ -76,6 +83,9 @@ GLANCE_DB = "glance"  # database and role
 # work, as postgres makes its data directory path absolute.
 DIR_FD = "{dir_fd}"
 
+# Served over HTTPS when tls=True (the catalog's endpoints); the others stay plain HTTP.
+TLS_SERVICES = ("keystone", "glance", "swift-proxy")
+
 # Builds the three one-device rings in a child process, so the caller's process
 # never imports swift (and eventlet).
 _RING_SCRIPT = """
@@ -111,20 +121,25 @@ class _Service:
     stop_signal: int = signal.SIGTERM
     dir_fd: Path | None = None  # see DIR_FD
     run_as: dict = field(default_factory=dict)  # Popen's user/group/extra_groups
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{self.scheme}://{HOST}:{self.port}"
 
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
 
 class LocalCloud:
-    def __init__(self, workdir: Path, region: str = "RegionOne", image_conversion: bool = False):
+    def __init__(self, workdir: Path, region: str = "RegionOne", image_conversion: bool = False,
+                 tls: bool = False):
         self.workdir = Path(workdir).resolve()
         self.region = region
         self.image_conversion = image_conversion
+        self.tls = tls
+        self.ca_file: Path | None = None  # with tls: the throw-away CA (PEM) the servers' certificate chains to
+        self._tls_files: TlsFiles | None = None
         self.logs = self.workdir / "logs"
         self.auth_url: str | None = None
         self.admin: dict | None = None
@@ -151,6 +166,11 @@ class LocalCloud:
         self._services = {
             name: _Service(name, port, ready_path, []) for (name, ready_path), port in zip(SERVICES, ports)
         }
+        if self.tls:  # a new CA each start: the servers restart with it, nothing else keeps the old one
+            self._tls_files = make_tls_files(self.workdir / "tls", "LocalCloud")
+            self.ca_file = self._tls_files.ca
+            for name in TLS_SERVICES:
+                self._services[name].scheme = "https"
         self._passwords = {user: secrets.token_urlsafe(16) for user in ("admin", "glance", "swift", SYNC_USER)}
         self._passwords["glance-db"] = secrets.token_urlsafe(16)
         self.auth_url = f"{self._services['keystone'].url}/v3"
@@ -219,10 +239,14 @@ class LocalCloud:
     # ------------------------------------------------------------------ sessions
 
     def admin_session(self) -> ks_session.Session:
-        return _session(self.admin)
+        return _session(self.admin, self._verify())
 
     def sync_session(self) -> ks_session.Session:
-        return _session(self.sync_identity)
+        return _session(self.sync_identity, self._verify())
+
+    def _verify(self) -> str | bool:
+        """requests' `verify`: the throw-away CA with tls, else the default (True)."""
+        return str(self.ca_file) if self.ca_file is not None else True
 
     def pids(self) -> list[int]:
         """PIDs of the running service processes (each one leads its own process group)."""
@@ -424,7 +448,7 @@ class LocalCloud:
         return conf
 
     def _authtoken_conf(self, user: str) -> dict:
-        return {
+        conf = {
             "www_authenticate_uri": self.auth_url,
             "auth_url": self.auth_url,
             "auth_type": "password",
@@ -434,6 +458,9 @@ class LocalCloud:
             "user_domain_name": DOMAIN,
             "project_domain_name": DOMAIN,
         }
+        if self.ca_file is not None:  # keystonemiddleware checks tokens with keystone over HTTPS
+            conf["cafile"] = str(self.ca_file)
+        return conf
 
     def _swift_server_defaults(self, port: int) -> dict:
         swift = self.workdir / "swift"
@@ -462,8 +489,12 @@ class LocalCloud:
                      "delay_auth_decision": "true", **self._authtoken_conf("swift")}  # fmt: skip
         filters = ("catch_errors", "gatekeeper", "healthcheck", "proxy-logging", "listing_formats",
                    "copy", "dlo", "slo", "versioned_writes")  # fmt: skip
+        defaults = self._swift_server_defaults(self._services["swift-proxy"].port)
+        if self._tls_files is not None:
+            # swift's own (eventlet) TLS: "should only be enabled for testing purposes", which this is.
+            defaults.update(cert_file=str(self._tls_files.cert), key_file=str(self._tls_files.key))
         return {
-            "DEFAULT": self._swift_server_defaults(self._services["swift-proxy"].port),
+            "DEFAULT": defaults,
             "pipeline:main": {"pipeline": pipeline},
             "app:proxy-server": {"use": "egg:swift#proxy", "account_autocreate": "true"},
             "filter:authtoken": authtoken,
@@ -473,6 +504,8 @@ class LocalCloud:
 
     def _define_commands(self) -> None:
         def gunicorn(name: str, app: str, *extra: str) -> list[str]:
+            if self._tls_files is not None:
+                extra = (*extra, "--certfile", str(self._tls_files.cert), "--keyfile", str(self._tls_files.key))
             return [
                 str(BIN_DIR / "gunicorn"), app, "--bind", f"{HOST}:{self._services[name].port}",
                 "--workers", "1", "-k", "gthread", "--threads", "4", "--timeout", "300",
@@ -569,7 +602,8 @@ class LocalCloud:
                 if service.ready_path is None:
                     self._postgres_connection(timeout=5).close()
                 else:
-                    requests.get(service.url + service.ready_path, timeout=5)
+                    verify = self._verify() if service.scheme == "https" else True
+                    requests.get(service.url + service.ready_path, timeout=5, verify=verify)
                 return
             except (requests.RequestException, _postgres_errors()):
                 if time.monotonic() > deadline:
@@ -590,11 +624,83 @@ class LocalCloud:
 # ---------------------------------------------------------------------- helpers
 
 
-def _session(credentials: dict | None) -> ks_session.Session:
+def _session(credentials: dict | None, verify: str | bool = True) -> ks_session.Session:
     if credentials is None:
         raise RuntimeError("the cloud is not started")
     auth_args = {key: value for key, value in credentials.items() if key != "region"}
-    return ks_session.Session(auth=ks_identity.Password(**auth_args))
+    return ks_session.Session(auth=ks_identity.Password(**auth_args), verify=verify)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path  # the CA certificate (PEM): what clients trust
+    cert: Path  # the server certificate (PEM), signed by the CA
+    key: Path  # the server certificate's private key (PEM, unencrypted, mode 0600)
+
+
+def make_tls_files(directory: Path, name: str = "LocalCloud", hosts: tuple[str, ...] = (HOST, "localhost"),
+                   days: int = 2) -> TlsFiles:
+    """A throw-away CA and a server certificate for `hosts` (IP addresses and DNS names) signed by it,
+    written to directory/ca.pem, server.pem and server-key.pem (replacing what is there)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    not_before, not_after = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
+
+    def key_usage(**usages: bool) -> x509.KeyUsage:
+        names = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+                 "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")  # fmt: skip
+        return x509.KeyUsage(**{usage: usages.get(usage, False) for usage in names})
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} throw-away CA {secrets.token_hex(4)}")])
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(not_before).not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(key_usage(key_cert_sign=True, crl_sign=True), critical=True)
+        .add_extension(ca_ski, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    alt_names = []
+    for host in hosts:
+        try:
+            alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            alt_names.append(x509.DNSName(host))
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_name).public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(not_before).not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(key_usage(digital_signature=True), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(server_key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+
+    files = TlsFiles(ca=directory / "ca.pem", cert=directory / "server.pem", key=directory / "server-key.pem")
+    files.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    files.cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    key_pem = server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption())  # fmt: skip
+    fd = os.open(files.key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as key_file:
+        os.fchmod(key_file.fileno(), 0o600)
+        key_file.write(key_pem)
+    return files
 
 
 def _fernet_key_repository(path: Path) -> None:
@@ -834,16 +940,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--region", default="RegionOne")
     parser.add_argument("--image-conversion", action="store_true", help="enable Glance's image_conversion plugin")
+    parser.add_argument("--tls", action="store_true", help="Keystone, Glance and Swift over HTTPS (throw-away CA)")
     args = parser.parse_args(argv)
 
     stop_requested = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop_requested.set())
-    cloud = LocalCloud(args.workdir, region=args.region, image_conversion=args.image_conversion)
+    cloud = LocalCloud(args.workdir, region=args.region, image_conversion=args.image_conversion, tls=args.tls)
     try:
         cloud.start()
         print(f"# started in {cloud.startup_seconds:.1f} s; glance {cloud.glance_url}; swift {cloud.swift_url}; "
               f"glance's database: postgres on {HOST}:{cloud.postgres_port}")  # fmt: skip
+        if cloud.ca_file is not None:
+            print(f"# TLS: trust {cloud.ca_file}\nexport OS_CACERT={shlex.quote(str(cloud.ca_file))}")
         print(f"# admin\n{_exports(cloud.admin)}")
         print(f"# sync identity ({SYNC_USER})\n{_exports(cloud.sync_identity)}", flush=True)
         while not stop_requested.wait(1):
