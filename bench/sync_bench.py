@@ -17,7 +17,8 @@ round in the same session, each side of each workload:
   rss one 2 GiB image through ours: peak RSS and the bytes it wrote to local disk.
 
 Each side is timed from process start to exit. Peak RSS and local disk writes come from the kernel's
-accounting of the exited process (wait4: ru_maxrss, ru_oublock). Bytes moved are the image bytes the
+accounting of the exited process (wait4: ru_maxrss, ru_oublock), taken by bench/launch.py, a small
+process that forks the side so its peak RSS is not inflated by this one's. Bytes moved are the image bytes the
 source server sent during that run (its request log). Every round's images are deleted after the
 round. Results go to stdout and to <workdir>/results.json. Everything started is stopped by PID at the
 end, also on Ctrl-C or error; the workdir (images) is deleted unless --keep.
@@ -28,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import signal
 import statistics
@@ -89,30 +89,25 @@ class Bench:
     child: subprocess.Popen | None = None  # the process being timed, killed on interrupt
 
     # --- running one timed process ------------------------------------------------------------
-    def timed(self, argv: list[str], env: dict, log_name: str) -> tuple[float, int, resource.struct_rusage, str]:
-        """Run argv to completion; (wall seconds, exit code, its rusage, its stdout)."""
+    def timed(self, argv: list[str], env: dict, log_name: str) -> tuple[float, int, dict, str]:
+        """Run argv to completion through bench.launch; (wall seconds, exit code, its own usage, stdout)."""
         logs = self.workdir / "logs"
         logs.mkdir(exist_ok=True)
         out_path, err_path = logs / f"{log_name}.out", logs / f"{log_name}.err"
+        report = logs / f"{log_name}.usage.json"
+        launcher = [sys.executable, "-m", "bench.launch", str(report), "--"]
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            started = time.perf_counter()
-            self.child = subprocess.Popen(argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
-                                          stderr=err, start_new_session=True)
-            deadline = time.monotonic() + RUN_TIMEOUT
-            while True:  # wait4 gives this child's own rusage (peak RSS, blocks written)
-                pid, status, usage = os.wait4(self.child.pid, os.WNOHANG)
-                if pid:
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{argv[:3]} still running after {RUN_TIMEOUT}s")
-                time.sleep(0.002)
-            wall = time.perf_counter() - started
-        self.child.returncode = os.waitstatus_to_exitcode(status)
+            self.child = subprocess.Popen([*launcher, *argv], env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
+                                          stdout=out, stderr=err, start_new_session=True)
+            try:
+                code = self.child.wait(timeout=RUN_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                raise TimeoutError(f"{argv[:3]} still running after {RUN_TIMEOUT}s") from None
         self.child = None
-        code = os.waitstatus_to_exitcode(status)
+        usage = json.loads(report.read_text())
         if code != 0:
             print(f"  ! {log_name} exited {code}: {_tail(err_path)}", flush=True)
-        return wall, code, usage, out_path.read_text()
+        return usage["wall"], code, usage, out_path.read_text()
 
     def kill_child(self) -> None:
         if self.child is not None and self.child.poll() is None:
@@ -179,8 +174,8 @@ class Bench:
             server.clear_requests()
         wall, code, usage, out = self.timed(argv, env, f"{workload}-{side}-r{rnd}")
         moved = _image_bytes_sent(server) if server is not None else 0
-        run = Run(side, workload, rnd, round(wall, 3), code, round(usage.ru_maxrss / 1024, 1),
-                  usage.ru_oublock * 512, moved, out.count("\ncreated ") + out.startswith("created "),
+        run = Run(side, workload, rnd, round(wall, 3), code, round(usage["maxrss_kib"] / 1024, 1),
+                  usage["oublock"] * 512, moved, out.count("\ncreated ") + out.startswith("created "),
                   output=(out.strip().splitlines() or [""])[-1][:200])
         self.runs.append(run)
         print(f"  {workload:>3} r{rnd} {side:<5} {wall:8.2f} s  exit {code}  created {run.images_created}  "
