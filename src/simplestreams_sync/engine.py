@@ -102,8 +102,9 @@ class SyncRun:
                 continue
             prefix = self.config.prefix_for(mirror)
             for image in images:
-                desired.setdefault(image.key, image)
-                self._names[image.key] = prefix + image.pubname
+                if image.key not in desired:  # the first mirror listing an item names it
+                    desired[image.key] = image
+                    self._names[image.key] = prefix + image.pubname
         return list(desired.values())
 
     # -- glance -----------------------------------------------------------------------------------
