@@ -76,6 +76,7 @@ class SyncRun:
         self.content_id = config.content_id
         self._result_lock = threading.Lock()
         self._names: dict[tuple, str] = {}  # Glance name of each source image, by SourceImage.key
+        self._unreadable_mirrors: list[str] = []
 
     def run(self) -> SyncResult:
         started = time.monotonic()
@@ -99,6 +100,7 @@ class SyncRun:
                 images = read_source(mirror, self.config.keyring_for(mirror), self.http)
             except SourceError as error:
                 self._error(f"mirror {mirror.url}: {error}")
+                self._unreadable_mirrors.append(mirror.url)
                 continue
             prefix = self.config.prefix_for(mirror)
             for image in images:
@@ -253,10 +255,11 @@ class SyncRun:
     def _apply_retention(self, cloud: Cloud, glance: GlanceStore, desired: list[SourceImage],
                          verified: list[dict]) -> list[dict]:
         """Delete superseded images (never protected or in-use ones); return the images that remain."""
-        plan = plan_retention(desired, verified, in_use=set())
+        all_read = not self._unreadable_mirrors
+        plan = plan_retention(desired, verified, in_use=set(), all_sources_read=all_read)
         if plan.delete:
             try:
-                plan = plan_retention(desired, verified, in_use=image_ids_in_use(cloud))
+                plan = plan_retention(desired, verified, in_use=image_ids_in_use(cloud), all_sources_read=all_read)
             except CloudError as error:
                 self._error(f"superseded images not deleted: {error}")
                 return verified

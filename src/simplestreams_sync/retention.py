@@ -23,7 +23,8 @@ def _group(image: dict) -> tuple:
     return (image.get("source_content_id"), image.get("product_name"))
 
 
-def plan_retention(desired: list[SourceImage], verified: list[dict], in_use: set[str]) -> RetentionPlan:
+def plan_retention(desired: list[SourceImage], verified: list[dict], in_use: set[str],
+                   all_sources_read: bool = True) -> RetentionPlan:
     selected_versions: dict[tuple, set[str]] = {}
     selected_items: dict[tuple, set[tuple]] = {}
     for image in desired:
@@ -39,7 +40,8 @@ def plan_retention(desired: list[SourceImage], verified: list[dict], in_use: set
         group = _group(image)
         version = image.get("version_name")
         if group not in selected_versions:
-            plan.keep.append((image, "its product is no longer selected by any mirror's filters; not deleted"))
+            plan.keep.append((image, "its product is no longer selected by any mirror's filters; not deleted"
+                              if all_sources_read else "not offered by the mirrors read in this run"))
         elif version in selected_versions[group]:
             continue
         elif version > max(selected_versions[group]):

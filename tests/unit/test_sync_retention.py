@@ -45,3 +45,8 @@ def test_product_no_longer_selected_is_listed_not_deleted():
 def test_max_two_keeps_both_selected_versions():
     plan = plan_retention([wanted("3"), wanted("2")], [ours("a", "1"), ours("b", "2"), ours("c", "3")], set())
     assert [i["id"] for i in plan.delete] == ["a"]
+
+
+def test_images_of_a_mirror_that_could_not_be_read_are_kept_with_that_reason():
+    plan = plan_retention([], [ours("a", "1")], set(), all_sources_read=False)
+    assert plan.delete == [] and plan.keep[0][1] == "not offered by the mirrors read in this run"
