@@ -52,6 +52,7 @@ FREQUENCY_SECONDS = {"hourly": 3600, "daily": 86400, "weekly": 7 * 86400}
 class Paths:
     config_dir: Path
     cron_file: Path
+    logrotate_file: Path
     state_dir: Path
     log_file: Path
     ca_dir: Path
@@ -64,6 +65,7 @@ class Paths:
         return cls(
             config_dir=root / "etc/glance-simplestreams-sync",
             cron_file=root / "etc/cron.d/glance-simplestreams-sync",
+            logrotate_file=root / "etc/logrotate.d/glance-simplestreams-sync",
             state_dir=root / "var/lib/glance-simplestreams-sync",
             log_file=root / "var/log/glance-simplestreams-sync.log",
             ca_dir=root / "usr/local/share/ca-certificates",
@@ -352,10 +354,18 @@ def cron_entry(frequency: str, seed: str, charm_dir: Path) -> str:
 
 
 def write_cron(entry: str | None) -> bool:
-    """Install the cron entry (cron.d files must not be group/world-writable), or remove it."""
+    """Install the cron entry (cron.d files must not be group/world-writable) and the rotation of the
+    log it appends to, or remove both."""
     if entry is None:
+        remove_file(PATHS.logrotate_file)
         return remove_file(PATHS.cron_file)
+    write_file(PATHS.logrotate_file, logrotate_config(), mode=0o644)
     return write_file(PATHS.cron_file, entry, mode=0o644)
+
+
+def logrotate_config() -> str:
+    return (f"{PATHS.log_file} {{\n    weekly\n    rotate 8\n    compress\n    delaycompress\n"
+            "    missingok\n    notifempty\n    copytruncate\n}\n")
 
 
 # --- the Nagios check (nrpe-external-master) -------------------------------------------------------

@@ -48,6 +48,17 @@ def test_cron_runs_the_engine_with_the_charms_python_environment(ctx, keystone, 
     assert "%" not in command
 
 
+def test_the_log_cron_appends_to_is_rotated_while_cron_runs(ctx, keystone, machine):
+    state = testing.State(leader=True, config={"run": True}, relations=[keystone])
+    ctx.run(ctx.on.config_changed(), state)
+
+    rotation = machine.paths.logrotate_file.read_text()
+    assert rotation.startswith(f"{machine.paths.log_file} {{") and "copytruncate" in rotation
+
+    ctx.run(ctx.on.config_changed(), testing.State(leader=True, config={"run": False}, relations=[keystone]))
+    assert not machine.paths.logrotate_file.exists()
+
+
 def test_model_proxy_settings_go_to_the_sync_not_to_the_cloud_apis(ctx, keystone, machine, monkeypatch):
     monkeypatch.setenv("JUJU_CHARM_HTTP_PROXY", "http://squid.internal:3128")
     monkeypatch.setenv("JUJU_CHARM_NO_PROXY", "10.0.0.0/8,localhost")
