@@ -18,7 +18,7 @@ INDEX_PATH = "streams/v1/index.json"
 PUBLIC_READ_ACL = ".r:*,.rlistings"
 # Juju expects these on every item, so products_condense must not move them up the tree.
 STICKY_KEYS = ["ftype", "md5", "sha256", "size", "name", "id", "endpoint", "region"]
-NOT_PUBLISHED_KEYS = ("path", "pubname_for_glance")
+NOT_PUBLISHED_KEYS = ("path",)  # a source-relative path means nothing next to a Glance id
 
 
 def products_path(content_id: str) -> str:
