@@ -7,7 +7,6 @@ import hashlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -264,4 +263,5 @@ def test_internal_endpoints(source, sync, glance, cloud):
 
     assert result.returncode == 0, result.stderr
     assert len(created_ids(result.stdout)) == 1
-    assert Path(sync.workdir / "identity.yaml").read_text().count("interface: internal") == 1
+    internal_swift = cloud.swift_url.replace("://127.0.0.1:", "://localhost:")  # LocalCloud's internal URLs
+    assert f"published metadata for 1 images to {internal_swift}/simplestreams/data" in result.stdout

@@ -367,8 +367,12 @@ class LocalCloud:
         return user.id
 
     def _ensure_endpoints(self, ks, service_type: str, name: str, url: str) -> None:
+        """Public and admin endpoints at 127.0.0.1; internal ones at localhost (the same servers), so a
+        test can tell which interface a client used."""
         service = _first(ks.services.list(type=service_type)) or ks.services.create(name, type=service_type)
         for interface in ("public", "internal", "admin"):
+            if interface == "internal":
+                url = url.replace(f"://{HOST}:", "://localhost:")
             endpoint = _first(ks.endpoints.list(service=service, interface=interface, region=self.region))
             if endpoint is None:
                 ks.endpoints.create(service, url, interface=interface, region=self.region)
