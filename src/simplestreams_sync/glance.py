@@ -12,7 +12,7 @@ import glanceclient
 from glanceclient import exc as glance_exc
 from keystoneauth1 import exceptions as ks_exceptions
 
-from .openstack import Cloud, CloudError
+from .openstack import Cloud, CloudError, describe
 from .source import SourceImage
 from .transfer import VerificationError, VerifyingStream
 
@@ -111,7 +111,7 @@ class GlanceStore:
         try:
             return function(*args, **kwargs)
         except (glance_exc.BaseException, glance_exc.ClientException, ks_exceptions.ClientException) as error:
-            raise CloudError(f"glance: {what}: {str(error).splitlines()[0][:300]}") from None
+            raise CloudError(f"glance: {what}: {describe(error)}") from None
 
     def owned_images(self, content_id: str) -> list[dict]:
         """Every image of our project carrying our content_id, whatever its status."""
@@ -168,7 +168,7 @@ class GlanceStore:
                                               headers={"Content-Type": "application/octet-stream"})
         except ks_exceptions.ClientException as error:
             _reraise_verification_error(error)
-            raise CloudError(f"glance: upload of {image_id} failed: {str(error).splitlines()[0][:300]}") from None
+            raise CloudError(f"glance: upload of {image_id} failed: {describe(error)}") from None
         if response.status_code >= 400:
             raise CloudError(f"glance: upload of {image_id} refused: HTTP {response.status_code} "
                              f"{response.text[:300].strip()}")
@@ -208,13 +208,13 @@ class GlanceStore:
             except (glance_exc.HTTPInternalServerError, glance_exc.HTTPConflict,
                     glance_exc.HTTPServiceUnavailable, ks_exceptions.ConnectFailure) as error:
                 if attempt == DELETE_ATTEMPTS:
-                    raise CloudError(f"glance: delete {image_id}: {str(error).splitlines()[0][:300]}") from None
+                    raise CloudError(f"glance: delete {image_id}: {describe(error)}") from None
                 LOG.warning("glance: delete %s failed (%s); retrying in %.1fs", image_id,
                             type(error).__name__, delay)
                 time.sleep(delay)
                 delay *= 2
             except (glance_exc.BaseException, glance_exc.ClientException, ks_exceptions.ClientException) as error:
-                raise CloudError(f"glance: delete {image_id}: {str(error).splitlines()[0][:300]}") from None
+                raise CloudError(f"glance: delete {image_id}: {describe(error)}") from None
 
     def delete_quietly(self, image_id: str) -> None:
         """Delete after a failed upload; a failure is logged (the next run cleans up what is left)."""

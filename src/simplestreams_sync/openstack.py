@@ -109,6 +109,14 @@ def _short(error: Exception) -> str:
     return text[:300]
 
 
+def describe(error: Exception) -> str:
+    """One line for an OpenStack client error: OpenSSL's reason for a TLS failure (which a cut of the
+    whole message would lose), else the message's first line, cut at 300 characters."""
+    if isinstance(error, ks_exceptions.SSLError) or "[SSL:" in str(error):
+        return f"TLS {_ssl_reason(error)}"
+    return _short(error)
+
+
 def _ssl_reason(error: Exception) -> str:
     """OpenSSL's reason ("certificate verify failed: unable to get local issuer certificate"), which
     keystoneauth buries at the end of a long message that _short() would cut."""
@@ -128,7 +136,7 @@ def image_ids_in_use(cloud: Cloud) -> set[str]:
         try:
             body = cloud.session.get(url).json()
         except ks_exceptions.ClientException as error:
-            raise CloudError(f"nova: cannot list servers to find images in use: {_short(error)}") from None
+            raise CloudError(f"nova: cannot list servers to find images in use: {describe(error)}") from None
         for server in body.get("servers", []):
             image = server.get("image")
             if isinstance(image, dict) and image.get("id"):

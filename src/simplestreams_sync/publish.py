@@ -8,7 +8,7 @@ import logging
 from simplestreams import util
 from keystoneauth1 import exceptions as ks_exceptions
 
-from .openstack import Cloud, CloudError
+from .openstack import Cloud, CloudError, describe
 
 LOG = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class SwiftPublisher:
             self._put(INDEX_PATH, index)
             return True
         except ks_exceptions.ClientException as error:
-            raise CloudError(f"swift {self.storage_url}: {str(error).splitlines()[0][:300]}") from None
+            raise CloudError(f"swift {self.storage_url}: {describe(error)}") from None
 
     def _unchanged(self, tree: dict, published_entry: dict | None, entry: dict) -> bool:
         if not published_entry or _without_updated(published_entry) != _without_updated(entry):

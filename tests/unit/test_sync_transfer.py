@@ -90,3 +90,17 @@ def test_image_ids_tree_lists_each_image_with_id_region_endpoint():
     assert (item["id"], item["region"], item["endpoint"]) == ("abc", "RegionOne", "http://ks/v3")
     inherited = util.products_exdata(tree, pedigree)  # values condensed up the tree apply to the item
     assert (inherited["virt"], inherited["arch"], inherited["version"]) == ("kvm", "amd64", "20.04")
+
+
+def test_tls_errors_are_described_by_openssls_reason_not_cut_off():
+    from keystoneauth1 import exceptions as ks_exceptions
+
+    from simplestreams_sync.openstack import describe
+
+    long_host = "glance." + "x" * 300 + ".example"
+    error = ks_exceptions.SSLError(
+        f"SSL exception connecting to https://{long_host}:9292/v2/images: HTTPSConnectionPool(host="
+        f"'{long_host}', port=9292): Max retries exceeded (Caused by SSLError(SSLCertVerificationError(1, "
+        "'[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer "
+        "certificate (_ssl.c:1006)')))")
+    assert describe(error) == "TLS certificate verify failed: unable to get local issuer certificate"
