@@ -280,10 +280,10 @@ class SyncRun:
         for image in images:
             try:
                 if image["id"] in latest_ids and image.get("latest") != "true":
-                    glance.client.images.update(image["id"], latest="true")
+                    glance.set_properties(image["id"], latest="true")
                 elif image["id"] not in latest_ids and "latest" in image:
-                    glance.client.images.update(image["id"], remove_props=["latest"])
-            except Exception as error:  # noqa: BLE001
+                    glance.remove_properties(image["id"], "latest")
+            except CloudError as error:
                 self._error(f"could not update the latest property of {image['id']}: {error}")
 
     def _publish(self, cloud: Cloud, images: list[dict]) -> None:

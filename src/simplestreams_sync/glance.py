@@ -223,9 +223,14 @@ class GlanceStore:
         except CloudError as error:
             LOG.error("could not delete image %s: %s; the next sync will", image_id, error)
 
+    def set_properties(self, image_id: str, **properties: str) -> None:
+        self._call(f"update {image_id}", self.client.images.update, image_id, **properties)
+
+    def remove_properties(self, image_id: str, *names: str) -> None:
+        self._call(f"update {image_id}", self.client.images.update, image_id, remove_props=list(names))
+
     def mark_verified(self, image_id: str, digest: str) -> None:
-        self._call(f"mark {image_id} verified", self.client.images.update, image_id,
-                   **{VERIFIED_PROPERTY: digest})
+        self.set_properties(image_id, **{VERIFIED_PROPERTY: digest})
 
     def stored_digest(self, image_id: str, algo: str) -> str:
         """Hash the bytes Glance serves for an image (used to adopt images uploaded before marking)."""

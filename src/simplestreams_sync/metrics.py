@@ -6,11 +6,10 @@ node_exporter's `--collector.textfile.directory` at the state dir (or copy/symli
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .state import SyncResult
+from .state import SyncResult, write_atomically
 
 METRICS_FILE = "glance_simplestreams_sync.prom"
 
@@ -46,10 +45,4 @@ def _epoch_utc(timestamp: str) -> int:
 
 
 def write_metrics(state_dir: str | Path, result: SyncResult) -> None:
-    path = Path(state_dir) / METRICS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    with os.fdopen(fd, "w") as stream:
-        stream.write(render(result))
-    os.replace(tmp, path)
+    write_atomically(Path(state_dir) / METRICS_FILE, render(result))

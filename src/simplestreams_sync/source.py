@@ -107,22 +107,6 @@ def open_url_chunks(url: str, http: HttpSession) -> tuple[Iterator[bytes], Calla
     return response.raw.stream(CHUNK_SIZE, decode_content=True), response.close
 
 
-class _BytesSource(contentsource.ContentSource):
-    def __init__(self, url: str, data: bytes):
-        self.url = url
-        self._data = data
-        self._pos = 0
-
-    def read(self, size=-1):
-        end = len(self._data) if size is None or size < 0 else self._pos + size
-        chunk = self._data[self._pos:end]
-        self._pos += len(chunk)
-        return chunk
-
-    def close(self):
-        pass
-
-
 class SourceReader(mirrors.MirrorReader):
     """A simplestreams MirrorReader that fetches with `HttpSession` and verifies with a keyring."""
 
@@ -137,7 +121,7 @@ class SourceReader(mirrors.MirrorReader):
         url = self.base_url + path
         chunks, close = open_url_chunks(url, self.http)
         try:
-            return _BytesSource(url, b"".join(chunks))
+            return contentsource.MemoryContentSource(url=url, content=b"".join(chunks))
         finally:
             close()
 

@@ -27,13 +27,18 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def write_json_atomically(path: Path, data: dict, mode: int = 0o644) -> None:
+def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
+    """Replace `path` with `text` in one step: readers see the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as stream:
-        json.dump(data, stream, indent=1, sort_keys=True)
+        stream.write(text)
     os.replace(tmp, path)
+
+
+def write_json_atomically(path: Path, data: dict, mode: int = 0o644) -> None:
+    write_atomically(path, json.dumps(data, indent=1, sort_keys=True), mode)
 
 
 def read_json(path: Path) -> dict | None:
