@@ -25,7 +25,7 @@ import requests
 import yaml
 
 from tests.localcloud.cloud import LocalCloud
-from tests.localcloud.source import SourceBuilder, make_test_key
+from tests.localcloud.source import SourceBuilder
 from tests.localcloud.source_server import SourceServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,18 +36,6 @@ SRC = ROOT / "src"
 def cloud(tmp_path_factory):
     with LocalCloud(tmp_path_factory.mktemp("cloud")) as local_cloud:
         yield local_cloud
-
-
-@pytest.fixture(scope="session")
-def test_key(tmp_path_factory):
-    with make_test_key(tmp_path_factory.mktemp("gpg")) as key:
-        yield key
-
-
-@pytest.fixture(scope="session")
-def other_key(tmp_path_factory):
-    with make_test_key(tmp_path_factory.mktemp("gpg2"), name="Someone Else") as key:
-        yield key
 
 
 @dataclass

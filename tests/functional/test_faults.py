@@ -69,11 +69,8 @@ def test_bad_bytes_from_the_source_leave_nothing_behind(source, sync, glance, cl
 def test_keystone_unreachable_is_a_clear_error(source, sync, glance, cloud):
     source.add_image(seed=103)
     source.write()
-    cloud.stop_service("keystone")
-    try:
+    with cloud.service_down("keystone"):
         result = sync.run([sync.mirror(source.url)])
-    finally:
-        cloud.start_service("keystone")
 
     assert result.returncode == 1
     assert f"error: keystone {cloud.auth_url}: cannot connect" in result.stderr
@@ -95,11 +92,8 @@ def test_wrong_password_is_a_clear_error_and_not_printed(source, sync, glance, c
 def test_swift_down_images_still_sync_and_next_run_publishes(source, sync, glance, cloud):
     source.add_image(seed=105)
     source.write()
-    cloud.stop_service("swift-proxy")
-    try:
+    with cloud.service_down("swift-proxy"):
         first = sync.run([sync.mirror(source.url)])
-    finally:
-        cloud.start_service("swift-proxy")
 
     assert first.returncode == 1
     assert len(created_ids(first.stdout)) == 1

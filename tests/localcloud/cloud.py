@@ -221,6 +221,15 @@ class LocalCloud:
             self._launch(service)
         self._wait_until_answering(service, time.monotonic() + START_TIMEOUT)
 
+    @contextmanager
+    def service_down(self, name: str):
+        """The service killed for the duration of the block, then started again (even on error)."""
+        self.stop_service(name)
+        try:
+            yield
+        finally:
+            self.start_service(name)
+
     @staticmethod
     def kill_leftovers(workdir: Path) -> list[int]:
         """SIGKILL every process a (crashed) LocalCloud left running for `workdir`."""

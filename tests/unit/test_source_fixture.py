@@ -37,15 +37,8 @@ UA = "gss-fixture-test/1.0"
 
 
 @pytest.fixture(scope="module")
-def key(tmp_path_factory):
-    with make_test_key(tmp_path_factory.mktemp("gnupg")) as key:
-        yield key
-
-
-@pytest.fixture(scope="module")
-def other_key(tmp_path_factory):
-    with make_test_key(tmp_path_factory.mktemp("gnupg-other"), name="Someone Else") as key:
-        yield key
+def key(test_key):
+    return test_key
 
 
 @pytest.fixture(scope="module")
