@@ -96,7 +96,8 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
             return
         dry_run = bool(event.params.get("dry-run", False))
         started = utc_now()
-        outcome = workload.run_sync(self.charm_dir, dry_run=dry_run, on_line=event.log,
+        outcome = workload.run_sync(self.charm_dir, dry_run=dry_run,
+                                    full_check=bool(event.params.get("full-check", False)), on_line=event.log,
                                     on_tick=self._show_progress, tick=PROGRESS_INTERVAL)
         result = workload.read_result()
         if result is not None and (result.get("started") or "") < started:

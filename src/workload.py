@@ -216,9 +216,9 @@ def remove_all() -> None:
 
 # --- running the sync -----------------------------------------------------------------------------
 
-def sync_argv(dry_run: bool = False) -> list[str]:
+def sync_argv(dry_run: bool = False, full_check: bool = False) -> list[str]:
     argv = [*ENGINE, "--mirrors", str(PATHS.mirrors), "--identity", str(PATHS.identity)]
-    return [*argv, "--dry-run"] if dry_run else argv
+    return argv + ["--dry-run"] * dry_run + ["--full-check"] * full_check
 
 
 def python_path(charm_dir: Path) -> str:
@@ -250,11 +250,11 @@ class SyncOutcome:
     stderr: str
 
 
-def run_sync(charm_dir: Path, dry_run: bool = False, on_line: Callable[[str], None] | None = None,
+def run_sync(charm_dir: Path, dry_run: bool = False, full_check: bool = False, on_line: Callable[[str], None] | None = None,
              on_tick: Callable[[], None] | None = None, tick: float = 10.0) -> SyncOutcome:
     """Run the sync in the foreground (the action). Each stdout line goes to `on_line` as it comes, and
     `on_tick` is called every `tick` seconds while the sync runs (both in the calling thread)."""
-    argv = sync_argv(dry_run)
+    argv = sync_argv(dry_run, full_check)
     logger.info("running %s", shlex.join(argv))
     lines: list[str] = []
     received: queue.Queue[str | None] = queue.Queue()

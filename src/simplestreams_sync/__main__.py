@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
+import time
 
 from . import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_OK
-from .config import ConfigError, load_identity, load_sync_config
-from .engine import Progress, SyncRun
 from .metrics import write_metrics
-from .state import ProgressFile, SyncAlreadyRunning, SyncLock, write_result
+from .state import DEFAULT_STATE_DIR, SyncAlreadyRunning, SyncLock, SyncResult, utc_now, write_result
+
+# The heavy modules (config: pydantic; engine: keystoneauth, glanceclient, simplestreams) are imported
+# only once the quick check (unchanged.py) has found that the full sync must run.
 
 DEFAULT_CONF_DIR = "/etc/glance-simplestreams-sync"
 
@@ -25,6 +28,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="read and verify the sources, compare with Glance, print what would be created")
     parser.add_argument("--assume-empty-glance", action="store_true",
                         help="with --dry-run: do not ask Glance, plan as if it held none of our images")
+    parser.add_argument("--full-check", action="store_true",
+                        help="always read, verify and compare everything, even when the quick check finds "
+                             "nothing changed since the last clean sync")
     parser.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
     args = parser.parse_args(argv)
     if args.assume_empty_glance and not args.dry_run:
@@ -32,12 +38,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+_OUTPUT_LOCK = threading.Lock()  # uploads report from several threads: whole lines, never interleaved
+
+
 def _print(line: str) -> None:
-    print(line, flush=True)
+    _write_line(sys.stdout, line)
 
 
 def _print_err(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    _write_line(sys.stderr, line)
+
+
+def _write_line(stream, line: str) -> None:
+    with _OUTPUT_LOCK:
+        stream.write(line + "\n")
+        stream.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +60,62 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         force=True)  # simplestreams puts a NullHandler on the root logger at import
+    if args.dry_run:
+        return _sync(args, None)
+    state_dir = _state_dir(args.mirrors)
+    if state_dir is None:  # not a readable mapping: the full load names the problem
+        return _sync(args, None)
+    try:
+        with SyncLock(state_dir):
+            if not args.full_check:
+                code = _quick_noop(state_dir)
+                if code is not None:
+                    return code
+            return _sync(args, state_dir)
+    except SyncAlreadyRunning as error:
+        _print_err(f"error: {error}")
+        return EXIT_LOCKED
+
+
+def _state_dir(mirrors_path: str) -> str | None:
+    """state_dir from mirrors.yaml as written (the full load validates it), before the heavy imports."""
+    import yaml
+
+    try:
+        with open(mirrors_path) as stream:
+            data = yaml.load(stream, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    state_dir = data.get("state_dir", DEFAULT_STATE_DIR)
+    return state_dir if isinstance(state_dir, str) and state_dir else None
+
+
+def _quick_noop(state_dir: str) -> int | None:
+    """EXIT_OK when nothing changed since the last clean sync (unchanged.py); None: do the full sync."""
+    from . import unchanged
+
+    started, clock = utc_now(), time.monotonic()
+    record = unchanged.still_current(state_dir)
+    if record is None:
+        return None
+    result = SyncResult(started=started, finished=utc_now(), published=bool(record.swift_objects),
+                        metadata_url=record.metadata_url,
+                        duration_seconds=round(time.monotonic() - clock, 3))
+    write_result(state_dir, result)
+    write_metrics(state_dir, result)
+    what = f"the source, our {record.image_count} images in Glance"
+    what += f" and the metadata at {record.metadata_url}" if record.swift_objects else ""
+    _print(f"unchanged since the sync of {record.recorded}: {what} (quick check; --full-check redoes it all)")
+    _print(_summary(result))
+    return EXIT_OK
+
+
+def _sync(args: argparse.Namespace, locked_state_dir: str | None) -> int:
+    """The full sync. The lock is taken here unless main() holds it for the same state dir."""
+    from .config import ConfigError, load_identity, load_sync_config
+
     try:
         config = load_sync_config(args.mirrors)
         identity = None if args.assume_empty_glance else load_identity(args.identity)
@@ -52,23 +123,51 @@ def main(argv: list[str] | None = None) -> int:
         _print_err(f"error: {error}")
         return EXIT_CONFIG
     if args.dry_run:
-        result = SyncRun(config, identity, dry_run=True, assume_empty_glance=args.assume_empty_glance,
-                         out=_print, err=_print_err).run()
+        result = _new_run(config, identity, args).run()
+    elif config.state_dir == locked_state_dir:
+        result = _run_and_record(config, identity, args)
     else:
         try:
             with SyncLock(config.state_dir):
-                progress = Progress(ProgressFile(config.state_dir))
-                try:
-                    result = SyncRun(config, identity, out=_print, err=_print_err, progress=progress).run()
-                    write_result(config.state_dir, result)
-                    write_metrics(config.state_dir, result)
-                finally:
-                    progress.close()
+                result = _run_and_record(config, identity, args)
         except SyncAlreadyRunning as error:
             _print_err(f"error: {error}")
             return EXIT_LOCKED
     _print(_summary(result))
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _new_run(config, identity, args, progress=None):
+    from .engine import SyncRun
+
+    return SyncRun(config, identity, dry_run=args.dry_run, assume_empty_glance=args.assume_empty_glance,
+                   out=_print, err=_print_err, progress=progress)
+
+
+def _run_and_record(config, identity, args) -> SyncResult:
+    """Run (the lock is held); write the result, the metrics and, after a clean run, the record of
+    what it observed for the next run's quick check."""
+    from . import unchanged
+    from .engine import Progress
+    from .state import ProgressFile
+
+    input_paths = [args.mirrors, args.identity, *(config.keyring_for(mirror) for mirror in config.mirror_list)]
+    if identity.ca_file:
+        input_paths.append(identity.ca_file)
+    inputs = unchanged.input_digests(input_paths)  # the bytes this run starts from
+    unchanged.forget(config.state_dir)
+    progress = Progress(ProgressFile(config.state_dir))
+    try:
+        sync = _new_run(config, identity, args, progress)
+        result = sync.run()
+        write_result(config.state_dir, result)
+        write_metrics(config.state_dir, result)
+    finally:
+        progress.close()
+    if sync.record is not None:
+        sync.record.inputs = inputs
+        unchanged.save(config.state_dir, sync.record)
+    return result
 
 
 def _summary(result) -> str:

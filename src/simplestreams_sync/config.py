@@ -13,12 +13,13 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from simplestreams import filters as ss_filters
+
+from ._simplestreams import filters as ss_filters
+from .state import DEFAULT_STATE_DIR
 
 DEFAULT_KEYRING = "/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg"
 DEFAULT_NAME_PREFIX = "auto-sync/"
 DEFAULT_CONTENT_ID_TEMPLATE = "auto.sync"
-DEFAULT_STATE_DIR = "/var/lib/glance-simplestreams-sync"
 DEFAULT_USER_AGENT = "glance-simplestreams-sync"
 
 

@@ -20,6 +20,7 @@ from .retention import plan_retention
 from .source import HttpSession, SourceError, SourceImage, open_url_chunks, read_source
 from .state import ProgressFile, SyncResult, utc_now
 from .transfer import VerificationError, VerifyingStream
+from .unchanged import Record, code_fingerprint, glance_fingerprint, glance_list_url
 
 LOG = logging.getLogger(__name__)
 
@@ -77,6 +78,10 @@ class SyncRun:
         self._result_lock = threading.Lock()
         self._names: dict[tuple, str] = {}  # Glance name of each source image, by SourceImage.key
         self._unreadable_mirrors: list[str] = []
+        # Set when this run leaves something a later run may settle differently (an image kept because
+        # it is in use, one that cannot be verified): the next run must then not skip the full sync.
+        self._unsettled = False
+        self.record: Record | None = None  # what a clean run observed, for unchanged.py
 
     def run(self) -> SyncResult:
         started = time.monotonic()
@@ -135,8 +140,8 @@ class SyncRun:
         verified = self._apply_retention(cloud, glance, desired, verified)
         if self.config.set_latest_property:
             self._mark_latest(glance, verified)
-        if self.config.use_swift:
-            self._publish(cloud, verified)
+        publisher = self._publish(cloud, verified) if self.config.use_swift else None
+        self._record_observations(cloud, glance, publisher, len(verified))
 
     def _settle_existing(self, glance: GlanceStore, owned: list[dict]) -> list[dict]:
         """Delete what an interrupted run left, adopt unmarked active images if their bytes check out."""
@@ -159,6 +164,7 @@ class SyncRun:
         if expected is None:
             LOG.warning("image %s (%s) has no source checksum to verify; left alone, not published",
                         image["id"], image.get("name"))
+            self._unsettled = True
             return False
         try:
             actual = glance.stored_digest(image["id"], expected.split(":")[0])
@@ -265,6 +271,7 @@ class SyncRun:
                 return verified
         for image, reason in plan.keep:
             self.out(f"kept {image['id']}: {image.get('name')} ({reason})")
+            self._unsettled = True
         deleted_ids = {image["id"] for image in plan.delete
                        if self._delete(glance, image, "superseded by a newer version")}
         return [image for image in verified if image["id"] not in deleted_ids]
@@ -286,7 +293,7 @@ class SyncRun:
             except CloudError as error:
                 self._error(f"could not update the latest property of {image['id']}: {error}")
 
-    def _publish(self, cloud: Cloud, images: list[dict]) -> None:
+    def _publish(self, cloud: Cloud, images: list[dict]) -> SwiftPublisher | None:
         self.progress.phase("publishing metadata")
         try:
             publisher = SwiftPublisher(cloud)
@@ -296,13 +303,38 @@ class SyncRun:
         except CloudError as error:
             self.result.object_store_missing = isinstance(error, ObjectStoreMissing)
             self._error(f"metadata not published: {error}")
-            return
+            return None
         self.result.published = True
         self.result.metadata_url = publisher.metadata_url
         if changed:
             self.out(f"published metadata for {len(images)} images to {publisher.metadata_url}")
         else:
             self.out(f"metadata for {len(images)} images at {publisher.metadata_url} is up to date")
+        return publisher
+
+    def _record_observations(self, cloud: Cloud, glance: GlanceStore, publisher: SwiftPublisher | None,
+                             image_count: int) -> None:
+        """After a clean run, what the next run's quick check compares (unchanged.py). Glance is
+        listed again: this run may have changed it."""
+        if self.dry_run or not self.result.ok or self._unsettled:
+            return
+        try:
+            images = glance.owned_images(self.content_id)
+            token, expires = cloud.token()
+        except CloudError as error:
+            LOG.info("no quick check for the next run: %s", error)
+            return
+        swift_objects = publisher.etags if publisher else {}
+        self.record = Record(
+            code=code_fingerprint(), inputs={}, user_agent=self.config.user_agent,
+            source=[{"url": url, "sha256": digest, "proxy": self.http.proxy_for(url)}
+                    for url, digest in self.http.documents.items()],
+            token=token, token_expires=expires.isoformat(), verify=cloud.verify,
+            glance_list_url=glance_list_url(glance.endpoint, cloud.project_id, self.content_id),
+            glance_images=glance_fingerprint(images, self.content_id, cloud.project_id),
+            content_id=self.content_id, project_id=cloud.project_id, swift_objects=swift_objects,
+            swift_proxy=cloud.object_store_proxy(next(iter(swift_objects))) if swift_objects else None,
+            metadata_url=publisher.metadata_url if publisher else "", image_count=image_count)
 
     # -- reporting --------------------------------------------------------------------------------
     def _error(self, message: str) -> None:

@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import ssl
+from datetime import datetime, timezone
 
 import requests
 from keystoneauth1 import exceptions as ks_exceptions
@@ -27,6 +28,13 @@ def _requests_session(proxies: dict[str, str]) -> requests.Session:
     session.trust_env = False  # proxies (and CA bundles) only as configured, never from the environment
     session.proxies.update(proxies)
     return session
+
+
+def proxy_for(url: str, proxies: dict[str, str], trust_env: bool) -> str | None:
+    """The proxy that requests would send a GET of `url` through (no_proxy and, with trust_env, the
+    environment's *_proxy variables taken into account), or None for a direct connection."""
+    prepared = requests.Request("GET", url).prepare()
+    return requests.utils.select_proxy(url, requests.utils.resolve_proxies(prepared, proxies, trust_env))
 
 
 def system_ca_certificates() -> str | bool:
@@ -59,6 +67,8 @@ class Cloud:
             project_domain_name=identity.project_domain_name,
         )
         verify = identity.ca_file if identity.ca_file else system_ca_certificates()
+        self.verify = verify
+        self.object_store_proxies = object_store_proxies or {}
         # The cloud's own APIs never go through a proxy (they are in effect all in NO_PROXY) ...
         self.session = ks_session.Session(auth=auth, verify=verify, user_agent=USER_AGENT,
                                           session=_requests_session(proxies={}))
@@ -94,6 +104,18 @@ class Cloud:
                                              region_name=self.identity.region)
         except ks_exceptions.EndpointNotFound:
             return None
+
+    def token(self) -> tuple[str, datetime]:
+        """The session's Keystone token and when it expires (UTC)."""
+        try:
+            access = self.session.auth.get_access(self.session)  # the token in use, not a new one
+        except ks_exceptions.ClientException as error:
+            raise CloudError(f"keystone {self.identity.auth_url}: {describe(error)}") from None
+        return access.auth_token, access.expires.astimezone(timezone.utc)
+
+    def object_store_proxy(self, url: str) -> str | None:
+        """The proxy requests would use for this object-store URL, if any."""
+        return proxy_for(url, self.object_store_proxies, trust_env=False)
 
     @property
     def auth_url(self) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
-from simplestreams import util
 from keystoneauth1 import exceptions as ks_exceptions
 
+from ._simplestreams import util
 from .openstack import Cloud, CloudError, describe
 
 LOG = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ class SwiftPublisher:
                              "images were synced but no metadata was published")
         self.storage_url = url.rstrip("/")
         self.session = cloud.object_store_session
+        self.etags: dict[str, str] = {}  # object URL -> ETag, as last read or written
 
     @property
     def metadata_url(self) -> str:
@@ -130,6 +131,7 @@ class SwiftPublisher:
         response = self._request("GET", self._object_url(path))
         if response.status_code == 404:
             return default
+        self._remember_etag(path, response)
         try:
             data = response.json()
         except ValueError:
@@ -137,8 +139,14 @@ class SwiftPublisher:
         return data if isinstance(data, dict) else default
 
     def _put(self, path: str, data: dict) -> None:
-        self._request("PUT", self._object_url(path), data=util.dump_data(data),
-                      headers={"Content-Type": "application/json"})
+        response = self._request("PUT", self._object_url(path), data=util.dump_data(data),
+                                 headers={"Content-Type": "application/json"})
+        self._remember_etag(path, response)
+
+    def _remember_etag(self, path: str, response) -> None:
+        etag = response.headers.get("ETag", "").strip('"')
+        if etag:
+            self.etags[self._object_url(path)] = etag
 
 
 def _without_updated(data: dict) -> dict:

@@ -7,6 +7,7 @@ HTTP (errors are errors, transient ones retried), the per-product `max` selectio
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import subprocess
@@ -16,9 +17,10 @@ from typing import Callable, Iterator
 from urllib.parse import urlparse
 
 import requests
-from simplestreams import contentsource, filters, mirrors, util
 
+from ._simplestreams import contentsource, filters, mirrors, util
 from .config import MirrorSpec
+from .openstack import proxy_for
 
 LOG = logging.getLogger(__name__)
 
@@ -72,6 +74,10 @@ class HttpSession:
         if proxies is not None:
             self.session.trust_env = False
             self.session.proxies.update(proxies)
+        self.documents: dict[str, str] = {}  # URL -> sha256 of every metadata document read
+
+    def proxy_for(self, url: str) -> str | None:
+        return proxy_for(url, self.session.proxies, self.session.trust_env)
 
     def get(self, url: str) -> requests.Response:
         delay = RETRY_BACKOFF
@@ -121,9 +127,11 @@ class SourceReader(mirrors.MirrorReader):
         url = self.base_url + path
         chunks, close = open_url_chunks(url, self.http)
         try:
-            return contentsource.MemoryContentSource(url=url, content=b"".join(chunks))
+            content = b"".join(chunks)
         finally:
             close()
+        self.http.documents[url] = hashlib.sha256(content).hexdigest()
+        return contentsource.MemoryContentSource(url=url, content=content)
 
     def _read_signed(self, content: str, path: str) -> str:
         try:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+DEFAULT_STATE_DIR = "/var/lib/glance-simplestreams-sync"
 PROGRESS_FILE = "progress.json"
 RESULT_FILE = "last-sync.json"
 LOCK_FILE = "sync.lock"

@@ -259,7 +259,11 @@ class LocalCloud:
 
     def pids(self) -> list[int]:
         """PIDs of the running service processes (each one leads its own process group)."""
-        return [s.popen.pid for s in self._services.values() if s.popen is not None]
+        return list(self.process_groups().values())
+
+    def process_groups(self) -> dict[str, int]:
+        """Each running service's name and process group (its leader's PID)."""
+        return {name: s.popen.pid for name, s in self._services.items() if s.popen is not None}
 
     # ------------------------------------------------------------------ bring-up
 

@@ -37,6 +37,14 @@ def test_runs_the_engine_with_the_rendered_files(ctx, state, fake_engine, machin
     assert machine.paths.mirrors.exists() and machine.paths.identity.exists()
 
 
+def test_full_check_passes_the_flag(ctx, state, fake_engine):
+    engine = fake_engine(stdout=["sync finished: 0 created, 0 failed, 0 deleted, 0 errors"], result={})
+
+    ctx.run(ctx.on.action("sync-images", params={"full-check": True}), state)
+
+    assert engine.calls[0]["argv"][-1] == "--full-check"
+
+
 def test_dry_run_passes_the_flag_and_reports_what_would_be_created(ctx, state, fake_engine):
     would = ["would create com.ubuntu.cloud:server:24.04:amd64 20261120 disk1.img: auto-sync/ubuntu-24.04"]
     engine = fake_engine(stdout=[*would, "dry run: 1 would be created"], result={"would_create": [{}]})

@@ -1,0 +1,189 @@
+"""The quick no-op: a sync finds out in a few requests that nothing changed since the last clean run.
+
+A full run reads and verifies every source document, lists Glance, compares the metadata in Swift,
+and needs keystoneauth, glanceclient and simplestreams loaded first. When a run ends clean (nothing
+failed, nothing left for a later run to finish), it records what it observed in `unchanged.json`
+(state dir, mode 0600: it holds the run's Keystone token):
+- the bytes of its inputs (mirrors.yaml, identity.yaml, keyrings, CA file) and of this package's code;
+- the sha256 of every source document it read (index and products files);
+- what Glance listed of our images at the end of the run (every field of each);
+- the ETags of the metadata objects it published to Swift;
+- its token, the endpoints and how to reach them (CA, proxy).
+The next run first checks every one of those observations again, with the same token, all at once:
+the same source bytes (signed by the same keyring: the signature result cannot differ), the same
+images in Glance, the same objects in Swift. Only when all of them hold does it stop there, since the
+full run would then read, plan and publish the very same things. Anything else (a changed or
+unreachable source, a Glance change, an expired or revoked token, a new config, new code) makes it
+fall through to the full run, which records afresh when it ends clean. It uses only the standard
+library and PyYAML, so it runs before the heavy imports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from .tls import tls_context
+
+RECORD_FILE = "unchanged.json"
+RECORD_VERSION = 1
+TOKEN_MARGIN = timedelta(minutes=2)  # a token this close to expiry is not used
+TIMEOUT = 10  # seconds per request; a slow answer just means the full run goes ahead
+UNCOMPARED_FIELDS = ("self",)  # a link that glanceclient's image objects leave out
+
+
+@dataclass
+class Record:
+    """What a clean run observed; see the module docstring."""
+
+    code: str                            # code_fingerprint() of the run that recorded it
+    inputs: dict[str, str]               # path -> sha256 of its bytes
+    source: list[dict]                   # {"url", "sha256", "proxy"}: every source document read
+    user_agent: str
+    token: str
+    token_expires: str                   # ISO 8601, UTC
+    verify: str | bool                   # CA file/dir for the cloud's APIs, or True: the default store
+    glance_list_url: str                 # first page of our images (filtered by owner and content_id)
+    glance_images: str                   # glance_fingerprint() of them
+    content_id: str
+    project_id: str
+    swift_objects: dict[str, str] = field(default_factory=dict)  # object URL -> ETag
+    swift_proxy: str | None = None
+    metadata_url: str = ""
+    image_count: int = 0
+    recorded: str = ""
+    version: int = RECORD_VERSION
+
+
+def code_fingerprint() -> str:
+    """sha256 over this package's source files: an upgraded engine never trusts an old record."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def file_digest(path: str) -> str | None:
+    try:
+        with open(path, "rb") as stream:
+            return hashlib.file_digest(stream, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def input_digests(paths: list[str]) -> dict[str, str]:
+    return {path: file_digest(path) or "" for path in sorted(set(paths))}
+
+
+def glance_fingerprint(images: list[dict], content_id: str, project_id: str) -> str:
+    """A digest of our images as Glance lists them, every field: a property set within the second
+    of the last change leaves updated_at as it was. The same from glanceclient's dicts and raw JSON."""
+    ours = sorted(({key: value for key, value in image.items() if key not in UNCOMPARED_FIELDS}
+                   for image in images
+                   if image.get("content_id") == content_id and image.get("owner") == project_id),
+                  key=lambda image: image["id"])
+    return hashlib.sha256(json.dumps(ours, sort_keys=True).encode()).hexdigest()
+
+
+def glance_list_url(endpoint: str, project_id: str, content_id: str) -> str:
+    query = urllib.parse.urlencode({"owner": project_id, "content_id": content_id, "limit": 100})
+    return f"{endpoint}/v2/images?{query}"
+
+
+def save(state_dir: str | Path, record: Record) -> None:
+    """Write the record (0600: it holds a token), replacing the previous one in one step."""
+    record.recorded = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    path = Path(state_dir) / RECORD_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as stream:
+        json.dump(asdict(record), stream)
+    os.replace(tmp, path)
+
+
+def forget(state_dir: str | Path) -> None:
+    """Drop the record: the run that is about to change things makes it stale."""
+    try:
+        (Path(state_dir) / RECORD_FILE).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def load(state_dir: str | Path) -> Record | None:
+    try:
+        data = json.loads((Path(state_dir) / RECORD_FILE).read_text())
+        if data.get("version") != RECORD_VERSION:
+            return None
+        return Record(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def still_current(state_dir: str | Path) -> Record | None:
+    """The record when every observation in it still holds (nothing to do), else None."""
+    record = load(state_dir)
+    if record is None or record.code != code_fingerprint():
+        return None
+    if any(file_digest(path) != digest for path, digest in record.inputs.items()):
+        return None
+    if datetime.fromisoformat(record.token_expires) - TOKEN_MARGIN <= datetime.now(timezone.utc):
+        return None
+    checks = [lambda doc=doc: _source_unchanged(record, doc) for doc in record.source]
+    checks.append(lambda: _glance_unchanged(record))
+    checks += [lambda url=url, etag=etag: _swift_unchanged(record, url, etag)
+               for url, etag in record.swift_objects.items()]
+    with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+        results = list(pool.map(_safely, checks))
+    return record if all(results) else None
+
+
+def _safely(check) -> bool:
+    try:
+        return check()
+    except (OSError, ValueError, KeyError, TypeError):  # unreachable, refused, unreadable: not current
+        return False
+
+
+def _source_unchanged(record: Record, doc: dict) -> bool:
+    with _open(doc["url"], {"User-Agent": record.user_agent}, proxy=doc.get("proxy"), verify=True) as response:
+        digest = hashlib.sha256()
+        while chunk := response.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest() == doc["sha256"]
+
+
+def _glance_unchanged(record: Record) -> bool:
+    images, url = [], record.glance_list_url
+    base = url.split("/v2/", 1)[0]
+    while url:
+        with _open(url, {"X-Auth-Token": record.token, "Accept": "application/json"},
+                   verify=record.verify) as response:
+            page = json.load(response)
+        images.extend(page.get("images", []))
+        url = base + page["next"] if page.get("next") else None
+    return glance_fingerprint(images, record.content_id, record.project_id) == record.glance_images
+
+
+def _swift_unchanged(record: Record, url: str, etag: str) -> bool:
+    with _open(url, {"X-Auth-Token": record.token}, method="HEAD", proxy=record.swift_proxy,
+               verify=record.verify) as response:
+        return response.headers.get("ETag", "").strip('"') == etag
+
+
+def _open(url: str, headers: dict, *, verify: str | bool, method: str = "GET", proxy: str | None = None):
+    """urllib's opener: the given proxy or none (never the environment's), the given CAs."""
+    scheme = urllib.parse.urlsplit(url).scheme
+    handlers: list = [urllib.request.ProxyHandler({scheme: proxy} if proxy else {})]
+    if scheme == "https":
+        handlers.append(urllib.request.HTTPSHandler(context=tls_context(verify)))
+    opener = urllib.request.build_opener(*handlers)
+    return opener.open(urllib.request.Request(url, headers=headers, method=method), timeout=TIMEOUT)
+

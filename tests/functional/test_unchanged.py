@@ -1,0 +1,179 @@
+"""The quick no-op (unchanged.py) against the real local cloud: it stops early only when the source,
+Glance and Swift are all as the last clean run left them, and otherwise the full sync runs."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+import requests
+
+from tests.functional.conftest import created_ids, our_images, published_image_ids, published_products
+
+pytestmark = pytest.mark.functional
+
+QUICK = "(quick check; --full-check redoes it all)"
+
+
+def first_sync(source, sync, seed: int) -> list[dict]:
+    source.add_image(serial="20210101", seed=seed)
+    source.write()
+    result = sync.run([sync.mirror(source.url)])
+    assert result.returncode == 0, result.stderr
+    assert QUICK not in result.stdout
+    return [sync.mirror(source.url)]
+
+
+def record(sync) -> dict:
+    return json.loads((sync.state_dir / "unchanged.json").read_text())
+
+
+def test_nothing_changed_stops_at_the_quick_check(source, sync, glance):
+    mirrors = first_sync(source, sync, seed=700)
+    before = our_images(glance, sync.content_id)
+    source.server.clear_requests()
+
+    result = sync.run(mirrors)
+
+    assert result.returncode == 0, result.stderr
+    assert QUICK in result.stdout
+    assert "sync finished: 0 created, 0 failed, 0 deleted, 0 errors" in result.stdout
+    assert "the source, our 1 images in Glance and the metadata at " in result.stdout
+    fetched = sorted(r["path"] for r in source.server.requests())
+    assert fetched == ["/streams/v1/com.ubuntu.cloud:released:download.sjson", "/streams/v1/index.sjson"]
+    assert our_images(glance, sync.content_id) == before
+    last = json.loads((sync.state_dir / "last-sync.json").read_text())
+    assert last["ok"] and last["published"] and last["last_success"] == last["finished"]
+
+
+def test_the_record_holds_a_token_so_only_root_reads_it(source, sync):
+    first_sync(source, sync, seed=701)
+
+    mode = stat.S_IMODE((sync.state_dir / "unchanged.json").stat().st_mode)
+
+    assert mode == 0o600
+    assert record(sync)["token"]
+
+
+def test_a_new_version_in_the_source_is_synced(source, sync, glance):
+    mirrors = first_sync(source, sync, seed=702)
+    source.add_image(serial="20210201", seed=703)
+    source.write()
+
+    result = sync.run(mirrors)
+
+    assert result.returncode == 0, result.stderr
+    assert QUICK not in result.stdout
+    assert len(created_ids(result.stdout)) == 1
+    assert [i["version_name"] for i in our_images(glance, sync.content_id)] == ["20210201"]
+
+
+def test_an_image_deleted_in_glance_is_uploaded_again(source, sync, glance):
+    mirrors = first_sync(source, sync, seed=704)
+    glance.images.delete(our_images(glance, sync.content_id)[0]["id"])
+
+    result = sync.run(mirrors)
+
+    assert result.returncode == 0, result.stderr
+    assert QUICK not in result.stdout
+    assert len(created_ids(result.stdout)) == 1
+
+
+def test_a_property_changed_in_glance_means_a_full_check(source, sync, glance):
+    mirrors = first_sync(source, sync, seed=705)
+    glance.images.update(our_images(glance, sync.content_id)[0]["id"], latest="maybe")
+
+    result = sync.run(mirrors)
+
+    assert result.returncode == 0, result.stderr
+    assert QUICK not in result.stdout
+
+
+def test_metadata_deleted_in_swift_is_published_again(source, sync, glance, cloud):
+    mirrors = first_sync(source, sync, seed=706)
+    products_url = next(url for url in record(sync)["swift_objects"] if not url.endswith("index.json"))
+    assert cloud.sync_session().delete(products_url).status_code == 204
+
+    result = sync.run(mirrors)
+
+    assert result.returncode == 0, result.stderr
+    assert QUICK not in result.stdout
+    assert published_image_ids(published_products(cloud, sync.content_id)) == \
+        {i["id"] for i in our_images(glance, sync.content_id)}
+
+
+def test_changed_settings_mean_a_full_check(source, sync):
+    mirrors = first_sync(source, sync, seed=707)
+    sync.settings = {"custom_properties": {"hw_rng_model": "virtio"}}
+
+    result = sync.run(mirrors)
+
+    assert result.returncode == 0, result.stderr
+    assert QUICK not in result.stdout
+
+
+@pytest.mark.parametrize("damage", [{"token_expires": "2000-01-01T00:00:00+00:00"},
+                                    {"token": "not-a-token-glance-knows"}], ids=["expired", "refused"])
+def test_a_token_past_use_means_a_full_check(source, sync, damage):
+    mirrors = first_sync(source, sync, seed=708 if "token" in damage else 709)
+    data = record(sync)
+    (sync.state_dir / "unchanged.json").write_text(json.dumps({**data, **damage}))
+
+    result = sync.run(mirrors)
+
+    assert result.returncode == 0, result.stderr
+    assert QUICK not in result.stdout
+    assert record(sync)["token"] != data["token"]
+
+
+def test_full_check_option_skips_the_quick_check(source, sync):
+    mirrors = first_sync(source, sync, seed=710)
+
+    result = sync.run(mirrors, "--full-check")
+
+    assert result.returncode == 0, result.stderr
+    assert QUICK not in result.stdout
+    assert "is up to date" in result.stdout
+
+
+def test_a_run_that_leaves_work_behind_records_nothing(source, sync, glance):
+    mirrors = first_sync(source, sync, seed=711)
+    old = our_images(glance, sync.content_id)[0]
+    source.add_image(serial="20210201", seed=712)
+    source.write()
+    glance.images.update(old["id"], protected=True)
+    try:
+        kept = sync.run(mirrors)
+        again = sync.run(mirrors)
+    finally:
+        glance.images.update(old["id"], protected=False)
+
+    assert "superseded but protected" in kept.stdout and "superseded but protected" in again.stdout
+    assert QUICK not in again.stdout
+    assert not (sync.state_dir / "unchanged.json").exists()
+
+
+def test_an_unreachable_source_means_a_full_check_that_says_so(source, sync):
+    mirrors = first_sync(source, sync, seed=713)
+    url = source.url
+    source.server.stop()
+
+    result = sync.run(mirrors)
+
+    assert result.returncode == 1
+    assert QUICK not in result.stdout
+    assert "cannot connect" in result.stderr
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url, timeout=5)
+
+
+def test_the_quick_check_respects_the_lock(source, sync):
+    from simplestreams_sync.state import SyncLock
+
+    mirrors = first_sync(source, sync, seed=714)
+    with SyncLock(sync.state_dir):
+        result = sync.run(mirrors)
+
+    assert result.returncode == 3
+    assert "another sync is already running" in result.stderr

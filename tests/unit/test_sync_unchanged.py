@@ -1,0 +1,186 @@
+"""The quick check's record (unchanged.py): what invalidates it before any request is made."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from simplestreams_sync import unchanged
+
+PROJECT = "p1"
+CONTENT_ID = "auto.sync"
+
+
+def image(image_id: str, **fields) -> dict:
+    return {"id": image_id, "name": f"auto-sync/{image_id}", "status": "active", "owner": PROJECT,
+            "content_id": CONTENT_ID, "updated_at": "2026-01-01T00:00:00Z", "size": 10,
+            "os_hash_algo": "sha512", "os_hash_value": "ab", "protected": False, "visibility": "public",
+            **fields}
+
+
+def test_glance_fingerprint_ignores_order_and_images_that_are_not_ours():
+    ours = [image("a"), image("b")]
+    others = [image("c", owner="someone else"), image("d", content_id="other.sync")]
+
+    assert unchanged.glance_fingerprint(ours[::-1] + others, CONTENT_ID, PROJECT) == \
+        unchanged.glance_fingerprint(ours, CONTENT_ID, PROJECT)
+
+
+@pytest.mark.parametrize("change", [{"updated_at": "2026-02-01T00:00:00Z"}, {"status": "deactivated"},
+                                    {"os_hash_value": "cd"}, {"protected": True}, {"latest": "true"}])
+def test_glance_fingerprint_moves_with_any_change_of_an_image(change):
+    assert unchanged.glance_fingerprint([image("a", **change)], CONTENT_ID, PROJECT) != \
+        unchanged.glance_fingerprint([image("a")], CONTENT_ID, PROJECT)
+
+
+def test_glance_fingerprint_moves_when_an_image_goes():
+    assert unchanged.glance_fingerprint([image("a")], CONTENT_ID, PROJECT) != \
+        unchanged.glance_fingerprint([image("a"), image("b")], CONTENT_ID, PROJECT)
+
+
+class Server:
+    """An HTTP server on 127.0.0.1 that counts requests and answers every one as `answer` says."""
+
+    def __init__(self, answer):
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.requests.append(self.path)
+                status, body = answer(self.path)
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+SOURCE_DOC = b'{"index": {}}'
+
+
+@pytest.fixture
+def served():
+    """What the server answers: the source document and Glance's list (tests may change them)."""
+    return {"source": SOURCE_DOC, "glance": json.dumps({"images": [image("a")]}).encode()}
+
+
+@pytest.fixture
+def recorded(tmp_path, served):
+    """A state dir with a record of a run that read one source document and listed one image."""
+    mirrors = tmp_path / "mirrors.yaml"
+    mirrors.write_text("mirror_list: []\n")
+    def answer(path: str) -> tuple[int, bytes]:
+        if not path.startswith("/v2/images"):
+            return 200, served["source"]
+        glance = served["glance"]
+        return 200, glance[path] if isinstance(glance, dict) else glance  # a dict: pages by path
+
+    with Server(answer) as server:
+        record = unchanged.Record(
+            code=unchanged.code_fingerprint(), inputs=unchanged.input_digests([str(mirrors)]),
+            source=[{"url": f"{server.url}/streams/v1/index.json", "sha256": _sha256(SOURCE_DOC), "proxy": None}],
+            user_agent="test", token="t0k3n",
+            token_expires=(datetime.now(timezone.utc) + timedelta(hours=1)).isoformat(), verify=True,
+            glance_list_url=unchanged.glance_list_url(server.url, PROJECT, CONTENT_ID),
+            glance_images=unchanged.glance_fingerprint([image("a")], CONTENT_ID, PROJECT),
+            content_id=CONTENT_ID, project_id=PROJECT)
+        unchanged.save(tmp_path / "state", record)
+        yield tmp_path / "state", mirrors, server
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_a_record_whose_observations_hold_is_current(recorded):
+    state_dir, _, server = recorded
+
+    assert unchanged.still_current(state_dir) is not None
+    assert sorted(server.requests) == ["/streams/v1/index.json",
+                                       f"/v2/images?owner={PROJECT}&content_id={CONTENT_ID}&limit=100"]
+
+
+def test_a_changed_input_file_invalidates_without_a_request(recorded):
+    state_dir, mirrors, server = recorded
+    mirrors.write_text("mirror_list: [] # edited\n")
+
+    assert unchanged.still_current(state_dir) is None
+    assert server.requests == []
+
+
+def test_an_expiring_token_invalidates_without_a_request(recorded):
+    state_dir, _, server = recorded
+    data = json.loads((state_dir / unchanged.RECORD_FILE).read_text())
+    data["token_expires"] = (datetime.now(timezone.utc) + timedelta(seconds=30)).isoformat()
+    (state_dir / unchanged.RECORD_FILE).write_text(json.dumps(data))
+
+    assert unchanged.still_current(state_dir) is None
+    assert server.requests == []
+
+
+def test_a_record_from_other_code_is_not_trusted(recorded):
+    state_dir, _, server = recorded
+    data = json.loads((state_dir / unchanged.RECORD_FILE).read_text())
+    data["code"] = "0" * 64
+    (state_dir / unchanged.RECORD_FILE).write_text(json.dumps(data))
+
+    assert unchanged.still_current(state_dir) is None
+    assert server.requests == []
+
+
+def test_an_unreadable_record_is_no_record(tmp_path):
+    (tmp_path / unchanged.RECORD_FILE).write_text("{not json")
+
+    assert unchanged.still_current(tmp_path) is None
+
+
+def test_changed_source_bytes_invalidate(recorded, served):
+    state_dir, _, _ = recorded
+    served["source"] = b'{"index": {"new": {}}}'
+
+    assert unchanged.still_current(state_dir) is None
+
+
+def test_a_changed_glance_listing_invalidates(recorded, served):
+    state_dir, _, _ = recorded
+    served["glance"] = json.dumps({"images": [image("a", status="deactivated")]}).encode()
+
+    assert unchanged.still_current(state_dir) is None
+
+
+def test_glance_pages_are_all_read(recorded, served):
+    state_dir, _, server = recorded
+    served["glance"] = {
+        "/v2/images?owner=p1&content_id=auto.sync&limit=100":
+            json.dumps({"images": [], "next": "/v2/images?marker=x"}).encode(),
+        "/v2/images?marker=x": json.dumps({"images": [image("a")]}).encode()}
+
+    assert unchanged.still_current(state_dir) is not None
+    assert "/v2/images?marker=x" in server.requests
+
+
+def test_glance_fingerprint_is_the_same_for_raw_json_and_glanceclient_objects():
+    raw = image("a", self="/v2/images/a")  # glanceclient's image objects have no "self"
+
+    assert unchanged.glance_fingerprint([raw], CONTENT_ID, PROJECT) == \
+        unchanged.glance_fingerprint([image("a")], CONTENT_ID, PROJECT)
