@@ -7,7 +7,7 @@ import logging
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -135,13 +135,18 @@ class SyncRun:
             self._report_would_create(missing)
             self._apply_retention(cloud, glance, desired, verified)
             return
+        if missing and self.config.use_swift:
+            threading.Thread(target=SwiftPublisher.warm_up, args=(cloud,), daemon=True).start()
         created = self._upload_all(glance, missing, hash_algo)
         verified.extend(created)
         verified = self._apply_retention(cloud, glance, desired, verified)
         if self.config.set_latest_property:
             self._mark_latest(glance, verified)
-        publisher = self._publish(cloud, verified) if self.config.use_swift else None
-        self._record_observations(cloud, glance, publisher, len(verified))
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # Glance as this run leaves it, for the next run's quick check; listed while publishing.
+            final_listing = pool.submit(glance.owned_images, self.content_id)
+            publisher = self._publish(cloud, verified) if self.config.use_swift else None
+        self._record_observations(cloud, glance, final_listing, publisher, len(verified))
 
     def _settle_existing(self, glance: GlanceStore, owned: list[dict]) -> list[dict]:
         """Delete what an interrupted run left, adopt unmarked active images if their bytes check out."""
@@ -312,14 +317,13 @@ class SyncRun:
             self.out(f"metadata for {len(images)} images at {publisher.metadata_url} is up to date")
         return publisher
 
-    def _record_observations(self, cloud: Cloud, glance: GlanceStore, publisher: SwiftPublisher | None,
-                             image_count: int) -> None:
-        """After a clean run, what the next run's quick check compares (unchanged.py). Glance is
-        listed again: this run may have changed it."""
+    def _record_observations(self, cloud: Cloud, glance: GlanceStore, final_listing: Future,
+                             publisher: SwiftPublisher | None, image_count: int) -> None:
+        """After a clean run, what the next run's quick check compares (unchanged.py)."""
         if self.dry_run or not self.result.ok or self._unsettled:
             return
         try:
-            images = glance.owned_images(self.content_id)
+            images = final_listing.result()
             token, expires = cloud.token()
         except CloudError as error:
             LOG.info("no quick check for the next run: %s", error)

@@ -86,6 +86,16 @@ class SwiftPublisher:
         self.session = cloud.object_store_session
         self.etags: dict[str, str] = {}  # object URL -> ETag, as last read or written
 
+    @staticmethod
+    def warm_up(cloud: Cloud) -> None:
+        """Have Swift validate our token (a request to Keystone) while images upload, so that the
+        publish at the end does not wait for it. Failures are the publish's to report."""
+        try:
+            publisher = SwiftPublisher(cloud)
+            publisher.session.request(f"{publisher.storage_url}/{CONTAINER}", "HEAD", raise_exc=False)
+        except (CloudError, ks_exceptions.ClientException) as error:
+            LOG.debug("swift warm-up: %s", error)
+
     @property
     def metadata_url(self) -> str:
         """What the product-streams endpoint should point at."""
