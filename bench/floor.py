@@ -14,6 +14,7 @@ Prints `created <id>: <name>` per image; exit code 1 if any upload failed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -27,8 +28,11 @@ READ = 4 << 20
 PIECE = 64 << 10
 
 
-def _pieces(response: requests.Response):
+def _pieces(response: requests.Response, verify: bool):
+    digests = (hashlib.sha256(), hashlib.sha512()) if verify else ()
     for chunk in response.raw.stream(READ, decode_content=False):
+        for digest in digests:
+            digest.update(chunk)
         view = memoryview(chunk)
         for start in range(0, len(view), PIECE):
             yield view[start:start + PIECE]
@@ -49,7 +53,8 @@ def main(argv: list[str]) -> int:
             "visibility": "public", "content_id": spec["content_id"]}).json()
         with source.get(item["url"], stream=True, timeout=(30, 300)) as response:
             response.raise_for_status()
-            session.put(f"{glance}/v2/images/{created['id']}/file", data=_pieces(response),
+            pieces = _pieces(response, spec.get("verify", False))
+            session.put(f"{glance}/v2/images/{created['id']}/file", data=pieces,
                         headers={"Content-Type": "application/octet-stream"})
         print(f"created {created['id']}: {item['name']}", flush=True)
         return created["id"]

@@ -1,4 +1,4 @@
-"""Run a command and report its own wall time, peak RSS and disk writes to a JSON file.
+"""Run a command and report its own wall time, CPU time, peak RSS and disk writes to a JSON file.
 
     python -m bench.launch REPORT.json -- argv...
 
@@ -23,7 +23,8 @@ def main() -> int:
     _, status, usage = os.wait4(pid, 0)
     wall = time.perf_counter() - started
     with open(report, "w") as out:
-        json.dump({"wall": wall, "maxrss_kib": usage.ru_maxrss, "oublock": usage.ru_oublock}, out)
+        json.dump({"wall": wall, "maxrss_kib": usage.ru_maxrss, "oublock": usage.ru_oublock,
+                   "cpu": usage.ru_utime + usage.ru_stime}, out)
     return os.waitstatus_to_exitcode(status)
 
 

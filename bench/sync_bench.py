@@ -58,6 +58,7 @@ CLOUD_NAME = "bench"
 TARGETS = {
     "a": "ours <= 1.15 x floor and <= 0.5 x peer",
     "b": "zero image bytes moved; ours <= 0.25 x peer",
+    "b-full": "none (shown for comparison: the full check the quick one skips)",
     "c": "ours <= 1 s",
     "rss": "peak RSS <= 150 MiB with a 2 GiB image; no image bytes written to local disk",
 }
@@ -75,6 +76,10 @@ class Run:
     disk_write_bytes: int
     image_bytes_moved: int = 0
     images_created: int = 0
+    cpu_s: float = 0.0          # CPU (user + system) of the side's own process
+    glance_cpu_s: float = 0.0   # CPU Glance's processes spent meanwhile
+    others_cpu_s: float = 0.0   # CPU of the source server, Keystone, Swift and PostgreSQL meanwhile
+    machine_busy: float = 0.0   # share of all CPUs' time the machine was busy meanwhile (0..1)
     problem: str = ""  # set when the run did not do its whole job (its time then does not count as valid)
     output: str = ""   # the last line the side printed
 
@@ -142,13 +147,14 @@ class Bench:
         return self._side("ours", workload, rnd, argv, env, server)
 
     def floor(self, items: list[dict], content_id: str, workload: str, rnd: int, *, parallel: int,
-              server: SourceServer) -> Run:
+              server: SourceServer, verify: bool = False) -> Run:
         spec = self.workdir / "floor" / f"{content_id}.json"
         spec.parent.mkdir(parents=True, exist_ok=True)
         spec.write_text(json.dumps({"identity": self.cloud.sync_identity, "content_id": content_id,
-                                    "parallel": parallel, "items": items}))
+                                    "parallel": parallel, "items": items, "verify": verify}))
         argv = [sys.executable, "-m", "bench.floor", str(spec)]
-        return self._side("floor", workload, rnd, argv, {**os.environ, "PYTHONPATH": str(ROOT)}, server)
+        side = "floor+v" if verify else "floor"
+        return self._side(side, workload, rnd, argv, {**os.environ, "PYTHONPATH": str(ROOT)}, server)
 
     def peer(self, source_url: str, content_id: str, workload: str, rnd: int, *, server: SourceServer) -> Run:
         identity = self.cloud.sync_identity
@@ -172,16 +178,32 @@ class Bench:
               server: SourceServer | None) -> Run:
         if server is not None:
             server.clear_requests()
+        groups = self.service_groups(server)
+        cpu_before = {name: _group_cpu_seconds(pgid) for name, pgid in groups.items()}
+        machine_before = _machine_ticks()
         wall, code, usage, out = self.timed(argv, env, f"{workload}-{side}-r{rnd}")
+        spent = {name: _group_cpu_seconds(pgid) - cpu_before[name] for name, pgid in groups.items()}
+        busy, total = (after - before for after, before in zip(_machine_ticks(), machine_before))
         moved = _image_bytes_sent(server) if server is not None else 0
         run = Run(side, workload, rnd, round(wall, 3), code, round(usage["maxrss_kib"] / 1024, 1),
                   usage["oublock"] * 512, moved, out.count("\ncreated ") + out.startswith("created "),
+                  cpu_s=round(usage["cpu"], 2), glance_cpu_s=round(spent.pop("glance", 0.0), 2),
+                  others_cpu_s=round(sum(spent.values()), 2), machine_busy=round(busy / max(total, 1), 3),
                   output=(out.strip().splitlines() or [""])[-1][:200])
         self.runs.append(run)
-        print(f"  {workload:>3} r{rnd} {side:<5} {wall:8.2f} s  exit {code}  created {run.images_created}  "
+        print(f"  {workload:>6} r{rnd} {side:<7} {wall:8.2f} s  exit {code}  created {run.images_created}  "
               f"moved {moved / MIB:8.1f} MiB  rss {run.peak_rss_mib:6.1f} MiB  "
-              f"disk writes {run.disk_write_bytes / MIB:8.1f} MiB", flush=True)
+              f"disk writes {run.disk_write_bytes / MIB:8.1f} MiB  cpu {run.cpu_s:.1f} s, "
+              f"glance {run.glance_cpu_s:.1f} s, others {run.others_cpu_s:.1f} s, "
+              f"machine busy {run.machine_busy:.0%}", flush=True)
         return run
+
+    def service_groups(self, server: SourceServer | None) -> dict[str, int]:
+        """Process group of each service whose CPU is accounted (each service leads its own group)."""
+        groups = self.cloud.process_groups() if self.cloud is not None else {}
+        if server is not None and server.pid:
+            groups["source server"] = server.pid
+        return groups
 
     # --- glance housekeeping ------------------------------------------------------------------
     def delete_content(self, content_id: str) -> None:
@@ -208,6 +230,26 @@ def _image_bytes_sent(server: SourceServer) -> int:
     time.sleep(0.05)  # a request is logged just after its response
     return sum(entry.get("bytes_sent", 0) for entry in server.requests()
                if not entry["path"].startswith("/streams/"))
+
+
+def _group_cpu_seconds(pgid: int) -> float:
+    """CPU (user + system) so far of every live process in a process group, from /proc."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the command: state, ppid, pgrp, ...
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far, from /proc/stat (idle and iowait are not busy)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
 
 
 def _tail(path: Path, lines: int = 3) -> str:
@@ -242,14 +284,15 @@ def workload_ab(bench: Bench, key, only: set[str]) -> None:
     with SourceServer(bench.workdir / "source-a", bench.workdir / "server-a") as server:
         floor_items = [{"url": server.url + item.path, "name": f"bench-floor/{Path(item.path).name}",
                         "size": item.size} for item in items]
-        sides = ["floor", "ours", "peer"]
+        sides = ["floor", "floor+v", "ours", "peer"]
         for rnd in range(1, args.rounds + 1):
             order = sides[rnd - 1:] + sides[:rnd - 1]  # rotate who goes first
             for side in order:
-                content_id = f"bench.a.r{rnd}.{side}"
+                content_id = f"bench.a.r{rnd}.{side.replace('+', '-')}"
                 try:
-                    if side == "floor":
-                        run = bench.floor(floor_items, content_id, "a", rnd, parallel=args.parallel, server=server)
+                    if side in ("floor", "floor+v"):
+                        run = bench.floor(floor_items, content_id, "a", rnd, parallel=args.parallel, server=server,
+                                          verify=side == "floor+v")
                     elif side == "ours":
                         run = bench.ours(server.url, content_id, "a", rnd, parallel=args.parallel, server=server)
                     else:
@@ -258,9 +301,11 @@ def workload_ab(bench: Bench, key, only: set[str]) -> None:
                     if active != len(items):
                         run.problem = f"{active} of {len(items)} images active"
                         print(f"  ! {side}: {run.problem}", flush=True)
-                    if "b" in only and side != "floor":
+                    if "b" in only and side in ("ours", "peer"):
                         if side == "ours":
                             bench.ours(server.url, content_id, "b", rnd, parallel=args.parallel, server=server)
+                            bench.ours(server.url, content_id, "b-full", rnd, parallel=args.parallel,
+                                       server=server, extra=("--full-check",))
                         else:
                             bench.peer(server.url, content_id, "b", rnd, server=server)
                 finally:
@@ -295,12 +340,12 @@ def workload_rss(bench: Bench, key) -> None:
 
 def summarize(runs: list[Run], args) -> dict:
     summary = {}
-    for workload in ("a", "b", "c", "rss"):
+    for workload in ("a", "b", "b-full", "c", "rss"):
         mine = [r for r in runs if r.workload == workload]
         if not mine:
             continue
         entry = {"target": TARGETS[workload], "sides": {}}
-        for side in ("floor", "ours", "peer"):
+        for side in ("floor", "floor+v", "ours", "peer"):
             side_runs = [r for r in mine if r.side == side]
             if not side_runs:
                 continue
@@ -316,8 +361,14 @@ def summarize(runs: list[Run], args) -> dict:
         sides = entry["sides"]
         if "ours" in sides and "floor" in sides:
             entry["ours_over_floor"] = round(sides["ours"]["median_wall_s"] / sides["floor"]["median_wall_s"], 3)
+        if "ours" in sides and "floor+v" in sides:
+            entry["ours_over_verifying_floor"] = round(sides["ours"]["median_wall_s"] /
+                                                       sides["floor+v"]["median_wall_s"], 3)
         if "ours" in sides and "peer" in sides:
             entry["ours_over_peer"] = round(sides["ours"]["median_wall_s"] / sides["peer"]["median_wall_s"], 3)
+        if workload == "b-full" and "peer" in summary.get("b", {}).get("sides", {}) and "ours" in sides:
+            entry["ours_over_peer"] = round(sides["ours"]["median_wall_s"] /
+                                            summary["b"]["sides"]["peer"]["median_wall_s"], 3)
         entry["met"] = _met(workload, entry, args)
         summary[workload] = entry
     return summary
@@ -343,16 +394,16 @@ def print_table(summary: dict, args) -> None:
     print()
     print(f"sync benchmark: rounds {args.rounds}, workload a = {args.images} x {args.image_mib} MiB, "
           f"rss = 1 x {args.rss_image_mib} MiB, concurrency {args.parallel}")
-    header = (f"{'workload':<9}{'side':<6}{'median s':>9}  {'runs s':<26}{'img MiB moved':>14}"
+    header = (f"{'workload':<9}{'side':<8}{'median s':>9}  {'runs s':<26}{'img MiB moved':>14}"
               f"{'peak RSS MiB':>13}{'disk write MiB':>15}")
     print(header)
     print("-" * len(header))
-    names = {"a": "a fresh", "b": "b no-op", "c": "c plan", "rss": "rss 2GiB"}
+    names = {"a": "a fresh", "b": "b no-op", "b-full": "b full", "c": "c plan", "rss": "rss 2GiB"}
     for workload, entry in summary.items():
         for side, s in entry["sides"].items():
             walls = ", ".join(f"{w:.2f}" for w in s["walls_s"])
             failed = f"  ({s['failed_runs']} failed)" if s["failed_runs"] else ""
-            print(f"{names[workload]:<9}{side:<6}{s['median_wall_s']:>9.2f}  {walls:<26}"
+            print(f"{names[workload]:<9}{side:<8}{s['median_wall_s']:>9.2f}  {walls:<26}"
                   f"{s['image_bytes_moved'] / MIB:>14.1f}{s['peak_rss_mib']:>13.1f}"
                   f"{s['max_disk_write_bytes'] / MIB:>15.2f}{failed}")
     print()
@@ -360,10 +411,12 @@ def print_table(summary: dict, args) -> None:
         ratios = []
         if "ours_over_floor" in entry:
             ratios.append(f"ours/floor {entry['ours_over_floor']:.3f}")
+        if "ours_over_verifying_floor" in entry:
+            ratios.append(f"ours/floor+v {entry['ours_over_verifying_floor']:.3f}")
         if "ours_over_peer" in entry:
             ratios.append(f"ours/peer {entry['ours_over_peer']:.3f}")
         verdict = {True: "MET", False: "MISSED", None: "-"}[entry["met"]]
-        print(f"{names[workload]:<9} {', '.join(ratios) or '':<38} target: {entry['target']}  -> {verdict}")
+        print(f"{names[workload]:<9} {', '.join(ratios) or '':<58} target: {entry['target']}  -> {verdict}")
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -375,8 +428,8 @@ def parse_args(argv):
     parser.add_argument("--image-mib", type=int, default=512)
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--rss-image-mib", type=int, default=2048, help=argparse.SUPPRESS)
-    parser.add_argument("--parallel", type=int, default=2,
-                        help="concurrency of ours (max_parallel) and of the floor (default: %(default)s)")
+    parser.add_argument("--parallel", type=int, default=4,
+                        help="concurrency of ours (max_parallel) and of the floors (default: %(default)s, the engine's)")
     parser.add_argument("--only", default="a,b,c,rss", help="workloads to run (default: %(default)s)")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".work" / "bench")
     parser.add_argument("--keep", action="store_true", help="keep the workdir (images, logs) at the end")

@@ -63,7 +63,7 @@ class CharmConfig(BaseModel):
     image_import_conversion: bool = False
     nagios_context: str = "juju"
     nagios_servicegroups: str = ""
-    max_parallel: int = 2  # validated by SyncConfig
+    max_parallel: int = 4  # validated by SyncConfig
 
     @field_validator("mirror_list", mode="before")
     @classmethod

@@ -96,7 +96,7 @@ class SyncConfig(BaseModel):
     ignore_proxy_for_object_store: bool = True
     keyring: str = DEFAULT_KEYRING
     state_dir: str = DEFAULT_STATE_DIR
-    max_parallel: int = Field(default=2, ge=1, le=16)
+    max_parallel: int = Field(default=4, ge=1, le=16)
     modify_hook: str | None = None  # image-modifier script, run on a local copy of each image
     import_timeout: int = Field(default=1800, ge=10)  # seconds to wait for Glance's import (conversion)
     source_proxy: ProxySettings = Field(default_factory=ProxySettings)

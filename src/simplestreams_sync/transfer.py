@@ -38,7 +38,13 @@ class VerifyingStream:
             raise VerificationError(f"{image.url}: the source gives no sha256 or md5 to verify against")
         self._source_hash = hashlib.new(self.source_algo)
         self.glance_hash_algo = glance_hash_algo
-        self._glance_hash = hashlib.new(glance_hash_algo)
+        # A Glance configured to hash with the source's algorithm needs no second pass over the bytes.
+        self._hashes = [self._source_hash]
+        if glance_hash_algo == self.source_algo:
+            self._glance_hash = self._source_hash
+        else:
+            self._glance_hash = hashlib.new(glance_hash_algo)
+            self._hashes.append(self._glance_hash)
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._source_chunks():
@@ -46,8 +52,8 @@ class VerifyingStream:
             if self.image.size is not None and self.size > self.image.size:
                 raise VerificationError(f"{self.image.url}: source sent more than the {self.image.size} "
                                         "bytes its metadata lists")
-            self._source_hash.update(chunk)
-            self._glance_hash.update(chunk)
+            for digest in self._hashes:
+                digest.update(chunk)
             self._on_bytes(len(chunk))
             if self.image.size is not None and self.size == self.image.size:
                 self._check_source()

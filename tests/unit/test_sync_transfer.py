@@ -37,6 +37,14 @@ def test_matching_stream_passes_all_bytes_and_computes_glance_hash():
     assert stream.glance_digest == hashlib.sha512(DATA).hexdigest()
 
 
+def test_glance_hashing_with_the_sources_algorithm_is_checked_with_the_same_digest():
+    stream = VerifyingStream(source_image(), chunks(DATA), "sha256")
+    assert b"".join(stream) == DATA
+    assert stream.glance_digest == hashlib.sha256(DATA).hexdigest()
+    stream.check_stored({"id": "i", "status": "active", "size": len(DATA), "os_hash_algo": "sha256",
+                         "os_hash_value": hashlib.sha256(DATA).hexdigest()})
+
+
 def test_wrong_bytes_raise_before_the_last_chunk_is_passed_on():
     corrupted = DATA[:-1] + b"z"
     stream = VerifyingStream(source_image(), chunks(corrupted), "sha512")
