@@ -10,7 +10,8 @@ import time
 
 from . import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_OK
 from .metrics import write_metrics
-from .state import DEFAULT_STATE_DIR, SyncAlreadyRunning, SyncLock, SyncResult, utc_now, write_result
+from .state import (DEFAULT_STATE_DIR, ProgressFile, SyncAlreadyRunning, SyncLock, SyncResult, utc_now,
+                    write_result)
 
 # The heavy modules (config: pydantic; engine: keystoneauth, glanceclient, simplestreams) are imported
 # only once the quick check (unchanged.py) has found that the full sync must run.
@@ -149,7 +150,6 @@ def _run_and_record(config, identity, args) -> SyncResult:
     what it observed for the next run's quick check."""
     from . import unchanged
     from .engine import Progress
-    from .state import ProgressFile
 
     input_paths = [args.mirrors, args.identity, *(config.keyring_for(mirror) for mirror in config.mirror_list)]
     if identity.ca_file:

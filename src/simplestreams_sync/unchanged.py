@@ -21,6 +21,7 @@ library and PyYAML, so it runs before the heavy imports.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import urllib.parse
@@ -122,8 +123,10 @@ def load(state_dir: str | Path) -> Record | None:
         data = json.loads((Path(state_dir) / RECORD_FILE).read_text())
         if data.get("version") != RECORD_VERSION:
             return None
-        return Record(**data)
-    except (OSError, ValueError, TypeError):
+        record = Record(**data)
+        datetime.fromisoformat(record.token_expires)
+        return record
+    except (OSError, ValueError, TypeError, AttributeError):  # missing, or not a record of this version
         return None
 
 
@@ -146,9 +149,10 @@ def still_current(state_dir: str | Path) -> Record | None:
 
 
 def _safely(check) -> bool:
+    """A check that cannot be made (unreachable, refused, unreadable answer) does not hold."""
     try:
         return check()
-    except (OSError, ValueError, KeyError, TypeError):  # unreachable, refused, unreadable: not current
+    except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
         return False
 
 

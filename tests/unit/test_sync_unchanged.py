@@ -148,12 +148,6 @@ def test_a_record_from_other_code_is_not_trusted(recorded):
     assert server.requests == []
 
 
-def test_an_unreadable_record_is_no_record(tmp_path):
-    (tmp_path / unchanged.RECORD_FILE).write_text("{not json")
-
-    assert unchanged.still_current(tmp_path) is None
-
-
 def test_changed_source_bytes_invalidate(recorded, served):
     state_dir, _, _ = recorded
     served["source"] = b'{"index": {"new": {}}}'
@@ -184,3 +178,10 @@ def test_glance_fingerprint_is_the_same_for_raw_json_and_glanceclient_objects():
 
     assert unchanged.glance_fingerprint([raw], CONTENT_ID, PROJECT) == \
         unchanged.glance_fingerprint([image("a")], CONTENT_ID, PROJECT)
+
+
+@pytest.mark.parametrize("text", ["[]", '{"version": 1}', "{not json"])
+def test_a_record_that_is_not_one_is_no_record(tmp_path, text):
+    (tmp_path / unchanged.RECORD_FILE).write_text(text)
+
+    assert unchanged.still_current(tmp_path) is None
