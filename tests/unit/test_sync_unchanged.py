@@ -185,3 +185,16 @@ def test_a_record_that_is_not_one_is_no_record(tmp_path, text):
     (tmp_path / unchanged.RECORD_FILE).write_text(text)
 
     assert unchanged.still_current(tmp_path) is None
+
+
+def test_a_file_source_is_read_from_the_file(recorded, tmp_path):
+    state_dir, _, _ = recorded
+    document = tmp_path / "index.json"
+    document.write_bytes(SOURCE_DOC)
+    data = json.loads((state_dir / unchanged.RECORD_FILE).read_text())
+    data["source"] = [{"url": document.as_uri(), "sha256": _sha256(SOURCE_DOC), "proxy": None}]
+    (state_dir / unchanged.RECORD_FILE).write_text(json.dumps(data))
+
+    assert unchanged.still_current(state_dir) is not None
+    document.write_bytes(b"{}")
+    assert unchanged.still_current(state_dir) is None
