@@ -122,6 +122,8 @@ class SyncRun:
             if not self.config.ignore_proxy_for_object_store:
                 object_store_proxies = self.config.source_proxy.for_requests()
             cloud = Cloud(self.identity, object_store_proxies)
+            if self.config.use_swift and not self.dry_run:
+                threading.Thread(target=SwiftPublisher.warm_up, args=(cloud,), daemon=True).start()
             glance = GlanceStore(cloud)
             owned = glance.owned_images(self.content_id)
             hash_algo = glance.hash_algo(owned)
@@ -135,8 +137,6 @@ class SyncRun:
             self._report_would_create(missing)
             self._apply_retention(cloud, glance, desired, verified)
             return
-        if missing and self.config.use_swift:
-            threading.Thread(target=SwiftPublisher.warm_up, args=(cloud,), daemon=True).start()
         created = self._upload_all(glance, missing, hash_algo)
         verified.extend(created)
         verified = self._apply_retention(cloud, glance, desired, verified)

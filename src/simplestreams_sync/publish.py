@@ -88,8 +88,8 @@ class SwiftPublisher:
 
     @staticmethod
     def warm_up(cloud: Cloud) -> None:
-        """Have Swift validate our token (a request to Keystone) while images upload, so that the
-        publish at the end does not wait for it. Failures are the publish's to report."""
+        """Have Swift validate our token (a request to Keystone) while Glance is listed and images
+        upload, so that the publish at the end does not wait for it. Failures are the publish's to report."""
         try:
             publisher = SwiftPublisher(cloud)
             publisher.session.request(f"{publisher.storage_url}/{CONTAINER}", "HEAD", raise_exc=False)
