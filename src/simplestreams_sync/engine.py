@@ -144,9 +144,10 @@ class SyncRun:
             self._mark_latest(glance, verified)
         with ThreadPoolExecutor(max_workers=1) as pool:
             # Glance as this run leaves it, for the next run's quick check; listed while publishing.
-            final_listing = pool.submit(glance.owned_images, self.content_id)
+            final_listing = pool.submit(glance.owned_images, self.content_id) if self._clean() else None
             publisher = self._publish(cloud, verified) if self.config.use_swift else None
-        self._record_observations(cloud, glance, final_listing, publisher, len(verified))
+        if final_listing is not None and self._clean():
+            self._record_observations(cloud, glance, final_listing, publisher, len(verified))
 
     def _settle_existing(self, glance: GlanceStore, owned: list[dict]) -> list[dict]:
         """Delete what an interrupted run left, adopt unmarked active images if their bytes check out."""
@@ -320,8 +321,6 @@ class SyncRun:
     def _record_observations(self, cloud: Cloud, glance: GlanceStore, final_listing: Future,
                              publisher: SwiftPublisher | None, image_count: int) -> None:
         """After a clean run, what the next run's quick check compares (unchanged.py)."""
-        if self.dry_run or not self.result.ok or self._unsettled:
-            return
         try:
             images = final_listing.result()
             token, expires = cloud.token()
@@ -337,8 +336,12 @@ class SyncRun:
             glance_list_url=glance_list_url(glance.endpoint, cloud.project_id, self.content_id),
             glance_images=glance_fingerprint(images, self.content_id, cloud.project_id),
             content_id=self.content_id, project_id=cloud.project_id, swift_objects=swift_objects,
-            swift_proxy=cloud.object_store_proxy(next(iter(swift_objects))) if swift_objects else None,
+            swift_proxy=cloud.object_store_proxy(publisher.storage_url) if publisher else None,
             metadata_url=publisher.metadata_url if publisher else "", image_count=image_count)
+
+    def _clean(self) -> bool:
+        """Nothing failed so far and nothing is left for a later run: what the quick check needs."""
+        return self.result.ok and not self._unsettled
 
     # -- reporting --------------------------------------------------------------------------------
     def _error(self, message: str) -> None:

@@ -135,13 +135,7 @@ def chunked_put(url: str, pieces: Iterable[bytes | memoryview], headers: dict[st
                     send(b"%x\r\n" % len(piece), piece, b"\r\n")
             connection.sock.sendall(b"0\r\n\r\n")
         except OSError:
-            # The server may have answered (and closed) before taking the whole body: its answer
-            # says more than the broken pipe does.
-            try:
-                response = connection.getresponse()
-            except (OSError, http.client.HTTPException):
-                raise
-            return response.status, response.read().decode(errors="replace")
+            pass  # the server may have answered (and closed) before taking the whole body: read that answer
         response = connection.getresponse()
         return response.status, response.read().decode(errors="replace")
     finally:

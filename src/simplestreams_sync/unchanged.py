@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import os
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from .state import utc_now, write_atomically
 from .tls import tls_context
 
 RECORD_FILE = "unchanged.json"
@@ -100,14 +100,8 @@ def glance_list_url(endpoint: str, project_id: str, content_id: str) -> str:
 
 def save(state_dir: str | Path, record: Record) -> None:
     """Write the record (0600: it holds a token), replacing the previous one in one step."""
-    record.recorded = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    path = Path(state_dir) / RECORD_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as stream:
-        json.dump(asdict(record), stream)
-    os.replace(tmp, path)
+    record.recorded = utc_now()
+    write_atomically(Path(state_dir) / RECORD_FILE, json.dumps(asdict(record)), mode=0o600)
 
 
 def forget(state_dir: str | Path) -> None:
