@@ -21,6 +21,7 @@ import simplestreams_sync
 import workload
 from charm_config import CharmConfig, format_errors
 from simplestreams_sync.state import utc_now
+from simplestreams_sync.text import shorten
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
     def _on_collect_status(self, event: ops.CollectStatusEvent) -> None:
         config, problem = self._load_config()
         if problem:
-            event.add_status(ops.BlockedStatus(_truncate(f"Invalid config: {problem}", 200)))
+            event.add_status(ops.BlockedStatus(shorten(f"Invalid config: {problem}", 200)))
         _, modifier_problem = self._image_modifier()
         if modifier_problem:
             event.add_status(ops.BlockedStatus(modifier_problem))
@@ -290,19 +291,19 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         if config.use_swift and object_store_missing(result):
             return ops.BlockedStatus("No object-store endpoint in keystone: images sync but no metadata is "
                                      "published; add swift or ceph-radosgw, or set use_swift=false")
+        if sync_failed(result, publishing=config.use_swift):
+            retry = "run sync-images"
+            if config.run:
+                retry = f"next try {workload.cron_description(config.frequency, self.unit.name)}, or {retry}"
+            return ops.BlockedStatus(f"{failed_sync_summary(result)}; {retry}")
         return ops.ActiveStatus(f"Unit is ready ({last_sync_summary(result)})")
 
 
 # --- what status and the action say (pure functions of the engine's state files) ---------------------
 
-def _truncate(text: str, limit: int = MAX_STATUS_DETAIL) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _last_line(text: str) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
-    return _truncate(lines[-1], 300) if lines else "no error output"
+    return shorten(lines[-1], 300) if lines else "no error output"
 
 
 def _format_time(timestamp: str | None) -> str:
@@ -322,11 +323,20 @@ def progress_message(progress: dict) -> str:
     done, total = progress.get("bytes_done") or 0, progress.get("bytes_total") or 0
     if total:
         detail += f", {min(100, 100 * done // total)}%"
-    return f"Syncing {_truncate(str(item))} ({detail})"
+    return f"Syncing {shorten(str(item), MAX_STATUS_DETAIL)} ({detail})"
 
 
 def object_store_missing(result: dict) -> bool:
     return bool(result.get("object_store_missing"))
+
+
+def sync_failed(result: dict, publishing: bool = True) -> bool:
+    """Whether the last run failed. Without publishing (use_swift=false since), a run whose errors
+    came from a missing object store did not fail at what is still asked of it."""
+    if result.get("dry_run"):
+        return False
+    errors = result.get("errors") and (publishing or not result.get("object_store_missing"))
+    return bool(result.get("failed") or errors)
 
 
 def last_sync_summary(result: dict) -> str:
@@ -334,12 +344,18 @@ def last_sync_summary(result: dict) -> str:
     when = _format_time(result.get("finished") or result.get("started"))
     if result.get("dry_run"):
         return f"last sync {when}: dry run, {len(result.get('would_create') or [])} would be created"
-    summary = (f"last sync {when}: {len(result.get('created') or [])} created, "
-               f"{len(result.get('failed') or [])} failed")
-    errors = result.get("errors") or []
-    if errors:
-        summary += f"; error: {_truncate(errors[0], 80)}"
-    return summary
+    return (f"last sync {when}: {len(result.get('created') or [])} created, "
+            f"{len(result.get('failed') or [])} failed")
+
+
+def failed_sync_summary(result: dict) -> str:
+    """E.g. 'Last sync failed 2026-11-24 10:02 UTC (1 created, 1 failed): ubuntu-…: HTTP 500' from
+    last-sync.json: when, the counts, and the first reason, shortened without losing its end."""
+    when = _format_time(result.get("finished") or result.get("started"))
+    counts = f"{len(result.get('created') or [])} created, {len(result.get('failed') or [])} failed"
+    reasons = [f"{failure.get('name')}: {failure.get('error')}" for failure in result.get("failed") or []]
+    reasons = (result.get("errors") or []) + reasons
+    return f"Last sync failed {when} ({counts}): {shorten(reasons[0], 160)}"
 
 
 def action_results(lines: list[str], result: dict | None, dry_run: bool) -> dict:
@@ -370,7 +386,7 @@ def failure_reason(result: dict | None, stderr: str) -> str:
         return _last_line(stderr)
     reasons = [f"{failure.get('name')}: {failure.get('error')}" for failure in result.get("failed") or []]
     reasons += result.get("errors") or []
-    return _truncate("; ".join(reasons), 500) if reasons else _last_line(stderr)
+    return shorten("; ".join(reasons), 500) if reasons else _last_line(stderr)
 
 
 if __name__ == "__main__":  # pragma: nocover

@@ -7,11 +7,13 @@ directory and fake programs (see tests/unit/conftest.py); nothing here reads Juj
 
 from __future__ import annotations
 
+import calendar
 import json
 import logging
 import os
 import queue
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -190,8 +192,9 @@ def write_ca_bundle(certificates: list[str]) -> str | None:
     return str(PATHS.ca_bundle)
 
 
-def install_trusted_cas(certificates: list[str]) -> bool:
-    """Make the machine trust exactly these extra CAs (one file each); update the store if it changed."""
+def install_trusted_cas(certificates: list[str], fresh: bool = False) -> bool:
+    """Make the machine trust exactly these extra CAs (one file each); update the store if it changed.
+    `fresh` rebuilds the store's links from scratch, so none is left pointing at a removed file."""
     wanted = {f"{TRUST_STORE_PREFIX}{index}.crt": cert for index, cert in enumerate(certificates)}
     changed = False
     for name, cert in wanted.items():
@@ -201,17 +204,17 @@ def install_trusted_cas(certificates: list[str]) -> bool:
             if stale.name not in wanted:
                 changed |= remove_file(stale)
     if changed:
-        subprocess.run([*UPDATE_CA_CERTIFICATES], check=True, capture_output=True, text=True)
+        subprocess.run([*UPDATE_CA_CERTIFICATES, *["--fresh"] * fresh], check=True, capture_output=True, text=True)
     return changed
 
 
 def remove_all() -> None:
-    """Undo what the charm wrote (the unit is being removed)."""
+    """Undo what the charm wrote (the unit is being removed): everything but the sync log."""
     write_cron(None)
-    for path in (PATHS.identity, PATHS.mirrors, PATHS.keyring, PATHS.ca_bundle):
-        remove_file(path)
-    install_trusted_cas([])
     remove_nrpe_check()
+    install_trusted_cas([], fresh=True)
+    shutil.rmtree(PATHS.config_dir, ignore_errors=True)
+    shutil.rmtree(PATHS.state_dir, ignore_errors=True)
 
 
 # --- running the sync -----------------------------------------------------------------------------
@@ -222,8 +225,9 @@ def sync_argv(dry_run: bool = False, full_check: bool = False) -> list[str]:
 
 
 def python_path(charm_dir: Path) -> str:
-    """The charm's own import path: its venv and src, plus whatever else of the charm dir it runs with."""
-    entries = [str(charm_dir / "venv"), str(charm_dir / "src")]
+    """The charm's own import path: its src (ENGINE's python is the venv's), plus whatever else of the
+    charm dir it runs with."""
+    entries = [str(charm_dir / "src")]
     charm_dir_text = str(charm_dir.resolve())
     entries += [entry for entry in sys.path if entry.startswith(charm_dir_text + os.sep)]
     return os.pathsep.join(dict.fromkeys(entries))
@@ -338,6 +342,17 @@ def cron_schedule(frequency: str, seed: str) -> str:
         "daily": f"{minute} {hour} * * *",
         "weekly": f"{minute} {hour} * * {weekday}",
     }[frequency]
+
+
+def cron_description(frequency: str, seed: str) -> str:
+    """When cron runs the sync, in words: 'hourly at :07', 'daily at 04:07', 'on Tuesdays at 04:07'."""
+    minute, hour, _, _, weekday = cron_schedule(frequency, seed).split()
+    if frequency == "hourly":
+        return f"hourly at :{int(minute):02d}"
+    at = f"at {int(hour):02d}:{int(minute):02d}"
+    if frequency == "daily":
+        return f"daily {at}"
+    return f"on {calendar.day_name[(int(weekday) - 1) % 7]}s {at}"
 
 
 def cron_entry(frequency: str, seed: str, charm_dir: Path) -> str:

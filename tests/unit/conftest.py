@@ -83,8 +83,12 @@ class Machine:
     background_syncs: list = field(default_factory=list)
     real_start_background_sync: object = None
 
+    def ca_update_calls(self) -> list[str]:
+        """The arguments of each update-ca-certificates run."""
+        return self.ca_updates.read_text().splitlines() if self.ca_updates.exists() else []
+
     def ca_update_count(self) -> int:
-        return len(self.ca_updates.read_text().splitlines()) if self.ca_updates.exists() else 0
+        return len(self.ca_update_calls())
 
     def write_result(self, **result) -> None:
         data = {"started": "2026-11-24T09:40:00Z", "finished": "2026-11-24T10:02:41Z", "dry_run": False,
@@ -118,7 +122,8 @@ def machine(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
                    real_start_background_sync=workload.start_background_sync)
     monkeypatch.setattr(workload, "PATHS", paths)
     monkeypatch.setattr(workload, "UPDATE_CA_CERTIFICATES",
-                        [sys.executable, "-c", f"open({str(ca_updates)!r}, 'a').write('run\\n')"])
+                        [sys.executable, "-c",
+                         f"import sys; open({str(ca_updates)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')"])
     monkeypatch.setattr(workload, "install_packages", lambda: fake.installed.append(list(workload.PACKAGES)))
 
     def start_background_sync(charm_dir: Path) -> int:

@@ -32,8 +32,7 @@ def test_runs_the_engine_with_the_rendered_files(ctx, state, fake_engine, machin
 
     (call,) = engine.calls
     assert call["argv"] == ["--mirrors", str(machine.paths.mirrors), "--identity", str(machine.paths.identity)]
-    venv, src = call["pythonpath"].split(":")[:2]
-    assert venv.endswith("/venv") and src.endswith("/src")
+    assert call["pythonpath"].split(":")[0].endswith("/src")
     assert machine.paths.mirrors.exists() and machine.paths.identity.exists()
 
 

@@ -41,7 +41,7 @@ def test_cron_runs_the_engine_with_the_charms_python_environment(ctx, keystone, 
 
     entry = _entry(machine)
     command = entry.split(" root ", 1)[1]
-    assert re.search(r"PYTHONPATH=\S*/venv:\S*/src\b", command)
+    assert re.search(r"PYTHONPATH=\S*/src\b", command)
     assert f"{sys.executable} -m simplestreams_sync --mirrors {machine.paths.mirrors} " \
            f"--identity {machine.paths.identity}" in command
     assert command.endswith(f">> {machine.paths.log_file} 2>&1")
@@ -100,6 +100,28 @@ def test_remove_deletes_the_entry_and_the_credentials(ctx, keystone, vault, mach
     assert not machine.paths.cron_file.exists()
     assert not machine.paths.identity.exists()
     assert list(machine.paths.ca_dir.glob("*.crt")) == []
+
+
+def test_remove_rebuilds_the_trust_store_from_scratch(ctx, keystone, vault, machine):
+    state = testing.State(leader=True, relations=[keystone, vault])
+    ctx.run(ctx.on.config_changed(), state)
+
+    ctx.run(ctx.on.remove(), state)
+
+    assert machine.ca_update_calls()[-1] == "--fresh"
+
+
+def test_remove_leaves_only_the_sync_log(ctx, keystone, machine):
+    state = testing.State(leader=True, config={"run": True}, relations=[keystone])
+    ctx.run(ctx.on.config_changed(), state)
+    machine.write_result()
+    machine.paths.log_file.parent.mkdir(parents=True, exist_ok=True)
+    machine.paths.log_file.write_text("created 1: auto-sync/x\n")
+
+    ctx.run(ctx.on.remove(), state)
+
+    left = [path for path in machine.root.rglob("*") if path.is_file()]
+    assert left == [machine.paths.log_file]
 
 
 def test_non_leader_has_no_entry_and_says_so(ctx, keystone, machine):
