@@ -25,6 +25,7 @@ from tests.localcloud.source import (  # noqa: E402
     file_digests,
     make_qcow2,
     make_test_key,
+    processes_mentioning,
     qemu_img_available,
     tamper_signed_file,
 )
@@ -146,18 +147,6 @@ def test_key_close_stops_gpg_agent(tmp_path):
     key.clearsign("{}\n")  # signing starts the agent
     key.close()
     assert not processes_mentioning(str(key.home))
-
-
-def processes_mentioning(text: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if proc.name.isdigit() and text in cmdline:
-            pids.append(int(proc.name))
-    return pids
 
 
 # --- qcow2 items ----------------------------------------------------------------------------
