@@ -3,7 +3,7 @@
 run failed.
 
 The charm installs it as the NRPE command `check_glance_simplestreams_sync` when the
-nrpe-external-master relation exists (see workload.nrpe_check_argv). It runs as the nagios user with
+nrpe-external-master relation exists (see nrpe.check_argv). It runs as the nagios user with
 the machine's python3, so it uses the standard library only. It prints one line and exits with the
 Nagios code:
 
@@ -35,7 +35,7 @@ LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"
 RESULT_FILE = "last-sync.json"  # simplestreams_sync.state.RESULT_FILE
 METRICS_FILE = "glance_simplestreams_sync.prom"  # simplestreams_sync.metrics.METRICS_FILE
 METRICS_PREFIX = "glance_simplestreams_sync_"
-INSTALLED_FILE = "charm-nrpe-check.json"  # workload.Paths.nrpe_check_marker: {"installed": timestamp}
+INSTALLED_FILE = "charm-nrpe-check.json"  # host.Paths.nrpe_check_marker: {"installed": timestamp}
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 MAX_DETAIL = 200
 

@@ -1,6 +1,6 @@
 """Shared fixtures for the charm's state-transition tests (test_charm_*.py).
 
-In those tests every machine path of `workload` is redirected under tmp_path, update-ca-certificates
+In those tests every machine path of `host` is redirected under tmp_path, update-ca-certificates
 and the sync engine are replaced by small fake programs, and package installation and the background
 sync are recorded instead of run: the tests run as a normal user and never touch the real /etc.
 """
@@ -22,7 +22,9 @@ if str(ROOT / "src") not in sys.path:
 
 from ops import testing  # noqa: E402
 
-import workload  # noqa: E402
+import host  # noqa: E402
+
+import sync_process  # noqa: E402
 
 # Not a real CA; the charm only handles PEM text.
 CA_PEM = ("-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUVaultRootCA0000000000000000000wCgYIKoZIzj0EAwIw\n"
@@ -77,7 +79,7 @@ class Machine:
     """The fake machine: where the charm's files go and what it ran."""
 
     root: Path
-    paths: workload.Paths
+    paths: host.Paths
     ca_updates: Path
     installed: list = field(default_factory=list)
     background_syncs: list = field(default_factory=list)
@@ -116,24 +118,24 @@ def machine(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
         return None
     root = tmp_path / "machine"
     root.mkdir()
-    paths = workload.Paths.under(root)
+    paths = host.Paths.under(root)
     ca_updates = tmp_path / "update-ca-certificates.calls"
     fake = Machine(root=root, paths=paths, ca_updates=ca_updates,
-                   real_start_background_sync=workload.start_background_sync)
-    monkeypatch.setattr(workload, "PATHS", paths)
-    monkeypatch.setattr(workload, "UPDATE_CA_CERTIFICATES",
+                   real_start_background_sync=sync_process.start_background_sync)
+    monkeypatch.setattr(host, "PATHS", paths)
+    monkeypatch.setattr(host, "UPDATE_CA_CERTIFICATES",
                         [sys.executable, "-c",
                          f"import sys; open({str(ca_updates)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')"])
-    monkeypatch.setattr(workload, "install_packages", lambda: fake.installed.append(list(workload.PACKAGES)))
+    monkeypatch.setattr(host, "install_packages", lambda: fake.installed.append(list(host.PACKAGES)))
 
     def start_background_sync(charm_dir: Path) -> int:
-        fake.background_syncs.append(workload.sync_argv())
+        fake.background_syncs.append(sync_process.sync_argv())
         return 4242
 
-    monkeypatch.setattr(workload, "start_background_sync", start_background_sync)
+    monkeypatch.setattr(sync_process, "start_background_sync", start_background_sync)
     # An engine that does not exist: a test that runs the sync must say what the engine does.
-    monkeypatch.setattr(workload, "ENGINE", [sys.executable, str(tmp_path / "no-such-engine.py")])
-    for variable in workload.PROXY_VARIABLES.values():
+    monkeypatch.setattr(sync_process, "ENGINE", [sys.executable, str(tmp_path / "no-such-engine.py")])
+    for variable in host.PROXY_VARIABLES.values():
         monkeypatch.delenv(variable, raising=False)
     return fake
 
@@ -164,7 +166,7 @@ def fake_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         spec = {"stdout": list(stdout), "exit": exit_code, "stderr": stderr, "result": result,
                 "sleep": sleep, "calls": str(engine.calls_file)}
         (directory / "fake-engine.json").write_text(json.dumps(spec))
-        monkeypatch.setattr(workload, "ENGINE", [sys.executable, str(directory / "fake_engine.py")])
+        monkeypatch.setattr(sync_process, "ENGINE", [sys.executable, str(directory / "fake_engine.py")])
         return engine
 
     return make

@@ -299,7 +299,7 @@ def test_the_script_uses_the_standard_library_only():
     code = ("import sys, runpy; sys.argv = ['x', '--help']\n"
             "try:\n    runpy.run_path(%r, run_name='__main__')\nexcept SystemExit:\n    pass\n"
             "third = sorted(name for name in sys.modules if name.split('.')[0] in "
-            "('ops', 'yaml', 'pydantic', 'jinja2', 'simplestreams_sync', 'simplestreams', 'workload'))\n"
+            "('ops', 'yaml', 'pydantic', 'jinja2', 'simplestreams_sync', 'simplestreams', 'host', 'sync_process', 'nrpe'))\n"
             "print(third)") % str(SCRIPT)
     process = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
 
