@@ -430,7 +430,7 @@ class LocalCloud:
             "fernet_tokens": {"key_repository": f"{keystone}/fernet-keys"},
             "fernet_receipts": {"key_repository": f"{keystone}/fernet-keys"},
             "credential": {"key_repository": f"{keystone}/credential-keys"},
-            # bcrypt's default cost makes each password check take ~0.25 s; this is a test cloud.
+            # bcrypt's default cost makes every password check slow; this is a test cloud.
             # (max_password_length=72, bcrypt's limit, only silences a warning on every login.)
             "identity": {"password_hash_rounds": "4", "max_password_length": "72"},
             "oslo_policy": {"enforce_new_defaults": "true", "enforce_scope": "true"},

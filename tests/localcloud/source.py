@@ -93,7 +93,7 @@ def processes_mentioning(text: str) -> list[int]:
 
 
 def make_test_key(gnupg_home: Path, name: str = "Test Image Signer") -> TestKey:
-    """Generate an unprotected ed25519 signing key in a private GnuPG home (about 0.1 s)."""
+    """Generate an unprotected ed25519 signing key in a private GnuPG home."""
     gnupg_home = Path(gnupg_home).resolve()
     gnupg_home.mkdir(parents=True, exist_ok=True)
     gnupg_home.chmod(0o700)
