@@ -37,6 +37,7 @@ import argparse
 import email.utils
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -200,7 +201,8 @@ class SourceRequestHandler(BaseHTTPRequestHandler):
         size = file.stat().st_size
         etag, last_modified = self._validators(file, url_path)
         ranges_honoured = not (kind == "drop" and fault.get("ranges") is False)
-        start, end = self._requested_range(size, etag, last_modified) if ranges_honoured else (0, size)
+        ranged = ranges_honoured and self._range_applies(etag, last_modified)
+        start, end = self._requested_range(size) if ranged else (0, size)
         if start >= size and size > 0:
             return self._send_message(416, f"range not satisfiable: {self.headers.get('Range')}", entry,
                                       {"Content-Range": f"bytes */{size}"})
@@ -210,7 +212,7 @@ class SourceRequestHandler(BaseHTTPRequestHandler):
         if kind in ("drop", "stall") and send_body:
             cut = self.server.faults.take_offset(url_path, fault, start, end)
             body_end = cut if cut is not None else end
-        entry.status = 206 if (start, end) != (0, size) and kind != "short" else 200
+        entry.status = 206 if ranged and kind != "short" else 200
         self.send_response(entry.status)
         self.send_header("Content-Type", content_type(file))
         self.send_header("Content-Length", str(end - start))
@@ -239,19 +241,17 @@ class SourceRequestHandler(BaseHTTPRequestHandler):
         etag = f'"{stat.st_size:x}-{stat.st_mtime_ns:x}-{generation}"'
         return etag, email.utils.formatdate(stat.st_mtime + generation, usegmt=True)
 
-    def _requested_range(self, size: int, etag: str, last_modified: str) -> tuple[int, int]:
-        """[start, end) of the file to send: a single `bytes=N-` or `bytes=N-M` range, else all of it."""
+    def _range_applies(self, etag: str, last_modified: str) -> bool:
+        """A single byte range was asked for, and If-Range (if any) names the current file."""
         header = self.headers.get("Range", "")
         if_range = self.headers.get("If-Range")
-        if not header.startswith("bytes=") or "," in header or (if_range and if_range not in (etag, last_modified)):
-            return 0, size
-        first, _, last = header[len("bytes="):].partition("-")
-        try:
-            start = int(first)
-            end = min(int(last) + 1, size) if last else size
-        except ValueError:
-            return 0, size
-        return start, end
+        return (re.fullmatch(r"bytes=\d+-\d*", header) is not None
+                and (if_range is None or if_range in (etag, last_modified)))
+
+    def _requested_range(self, size: int) -> tuple[int, int]:
+        """[start, end) of the file that the Range header asks for."""
+        first, _, last = self.headers["Range"][len("bytes="):].partition("-")
+        return int(first), min(int(last) + 1, size) if last else size
 
     def _stall(self, seconds: float) -> None:
         """Send nothing for `seconds`, or until the client closes its side."""
