@@ -133,8 +133,10 @@ class _Service:
 
 class LocalCloud:
     def __init__(self, workdir: Path, region: str = "RegionOne", image_conversion: bool = False,
-                 tls: bool = False):
+                 tls: bool = False, token_lifetime: int | None = None, glance_options: dict | None = None):
         self.workdir = Path(workdir).resolve()
+        self.token_lifetime = token_lifetime  # seconds: keystone's [token] expiration (default 1 hour)
+        self.glance_options = glance_options or {}  # extra glance-api.conf [DEFAULT] options, e.g. image_size_cap
         self.region = region
         self.image_conversion = image_conversion
         self.tls = tls
@@ -426,7 +428,8 @@ class LocalCloud:
         return {
             "DEFAULT": {"use_stderr": "true"},
             "database": {"connection": f"sqlite:///{keystone}/keystone.db"},
-            "token": {"provider": "fernet"},
+            "token": {"provider": "fernet",
+                      **({"expiration": str(self.token_lifetime)} if self.token_lifetime else {})},
             "fernet_tokens": {"key_repository": f"{keystone}/fernet-keys"},
             "fernet_receipts": {"key_repository": f"{keystone}/fernet-keys"},
             "credential": {"key_repository": f"{keystone}/credential-keys"},
@@ -445,6 +448,7 @@ class LocalCloud:
                 "enabled_backends": "local:file",
                 "enabled_import_methods": "[glance-direct,web-download]",
                 "worker_self_reference_url": self.glance_url,
+                **{name: str(value) for name, value in self.glance_options.items()},
             },
             # PITFALL: not sqlite: concurrent uploads/updates got 500 "database is locked" there.
             "database": {"connection": f"postgresql+psycopg2://{GLANCE_DB}:{self._passwords['glance-db']}"
