@@ -1,7 +1,7 @@
 """The sync-images action: runs the engine now and reports its output, failures and the lock."""
 
 import pytest
-from conftest import METADATA_URL
+from tests.charm.relation_data import METADATA_URL
 from ops import testing
 
 CREATED = ["created 6f1c…01: auto-sync/ubuntu-24.04-amd64-20261120-disk1.img",

@@ -1,4 +1,4 @@
-"""Shared fixtures for the charm's state-transition tests (test_charm_*.py).
+"""Shared fixtures for the charm's state-transition tests.
 
 In those tests every machine path of `host` is redirected under tmp_path, update-ca-certificates
 and the sync engine are replaced by small fake programs, and package installation and the background
@@ -15,38 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from ops import testing
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT / "src") not in sys.path:
-    sys.path.insert(0, str(ROOT / "src"))
+import host
+import sync_process
 
-from ops import testing  # noqa: E402
-
-import host  # noqa: E402
-
-import sync_process  # noqa: E402
-
-# Not a real CA; the charm only handles PEM text.
-CA_PEM = ("-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUVaultRootCA0000000000000000000wCgYIKoZIzj0EAwIw\n"
-          "-----END CERTIFICATE-----\n")
-CHAIN_PEM = ("-----BEGIN CERTIFICATE-----\nMIIBtDCCAVqgAwIBAgIUIntermediate00000000000000000wCgYIKoZIzj0EAwIw\n"
-             "-----END CERTIFICATE-----\n")
-OPERATOR_CA_PEM = (
-    "-----BEGIN CERTIFICATE-----\nMIIBsTCCAVegAwIBAgIUOperatorCA00000000000000000wCgYIKoZIzj0EAwIw\n"
-    "-----END CERTIFICATE-----\n")
-OPERATOR_CA_B64 = base64.b64encode(OPERATOR_CA_PEM.encode()).decode()
-
-KEYSTONE_V3 = {
-    "service_host": "10.5.0.10", "service_port": "5000", "service_protocol": "https",
-    "auth_host": "10.5.0.11", "auth_port": "35357", "auth_protocol": "https",
-    "internal_host": "10.5.0.12", "internal_port": "5000", "internal_protocol": "https",
-    "api_version": "3",
-    "service_username": "image-stream", "service_password": "s3cret-pw",
-    "service_tenant": "services", "service_tenant_id": "0f1e2d",
-    "service_domain": "service_domain", "service_domain_id": "9a8b7c",
-}
-
-METADATA_URL = "https://swift.example:443/v1/AUTH_0f1e2d/simplestreams/data"
+from tests.charm.relation_data import CA_PEM, CHAIN_PEM, KEYSTONE_V3
 
 FAKE_ENGINE = r'''
 import json, os, sys, time
@@ -112,10 +86,8 @@ class Machine:
 
 
 @pytest.fixture(autouse=True)
-def machine(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Machine | None:
-    """For the charm's tests (test_charm_*.py) only: a fake machine under tmp_path."""
-    if not request.module.__name__.startswith("test_charm"):
-        return None
+def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Machine:
+    """A fake machine under tmp_path."""
     root = tmp_path / "machine"
     root.mkdir()
     paths = host.Paths.under(root)

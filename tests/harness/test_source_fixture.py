@@ -13,13 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-REPO_ROOT = str(Path(__file__).resolve().parents[2])
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)  # so that `tests.localcloud` imports under plain `pytest`
+from simplestreams import mirrors, util
 
-from simplestreams import mirrors, util  # noqa: E402
-
-from tests.localcloud.source import (  # noqa: E402
+from tests.localcloud.source import (
     SourceBuilder,
     corrupt_item,
     file_digests,
@@ -29,7 +25,7 @@ from tests.localcloud.source import (  # noqa: E402
     qemu_img_available,
     tamper_signed_file,
 )
-from tests.localcloud.source_server import SourceServer  # noqa: E402
+from tests.localcloud.source_server import SourceServer
 
 needs_qemu_img = pytest.mark.skipif(
     not qemu_img_available(), reason="qemu-img missing: apt-get install qemu-utils")
