@@ -14,7 +14,7 @@ from typing import Callable
 from .config import IdentityConfig, SyncConfig
 from .glance import VERIFIED_PROPERTY, UNFINISHED_STATUSES, GlanceStore, image_properties
 from .openstack import Cloud, CloudError, image_ids_in_use
-from .publish import ObjectStoreMissing, SwiftPublisher, image_ids_tree
+from .publish import CONTAINER, PUBLIC_READ_ACL, ObjectStoreMissing, SwiftPublisher, image_ids_tree
 from .modify import ModifyHookError, modified_image, run_modify_hook
 from .retention import plan_retention
 from .source import HttpSession, SourceError, SourceImage, open_url_chunks, read_source
@@ -312,6 +312,9 @@ class SyncRun:
             return None
         self.result.published = True
         self.result.metadata_url = publisher.metadata_url
+        if publisher.repaired_acl is not None:
+            self.out(f"repaired the read ACL of container {CONTAINER}: it was {publisher.repaired_acl!r}, "
+                     f"anonymous readers need {PUBLIC_READ_ACL!r}")
         if changed:
             self.out(f"published metadata for {len(images)} images to {publisher.metadata_url}")
         else:
@@ -336,6 +339,8 @@ class SyncRun:
             glance_list_url=glance_list_url(glance.endpoint, cloud.project_id, self.content_id),
             glance_images=glance_fingerprint(images, self.content_id, cloud.project_id),
             content_id=self.content_id, project_id=cloud.project_id, swift_objects=swift_objects,
+            swift_container=publisher.container_url if publisher else "",
+            swift_read_acl=publisher.read_acl if publisher else "",
             swift_proxy=cloud.object_store_proxy(publisher.storage_url) if publisher else None,
             metadata_url=publisher.metadata_url if publisher else "", image_count=image_count)
 
