@@ -1,17 +1,20 @@
 """The published metadata as its readers (Juju, anonymous) see it: readable, and naming only images
-that are active in Glance."""
+that are active in Glance, whatever happens to the object store between upload and publish."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import requests
 
-from tests.functional.conftest import our_images, published_image_ids, published_products
+from tests.functional.conftest import created_ids, our_images, published_image_ids, published_products
 
 pytestmark = pytest.mark.functional
 
 QUICK = "(quick check; --full-check redoes it all)"
 PUBLIC_READ_ACL = ".r:*,.rlistings"
+HELD_BYTES = 64 * 1024  # what the source sends of a held image before the test lets the rest go
 
 
 def read_by_anyone(cloud, content_id: str) -> set[str]:
@@ -32,6 +35,51 @@ def assert_readers_see_only_active_images(glance, cloud, content_id: str) -> set
 
 def container_read_acl(cloud) -> str:
     return cloud.sync_session().head(f"{cloud.swift_url}/simplestreams").headers.get("X-Container-Read", "")
+
+
+def test_superseded_image_stays_until_metadata_without_it_is_published(source, sync, glance, cloud, tmp_path):
+    source.add_image(serial="20210101", seed=720)
+    source.write()
+    mirrors = [sync.mirror(source.url)]
+    first = sync.run(mirrors)
+    assert first.returncode == 0, first.stderr
+    old_id = created_ids(first.stdout)[0]
+    assert assert_readers_see_only_active_images(glance, cloud, sync.content_id) == {old_id}
+
+    newer = source.add_image(serial="20210201", seed=721)
+    source.write()
+    release = tmp_path / "release-upload"
+    source.server.set_faults({"/" + newer.path: {"kind": "hold", "after": HELD_BYTES, "until": str(release)}})
+    running = sync.start(mirrors)
+    try:
+        sync.wait_for_progress(lambda progress: progress.get("phase") == "uploading")
+        cloud.stop_service("swift-proxy")  # the upload cannot end before the release: this is before publish
+        release.touch()
+        stdout, stderr = running.communicate(timeout=300)
+    finally:
+        release.touch()
+        running.kill()
+        cloud.start_service("swift-proxy")
+
+    assert running.returncode == 1
+    new_id = created_ids(stdout)[0]
+    assert f"kept {old_id}: auto-sync/ubuntu-focal-20.04-amd64-server-20210101-disk1.img " \
+           "(superseded, kept until metadata without it is published)" in stdout
+    assert f"deleted {old_id}" not in stdout
+    assert f"error: metadata not published: object store: cannot connect to {cloud.swift_url}/simplestreams " \
+           "([Errno 111] Connection refused): check that the object store" in stderr
+    last = json.loads((sync.state_dir / "last-sync.json").read_text())
+    assert [image["id"] for image in last["kept"]] == [old_id] and last["deleted"] == []
+    assert assert_readers_see_only_active_images(glance, cloud, sync.content_id) == {old_id}
+
+    source.server.clear_faults()
+    recovery = sync.run(mirrors)
+
+    assert recovery.returncode == 0, recovery.stderr
+    assert QUICK not in recovery.stdout
+    assert recovery.stdout.index("published metadata for 1 images") < recovery.stdout.index(f"deleted {old_id}")
+    assert assert_readers_see_only_active_images(glance, cloud, sync.content_id) == {new_id}
+    assert [image["id"] for image in our_images(glance, sync.content_id)] == [new_id]
 
 
 @pytest.mark.parametrize("extra", [[], ["--full-check"]], ids=["quick-check-falls-through", "full-check"])
