@@ -200,21 +200,25 @@ def _without_updated(data: dict) -> dict:
 
 def ensure_public_container(send, container_url: str) -> tuple[str, str | None]:
     """Create the container readable by anyone, or give an existing one that read ACL again; return
-    its read ACL and, when it had to be set again, the one found. `send(method, url, **kwargs)` makes
-    one request to the object store and returns its answer whatever the status.
+    its read ACL as the store reports it and, when it had to be set again, the one found.
+    `send(method, url, **kwargs)` makes one request to the object store and returns its answer
+    whatever the status.
 
     An existing container's ACL is set with POST: Swift also accepts a PUT, but Ceph RGW answers a PUT
     of an existing container whose ACL differs with 409 BucketAlreadyExists and keeps the old ACL."""
-    found = checked(send("HEAD", container_url), "HEAD", container_url, allow=(404,))
+    def head():
+        return checked(send("HEAD", container_url), "HEAD", container_url, allow=(404,))
+
+    found = head()
     if found.status_code == 404:
         headers = {"X-Container-Read": PUBLIC_READ_ACL}
         created = checked(send("PUT", container_url, headers=headers), "PUT", container_url, allow=(409,))
         if created.status_code != 409:
-            return PUBLIC_READ_ACL, None
-        found = checked(send("HEAD", container_url), "HEAD", container_url, allow=(404,))  # made meanwhile?
+            return _read_acl(head()), None
+        found = head()  # made meanwhile, or another account's
         if found.status_code == 404:
             raise CloudError(f"object store: PUT {container_url}: {refusal(created, NAME_TAKEN)}")
-    acl = found.headers.get("X-Container-Read", "")
+    acl = _read_acl(found)
     if grants_public_read(acl):
         return acl, None
     try:
@@ -223,7 +227,12 @@ def ensure_public_container(send, container_url: str) -> tuple[str, str | None]:
         raise CloudError(f"container {CONTAINER} at {container_url} has read ACL {acl!r}, which keeps anonymous "
                          f"readers (Juju) out, and setting {PUBLIC_READ_ACL!r} failed: {error}; set it as the "
                          f"container's owner: swift post -r '{PUBLIC_READ_ACL}' {CONTAINER}") from None
-    return PUBLIC_READ_ACL, acl
+    return _read_acl(head()), acl
+
+
+def _read_acl(head_answer) -> str:
+    """The read ACL in a HEAD answer, in the store's own spelling (RGW may order the grants otherwise)."""
+    return head_answer.headers.get("X-Container-Read", "")
 
 
 def checked(response, method: str, url: str, allow: tuple[int, ...] = ()):
