@@ -128,13 +128,13 @@ class SwiftPublisher:
             if published_entry and _without_updated(published_entry) == _without_updated(entry):
                 published = self._read(path, default={})
                 if _without_updated(published) == _without_updated(tree):
-                    self._check_anonymous_reads({path: published, INDEX_PATH: index})
+                    self._check_anonymous_reads(tree["content_id"], published, published_entry)
                     return False
             self._put(path, tree)
             index["index"][tree["content_id"]] = entry
             index["updated"] = tree["updated"]
             self._put(INDEX_PATH, index)
-            self._check_anonymous_reads({path: tree, INDEX_PATH: index})
+            self._check_anonymous_reads(tree["content_id"], tree, entry)
             return True
         except ks_exceptions.SSLError as error:  # before ConnectionError, its base class
             raise CloudError(f"object store {self.storage_url}: {describe(error)}") from None
@@ -143,24 +143,34 @@ class SwiftPublisher:
         except ks_exceptions.ClientException as error:
             raise CloudError(f"object store {self.storage_url}: {describe(error)}") from None
 
-    def _check_anonymous_reads(self, expected: dict[str, dict]) -> None:
-        """Each object read without a token must be what the object store holds for us."""
-        for path, data in expected.items():
-            url = self._object_url(path)
-            response = self.session.request(url, "GET", authenticated=False, raise_exc=False)
-            if response.status_code >= 400:
-                todo = (f"container {CONTAINER} has read ACL {self.read_acl!r}, which lets anyone read, so the "
-                        "object store itself refuses anonymous reads: check that it serves public containers "
-                        "(Swift: delay_auth_decision in the proxy's authtoken filter; Ceph RGW: "
-                        "rgw swift account in url = true)")
-                raise CloudError(f"anonymous readers cannot read {url}: {refusal(response, todo)}")
-            try:
-                served = response.json()
-            except ValueError:
-                served = None
-            if served != data:
-                raise CloudError(f"anonymous readers of {url} get other content than the sync stored there "
-                                 "(a cache or proxy in between?); they must get the same bytes")
+    def _check_anonymous_reads(self, content_id: str, products: dict, entry: dict) -> None:
+        """Read without a token, as Juju does, our products file and our entry of the index (other
+        clouds' entries may change meanwhile) must be what the object store holds for us."""
+        path = products_path(content_id)
+        if self._read_anonymously(path) != products:
+            raise self._served_otherwise(path)
+        index = self._read_anonymously(INDEX_PATH)
+        entries = index.get("index") if isinstance(index, dict) else None
+        if not isinstance(entries, dict) or entries.get(content_id) != entry:
+            raise self._served_otherwise(INDEX_PATH)
+
+    def _served_otherwise(self, path: str) -> CloudError:
+        return CloudError(f"anonymous readers of {self._object_url(path)} get other content than the sync "
+                          "stored there (a cache or proxy in between?); they must get what is stored")
+
+    def _read_anonymously(self, path: str):
+        url = self._object_url(path)
+        response = self.session.request(url, "GET", authenticated=False, raise_exc=False)
+        if response.status_code >= 400:
+            todo = (f"container {CONTAINER} has read ACL {self.read_acl!r}, which lets anyone read, so the "
+                    "object store itself refuses anonymous reads: check that it serves public containers "
+                    "(Swift: delay_auth_decision in the proxy's authtoken filter; Ceph RGW: "
+                    "rgw swift account in url = true)")
+            raise CloudError(f"anonymous readers cannot read {url}: {refusal(response, todo)}")
+        try:
+            return response.json()
+        except ValueError:
+            return None
 
     # -- requests ---------------------------------------------------------------------------------
     def _object_url(self, path: str) -> str:
