@@ -11,6 +11,7 @@ from keystoneauth1 import exceptions as ks_exceptions
 
 from ._simplestreams import util
 from .openstack import Cloud, CloudError, describe
+from .text import shorten
 
 LOG = logging.getLogger(__name__)
 
@@ -290,14 +291,9 @@ def refusal(response, todo: str = "") -> str:
 
 def answer_text(body: str, reason: str = "") -> str:
     """The words of an error body (HTML or XML tags dropped, entities decoded, whitespace collapsed),
-    without a repeat of the HTTP reason phrase."""
+    without a repeat of the HTTP reason phrase; a page-long one keeps its start and its end."""
     pieces = [" ".join(html.unescape(piece).split()) for piece in re.split(r"<[^>]*>", body)]
-    pieces = [piece for piece in pieces if piece and piece != reason]
-    text = ": ".join(pieces)
-    if len(text) > MAX_ANSWER_TEXT:
-        kept = text[:MAX_ANSWER_TEXT].rsplit(" ", 1)[0]
-        text = f"{kept} ... ({len(text) - len(kept)} more characters)"
-    return text
+    return shorten(": ".join(piece for piece in pieces if piece and piece != reason), MAX_ANSWER_TEXT)
 
 
 def unreachable(error: Exception) -> str:
