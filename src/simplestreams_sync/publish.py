@@ -218,7 +218,10 @@ def ensure_public_container(send, container_url: str) -> tuple[str, str | None]:
     An existing container's ACL is set with POST: Swift also accepts a PUT, but Ceph RGW answers a PUT
     of an existing container whose ACL differs with 409 BucketAlreadyExists and keeps the old ACL."""
     def head():
-        return checked(send("HEAD", container_url), "HEAD", container_url, allow=(404,))
+        answer = send("HEAD", container_url)
+        if answer.status_code == 403:
+            raise CloudError(f"object store: HEAD {container_url}: {refusal(answer, CONTAINER_FORBIDDEN)}")
+        return checked(answer, "HEAD", container_url, allow=(404,))
 
     found = head()
     if found.status_code == 404:
@@ -272,6 +275,10 @@ WHAT_TO_DO = {
     507: "the object store is out of space: free or add capacity, then run the sync again",
 }
 SERVER_FAILED = "the object store failed: see its logs; the next sync tries again"
+CONTAINER_FORBIDDEN = (f"the sync user may not use the container {CONTAINER}: another project may own a "
+                       "container of that name (Ceph RGW without implicit tenants shares names between "
+                       "projects), or the user lacks a role the object store treats as the account's operator "
+                       "(Swift: operator_roles of keystoneauth; Ceph RGW: rgw keystone accepted roles)")
 NAME_TAKEN = (f"the container {CONTAINER} cannot be created and is not this account's: on Ceph RGW bucket "
               "names are shared by all accounts unless rgw keystone implicit tenants is on, so another "
               "account may own a bucket of that name; remove that bucket or turn implicit tenants on")

@@ -111,6 +111,17 @@ def test_a_refused_head_is_an_error_with_its_reason():
         ensure_public_container(store, CONTAINER_URL)
 
 
+def test_a_container_the_sync_user_may_not_use_names_both_causes():
+    store = ObjectStore(answer(403, "Forbidden", "AccessDenied"))
+
+    with pytest.raises(CloudError) as raised:
+        ensure_public_container(store, CONTAINER_URL)
+
+    assert f"HEAD {CONTAINER_URL}: HTTP 403 Forbidden: AccessDenied; " in str(raised.value)
+    assert "another project may own a container of that name" in str(raised.value)
+    assert "lacks a role the object store treats as the account's operator" in str(raised.value)
+
+
 def test_grants_public_read_needs_both_read_and_listing():
     assert grants_public_read(" .r:* ,.rlistings")
     assert not grants_public_read(".r:*")
