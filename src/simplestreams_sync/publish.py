@@ -219,9 +219,12 @@ def ensure_public_container(send, container_url: str) -> tuple[str, str | None]:
     of an existing container whose ACL differs with 409 BucketAlreadyExists and keeps the old ACL."""
     def head():
         answer = send("HEAD", container_url)
-        if answer.status_code == 403:
-            raise CloudError(f"object store: HEAD {container_url}: {refusal(answer, CONTAINER_FORBIDDEN)}")
-        return checked(answer, "HEAD", container_url, allow=(404,))
+        if answer.status_code < 400 or answer.status_code == 404:
+            return answer
+        # A HEAD answer has no body: a GET's says why (Ceph RGW: AccessDenied, Swift: a page).
+        answer = send("GET", f"{container_url}?limit=1")
+        todo = CONTAINER_FORBIDDEN if answer.status_code == 403 else ""
+        raise CloudError(f"object store: GET {container_url}: {refusal(answer, todo)}")
 
     found = head()
     if found.status_code == 404:

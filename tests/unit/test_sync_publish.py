@@ -38,7 +38,7 @@ class ObjectStore:
         self.requests: list[tuple[str, str | None]] = []
 
     def __call__(self, method: str, url: str, **kwargs) -> requests.Response:
-        assert url == CONTAINER_URL
+        assert url == (f"{CONTAINER_URL}?limit=1" if method == "GET" else CONTAINER_URL)
         self.requests.append((method, kwargs.get("headers", {}).get("X-Container-Read")))
         return self.answers.pop(0)
 
@@ -103,21 +103,23 @@ def test_a_read_acl_that_cannot_be_set_names_the_container_the_acl_and_the_fix()
 
 
 def test_a_refused_head_is_an_error_with_its_reason():
-    store = ObjectStore(answer(401, "Unauthorized", "<html><h1>Unauthorized</h1><p>This server could not "
+    store = ObjectStore(answer(401, "Unauthorized"),
+                        answer(401, "Unauthorized", "<html><h1>Unauthorized</h1><p>This server could not "
                                                     "verify that you are authorized.</p></html>"))
 
-    with pytest.raises(CloudError, match=r"HEAD \S+: HTTP 401 Unauthorized: This server could not verify that "
+    with pytest.raises(CloudError, match=r"GET \S+: HTTP 401 Unauthorized: This server could not verify that "
                                          r"you are authorized\.; the object store did not accept"):
         ensure_public_container(store, CONTAINER_URL)
 
 
 def test_a_container_the_sync_user_may_not_use_names_both_causes():
-    store = ObjectStore(answer(403, "Forbidden", "AccessDenied"))
+    store = ObjectStore(answer(403, "Forbidden"), answer(403, "Forbidden", "AccessDenied"))
 
     with pytest.raises(CloudError) as raised:
         ensure_public_container(store, CONTAINER_URL)
 
-    assert f"HEAD {CONTAINER_URL}: HTTP 403 Forbidden: AccessDenied; " in str(raised.value)
+    assert store.requests == [("HEAD", None), ("GET", None)]  # the GET's answer has the reason
+    assert f"GET {CONTAINER_URL}: HTTP 403 Forbidden: AccessDenied; " in str(raised.value)
     assert "another project may own a container of that name" in str(raised.value)
     assert "lacks a role the object store treats as the account's operator" in str(raised.value)
 
