@@ -14,7 +14,7 @@ from typing import Callable
 from .config import IdentityConfig, SyncConfig
 from .glance import VERIFIED_PROPERTY, UNFINISHED_STATUSES, GlanceStore, image_properties
 from .openstack import Cloud, CloudError, image_ids_in_use
-from .publish import ObjectStoreMissing, SwiftPublisher, image_ids_tree
+from .publish import CONTAINER, PUBLIC_READ_ACL, ObjectStoreMissing, SwiftPublisher, image_ids_tree
 from .modify import ModifyHookError, modified_image, run_modify_hook
 from .retention import plan_retention
 from .source import HttpSession, SourceChanged, SourceError, SourceImage, open_url_chunks, read_source
@@ -25,6 +25,7 @@ from .unchanged import Record, code_fingerprint, glance_fingerprint, glance_list
 LOG = logging.getLogger(__name__)
 
 Output = Callable[[str], None]
+SUPERSEDED = "superseded by a newer version"
 
 RESTARTS = 2  # times an image starts again from its first byte when its source cannot resume a download
 
@@ -137,19 +138,27 @@ class SyncRun:
         missing = [image for image in desired if image.key not in have]
         if self.dry_run:
             self._report_would_create(missing)
-            self._apply_retention(cloud, glance, desired, verified)
+            for image in self._plan_retention(cloud, desired, verified):
+                self._delete(glance, image, SUPERSEDED)
             return
         created = self._upload_all(glance, missing, hash_algo)
         verified.extend(created)
-        verified = self._apply_retention(cloud, glance, desired, verified)
+        superseded = self._plan_retention(cloud, desired, verified)
+        superseded_ids = {image["id"] for image in superseded}
+        remaining = [image for image in verified if image["id"] not in superseded_ids]
         if self.config.set_latest_property:
-            self._mark_latest(glance, verified)
+            self._mark_latest(glance, remaining)
         with ThreadPoolExecutor(max_workers=1) as pool:
-            # Glance as this run leaves it, for the next run's quick check; listed while publishing.
-            final_listing = pool.submit(glance.owned_images, self.content_id) if self._clean() else None
-            publisher = self._publish(cloud, verified) if self.config.use_swift else None
+            # Glance as this run leaves it, for the next run's quick check: listed while publishing, or
+            # once the superseded images are gone.
+            final_listing = pool.submit(glance.owned_images, self.content_id) \
+                if self._clean() and not superseded else None
+            publisher = self._publish(cloud, remaining) if self.config.use_swift else None
+            self._retire(glance, superseded, metadata_updated=publisher is not None or not self.config.use_swift)
+            if superseded and self._clean():
+                final_listing = pool.submit(glance.owned_images, self.content_id)
         if final_listing is not None and self._clean():
-            self._record_observations(cloud, glance, final_listing, publisher, len(verified))
+            self._record_observations(cloud, glance, final_listing, publisher, len(remaining))
 
     def _settle_existing(self, glance: GlanceStore, owned: list[dict]) -> list[dict]:
         """Delete what an interrupted run left, adopt unmarked active images if their bytes check out."""
@@ -199,6 +208,12 @@ class SyncRun:
         self.out(f"deleted {image['id']}: {image.get('name')} ({reason})")
         self.result.deleted.append({"id": image["id"], "name": image.get("name"), "reason": reason})
         return True
+
+    def _kept(self, image: dict, reason: str) -> None:
+        self.out(f"kept {image['id']}: {image.get('name')} ({reason})")
+        with self._result_lock:
+            self.result.kept.append({"id": image["id"], "name": image.get("name"), "reason": reason})
+        self._unsettled = True
 
     def _report_would_create(self, images: list[SourceImage]) -> None:
         for image in images:
@@ -276,9 +291,9 @@ class SyncRun:
             return self._upload_from(glance, modified, name, properties, hash_algo)
 
     # -- after upload -----------------------------------------------------------------------------
-    def _apply_retention(self, cloud: Cloud, glance: GlanceStore, desired: list[SourceImage],
-                         verified: list[dict]) -> list[dict]:
-        """Delete superseded images (never protected or in-use ones); return the images that remain."""
+    def _plan_retention(self, cloud: Cloud, desired: list[SourceImage], verified: list[dict]) -> list[dict]:
+        """Say which images are kept although not selected, and why; return the superseded ones to delete
+        (never protected or in-use ones)."""
         all_read = not self._unreadable_mirrors
         plan = plan_retention(desired, verified, in_use=set(), all_sources_read=all_read)
         if plan.delete:
@@ -286,13 +301,19 @@ class SyncRun:
                 plan = plan_retention(desired, verified, in_use=image_ids_in_use(cloud), all_sources_read=all_read)
             except CloudError as error:
                 self._error(f"superseded images not deleted: {error}")
-                return verified
+                return []
         for image, reason in plan.keep:
-            self.out(f"kept {image['id']}: {image.get('name')} ({reason})")
-            self._unsettled = True
-        deleted_ids = {image["id"] for image in plan.delete
-                       if self._delete(glance, image, "superseded by a newer version")}
-        return [image for image in verified if image["id"] not in deleted_ids]
+            self._kept(image, reason)
+        return plan.delete
+
+    def _retire(self, glance: GlanceStore, superseded: list[dict], metadata_updated: bool) -> None:
+        """Delete the superseded images once the published metadata no longer names them: readers of
+        the metadata never get the id of a deleted image."""
+        for image in superseded:
+            if metadata_updated:
+                self._delete(glance, image, SUPERSEDED)
+            else:
+                self._kept(image, "superseded, kept until metadata without it is published")
 
     def _mark_latest(self, glance: GlanceStore, images: list[dict]) -> None:
         """`latest=true` on the newest image of each source + os_version + architecture, off the others."""
@@ -324,6 +345,9 @@ class SyncRun:
             return None
         self.result.published = True
         self.result.metadata_url = publisher.metadata_url
+        if publisher.repaired_acl is not None:
+            self.out(f"repaired the read ACL of container {CONTAINER}: it was {publisher.repaired_acl!r}, "
+                     f"anonymous readers need {PUBLIC_READ_ACL!r}")
         if changed:
             self.out(f"published metadata for {len(images)} images to {publisher.metadata_url}")
         else:
@@ -348,6 +372,8 @@ class SyncRun:
             glance_list_url=glance_list_url(glance.endpoint, cloud.project_id, self.content_id),
             glance_images=glance_fingerprint(images, self.content_id, cloud.project_id),
             content_id=self.content_id, project_id=cloud.project_id, swift_objects=swift_objects,
+            swift_container=publisher.container_url if publisher else "",
+            swift_read_acl=publisher.read_acl if publisher else "",
             swift_proxy=cloud.object_store_proxy(publisher.storage_url) if publisher else None,
             metadata_url=publisher.metadata_url if publisher else "", image_count=image_count)
 

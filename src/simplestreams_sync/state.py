@@ -59,6 +59,7 @@ class SyncResult:
     created: list[dict] = field(default_factory=list)  # {"id", "name"}
     would_create: list[dict] = field(default_factory=list)  # dry run: {"product", "version", "item", "name"}
     deleted: list[dict] = field(default_factory=list)  # {"id", "name", "reason"}
+    kept: list[dict] = field(default_factory=list)  # {"id", "name", "reason"}: not selected, yet kept
     failed: list[dict] = field(default_factory=list)  # {"name", "error"}
     errors: list[str] = field(default_factory=list)  # mirror-level or publish errors
     published: bool = False

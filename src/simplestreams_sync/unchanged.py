@@ -7,11 +7,11 @@ failed, nothing left for a later run to finish), it records what it observed in 
 - the bytes of its inputs (mirrors.yaml, identity.yaml, keyrings, CA file) and of this package's code;
 - the sha256 of every source document it read (index and products files);
 - what Glance listed of our images at the end of the run (every field of each);
-- the ETags of the metadata objects it published to Swift;
+- the ETags of the metadata objects it published to Swift, and the container's read ACL;
 - its token, the endpoints and how to reach them (CA, proxy).
 The next run first checks every one of those observations again, with the same token, all at once:
 the same source bytes (signed by the same keyring: the signature result cannot differ), the same
-images in Glance, the same objects in Swift. Only when all of them hold does it stop there, since the
+images in Glance, the same objects in Swift readable by the same ACL. Only when all of them hold does it stop there, since the
 full run would then read, plan and publish the very same things. Anything else (a changed or
 unreachable source, a Glance change, an expired or revoked token, a new config, new code) makes it
 fall through to the full run, which records afresh when it ends clean. It uses only the standard
@@ -56,6 +56,8 @@ class Record:
     content_id: str
     project_id: str
     swift_objects: dict[str, str] = field(default_factory=dict)  # object URL -> ETag
+    swift_container: str = ""            # URL of the metadata's container ...
+    swift_read_acl: str = ""             # ... and its X-Container-Read, as the run left it
     swift_proxy: str | None = None
     metadata_url: str = ""
     image_count: int = 0
@@ -137,6 +139,8 @@ def still_current(state_dir: str | Path) -> Record | None:
     checks.append(lambda: _glance_unchanged(record))
     checks += [lambda url=url, etag=etag: _swift_unchanged(record, url, etag)
                for url, etag in record.swift_objects.items()]
+    if record.swift_container:
+        checks.append(lambda: _swift_acl_unchanged(record))
     with ThreadPoolExecutor(max_workers=len(checks)) as pool:
         results = list(pool.map(_safely, checks))
     return record if all(results) else None
@@ -174,6 +178,12 @@ def _swift_unchanged(record: Record, url: str, etag: str) -> bool:
     with _open(url, {"X-Auth-Token": record.token}, method="HEAD", proxy=record.swift_proxy,
                verify=record.verify) as response:
         return response.headers.get("ETag", "").strip('"') == etag
+
+
+def _swift_acl_unchanged(record: Record) -> bool:
+    with _open(record.swift_container, {"X-Auth-Token": record.token}, method="HEAD", proxy=record.swift_proxy,
+               verify=record.verify) as response:
+        return response.headers.get("X-Container-Read", "") == record.swift_read_acl
 
 
 def _open(url: str, headers: dict, *, verify: str | bool, method: str = "GET", proxy: str | None = None):

@@ -242,6 +242,19 @@ def test_fault_replace_serves_other_file(server, tarball_source):
     assert hashlib.sha256(fetch(server.url + item.path).content).hexdigest() == other.sha256
 
 
+def test_fault_hold_sends_the_rest_once_released(server, tarball_source, tmp_path):
+    item = tarball(tarball_source)
+    release = tmp_path / "release"
+    server.set_faults({item.path: {"kind": "hold", "after": 1000, "until": str(release)}})
+    with requests.get(server.url + item.path, stream=True, timeout=10) as response:
+        first = response.raw.read(1000)
+        assert server.requests() == []  # still held: logged only once the response is sent
+        release.touch()
+        rest = response.raw.read()
+    assert first + rest == (tarball_source.root / item.path).read_bytes()
+    assert server.wait_for_requests(1)[0]["bytes_sent"] == item.size
+
+
 def test_fault_status_answers_code_the_given_times(server):
     server.set_faults({"streams/v1/index.sjson": {"kind": "status", "code": 503, "times": 2}})
     codes = [fetch(server.url + "streams/v1/index.sjson").status_code for _ in range(3)]

@@ -24,6 +24,9 @@ The faults file (JSON, re-read whenever it changes) maps a URL path to one fault
     {"kind": "short", "bytes": N}          honest Content-Length N, the first N bytes
     {"kind": "replace", "with": "<file>"}  serve that file's bytes instead
     {"kind": "slow", "bytes_per_second": N} serve the file at about that rate (to fault mid-transfer)
+    {"kind": "hold", "after": N, "until": "<file>"}
+                                           send N body bytes, then the rest once that file exists
+                                           (a test decides when the transfer may end)
     {"kind": "status", "code": 503, "times": 2}
                                            answer `code` to the first `times` requests (every
                                            request if times is absent), then serve normally
@@ -227,6 +230,10 @@ class SourceRequestHandler(BaseHTTPRequestHandler):
             with open(file, "rb") as f:
                 if kind == "slow":
                     self._send_file_slowly(f, start, body_end, fault["bytes_per_second"], entry)
+                elif kind == "hold":
+                    self._send_file(f, start, max(start, min(fault["after"], body_end)), entry)
+                    self._wait_for(Path(fault["until"]))
+                    self._send_file(f, start, body_end, entry)
                 else:
                     self._send_file(f, start, body_end, entry)
             if kind == "stall" and body_end < end:
@@ -277,6 +284,11 @@ class SourceRequestHandler(BaseHTTPRequestHandler):
                 break
             entry.bytes_sent += sent
             time.sleep(0.1)
+
+    @staticmethod
+    def _wait_for(path: Path) -> None:
+        while not path.exists():
+            time.sleep(0.05)
 
     def _send_message(self, status: int, text: str, entry: LogEntry, headers: dict | None = None) -> None:
         body = (text + "\n").encode()
