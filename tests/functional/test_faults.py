@@ -92,7 +92,7 @@ def test_wrong_password_is_a_clear_error_and_not_printed(source, sync, glance, c
 def test_swift_down_images_still_sync_and_next_run_publishes(source, sync, glance, cloud):
     source.add_image(seed=105)
     source.write()
-    with cloud.service_down("swift-proxy"):
+    with cloud.service_down(cloud.object_store_service, graceful=True):
         first = sync.run([sync.mirror(source.url)])
 
     assert first.returncode == 1
