@@ -119,6 +119,8 @@ class SwiftPublisher:
             index["updated"] = tree["updated"]
             self._put(INDEX_PATH, index)
             return True
+        except ks_exceptions.ConnectFailure:  # its text, cut to one line, would lose the reason behind the URL
+            raise CloudError(f"swift {self.storage_url}: cannot connect") from None
         except ks_exceptions.ClientException as error:
             raise CloudError(f"swift {self.storage_url}: {describe(error)}") from None
 
@@ -134,7 +136,7 @@ class SwiftPublisher:
     def _request(self, method: str, url: str, **kwargs):
         response = self.session.request(url, method, raise_exc=False, **kwargs)
         if response.status_code >= 400 and not (method == "GET" and response.status_code == 404):
-            raise CloudError(f"swift: {method} {url}: HTTP {response.status_code}")
+            raise CloudError(f"swift: {method} {url}: HTTP {response.status_code}{_error_code(response)}")
         return response
 
     def _read(self, path: str, default: dict) -> dict:
@@ -161,3 +163,12 @@ class SwiftPublisher:
 
 def _without_updated(data: dict) -> dict:
     return {key: value for key, value in data.items() if key != "updated"}
+
+
+def _error_code(response) -> str:
+    """Ceph RGW names the error in a one-word text/plain body (BucketAlreadyExists, AccessDenied,
+    NoSuchBucket); Swift's error bodies are HTML pages, left out."""
+    body = response.text.strip()
+    if response.headers.get("Content-Type", "").startswith("text/plain") and body.isalnum() and len(body) <= 64:
+        return f" {body}"
+    return ""
