@@ -11,7 +11,8 @@ at once. Keystone stays on sqlite (nothing writes to it concurrently).
 or, from a shell:  python -m tests.localcloud.cloud --workdir DIR [--tls] [--object-store rgw]
 
 The object store is OpenStack Swift, or with object_store="rgw" a real Ceph RGW serving the Swift API
-(tests/localcloud/rgw.py), registered in Keystone as the ceph-radosgw charm registers it.
+(tests/localcloud/rgw.py), registered in Keystone as the ceph-radosgw charm registers it, by default as
+with its namespace-tenants=true (rgw_namespace_tenants=False: as with the charm's default, false).
 
 With tls=True, LocalCloud makes a throw-away CA (workdir/tls/ca.pem, `cloud.ca_file`) and a server
 certificate for 127.0.0.1 and localhost signed by it, and Keystone, Glance and the Swift proxy answer
@@ -147,13 +148,14 @@ class _Service:
 
 class LocalCloud:
     def __init__(self, workdir: Path, region: str = "RegionOne", image_conversion: bool = False,
-                 tls: bool = False, object_store: str = "swift"):
+                 tls: bool = False, object_store: str = "swift", rgw_namespace_tenants: bool = True):
         if object_store not in OBJECT_STORE_SERVICES:
             raise ValueError(f"object_store must be one of {', '.join(OBJECT_STORE_SERVICES)}, not {object_store!r}")
         if tls and object_store != "swift":
             raise ValueError("tls=True is only implemented with object_store='swift'")
         self.workdir = Path(workdir).resolve()
         self.object_store = object_store
+        self.rgw_namespace_tenants = rgw_namespace_tenants
         self.region = region
         self.image_conversion = image_conversion
         self.tls = tls
@@ -202,7 +204,8 @@ class LocalCloud:
         self.postgres_port = self._services["postgres"].port
         if self.object_store == "rgw":
             self._ceph = rgw.CephRgw(self.workdir / "ceph", self._services["ceph-mon"].port,
-                                     self._services["rgw"].port, self._keystone_for_rgw())
+                                     self._services["rgw"].port, self._keystone_for_rgw(),
+                                     namespace_tenants=self.rgw_namespace_tenants)
         self._write_configs()
         self._define_commands()
         atexit.register(self.stop)

@@ -1,5 +1,7 @@
 """Ceph RGW for LocalCloud: one monitor, one OSD (memstore) and radosgw on 127.0.0.1, serving the Swift API
-with Keystone auth, configured as the ceph-radosgw charm does with `namespace-tenants=true`.
+with Keystone auth, configured and registered as the ceph-radosgw charm does with its `namespace-tenants`
+option true (each project's containers in its own namespace, the account in the URL) or false (the
+charm's default: one namespace for all projects' containers, no account in the URL).
 
 Debian's Ceph packages (ceph-mon, ceph-osd, radosgw, ceph-common; scripts/bootstrap installs them): no mgr,
 no cephx, no systemd, no containers. Every file (config, monitor and OSD data, admin sockets, crash dumps)
@@ -97,6 +99,7 @@ class CephRgw:
     mon_port: int
     rgw_port: int
     keystone: KeystoneForRgw
+    namespace_tenants: bool = True
     fsid: str = field(default_factory=lambda: str(uuid.uuid4()))
     osd_uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
 
@@ -109,8 +112,8 @@ class CephRgw:
         return f"http://127.0.0.1:{self.rgw_port}"
 
     def swift_url_template(self) -> str:
-        """The object-store endpoint, as the ceph-radosgw charm registers it (namespace-tenants=true)."""
-        return f"{self.url}/swift/v1/AUTH_$(project_id)s"
+        """The object-store endpoint, as the ceph-radosgw charm registers it."""
+        return f"{self.url}/swift/v1/AUTH_$(project_id)s" if self.namespace_tenants else f"{self.url}/swift/v1"
 
     # ------------------------------------------------------------------ config
 
@@ -164,8 +167,8 @@ class CephRgw:
                 "rgw frontends": f"beast endpoint=127.0.0.1:{self.rgw_port}",
                 "rgw data": f"{d}/rgw",
                 "rgw thread pool size": "32",
-                "rgw swift account in url": "true",
-                "rgw keystone implicit tenants": "true",
+                "rgw swift account in url": str(self.namespace_tenants).lower(),
+                "rgw keystone implicit tenants": str(self.namespace_tenants).lower(),
                 "rgw keystone url": ks.url,
                 "rgw keystone api version": "3",
                 "rgw keystone admin user": ks.user,
