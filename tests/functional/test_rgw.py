@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
+from simplestreams_sync.publish import CONTAINER, PUBLIC_READ_ACL
+
 from tests.functional.conftest import created_ids, our_images, published_image_ids, published_products
 from tests.localcloud.cloud import LocalCloud
 
@@ -36,9 +38,6 @@ from tests.functional.test_unchanged import (  # noqa: F401
 )
 
 pytestmark = pytest.mark.functional
-
-CONTAINER = "simplestreams"
-PUBLIC_READ_ACL = ".r:*,.rlistings"
 
 
 @pytest.fixture(scope="module")
@@ -174,5 +173,6 @@ def test_stop_leaves_no_ceph_daemon_running(cloud):
 
     assert not [name for name, pid in groups.items() if Path(f"/proc/{pid}").exists()]
     assert not LocalCloud.kill_leftovers(cloud.workdir)
-    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", urlparse(cloud.swift_url).port), 2):
+    rgw_port = urlparse(cloud.swift_url).port
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", rgw_port), timeout=2):
         pass

@@ -16,7 +16,9 @@ from tests.functional.test_rgw import container_url, empty_and_delete_container
 from tests.localcloud.cloud import LocalCloud
 
 # Publishing, and Juju's anonymous reads through the catalog's URL, work in the shared namespace too.
-from tests.functional.test_sync import test_metadata_in_swift_lists_exactly_the_active_images_and_is_public  # noqa: F401
+from tests.functional.test_sync import (  # noqa: F401
+    test_metadata_in_swift_lists_exactly_the_active_images_and_is_public,
+)
 
 pytestmark = pytest.mark.functional
 

@@ -196,8 +196,8 @@ class CephRgw:
         """Run before the monitor starts: its map and data directory."""
         monmap = str(self.directory / "monmap")
         return [
-            [_program("monmaptool"), "--create", "--fsid", self.fsid, "--addv", MON_ID, f"[v2:127.0.0.1:{self.mon_port}]",
-             monmap],
+            [_program("monmaptool"), "--create", "--fsid", self.fsid,
+             "--addv", MON_ID, f"[v2:127.0.0.1:{self.mon_port}]", monmap],
             [_program("ceph-mon"), "-c", str(self.conf), "--mkfs", "-i", MON_ID, "--monmap", monmap],
         ]  # fmt: skip
 
