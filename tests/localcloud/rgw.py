@@ -23,6 +23,7 @@ import subprocess
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 # (name, ready path) in start order, as in cloud.SERVICES; None: not HTTP (see CephRgw.ready_checks).
 RGW_SERVICES = (("ceph-mon", None), ("ceph-osd", None), ("rgw", "/"))
@@ -212,7 +213,7 @@ class CephRgw:
     def admin_command(self, action: str, *args: str) -> list[str]:
         return [SYSTEM_PYTHON, "-c", _ADMIN_SCRIPT, str(self.conf), str(ADMIN_TIMEOUT), action, *args]
 
-    def ready_checks(self, env: dict) -> dict[str, callable]:
+    def ready_checks(self, env: dict) -> dict[str, Callable[[], bool]]:
         """For the daemons that are not HTTP servers: a check that is True once the daemon serves."""
         return {"ceph-mon": lambda: self._admin_succeeds(env, "connect"),
                 "ceph-osd": lambda: self._admin_succeeds(env, "osd-up")}  # fmt: skip
