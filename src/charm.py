@@ -9,18 +9,19 @@ reports the sync's progress and results in `juju status`.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
-
 import ops
 import pydantic
-import yaml
 
 import certificates
+import host
 import identity_service
-import simplestreams_sync
-import workload
+import nrpe
+import sync_process
 from charm_config import CharmConfig, format_errors
 from simplestreams_sync.state import utc_now
+from simplestreams_sync.text import shorten
+from sync_report import (action_failure, action_results, failed_sync_summary, last_sync_summary,
+                         object_store_missing, progress_message, sync_failed)
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,6 @@ IDENTITY = "identity-service"
 CERTIFICATES = "certificates"
 IMAGE_MODIFIER = "image-modifier"
 NRPE = "nrpe-external-master"
-MAX_STATUS_DETAIL = 100
 PROGRESS_INTERVAL = 10.0  # seconds between status updates while the action syncs
 
 
@@ -53,19 +53,22 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
     # --- event handlers ---------------------------------------------------------------------------
 
     def _on_install(self, event: ops.InstallEvent) -> None:
-        workload.install_packages()
+        host.install_packages()
         self._reconcile()
 
     def _on_reconcile(self, event: ops.EventBase) -> None:
         self._reconcile()
 
     def _on_remove(self, event: ops.RemoveEvent) -> None:
-        workload.remove_all()
+        """Undo what the charm wrote: everything but the sync log."""
+        sync_process.write_cron(None)
+        nrpe.remove_check()
+        host.remove_files()
 
     def _on_collect_status(self, event: ops.CollectStatusEvent) -> None:
         config, problem = self._load_config()
         if problem:
-            event.add_status(ops.BlockedStatus(_truncate(f"Invalid config: {problem}", 200)))
+            event.add_status(ops.BlockedStatus(shorten(f"Invalid config: {problem}", 200)))
         _, modifier_problem = self._image_modifier()
         if modifier_problem:
             event.add_status(ops.BlockedStatus(modifier_problem))
@@ -96,29 +99,22 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
             return
         dry_run = bool(event.params.get("dry-run", False))
         started = utc_now()
-        outcome = workload.run_sync(self.charm_dir, dry_run=dry_run,
+        outcome = sync_process.run_sync(self.charm_dir, dry_run=dry_run,
                                     full_check=bool(event.params.get("full-check", False)), on_line=event.log,
                                     on_tick=self._show_progress, tick=PROGRESS_INTERVAL)
-        result = workload.read_result()
+        result = sync_process.read_result()
         if result is not None and (result.get("started") or "") < started:
             result = None  # left by an earlier run
         event.set_results(action_results(outcome.stdout_lines, result, dry_run))
-        code = outcome.returncode
-        if code == simplestreams_sync.EXIT_FAILED:
-            event.fail(f"Sync finished with failures: {failure_reason(result, outcome.stderr)}")
-        elif code == simplestreams_sync.EXIT_CONFIG:
-            event.fail(f"The sync rejected its config files: {_last_line(outcome.stderr)}")
-        elif code == simplestreams_sync.EXIT_LOCKED:
-            event.fail("Another sync is already running (cron or another sync-images action); "
-                       f"try again when it has finished ({_last_line(outcome.stderr)})")
-        elif code != simplestreams_sync.EXIT_OK:
-            event.fail(f"The sync exited with code {code}: {_last_line(outcome.stderr)}")
+        failure = action_failure(outcome.returncode, result, outcome.stderr)
+        if failure:
+            event.fail(failure)
         if not dry_run:
             self._reconcile(first_sync=False)  # point the endpoint at freshly published metadata
 
     def _show_progress(self) -> None:
         """While the action runs no hook can update the status: show the sync's progress from here."""
-        progress = workload.read_progress()
+        progress = sync_process.read_progress()
         if progress is not None:
             self.unit.status = ops.ActiveStatus(progress_message(progress))
 
@@ -137,31 +133,31 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         self._send_requests(config)
         credentials = self._credentials()
         cas = self._ca_certificates(config, credentials)
-        workload.install_trusted_cas(cas)
-        ca_file = workload.write_ca_bundle(cas)
-        keyring = workload.write_keyring(config.custom_keyring)
-        sync = config.sync_config(keyring=keyring, state_dir=str(workload.PATHS.state_dir),
-                                  modify_hook=modify_hook, source_proxy=workload.model_proxy())
-        workload.render_mirrors(sync, self.unit.name)
+        host.install_trusted_cas(cas)
+        ca_file = host.write_ca_bundle(cas)
+        keyring = host.write_keyring(config.custom_keyring)
+        machine = {"state_dir": str(host.PATHS.state_dir), "modify_hook": modify_hook,
+                   "source_proxy": host.model_proxy(), **({"keyring": keyring} if keyring else {})}
+        host.write_config_file(host.PATHS.mirrors, config.sync_config(**machine), self.unit.name)
         identity = None
         if credentials is not None and credentials.v3:
             identity = credentials.identity_config(region=config.region, interface=config.interface,
                                                    ca_file=ca_file)
-        workload.render_identity(identity, self.unit.name)
+        host.write_config_file(host.PATHS.identity, identity, self.unit.name)
         scheduled = identity is not None and config.run and self.unit.is_leader()
-        entry = workload.cron_entry(config.frequency, self.unit.name, self.charm_dir) if scheduled else None
-        workload.write_cron(entry)
+        entry = sync_process.cron_entry(config.frequency, self.unit.name, self.charm_dir) if scheduled else None
+        sync_process.write_cron(entry)
         if scheduled and first_sync:
             self._start_first_sync()
 
     def _start_first_sync(self) -> None:
         """Sync once soon after the unit can, instead of waiting for the first cron slot."""
-        result = workload.read_result()
+        result = sync_process.read_result()
         synced_before = result is not None and not result.get("dry_run")
-        if synced_before or workload.first_sync_requested() or workload.read_progress():
+        if synced_before or sync_process.first_sync_requested() or sync_process.read_progress():
             return
-        pid = workload.start_background_sync(self.charm_dir)
-        workload.mark_first_sync_requested(pid)
+        pid = sync_process.start_background_sync(self.charm_dir)
+        sync_process.mark_first_sync_requested(pid)
 
     def _send_requests(self, config: CharmConfig) -> None:
         identity = self._relation(IDENTITY)
@@ -175,27 +171,23 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         vault = self._relation(CERTIFICATES)
         if vault is not None:
             vault.data[self.unit].update(
-                certificates.request(self.unit.name, workload.hostname(), [self._address(vault)]))
+                certificates.request(self.unit.name, host.hostname(), [self._address(vault)]))
 
     def _reconcile_nrpe(self, config: CharmConfig | None) -> None:
         """With nrpe-external-master: the Nagios check of the last sync in nrpe.d and `monitors` for the
         subordinate; without: no check. Invalid config leaves an installed check as it is."""
         relations = self.model.relations[NRPE]
         if not relations:
-            workload.remove_nrpe_check()
+            nrpe.remove_check()
             return
         if config is None:
             return
         standby = not self.unit.is_leader()
-        argv = workload.nrpe_check_argv(config.frequency, run=config.run, standby=standby)
+        argv = nrpe.check_argv(config.frequency, run=config.run, standby=standby)
         servicegroups = config.nagios_servicegroups or config.nagios_context
-        workload.install_nrpe_check(workload.nrpe_check_config(argv, servicegroups, self.unit.name),
-                                    expects_syncs=config.run and not standby)
-        settings = {
-            "nagios_hostname": f"{config.nagios_context}-{self.unit.name.replace('/', '-')}",
-            "nagios_host_context": config.nagios_context,
-            "monitors": yaml.safe_dump(workload.nrpe_monitors()),
-        }
+        nrpe.install_check(nrpe.check_config(argv, servicegroups, self.unit.name),
+                           expects_syncs=config.run and not standby)
+        settings = nrpe.relation_settings(config.nagios_context, self.unit.name)
         for relation in relations:
             data = relation.data[self.unit]
             changed = {key: value for key, value in settings.items() if data.get(key) != value}
@@ -205,7 +197,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
     def _metadata_url(self, identity: ops.Relation) -> str | None:
         """Where the sync published the metadata: `metadata_url` of last-sync.json, remembered in our
         application data on the relation so that a new leader keeps pointing keystone at it."""
-        url = ((workload.read_result() or {}).get("metadata_url") or "").rstrip("/")
+        url = ((sync_process.read_result() or {}).get("metadata_url") or "").rstrip("/")
         remembered = identity.data[self.app]
         if url:
             if remembered.get("metadata_url") != url:
@@ -232,7 +224,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
     def _address(self, relation: ops.Relation) -> str:
         binding = self.model.get_binding(relation)
         address = binding.network.ingress_address if binding is not None else None
-        return str(address) if address is not None else workload.hostname()
+        return str(address) if address is not None else host.hostname()
 
     def _credentials(self) -> identity_service.Credentials | None:
         relation = self._relation(IDENTITY)
@@ -279,98 +271,23 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         return None, None
 
     def _sync_status(self, config: CharmConfig) -> ops.StatusBase:
-        progress = workload.read_progress()
+        progress = sync_process.read_progress()
         if progress is not None:
             return ops.ActiveStatus(progress_message(progress))
-        result = workload.read_result()
+        result = sync_process.read_result()
         if result is None:
             if config.run:
-                return ops.ActiveStatus(f"Unit is ready (first sync pending, log: {workload.PATHS.log_file})")
+                return ops.ActiveStatus(f"Unit is ready (first sync pending, log: {host.PATHS.log_file})")
             return ops.ActiveStatus("Unit is ready (no sync yet: set run=true or run the sync-images action)")
         if config.use_swift and object_store_missing(result):
             return ops.BlockedStatus("No object-store endpoint in keystone: images sync but no metadata is "
                                      "published; add swift or ceph-radosgw, or set use_swift=false")
+        if sync_failed(result, publishing=config.use_swift):
+            retry = "run sync-images"
+            if config.run:
+                retry = f"next try {sync_process.cron_description(config.frequency, self.unit.name)}, or {retry}"
+            return ops.BlockedStatus(f"{failed_sync_summary(result)}; {retry}")
         return ops.ActiveStatus(f"Unit is ready ({last_sync_summary(result)})")
-
-
-# --- what status and the action say (pure functions of the engine's state files) ---------------------
-
-def _truncate(text: str, limit: int = MAX_STATUS_DETAIL) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return _truncate(lines[-1], 300) if lines else "no error output"
-
-
-def _format_time(timestamp: str | None) -> str:
-    try:
-        return datetime.strptime(timestamp or "", "%Y-%m-%dT%H:%M:%SZ").strftime("%Y-%m-%d %H:%M UTC")
-    except ValueError:
-        return timestamp or "unknown time"
-
-
-def progress_message(progress: dict) -> str:
-    """E.g. 'Syncing ubuntu-24.04 amd64 disk1.img (3 of 8, 41%)' from progress.json."""
-    item, index, count = progress.get("item"), progress.get("item_index") or 0, progress.get("item_count") or 0
-    if not item or not count:
-        phase = progress.get("phase") or "starting"
-        return f"Sync running ({phase}, since {_format_time(progress.get('started'))})"
-    detail = f"{index} of {count}"
-    done, total = progress.get("bytes_done") or 0, progress.get("bytes_total") or 0
-    if total:
-        detail += f", {min(100, 100 * done // total)}%"
-    return f"Syncing {_truncate(str(item))} ({detail})"
-
-
-def object_store_missing(result: dict) -> bool:
-    return bool(result.get("object_store_missing"))
-
-
-def last_sync_summary(result: dict) -> str:
-    """E.g. 'last sync 2026-11-24 10:02 UTC: 8 created, 0 failed' from last-sync.json."""
-    when = _format_time(result.get("finished") or result.get("started"))
-    if result.get("dry_run"):
-        return f"last sync {when}: dry run, {len(result.get('would_create') or [])} would be created"
-    summary = (f"last sync {when}: {len(result.get('created') or [])} created, "
-               f"{len(result.get('failed') or [])} failed")
-    errors = result.get("errors") or []
-    if errors:
-        summary += f"; error: {_truncate(errors[0], 80)}"
-    return summary
-
-
-def action_results(lines: list[str], result: dict | None, dry_run: bool) -> dict:
-    """The action's results: the engine's `created …` (or `would create …`) lines and the counts."""
-    created = [line for line in lines if line.startswith("created ")]
-    would_create = [line for line in lines if line.startswith("would create ")]
-    others = [line for line in lines if line.strip() and line not in created and line not in would_create]
-    results: dict = {"dry-run": dry_run}
-    if dry_run:
-        results["would-create-count"] = len(would_create)
-        if would_create:
-            results["would-create"] = "\n".join(would_create)
-    else:
-        results["created-count"] = len(created)
-        if created:
-            results["created"] = "\n".join(created)
-    if result is not None:
-        results["failed-count"] = len(result.get("failed") or [])
-        if result.get("errors"):
-            results["errors"] = "\n".join(result["errors"])
-    if others:
-        results["summary"] = others[-1]
-    return results
-
-
-def failure_reason(result: dict | None, stderr: str) -> str:
-    if result is None:
-        return _last_line(stderr)
-    reasons = [f"{failure.get('name')}: {failure.get('error')}" for failure in result.get("failed") or []]
-    reasons += result.get("errors") or []
-    return _truncate("; ".join(reasons), 500) if reasons else _last_line(stderr)
 
 
 if __name__ == "__main__":  # pragma: nocover

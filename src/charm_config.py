@@ -1,9 +1,8 @@
-"""The charm's options as a pydantic model, and their translation into the sync engine's mirrors.yaml.
+"""The charm's options as a pydantic model.
 
-Mirror entries and every option that ends up in mirrors.yaml are validated by the engine's own models
-(`simplestreams_sync.config.MirrorSpec` / `SyncConfig`): this module only parses what Juju hands over
-as strings (YAML list, `key=value` pairs, base64) and checks the options that exist only in the charm
-(`frequency`, `run`, ...).
+The options that shape a sync are the engine's own (`simplestreams_sync.config.SyncOptions`, which this
+model extends); this module adds the options that exist only in the charm (`run`, `frequency`, …) and
+parses what Juju hands over as strings (the YAML mirror list, `key=value` pairs, base64).
 """
 
 from __future__ import annotations
@@ -14,21 +13,9 @@ from typing import Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import field_validator
 
-from simplestreams_sync.config import DEFAULT_KEYRING, DEFAULT_STATE_DIR, MirrorSpec, SyncConfig
-
-# The latest official amd64 image of each of the last four Ubuntu LTS releases (20.04, 22.04, 24.04,
-# 26.04). config.yaml carries the same text as the option's default (a unit test keeps them equal).
-DEFAULT_MIRROR_LIST = """\
-- url: http://cloud-images.ubuntu.com/releases/
-  path: streams/v1/index.sjson
-  max: 1
-  item_filters:
-    - release~(focal|jammy|noble|resolute)
-    - arch~(x86_64|amd64)
-    - ftype~(disk1.img|disk.img)
-"""
+from simplestreams_sync.config import SyncConfig, SyncOptions
 
 
 def _decode_base64(value: str) -> bytes:
@@ -38,32 +25,18 @@ def _decode_base64(value: str) -> bytes:
         raise ValueError("not valid base64") from None
 
 
-class CharmConfig(BaseModel):
+class CharmConfig(SyncOptions):
     """The Juju options (dashes in option names become underscores, as `CharmBase.load_config` does)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
-    mirror_list: list[MirrorSpec] = Field(default=DEFAULT_MIRROR_LIST, validate_default=True)
     run: bool = False
     frequency: Literal["hourly", "daily", "weekly"] = "daily"
-    region: str = "RegionOne"
-    cloud_name: str = "glance-simplestreams-sync-openstack"
-    user_agent: str = "glance-simplestreams-sync"
-    name_prefix: str = "auto-sync/"
-    visibility: str = "public"  # validated by SyncConfig
-    custom_properties: dict[str, str] = Field(default_factory=dict)
-    set_latest_property: bool = False
-    content_id_template: str = "auto.sync"  # validated by SyncConfig
-    use_swift: bool = True
-    ignore_proxy_for_object_store: bool = True
     use_internal_endpoints: bool = False
     ssl_ca: str | None = None  # the decoded PEM text
     custom_keyring: bytes | None = None  # the decoded keyring
-    hypervisor_mapping: bool = False
-    image_import_conversion: bool = False
     nagios_context: str = "juju"
     nagios_servicegroups: str = ""
-    max_parallel: int = 4  # validated by SyncConfig
 
     @field_validator("mirror_list", mode="before")
     @classmethod
@@ -121,38 +94,10 @@ class CharmConfig(BaseModel):
             return value
         return _decode_base64(value)
 
-    @model_validator(mode="after")
-    def _valid_for_the_sync(self) -> CharmConfig:
-        """What goes into mirrors.yaml must satisfy the engine's SyncConfig; report it by option name."""
-        try:
-            self.sync_config(keyring=DEFAULT_KEYRING, state_dir=DEFAULT_STATE_DIR)
-        except pydantic.ValidationError as error:
-            raise ValueError(format_errors(error)) from None
-        return self
-
-    def sync_config(self, *, keyring: str | None, state_dir: str, modify_hook: str | None = None,
-                    source_proxy: dict[str, str] | None = None) -> SyncConfig:
-        """The content of mirrors.yaml (`keyring` None: the engine's default keyring)."""
-        return SyncConfig(
-            mirror_list=self.mirror_list,
-            name_prefix=self.name_prefix,
-            content_id_template=self.content_id_template,
-            region=self.region,
-            cloud_name=self.cloud_name,
-            user_agent=self.user_agent,
-            visibility=self.visibility,
-            custom_properties=self.custom_properties,
-            set_latest_property=self.set_latest_property,
-            hypervisor_mapping=self.hypervisor_mapping,
-            image_import_conversion=self.image_import_conversion,
-            use_swift=self.use_swift,
-            ignore_proxy_for_object_store=self.ignore_proxy_for_object_store,
-            keyring=keyring or DEFAULT_KEYRING,
-            state_dir=state_dir,
-            max_parallel=self.max_parallel,
-            modify_hook=modify_hook,
-            source_proxy=source_proxy or {},
-        )
+    def sync_config(self, **machine: object) -> SyncConfig:
+        """The content of mirrors.yaml: these options, and what only the machine knows (keyring path,
+        state dir, image-modifier hook, the model's proxy)."""
+        return SyncConfig(**self.sync_options(), **machine)
 
     @property
     def interface(self) -> Literal["public", "internal"]:

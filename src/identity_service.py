@@ -12,6 +12,8 @@ import binascii
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from simplestreams_sync.config import IdentityConfig
+
 SERVICE = "image-stream"
 REQUEST_KEYS = ("service", "region", "public_url", "internal_url", "admin_url")
 # keystone's answer is usable once all of these are set
@@ -64,19 +66,12 @@ class Credentials:
         return {"internal": self.internal_auth_url, "admin": self.admin_auth_url}.get(
             interface, self.public_auth_url)
 
-    def identity_config(self, *, region: str, interface: str, ca_file: str | None) -> dict:
-        """The content of identity.yaml (see `simplestreams_sync.config.IdentityConfig`)."""
-        return {
-            "auth_url": self.auth_url(interface),
-            "username": self.username,
-            "password": self.password,
-            "project_name": self.project_name,
-            "user_domain_name": self.domain_name,
-            "project_domain_name": self.domain_name,
-            "region": region,
-            "interface": interface,
-            "ca_file": ca_file,
-        }
+    def identity_config(self, *, region: str, interface: str, ca_file: str | None) -> IdentityConfig:
+        """The content of identity.yaml."""
+        return IdentityConfig(auth_url=self.auth_url(interface), username=self.username, password=self.password,
+                              project_name=self.project_name, user_domain_name=self.domain_name,
+                              project_domain_name=self.domain_name, region=region, interface=interface,
+                              ca_file=ca_file)
 
 
 def _url(data: Mapping[str, str], prefix: str, version: str) -> str | None:

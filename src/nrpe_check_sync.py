@@ -3,7 +3,7 @@
 run failed.
 
 The charm installs it as the NRPE command `check_glance_simplestreams_sync` when the
-nrpe-external-master relation exists (see workload.nrpe_check_argv). It runs as the nagios user with
+nrpe-external-master relation exists (see nrpe.check_argv). It runs as the nagios user with
 the machine's python3, so it uses the standard library only. It prints one line and exits with the
 Nagios code:
 
@@ -15,9 +15,8 @@ Nagios code:
   sync is older than `--max-age-seconds`; no sync has run for longer than that since the install.
 - UNKNOWN (3): the state cannot be read, or bad arguments.
 
-It reads `last-sync.json` in `--state-dir` (written by the sync engine). That file is private to root
-(mode 0600), so as nagios the check falls back to the engine's world-readable Prometheus textfile
-`glance_simplestreams_sync.prom`, which has the same times and counts but no image names or errors.
+It reads `last-sync.json` in `--state-dir`, which the sync engine writes readable by all (it holds no
+secret).
 """
 
 from __future__ import annotations
@@ -33,9 +32,7 @@ OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 
 RESULT_FILE = "last-sync.json"  # simplestreams_sync.state.RESULT_FILE
-METRICS_FILE = "glance_simplestreams_sync.prom"  # simplestreams_sync.metrics.METRICS_FILE
-METRICS_PREFIX = "glance_simplestreams_sync_"
-INSTALLED_FILE = "charm-nrpe-check.json"  # workload.Paths.nrpe_check_marker: {"installed": timestamp}
+INSTALLED_FILE = "charm-nrpe-check.json"  # host.Paths.nrpe_check_marker: {"installed": timestamp}
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 MAX_DETAIL = 200
 
@@ -107,31 +104,7 @@ def result_from_json(data: dict) -> dict:
         first_error = f"{failed[0].get('name')}: {failed[0].get('error')}"
     return {"finished": finished, "last_success": last_success, "ok": bool(ok),
             "failed": [str(item.get("name")) for item in failed], "failed_count": len(failed),
-            "error_count": len(errors), "first_error": first_error, "source": RESULT_FILE}
-
-
-def result_from_metrics(path: str) -> dict | None:
-    """The same from the Prometheus textfile (times and counts only), None if it does not exist."""
-    values = {}
-    try:
-        with open(path) as stream:
-            for line in stream:
-                parts = line.split()
-                if len(parts) == 2 and parts[0].startswith(METRICS_PREFIX):
-                    values[parts[0][len(METRICS_PREFIX):]] = float(parts[1])
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:
-        raise StateError(f"cannot read {path}: {error}") from None
-    if "last_run_timestamp_seconds" not in values:
-        raise StateError(f"cannot read {path}: no {METRICS_PREFIX}last_run_timestamp_seconds")
-    failed_count = int(values.get("last_run_images_failed", 0))
-    error_count = int(values.get("last_run_errors", 0))
-    return {"finished": values["last_run_timestamp_seconds"] or None,
-            "last_success": values.get("last_success_timestamp_seconds") or None,
-            "ok": values.get("last_run_success", 1) == 1 and not failed_count and not error_count,
-            "failed": [], "failed_count": failed_count, "error_count": error_count, "first_error": "",
-            "source": METRICS_FILE}
+            "error_count": len(errors), "first_error": first_error}
 
 
 def read_last_run(state_dir: str) -> dict | None:
@@ -140,10 +113,8 @@ def read_last_run(state_dir: str) -> dict | None:
     try:
         data = read_json(path)
     except PermissionError:
-        result = result_from_metrics(os.path.join(state_dir, METRICS_FILE))
-        if result is None:
-            raise StateError(f"cannot read {path}: permission denied, and no {METRICS_FILE}") from None
-        return result
+        raise StateError(f"cannot read {path}: permission denied (NRPE runs this check as nagios, who must be "
+                         "able to read it)") from None
     if data is None or data.get("dry_run"):
         return None
     return result_from_json(data)
@@ -194,8 +165,6 @@ def failure_message(result: dict) -> str:
         detail.append(f"first error: {truncate(result['first_error'])}")
     elif result["error_count"]:
         detail.append(f"{result['error_count']} error{'s' if result['error_count'] != 1 else ''}")
-    if result["source"] != RESULT_FILE:
-        detail.append(f"details in {RESULT_FILE}")
     detail.append(f"last success: {format_time(result['last_success'])}")
     return f"last sync {format_time(result['finished'])} failed: " + "; ".join(detail)
 

@@ -1,17 +1,8 @@
-"""Make `src/` (the charm and the sync engine) and the repo root (tests.localcloud) importable."""
+"""Fixtures for every test: the throw-away signing keys of the generated sources."""
 
-import sys
-from pathlib import Path
+import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-for path in (ROOT / "src", ROOT):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-
-import pytest  # noqa: E402
-
-from tests.localcloud.source import make_test_key  # noqa: E402
+from tests.localcloud.source import make_test_key
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import sys
 
 def _import_simplestreams_without_version_probe() -> None:
     """simplestreams.contentsource probes requests' version through distutils and pkg_resources when
-    first imported: 0.1 s, a tenth of a no-op sync. We never use its URL readers (source.py fetches
+    first imported, a noticeable part of a no-op sync. We never use its URL readers (source.py fetches
     with its own session), so the probe is skipped by making distutils.version unavailable during that
     one import; simplestreams then quietly selects its urllib reader, which we do not use either."""
     if "simplestreams.contentsource" in sys.modules:

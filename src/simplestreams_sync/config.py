@@ -76,12 +76,22 @@ class ProxySettings(BaseModel):
         return {scheme: url for scheme, url in proxies.items() if url}
 
 
-class SyncConfig(BaseModel):
-    """mirrors.yaml: the charm's options that shape a sync run."""
+# The latest official amd64 image of each of the last four Ubuntu LTS releases (20.04, 22.04, 24.04, 26.04).
+DEFAULT_MIRROR_LIST = [{
+    "url": "http://cloud-images.ubuntu.com/releases/",
+    "path": "streams/v1/index.sjson",
+    "max": 1,
+    "item_filters": ["release~(focal|jammy|noble|resolute)", "arch~(x86_64|amd64)", "ftype~(disk1.img|disk.img)"],
+}]
+
+
+class SyncOptions(BaseModel):
+    """The options that shape a sync run: each is a charm option (config.yaml) and a key of mirrors.yaml.
+    The charm's options (charm_config.CharmConfig) and mirrors.yaml (SyncConfig) both extend this."""
 
     model_config = ConfigDict(extra="forbid")
 
-    mirror_list: list[MirrorSpec] = Field(min_length=1)
+    mirror_list: list[MirrorSpec] = Field(default=DEFAULT_MIRROR_LIST, validate_default=True, min_length=1)
     name_prefix: str = DEFAULT_NAME_PREFIX
     content_id_template: str = DEFAULT_CONTENT_ID_TEMPLATE
     region: str = "RegionOne"
@@ -94,12 +104,7 @@ class SyncConfig(BaseModel):
     image_import_conversion: bool = False
     use_swift: bool = True
     ignore_proxy_for_object_store: bool = True
-    keyring: str = DEFAULT_KEYRING
-    state_dir: str = DEFAULT_STATE_DIR
     max_parallel: int = Field(default=4, ge=1, le=16)
-    modify_hook: str | None = None  # image-modifier script, run on a local copy of each image
-    import_timeout: int = Field(default=1800, ge=10)  # seconds to wait for Glance's import (conversion)
-    source_proxy: ProxySettings = Field(default_factory=ProxySettings)
 
     @field_validator("content_id_template")
     @classmethod
@@ -111,6 +116,20 @@ class SyncConfig(BaseModel):
         if keys - {"region"}:
             raise ValueError(f"{template!r} may only use {{region}}, not {sorted(keys - {'region'})}")
         return template
+
+    def sync_options(self) -> dict:
+        """This model's values of the shared options only (a subclass adds its own)."""
+        return {name: getattr(self, name) for name in SyncOptions.model_fields}
+
+
+class SyncConfig(SyncOptions):
+    """mirrors.yaml: the shared options, and what only the charm's machine knows."""
+
+    keyring: str = DEFAULT_KEYRING
+    state_dir: str = DEFAULT_STATE_DIR
+    modify_hook: str | None = None  # image-modifier script, run on a local copy of each image
+    import_timeout: int = Field(default=1800, ge=10)  # seconds to wait for Glance's import (conversion)
+    source_proxy: ProxySettings = Field(default_factory=ProxySettings)
 
     @property
     def content_id(self) -> str:
@@ -165,6 +184,12 @@ def _load_model(path: str | Path, model: type[BaseModel]):
         return model.model_validate(_load_yaml(path))
     except ValidationError as error:
         raise ConfigError(_format_validation_error(path, error)) from None
+
+
+def dump_yaml(model: BaseModel, header: str) -> str:
+    """A config file's text from its model: `header` as comment lines, then the values as YAML."""
+    comments = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
+    return comments + yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False)
 
 
 def load_sync_config(path: str | Path) -> SyncConfig:

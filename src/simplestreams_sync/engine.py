@@ -17,7 +17,7 @@ from .openstack import Cloud, CloudError, image_ids_in_use
 from .publish import ObjectStoreMissing, SwiftPublisher, image_ids_tree
 from .modify import ModifyHookError, modified_image, run_modify_hook
 from .retention import plan_retention
-from .source import HttpSession, SourceError, SourceImage, open_url_chunks, read_source
+from .source import HttpSession, SourceChanged, SourceError, SourceImage, open_url_chunks, read_source
 from .state import ProgressFile, SyncResult, utc_now
 from .transfer import VerificationError, VerifyingStream
 from .unchanged import Record, code_fingerprint, glance_fingerprint, glance_list_url
@@ -25,6 +25,8 @@ from .unchanged import Record, code_fingerprint, glance_fingerprint, glance_list
 LOG = logging.getLogger(__name__)
 
 Output = Callable[[str], None]
+
+RESTARTS = 2  # times an image starts again from its first byte when its source cannot resume a download
 
 
 class Progress:
@@ -237,14 +239,24 @@ class SyncRun:
 
     def _upload_from(self, glance: GlanceStore, image: SourceImage, name: str, properties: dict,
                      hash_algo: str) -> dict:
-        """Stream `image.url` into Glance, verified on the way."""
-        chunks, close = open_url_chunks(image.url, self.http)
-        try:
-            stream = VerifyingStream(image, chunks, hash_algo, on_bytes=self.progress.add_bytes)
-            convert_timeout = self.config.import_timeout if self.config.image_import_conversion else None
-            return glance.upload(image, name, properties, self.config.visibility, stream, convert_timeout)
-        finally:
-            close()
+        """Stream `image.url` into Glance, verified on the way; from the first byte again, into a new
+        Glance image, when the source cannot resume a dropped download."""
+        convert_timeout = self.config.import_timeout if self.config.image_import_conversion else None
+        restarts = 0
+        while True:
+            chunks, close = open_url_chunks(image.url, self.http)
+            stream = None
+            try:
+                stream = VerifyingStream(image, chunks, hash_algo, on_bytes=self.progress.add_bytes)
+                return glance.upload(image, name, properties, self.config.visibility, stream, convert_timeout)
+            except SourceChanged as error:
+                self.progress.add_bytes(-stream.size if stream else 0)
+                if restarts == RESTARTS:
+                    raise SourceChanged(f"{error} (after {RESTARTS} restarts)") from None
+                restarts += 1
+                self.out(f"restarting {name} from its first byte: {error}")
+            finally:
+                close()
 
     def _upload_modified(self, glance: GlanceStore, image: SourceImage, name: str, hash_algo: str) -> dict:
         """The image-modifier case: a verified local copy goes through the script, then to Glance."""

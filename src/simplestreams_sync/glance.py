@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import json
 import logging
+import re
 import time
 from typing import Iterable, Iterator
 
@@ -88,6 +89,11 @@ def _pieces(chunks: Iterable[bytes], size: int = UPLOAD_PIECE) -> Iterator[memor
             yield view[start:start + size]
 
 
+def _plain(body: str) -> str:
+    """Glance's error body (text or HTML) as one line: its status line, then the explanation."""
+    return " ".join(re.sub(r"<[^>]*>", " ", body).split())
+
+
 class GlanceStore:
     """The Glance side of a sync: list what we own, upload verified, delete what is wrong."""
 
@@ -163,8 +169,26 @@ class GlanceStore:
                                        timeout=UPLOAD_TIMEOUT)
         except (OSError, http.client.HTTPException, ks_exceptions.ClientException) as error:
             raise CloudError(f"glance: upload of {image_id} failed: {describe(error)}") from None
+        if status == 413:
+            raise CloudError(self._too_large(image_id, stream.image, _plain(body)))
         if status >= 400:
-            raise CloudError(f"glance: upload of {image_id} refused: HTTP {status} {body[:300].strip()}")
+            raise CloudError(f"glance: upload of {image_id} refused: HTTP {status} {_plain(body)[:300]}")
+
+    def _too_large(self, image_id: str, image: SourceImage, answer: str) -> str:
+        """What a 413 to an upload means: which of Glance's limits the image went over, and what to do."""
+        what = f"glance refused image {image_id} ({image.size} bytes)" if image.size else \
+            f"glance refused image {image_id}"
+        lowered = answer.lower()
+        if "storage quota" in lowered:
+            return (f"{what}: it would take project {self.cloud.project_id} over Glance's user_storage_quota "
+                    f"(Glance says: {answer}); delete images or raise user_storage_quota in glance-api.conf")
+        if "image_size_total" in lowered:
+            return (f"{what}: it would take project {self.cloud.project_id} over its image_size_total limit "
+                    f"(Keystone unified limits; Glance says: {answer}); raise that limit or delete images")
+        if "too large" in lowered:
+            return (f"{what}: larger than Glance's image_size_cap (Glance says: {answer}); raise image_size_cap "
+                    "in glance-api.conf, or leave the image out with item_filters")
+        return f"{what}: HTTP 413 {answer}"
 
     def _import_and_wait(self, image_id: str, timeout: int) -> dict:
         self._call(f"import {image_id}", self.client.images.image_import, image_id, method="glance-direct")

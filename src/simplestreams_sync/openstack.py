@@ -14,6 +14,7 @@ from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 
 from .config import IdentityConfig
+from .text import shorten
 
 # keystoneauth logs request bodies (credentials, tokens) at DEBUG: never let them through.
 for _noisy in ("keystoneauth", "keystoneauth1", "urllib3", "swiftclient", "glanceclient"):
@@ -128,12 +129,12 @@ class Cloud:
 
 def _short(error: Exception) -> str:
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return text[:300]
+    return shorten(text, 300)
 
 
 def describe(error: Exception) -> str:
     """One line for an OpenStack client error: OpenSSL's reason for a TLS failure (which a cut of the
-    whole message would lose), else the message's first line, cut at 300 characters."""
+    whole message would lose), else the message's first line, shortened to 300 characters."""
     if isinstance(error, ks_exceptions.SSLError) or "[SSL:" in str(error):
         return f"TLS {_ssl_reason(error)}"
     return _short(error)
@@ -141,7 +142,7 @@ def describe(error: Exception) -> str:
 
 def _ssl_reason(error: Exception) -> str:
     """OpenSSL's reason ("certificate verify failed: unable to get local issuer certificate"), which
-    keystoneauth buries at the end of a long message that _short() would cut."""
+    keystoneauth buries in a long message."""
     match = re.search(r"\[SSL: [A-Z0-9_]+\] (.+?) \(_ssl\.c:\d+\)", str(error)) or \
         re.search(r"\[SSL: [A-Z0-9_]+\] ([^'\"()]+)", str(error))
     return match.group(1).strip() if match else f"error: {_short(error)}"

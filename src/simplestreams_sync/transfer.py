@@ -13,7 +13,7 @@ import ssl
 from typing import Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
-from .source import SourceImage
+from .source import SourceError, SourceImage
 from .tls import tls_context
 
 
@@ -62,13 +62,16 @@ class VerifyingStream:
 
     def _source_chunks(self) -> Iterator[bytes]:
         """The source's chunks; a broken source connection is reported as the source's fault (the HTTP
-        stack sending to Glance would otherwise report it as a failed connection to Glance)."""
+        stack sending to Glance would otherwise report it as a failed connection to Glance). A
+        SourceError (a download that could not be resumed, or must restart) keeps its own words."""
         chunks = iter(self._chunks)
         while True:
             try:
                 chunk = next(chunks)
             except StopIteration:
                 return
+            except SourceError:
+                raise
             except Exception as error:  # noqa: BLE001 - urllib3/requests/OSError variants
                 raise VerificationError(f"{self.image.url}: reading the source failed after {self.size} "
                                         f"bytes: {type(error).__name__}") from None

@@ -19,7 +19,8 @@ from urllib.parse import urlparse
 
 import glanceclient
 import pytest
-import workload
+import host
+import sync_process
 from ops import testing
 import requests
 import yaml
@@ -198,13 +199,13 @@ def assert_cloud_is_clean(glance_client, cloud: LocalCloud, content_id: str, sou
 @pytest.fixture
 def charm_machine(tmp_path, monkeypatch):
     """The charm's machine paths under tmp_path; the real engine, importable from the repo's src/."""
-    paths = workload.Paths.under(tmp_path / "machine")
-    monkeypatch.setattr(workload, "PATHS", paths)
-    monkeypatch.setattr(workload, "UPDATE_CA_CERTIFICATES", ["true"])
-    monkeypatch.setattr(workload, "install_packages", lambda: None)
-    monkeypatch.setattr(workload, "start_background_sync", lambda charm_dir: 0)
-    monkeypatch.setattr(workload, "ENGINE", [sys.executable, "-m", "simplestreams_sync"])
-    monkeypatch.setattr(workload, "python_path", lambda charm_dir: str(SRC))
+    paths = host.Paths.under(tmp_path / "machine")
+    monkeypatch.setattr(host, "PATHS", paths)
+    monkeypatch.setattr(host, "UPDATE_CA_CERTIFICATES", ["true"])
+    monkeypatch.setattr(host, "install_packages", lambda: None)
+    monkeypatch.setattr(sync_process, "start_background_sync", lambda charm_dir: 0)
+    monkeypatch.setattr(sync_process, "ENGINE", [sys.executable, "-m", "simplestreams_sync"])
+    monkeypatch.setattr(sync_process, "python_path", lambda charm_dir: str(SRC))
     return paths
 
 

@@ -148,7 +148,8 @@ class _Service:
 
 class LocalCloud:
     def __init__(self, workdir: Path, region: str = "RegionOne", image_conversion: bool = False,
-                 tls: bool = False, object_store: str = "swift", rgw_namespace_tenants: bool = True):
+                 tls: bool = False, token_lifetime: int | None = None, glance_options: dict | None = None,
+                 object_store: str = "swift", rgw_namespace_tenants: bool = True):
         if object_store not in OBJECT_STORE_SERVICES:
             raise ValueError(f"object_store must be one of {', '.join(OBJECT_STORE_SERVICES)}, not {object_store!r}")
         if tls and object_store != "swift":
@@ -156,6 +157,8 @@ class LocalCloud:
         self.workdir = Path(workdir).resolve()
         self.object_store = object_store
         self.rgw_namespace_tenants = rgw_namespace_tenants
+        self.token_lifetime = token_lifetime  # seconds: keystone's [token] expiration (default 1 hour)
+        self.glance_options = glance_options or {}  # extra glance-api.conf [DEFAULT] options, e.g. image_size_cap
         self.region = region
         self.image_conversion = image_conversion
         self.tls = tls
@@ -486,11 +489,12 @@ class LocalCloud:
         return {
             "DEFAULT": {"use_stderr": "true"},
             "database": {"connection": f"sqlite:///{keystone}/keystone.db"},
-            "token": {"provider": "fernet"},
+            "token": {"provider": "fernet",
+                      **({"expiration": str(self.token_lifetime)} if self.token_lifetime else {})},
             "fernet_tokens": {"key_repository": f"{keystone}/fernet-keys"},
             "fernet_receipts": {"key_repository": f"{keystone}/fernet-keys"},
             "credential": {"key_repository": f"{keystone}/credential-keys"},
-            # bcrypt's default cost makes each password check take ~0.25 s; this is a test cloud.
+            # bcrypt's default cost makes every password check slow; this is a test cloud.
             # (max_password_length=72, bcrypt's limit, only silences a warning on every login.)
             "identity": {"password_hash_rounds": "4", "max_password_length": "72"},
             "oslo_policy": {"enforce_new_defaults": "true", "enforce_scope": "true"},
@@ -505,6 +509,7 @@ class LocalCloud:
                 "enabled_backends": "local:file",
                 "enabled_import_methods": "[glance-direct,web-download]",
                 "worker_self_reference_url": self.glance_url,
+                **{name: str(value) for name, value in self.glance_options.items()},
             },
             # PITFALL: not sqlite: concurrent uploads/updates got 500 "database is locked" there.
             "database": {"connection": f"postgresql+psycopg2://{GLANCE_DB}:{self._passwords['glance-db']}"

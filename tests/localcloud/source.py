@@ -19,6 +19,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ DEFAULT_PRODUCT_PREFIX = "com.ubuntu.cloud:server"
 LICENSE = "http://www.canonical.com/intellectual-property-policy"
 
 CHUNK_SIZE = 4 << 20
+AGENT_EXIT_WAIT = 30.0  # seconds a gpg-agent gets to exit before it is killed
 QCOW2_CLUSTER_SIZE = 64 << 10
 
 
@@ -55,11 +57,20 @@ class TestKey:
         )
 
     def close(self) -> None:
-        """Stop the gpg-agent (and any other daemon) started for this home."""
+        """Stop the gpg-agent (and any other daemon) started for this home, and wait until they are gone
+        (`gpgconf --kill` only asks them to exit); what still runs after a while is killed."""
         subprocess.run(
             ["gpgconf", "--homedir", str(self.home), "--kill", "all"],
             env=_gpg_env(self.home), capture_output=True, check=False,
         )
+        deadline = time.monotonic() + AGENT_EXIT_WAIT
+        while (pids := processes_mentioning(str(self.home))) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def __enter__(self) -> TestKey:
         return self
@@ -68,8 +79,21 @@ class TestKey:
         self.close()
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs of the processes whose command line contains `text`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if proc.name.isdigit() and text in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
 def make_test_key(gnupg_home: Path, name: str = "Test Image Signer") -> TestKey:
-    """Generate an unprotected ed25519 signing key in a private GnuPG home (about 0.1 s)."""
+    """Generate an unprotected ed25519 signing key in a private GnuPG home."""
     gnupg_home = Path(gnupg_home).resolve()
     gnupg_home.mkdir(parents=True, exist_ok=True)
     gnupg_home.chmod(0o700)

@@ -4,24 +4,40 @@ Run by SourceServer (below), or by hand:
 
     python -m tests.localcloud.source_server --root DIR --port 0 --port-file F --log F --faults F
 
+Files are served with an ETag, Last-Modified and `Accept-Ranges: bytes`; a single `Range: bytes=N-` or
+`bytes=N-M` is answered 206 (416 when N is past the end), unless an `If-Range` that is not the current
+ETag or Last-Modified asks for the whole file (200).
+
 Every request appends one JSON line to the log:
-    {"method", "path", "user_agent", "status", "bytes_sent", "fault"}
+    {"method", "path", "user_agent", "status", "bytes_sent", "fault", "range"}
 The faults file (JSON, re-read whenever it changes) maps a URL path to one fault:
-    {"kind": "truncate", "after": N}       full Content-Length, then close after N body bytes
+    {"kind": "truncate", "after": N}       full Content-Length, then close at file offset N
+    {"kind": "drop", "at": [N, ...], "ranges": true, "new_etag_after_drop": false}
+                                           close the connection once at each file offset N: the first
+                                           response that would send byte N ends just before it. With
+                                           "ranges": false, Range headers are ignored (always 200);
+                                           with "new_etag_after_drop", each drop gives the file a new
+                                           ETag and Last-Modified (as if it changed meanwhile)
+    {"kind": "stall", "at": N, "seconds": S}
+                                           once: send up to file offset N, then nothing for S seconds
+                                           (or until the client gives up), then close
     {"kind": "short", "bytes": N}          honest Content-Length N, the first N bytes
     {"kind": "replace", "with": "<file>"}  serve that file's bytes instead
     {"kind": "slow", "bytes_per_second": N} serve the file at about that rate (to fault mid-transfer)
     {"kind": "status", "code": 503, "times": 2}
                                            answer `code` to the first `times` requests (every
                                            request if times is absent), then serve normally
-Counters of status faults restart whenever the faults file changes.
+Counters of status faults, and which drops and stalls happened, restart whenever the faults file
+changes.
 """
 
 from __future__ import annotations
 
 import argparse
+import email.utils
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -47,6 +63,8 @@ class FaultTable:
         self._stamp: tuple | None = None
         self._faults: dict[str, dict] = {}
         self._status_answered: dict[str, int] = {}
+        self._offsets_done: dict[str, set[int]] = {}  # drop and stall offsets already applied
+        self._generation: dict[str, int] = {}  # how often the file "changed" (new_etag_after_drop)
         self._lock = threading.Lock()
 
     def fault_for(self, url_path: str) -> dict | None:
@@ -62,6 +80,22 @@ class FaultTable:
             self._status_answered[url_path] = answered + 1
             return fault
 
+    def take_offset(self, url_path: str, fault: dict, start: int, end: int) -> int | None:
+        """The first not yet applied drop or stall offset in [start, end), now marked applied."""
+        offsets = fault["at"] if fault["kind"] == "drop" else [fault["at"]]
+        with self._lock:
+            done = self._offsets_done.setdefault(url_path, set())
+            offset = min((o for o in offsets if start <= o < end and o not in done), default=None)
+            if offset is not None:
+                done.add(offset)
+                if fault.get("new_etag_after_drop"):
+                    self._generation[url_path] = self._generation.get(url_path, 0) + 1
+            return offset
+
+    def generation(self, url_path: str) -> int:
+        with self._lock:
+            return self._generation.get(url_path, 0)
+
     def _reload_if_changed(self) -> None:
         stamp = file_stamp(self.path) if self.path else None
         if stamp == self._stamp:
@@ -74,6 +108,8 @@ class FaultTable:
         self._stamp = stamp
         self._faults = {normalize_url_path(p): f for p, f in faults.items()}
         self._status_answered = {}
+        self._offsets_done = {}
+        self._generation = {}
 
 
 def file_stamp(path: Path) -> tuple | None:
@@ -109,6 +145,7 @@ class LogEntry:
     status: int = 0
     bytes_sent: int = 0
     fault: str | None = None
+    range: str | None = None  # the Range header, if any
 
 
 class SourceHTTPServer(ThreadingHTTPServer):
@@ -144,7 +181,7 @@ class SourceRequestHandler(BaseHTTPRequestHandler):
 
     def _serve(self, send_body: bool) -> None:
         url_path = normalize_url_path(self.path)
-        entry = LogEntry(self.command, url_path, self.headers.get("User-Agent"))
+        entry = LogEntry(self.command, url_path, self.headers.get("User-Agent"), range=self.headers.get("Range"))
         try:
             fault = self.server.faults.fault_for(url_path)
             entry.fault = fault["kind"] if fault else None
@@ -162,43 +199,91 @@ class SourceRequestHandler(BaseHTTPRequestHandler):
         if file is None:
             return self._send_message(404, "not found", entry)
         size = file.stat().st_size
-        content_length = min(fault["bytes"], size) if kind == "short" else size
-        body_length = min(fault["after"], size) if kind == "truncate" else content_length
-        entry.status = 200
-        self.send_response(200)
+        etag, last_modified = self._validators(file, url_path)
+        ranges_honoured = not (kind == "drop" and fault.get("ranges") is False)
+        ranged = ranges_honoured and self._range_applies(etag, last_modified)
+        start, end = self._requested_range(size) if ranged else (0, size)
+        if start >= size and size > 0:
+            return self._send_message(416, f"range not satisfiable: {self.headers.get('Range')}", entry,
+                                      {"Content-Range": f"bytes */{size}"})
+        if kind == "short":
+            start, end = 0, min(fault["bytes"], size)
+        body_end = max(start, min(fault["after"], end)) if kind == "truncate" else end
+        if kind in ("drop", "stall") and send_body:
+            cut = self.server.faults.take_offset(url_path, fault, start, end)
+            body_end = cut if cut is not None else end
+        entry.status = 206 if ranged and kind != "short" else 200
+        self.send_response(entry.status)
         self.send_header("Content-Type", content_type(file))
-        self.send_header("Content-Length", str(content_length))
+        self.send_header("Content-Length", str(end - start))
+        self.send_header("ETag", etag)
+        self.send_header("Last-Modified", last_modified)
+        if ranges_honoured:  # a server that ignores ranges usually just says nothing about them
+            self.send_header("Accept-Ranges", "bytes")
+        if entry.status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
         self.end_headers()
         if send_body:
             with open(file, "rb") as f:
                 if kind == "slow":
-                    self._send_file_slowly(f, body_length, fault["bytes_per_second"], entry)
+                    self._send_file_slowly(f, start, body_end, fault["bytes_per_second"], entry)
                 else:
-                    self._send_file(f, body_length, entry)
-        if kind == "truncate":
+                    self._send_file(f, start, body_end, entry)
+            if kind == "stall" and body_end < end:
+                self._stall(fault["seconds"])
+        if body_end < end:
             self.close_connection = True  # the client sees EOF before Content-Length
 
-    def _send_file(self, f, count: int, entry: LogEntry) -> None:
-        while entry.bytes_sent < count:
-            chunk = min(SENDFILE_CHUNK, count - entry.bytes_sent)
-            sent = self.connection.sendfile(f, entry.bytes_sent, chunk)
+    def _validators(self, file: Path, url_path: str) -> tuple[str, str]:
+        """ETag and Last-Modified of the file; both change with each simulated change of the file."""
+        stat = file.stat()
+        generation = self.server.faults.generation(url_path)
+        etag = f'"{stat.st_size:x}-{stat.st_mtime_ns:x}-{generation}"'
+        return etag, email.utils.formatdate(stat.st_mtime + generation, usegmt=True)
+
+    def _range_applies(self, etag: str, last_modified: str) -> bool:
+        """A single byte range was asked for, and If-Range (if any) names the current file."""
+        header = self.headers.get("Range", "")
+        if_range = self.headers.get("If-Range")
+        return (re.fullmatch(r"bytes=\d+-\d*", header) is not None
+                and (if_range is None or if_range in (etag, last_modified)))
+
+    def _requested_range(self, size: int) -> tuple[int, int]:
+        """[start, end) of the file that the Range header asks for."""
+        first, _, last = self.headers["Range"][len("bytes="):].partition("-")
+        return int(first), min(int(last) + 1, size) if last else size
+
+    def _stall(self, seconds: float) -> None:
+        """Send nothing for `seconds`, or until the client closes its side."""
+        self.connection.settimeout(seconds)
+        try:
+            self.connection.recv(1)
+        except (TimeoutError, OSError):
+            pass
+
+    def _send_file(self, f, start: int, end: int, entry: LogEntry) -> None:
+        while start + entry.bytes_sent < end:
+            chunk = min(SENDFILE_CHUNK, end - start - entry.bytes_sent)
+            sent = self.connection.sendfile(f, start + entry.bytes_sent, chunk)
             if sent == 0:
                 break
             entry.bytes_sent += sent
 
-    def _send_file_slowly(self, f, count: int, bytes_per_second: int, entry: LogEntry) -> None:
+    def _send_file_slowly(self, f, start: int, end: int, bytes_per_second: int, entry: LogEntry) -> None:
         piece = max(1, bytes_per_second // 10)
-        while entry.bytes_sent < count:
-            sent = self.connection.sendfile(f, entry.bytes_sent, min(piece, count - entry.bytes_sent))
+        while start + entry.bytes_sent < end:
+            sent = self.connection.sendfile(f, start + entry.bytes_sent, min(piece, end - start - entry.bytes_sent))
             if sent == 0:
                 break
             entry.bytes_sent += sent
             time.sleep(0.1)
 
-    def _send_message(self, status: int, text: str, entry: LogEntry) -> None:
+    def _send_message(self, status: int, text: str, entry: LogEntry, headers: dict | None = None) -> None:
         body = (text + "\n").encode()
         entry.status = status
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

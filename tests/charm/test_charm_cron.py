@@ -34,14 +34,14 @@ def test_run_installs_a_cron_entry_for_the_frequency(ctx, keystone, machine, fre
 
 
 def test_cron_runs_the_engine_with_the_charms_python_environment(ctx, keystone, machine, monkeypatch):
-    import workload
+    import sync_process
 
-    monkeypatch.setattr(workload, "ENGINE", [sys.executable, "-m", "simplestreams_sync"])
+    monkeypatch.setattr(sync_process, "ENGINE", [sys.executable, "-m", "simplestreams_sync"])
     ctx.run(ctx.on.config_changed(), testing.State(leader=True, config={"run": True}, relations=[keystone]))
 
     entry = _entry(machine)
     command = entry.split(" root ", 1)[1]
-    assert re.search(r"PYTHONPATH=\S*/venv:\S*/src\b", command)
+    assert re.search(r"PYTHONPATH=\S*/src\b", command)
     assert f"{sys.executable} -m simplestreams_sync --mirrors {machine.paths.mirrors} " \
            f"--identity {machine.paths.identity}" in command
     assert command.endswith(f">> {machine.paths.log_file} 2>&1")
@@ -100,6 +100,28 @@ def test_remove_deletes_the_entry_and_the_credentials(ctx, keystone, vault, mach
     assert not machine.paths.cron_file.exists()
     assert not machine.paths.identity.exists()
     assert list(machine.paths.ca_dir.glob("*.crt")) == []
+
+
+def test_remove_rebuilds_the_trust_store_from_scratch(ctx, keystone, vault, machine):
+    state = testing.State(leader=True, relations=[keystone, vault])
+    ctx.run(ctx.on.config_changed(), state)
+
+    ctx.run(ctx.on.remove(), state)
+
+    assert machine.ca_update_calls()[-1] == "--fresh"
+
+
+def test_remove_leaves_only_the_sync_log(ctx, keystone, machine):
+    state = testing.State(leader=True, config={"run": True}, relations=[keystone])
+    ctx.run(ctx.on.config_changed(), state)
+    machine.write_result()
+    machine.paths.log_file.parent.mkdir(parents=True, exist_ok=True)
+    machine.paths.log_file.write_text("created 1: auto-sync/x\n")
+
+    ctx.run(ctx.on.remove(), state)
+
+    left = [path for path in machine.root.rglob("*") if path.is_file()]
+    assert left == [machine.paths.log_file]
 
 
 def test_non_leader_has_no_entry_and_says_so(ctx, keystone, machine):
@@ -175,9 +197,9 @@ def test_install_installs_the_packages(ctx, machine):
 def test_background_sync_runs_detached_with_output_to_the_log(ctx, keystone, machine, fake_engine, monkeypatch):
     import time
 
-    import workload
+    import sync_process
 
-    monkeypatch.setattr(workload, "start_background_sync", machine.real_start_background_sync)
+    monkeypatch.setattr(sync_process, "start_background_sync", machine.real_start_background_sync)
     engine = fake_engine(stdout=["created 1234: auto-sync/ubuntu-24.04"], result={"created": [{"id": "1234"}]})
 
     ctx.run(ctx.on.relation_changed(keystone, remote_unit=0),

@@ -6,7 +6,8 @@ import yaml
 from ops import testing
 
 from charm import GlanceSimplestreamsSyncCharm
-from charm_config import DEFAULT_MIRROR_LIST, CharmConfig
+from charm_config import CharmConfig
+from simplestreams_sync.config import DEFAULT_MIRROR_LIST, SyncConfig, SyncOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +46,12 @@ def test_config_yaml_defaults_are_valid_and_match_the_model():
     options = _load("config.yaml")["options"]
     defaults = {name.replace("-", "_"): option["default"] for name, option in options.items()}
     assert CharmConfig(**defaults) == CharmConfig()
-    assert options["mirror_list"]["default"] == DEFAULT_MIRROR_LIST
+    assert yaml.safe_load(options["mirror_list"]["default"]) == DEFAULT_MIRROR_LIST
+
+
+def test_every_sync_option_reaches_mirrors_yaml():
+    assert set(SyncOptions.model_fields) <= set(SyncConfig.model_fields)
+    assert set(SyncOptions.model_fields) <= set(CharmConfig.model_fields)
 
 
 def test_default_mirror_list_is_the_last_four_lts_releases():

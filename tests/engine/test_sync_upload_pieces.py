@@ -25,9 +25,8 @@ def test_pieces_keep_every_byte_in_order_and_are_at_most_the_piece_size():
     assert all(len(piece) > 0 for piece in pieces)
 
 
-def test_default_piece_is_what_glance_reads_at_a_time():
-    assert UPLOAD_PIECE == 64 * 1024
-    assert [len(p) for p in _pieces([bytes(150 * 1024)])] == [64 * 1024, 64 * 1024, 22 * 1024]
+def test_pieces_are_upload_pieces_by_default():
+    assert [len(p) for p in _pieces([bytes(2 * UPLOAD_PIECE + 10)])] == [UPLOAD_PIECE, UPLOAD_PIECE, 10]
 
 
 def test_no_byte_of_a_bad_last_chunk_is_passed_on():

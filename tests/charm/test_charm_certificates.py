@@ -3,7 +3,7 @@
 import json
 import socket
 
-from conftest import CA_PEM, CHAIN_PEM, OPERATOR_CA_B64, OPERATOR_CA_PEM
+from tests.charm.relation_data import CA_PEM, CHAIN_PEM, OPERATOR_CA_B64, OPERATOR_CA_PEM
 from ops import testing
 
 from simplestreams_sync.config import load_identity

@@ -2,7 +2,7 @@
 
 import base64
 
-from conftest import CA_PEM, KEYSTONE_V3, METADATA_URL
+from tests.charm.relation_data import CA_PEM, KEYSTONE_V3, METADATA_URL
 from ops import testing
 
 from simplestreams_sync.config import load_identity

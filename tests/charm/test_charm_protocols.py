@@ -3,7 +3,7 @@
 import base64
 import json
 
-from conftest import CA_PEM, CHAIN_PEM, KEYSTONE_V3
+from tests.charm.relation_data import CA_PEM, CHAIN_PEM, KEYSTONE_V3
 
 import certificates
 import identity_service

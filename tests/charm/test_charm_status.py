@@ -44,14 +44,39 @@ def test_last_sync_time_and_result(ctx, ready, machine):
                                                    "0 failed)")
 
 
-def test_last_sync_with_failures_and_errors(ctx, ready, machine):
+def test_a_failed_last_sync_blocks_with_when_why_and_what_next(ctx, ready, machine):
     machine.write_result(finished="2026-11-24T10:02:41Z", created=[{"id": "1"}],
                          failed=[{"name": "a", "error": "b"}], errors=["mirror http://x/: HTTP 404"])
 
     out = ctx.run(ctx.on.update_status(), ready)
 
-    assert out.unit_status == testing.ActiveStatus(
-        "Unit is ready (last sync 2026-11-24 10:02 UTC: 1 created, 1 failed; error: mirror http://x/: HTTP 404)")
+    assert out.unit_status == testing.BlockedStatus(
+        "Last sync failed 2026-11-24 10:02 UTC (1 created, 1 failed): mirror http://x/: HTTP 404; "
+        "next try daily at 07:28, or run sync-images")
+
+
+def test_a_failed_last_sync_without_cron_says_to_run_the_action(ctx, keystone, machine):
+    machine.write_result(finished="2026-11-24T10:02:41Z", failed=[{"name": "ubuntu-noble", "error": "HTTP 500"}])
+
+    out = ctx.run(ctx.on.update_status(), testing.State(leader=True, relations=[keystone]))
+
+    assert out.unit_status == testing.BlockedStatus(
+        "Last sync failed 2026-11-24 10:02 UTC (0 created, 1 failed): ubuntu-noble: HTTP 500; run sync-images")
+
+
+def test_a_failure_reason_is_shortened_keeping_its_end(ctx, ready, machine):
+    error = ("keystone https://127.0.0.1:5000/v3: cannot connect (Unable to establish connection to "
+             "https://127.0.0.1:5000/v3/auth/tokens: HTTPSConnectionPool(host='127.0.0.1', port=5000): Max "
+             "retries exceeded with url: /v3/auth/tokens (Caused by NewConnectionError('<urllib3.connection."
+             "HTTPSConnection object at 0x7f3a>: Failed to establish a new connection: [Errno 111] Connection "
+             "refused')))")
+    machine.write_result(finished="2026-11-24T10:02:41Z", errors=[error])
+
+    out = ctx.run(ctx.on.update_status(), ready)
+
+    assert out.unit_status.message.startswith("Last sync failed 2026-11-24 10:02 UTC (0 created, 0 failed): "
+                                              "keystone https://127.0.0.1:5000/v3")
+    assert "[Errno 111] Connection refused')))" in out.unit_status.message
 
 
 def test_last_sync_was_a_dry_run(ctx, ready, machine):

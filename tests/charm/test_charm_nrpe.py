@@ -12,7 +12,7 @@ import pytest
 import yaml
 from ops import testing
 
-import workload
+import nrpe as nagios_check
 
 SCRIPT = Path(__file__).resolve().parents[2] / "src" / "nrpe_check_sync.py"
 COMMAND = "check_glance_simplestreams_sync"
@@ -29,7 +29,7 @@ def reloads(machine, monkeypatch):
     machine.paths.nrpe_server_config.parent.mkdir(parents=True, exist_ok=True)
     machine.paths.nrpe_server_config.write_text("include_dir=/etc/nagios/nrpe.d/\n")
     record = machine.root.parent / "nrpe-reloads"
-    monkeypatch.setattr(workload, "RELOAD_NRPE", [sys.executable, "-c", f"open({str(record)!r}, 'a').write('x')"])
+    monkeypatch.setattr(nagios_check, "RELOAD_NRPE", [sys.executable, "-c", f"open({str(record)!r}, 'a').write('x')"])
     return lambda: len(record.read_text()) if record.exists() else 0
 
 
@@ -52,7 +52,7 @@ def test_check_is_installed_with_twice_the_frequency(ctx, nrpe, machine, frequen
     ctx.run(ctx.on.relation_joined(nrpe),
             testing.State(leader=True, config={"run": True, "frequency": frequency}, relations=[nrpe]))
 
-    assert command_line(machine) == ["/usr/bin/python3", str(machine.paths.nrpe_plugin),
+    assert command_line(machine) == ["/usr/bin/python3", str(nagios_check.plugin_path()),
                                      "--state-dir", str(machine.paths.state_dir), "--max-age-seconds", max_age]
 
 
@@ -131,7 +131,7 @@ def test_changed_check_reloads_nrpe(ctx, nrpe, machine, reloads):
 
 
 def test_no_reload_before_nrpe_is_installed(ctx, nrpe, machine, monkeypatch):
-    monkeypatch.setattr(workload, "RELOAD_NRPE", ["/nonexistent/systemctl"])
+    monkeypatch.setattr(nagios_check, "RELOAD_NRPE", ["/nonexistent/systemctl"])
 
     ctx.run(ctx.on.relation_joined(nrpe), testing.State(leader=True, relations=[nrpe]))
 

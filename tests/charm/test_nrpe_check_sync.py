@@ -40,10 +40,10 @@ def shown(seconds_ago: float) -> str:
 
 
 def run_check(state_dir: Path, max_age: int = DAILY, *flags: str, python: str = sys.executable,
-              user: int | None = None) -> tuple[int, str]:
+              user: int | None = None, script: Path = SCRIPT) -> tuple[int, str]:
     """(exit code, the one line printed); `user`: run as that uid, as NRPE runs it as nagios."""
     ids = {} if user is None else {"user": user, "group": user, "extra_groups": []}
-    process = subprocess.run([python, str(SCRIPT), "--state-dir", str(state_dir),
+    process = subprocess.run([python, str(script), "--state-dir", str(state_dir),
                               "--max-age-seconds", str(max_age), *flags],
                              capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "")}, **ids)
     assert process.stderr == ""
@@ -202,72 +202,51 @@ def test_result_without_ok_or_last_success_of_an_older_engine(state_dir):
     assert run_check(state_dir)[0] == 2
 
 
-# --- last-sync.json unreadable (the check runs as nagios, the file is root's 0600) ------------------
-
-def _metrics(state_dir: Path, finished_ago: float, last_success_ago: float | None, failed: int = 0,
-             errors: int = 0) -> None:
-    values = {"last_run_timestamp_seconds": int(NOW - finished_ago),
-              "last_success_timestamp_seconds": int(NOW - last_success_ago) if last_success_ago else 0,
-              "last_run_success": int(not failed and not errors), "last_run_images_failed": failed,
-              "last_run_errors": errors}
-    lines = []
-    for name, value in values.items():
-        lines += [f"# HELP glance_simplestreams_sync_{name} x", f"# TYPE glance_simplestreams_sync_{name} gauge",
-                  f"glance_simplestreams_sync_{name} {value}"]
-    (state_dir / "glance_simplestreams_sync.prom").write_text("\n".join(lines) + "\n")
-
+# --- last-sync.json unreadable by nagios -----------------------------------------------------------
 
 @dataclass
 class Unreadable:
-    """A state dir whose last-sync.json (mode 0600, as the engine writes it) the check cannot read."""
+    """A state dir whose last-sync.json the check cannot read, and how to run the check there."""
 
     state_dir: Path
+    script: Path
     python: str
     user: int | None
 
     def check(self) -> tuple[int, str]:
-        return run_check(self.state_dir, DAILY, python=self.python, user=self.user)
+        return run_check(self.state_dir, DAILY, python=self.python, user=self.user, script=self.script)
 
 
 @pytest.fixture
 def unreadable_result(state_dir):
-    """As a normal user: the file is chmod 0. As root (who reads anything): the check runs as nobody,
-    with the system python3 (the venv's may sit in /root), on a state dir outside pytest's private tmp."""
+    """As a normal user: the file is chmod 0. As root (who reads anything): the check runs as nobody, as
+    NRPE runs it as nagios, from a copy of the script (as the charm installs it) in a directory nobody
+    can reach, with the system python3 (the venv's may sit in /root)."""
     if os.geteuid() != 0:
         write_result(state_dir, finished_ago=HOUR)
         (state_dir / "last-sync.json").chmod(0)
-        yield Unreadable(state_dir, sys.executable, None)
+        yield Unreadable(state_dir, SCRIPT, sys.executable, None)
         return
     if not os.access("/usr/bin/python3", os.X_OK):
         pytest.skip("as root this needs /usr/bin/python3 to run the check as nobody")
     shared = Path(tempfile.mkdtemp(prefix="nrpe-check-"))
     try:
         shared.chmod(0o755)
-        write_result(shared, finished_ago=HOUR)
-        (shared / "last-sync.json").chmod(0o600)
-        yield Unreadable(shared, "/usr/bin/python3", 65534)
+        script = shared / SCRIPT.name
+        shutil.copy(SCRIPT, script)
+        state = shared / "state"
+        state.mkdir(mode=0o755)
+        write_result(state, finished_ago=HOUR)
+        (state / "last-sync.json").chmod(0o600)
+        yield Unreadable(state, script, "/usr/bin/python3", 65534)
     finally:
         shutil.rmtree(shared)
 
 
-def test_unreadable_result_falls_back_to_the_metrics_file(unreadable_result):
-    _metrics(unreadable_result.state_dir, finished_ago=HOUR, last_success_ago=HOUR)
-
-    assert unreadable_result.check() == (0, f"OK: last sync {shown(HOUR)} succeeded, 60m ago (limit 48h)")
-
-
-def test_failure_from_the_metrics_file_points_at_last_sync_json(unreadable_result):
-    _metrics(unreadable_result.state_dir, finished_ago=HOUR, last_success_ago=None, failed=2, errors=1)
-
+def test_unreadable_result_is_unknown_and_says_why(unreadable_result):
     assert unreadable_result.check() == (
-        2, f"CRITICAL: last sync {shown(HOUR)} failed: 2 images failed; 1 error; details in last-sync.json; "
-           "last success: never")
-
-
-def test_unreadable_result_without_metrics_is_unknown(unreadable_result):
-    assert unreadable_result.check() == (
-        3, f"UNKNOWN: cannot read {unreadable_result.state_dir / 'last-sync.json'}: permission denied, and no "
-           "glance_simplestreams_sync.prom")
+        3, f"UNKNOWN: cannot read {unreadable_result.state_dir / 'last-sync.json'}: permission denied (NRPE runs "
+           "this check as nagios, who must be able to read it)")
 
 
 # --- UNKNOWN ----------------------------------------------------------------------------------------
@@ -299,7 +278,7 @@ def test_the_script_uses_the_standard_library_only():
     code = ("import sys, runpy; sys.argv = ['x', '--help']\n"
             "try:\n    runpy.run_path(%r, run_name='__main__')\nexcept SystemExit:\n    pass\n"
             "third = sorted(name for name in sys.modules if name.split('.')[0] in "
-            "('ops', 'yaml', 'pydantic', 'jinja2', 'simplestreams_sync', 'simplestreams', 'workload'))\n"
+            "('ops', 'yaml', 'pydantic', 'jinja2', 'simplestreams_sync', 'simplestreams', 'host', 'sync_process', 'nrpe'))\n"
             "print(third)") % str(SCRIPT)
     process = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
 

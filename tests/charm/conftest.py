@@ -1,6 +1,6 @@
-"""Shared fixtures for the charm's state-transition tests (test_charm_*.py).
+"""Shared fixtures for the charm's state-transition tests.
 
-In those tests every machine path of `workload` is redirected under tmp_path, update-ca-certificates
+In those tests every machine path of `host` is redirected under tmp_path, update-ca-certificates
 and the sync engine are replaced by small fake programs, and package installation and the background
 sync are recorded instead of run: the tests run as a normal user and never touch the real /etc.
 """
@@ -15,36 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from ops import testing
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT / "src") not in sys.path:
-    sys.path.insert(0, str(ROOT / "src"))
+import host
+import sync_process
 
-from ops import testing  # noqa: E402
-
-import workload  # noqa: E402
-
-# Not a real CA; the charm only handles PEM text.
-CA_PEM = ("-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUVaultRootCA0000000000000000000wCgYIKoZIzj0EAwIw\n"
-          "-----END CERTIFICATE-----\n")
-CHAIN_PEM = ("-----BEGIN CERTIFICATE-----\nMIIBtDCCAVqgAwIBAgIUIntermediate00000000000000000wCgYIKoZIzj0EAwIw\n"
-             "-----END CERTIFICATE-----\n")
-OPERATOR_CA_PEM = (
-    "-----BEGIN CERTIFICATE-----\nMIIBsTCCAVegAwIBAgIUOperatorCA00000000000000000wCgYIKoZIzj0EAwIw\n"
-    "-----END CERTIFICATE-----\n")
-OPERATOR_CA_B64 = base64.b64encode(OPERATOR_CA_PEM.encode()).decode()
-
-KEYSTONE_V3 = {
-    "service_host": "10.5.0.10", "service_port": "5000", "service_protocol": "https",
-    "auth_host": "10.5.0.11", "auth_port": "35357", "auth_protocol": "https",
-    "internal_host": "10.5.0.12", "internal_port": "5000", "internal_protocol": "https",
-    "api_version": "3",
-    "service_username": "image-stream", "service_password": "s3cret-pw",
-    "service_tenant": "services", "service_tenant_id": "0f1e2d",
-    "service_domain": "service_domain", "service_domain_id": "9a8b7c",
-}
-
-METADATA_URL = "https://swift.example:443/v1/AUTH_0f1e2d/simplestreams/data"
+from tests.charm.relation_data import CA_PEM, CHAIN_PEM, KEYSTONE_V3
 
 FAKE_ENGINE = r'''
 import json, os, sys, time
@@ -77,14 +53,18 @@ class Machine:
     """The fake machine: where the charm's files go and what it ran."""
 
     root: Path
-    paths: workload.Paths
+    paths: host.Paths
     ca_updates: Path
     installed: list = field(default_factory=list)
     background_syncs: list = field(default_factory=list)
     real_start_background_sync: object = None
 
+    def ca_update_calls(self) -> list[str]:
+        """The arguments of each update-ca-certificates run."""
+        return self.ca_updates.read_text().splitlines() if self.ca_updates.exists() else []
+
     def ca_update_count(self) -> int:
-        return len(self.ca_updates.read_text().splitlines()) if self.ca_updates.exists() else 0
+        return len(self.ca_update_calls())
 
     def write_result(self, **result) -> None:
         data = {"started": "2026-11-24T09:40:00Z", "finished": "2026-11-24T10:02:41Z", "dry_run": False,
@@ -106,29 +86,28 @@ class Machine:
 
 
 @pytest.fixture(autouse=True)
-def machine(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Machine | None:
-    """For the charm's tests (test_charm_*.py) only: a fake machine under tmp_path."""
-    if not request.module.__name__.startswith("test_charm"):
-        return None
+def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Machine:
+    """A fake machine under tmp_path."""
     root = tmp_path / "machine"
     root.mkdir()
-    paths = workload.Paths.under(root)
+    paths = host.Paths.under(root)
     ca_updates = tmp_path / "update-ca-certificates.calls"
     fake = Machine(root=root, paths=paths, ca_updates=ca_updates,
-                   real_start_background_sync=workload.start_background_sync)
-    monkeypatch.setattr(workload, "PATHS", paths)
-    monkeypatch.setattr(workload, "UPDATE_CA_CERTIFICATES",
-                        [sys.executable, "-c", f"open({str(ca_updates)!r}, 'a').write('run\\n')"])
-    monkeypatch.setattr(workload, "install_packages", lambda: fake.installed.append(list(workload.PACKAGES)))
+                   real_start_background_sync=sync_process.start_background_sync)
+    monkeypatch.setattr(host, "PATHS", paths)
+    monkeypatch.setattr(host, "UPDATE_CA_CERTIFICATES",
+                        [sys.executable, "-c",
+                         f"import sys; open({str(ca_updates)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')"])
+    monkeypatch.setattr(host, "install_packages", lambda: fake.installed.append(list(host.PACKAGES)))
 
     def start_background_sync(charm_dir: Path) -> int:
-        fake.background_syncs.append(workload.sync_argv())
+        fake.background_syncs.append(sync_process.sync_argv())
         return 4242
 
-    monkeypatch.setattr(workload, "start_background_sync", start_background_sync)
+    monkeypatch.setattr(sync_process, "start_background_sync", start_background_sync)
     # An engine that does not exist: a test that runs the sync must say what the engine does.
-    monkeypatch.setattr(workload, "ENGINE", [sys.executable, str(tmp_path / "no-such-engine.py")])
-    for variable in workload.PROXY_VARIABLES.values():
+    monkeypatch.setattr(sync_process, "ENGINE", [sys.executable, str(tmp_path / "no-such-engine.py")])
+    for variable in host.PROXY_VARIABLES.values():
         monkeypatch.delenv(variable, raising=False)
     return fake
 
@@ -159,7 +138,7 @@ def fake_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         spec = {"stdout": list(stdout), "exit": exit_code, "stderr": stderr, "result": result,
                 "sleep": sleep, "calls": str(engine.calls_file)}
         (directory / "fake-engine.json").write_text(json.dumps(spec))
-        monkeypatch.setattr(workload, "ENGINE", [sys.executable, str(directory / "fake_engine.py")])
+        monkeypatch.setattr(sync_process, "ENGINE", [sys.executable, str(directory / "fake_engine.py")])
         return engine
 
     return make

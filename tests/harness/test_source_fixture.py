@@ -13,22 +13,19 @@ from pathlib import Path
 import pytest
 import requests
 
-REPO_ROOT = str(Path(__file__).resolve().parents[2])
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)  # so that `tests.localcloud` imports under plain `pytest`
+from simplestreams import mirrors, util
 
-from simplestreams import mirrors, util  # noqa: E402
-
-from tests.localcloud.source import (  # noqa: E402
+from tests.localcloud.source import (
     SourceBuilder,
     corrupt_item,
     file_digests,
     make_qcow2,
     make_test_key,
+    processes_mentioning,
     qemu_img_available,
     tamper_signed_file,
 )
-from tests.localcloud.source_server import SourceServer  # noqa: E402
+from tests.localcloud.source_server import SourceServer
 
 needs_qemu_img = pytest.mark.skipif(
     not qemu_img_available(), reason="qemu-img missing: apt-get install qemu-utils")
@@ -148,18 +145,6 @@ def test_key_close_stops_gpg_agent(tmp_path):
     assert not processes_mentioning(str(key.home))
 
 
-def processes_mentioning(text: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if proc.name.isdigit() and text in cmdline:
-            pids.append(int(proc.name))
-    return pids
-
-
 # --- qcow2 items ----------------------------------------------------------------------------
 
 
@@ -224,7 +209,7 @@ def test_server_serves_file_bytes_and_logs_user_agent(server, tarball_source):
     assert hashlib.sha256(response.content).hexdigest() == item.sha256
     assert server.wait_for_requests(1) == [{
         "method": "GET", "path": "/" + item.path, "user_agent": UA, "status": 200,
-        "bytes_sent": item.size, "fault": None,
+        "bytes_sent": item.size, "fault": None, "range": None,
     }]
 
 
@@ -263,6 +248,75 @@ def test_fault_status_answers_code_the_given_times(server):
     assert codes == [503, 503, 200]
     server.set_faults({"streams/v1/index.sjson": {"kind": "status", "code": 503, "times": 2}})
     assert fetch(server.url + "streams/v1/index.sjson").status_code == 503  # re-armed
+
+
+def fetch_range(url: str, start: int, if_range: str | None = None) -> requests.Response:
+    headers = {"User-Agent": UA, "Range": f"bytes={start}-", **({"If-Range": if_range} if if_range else {})}
+    return requests.get(url, headers=headers, timeout=10)
+
+
+def test_range_is_answered_206_from_that_byte(server, tarball_source):
+    item = tarball(tarball_source)
+    data = (tarball_source.root / item.path).read_bytes()
+    first = fetch(server.url + item.path)
+    assert first.headers["Accept-Ranges"] == "bytes"
+
+    by_etag = fetch_range(server.url + item.path, 1000, if_range=first.headers["ETag"])
+    by_date = fetch_range(server.url + item.path, 2000, if_range=first.headers["Last-Modified"])
+
+    assert (by_etag.status_code, by_etag.content) == (206, data[1000:])
+    assert by_etag.headers["Content-Range"] == f"bytes 1000-{item.size - 1}/{item.size}"
+    assert (by_date.status_code, by_date.content) == (206, data[2000:])
+    assert fetch_range(server.url + item.path, item.size).status_code == 416
+
+
+def test_if_range_that_does_not_match_gets_the_whole_file(server, tarball_source):
+    item = tarball(tarball_source)
+    response = fetch_range(server.url + item.path, 1000, if_range='"another-version"')
+    assert response.status_code == 200
+    assert hashlib.sha256(response.content).hexdigest() == item.sha256
+
+
+def test_fault_drop_closes_once_at_each_offset(server, tarball_source):
+    item = tarball(tarball_source)
+    data = (tarball_source.root / item.path).read_bytes()
+    server.set_faults({item.path: {"kind": "drop", "at": [1000, 5000]}})
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        fetch(server.url + item.path)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        fetch_range(server.url + item.path, 1000)
+    rest = fetch_range(server.url + item.path, 5000)
+    assert (rest.status_code, rest.content) == (206, data[5000:])
+    assert [entry["bytes_sent"] for entry in server.wait_for_requests(3)] == [1000, 4000, item.size - 5000]
+
+
+def test_fault_drop_without_ranges_always_serves_the_whole_file(server, tarball_source):
+    item = tarball(tarball_source)
+    server.set_faults({item.path: {"kind": "drop", "at": [1000], "ranges": False}})
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        fetch(server.url + item.path)
+    again = fetch_range(server.url + item.path, 1000)
+    assert again.status_code == 200 and "Accept-Ranges" not in again.headers
+    assert hashlib.sha256(again.content).hexdigest() == item.sha256
+
+
+def test_fault_drop_with_new_etag_makes_if_range_fail(server, tarball_source):
+    item = tarball(tarball_source)
+    server.set_faults({item.path: {"kind": "drop", "at": [1000], "new_etag_after_drop": True}})
+    with requests.get(server.url + item.path, stream=True, timeout=10) as first:
+        etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
+    for validator in (etag, modified):
+        again = fetch_range(server.url + item.path, 1000, if_range=validator)
+        assert again.status_code == 200 and again.headers["ETag"] != etag
+
+
+def test_fault_stall_sends_nothing_past_the_offset_then_closes(server, tarball_source):
+    item = tarball(tarball_source)
+    server.set_faults({item.path: {"kind": "stall", "at": 1000, "seconds": 0.2}})
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        fetch(server.url + item.path)
+    assert fetch(server.url + item.path).status_code == 200  # once only
+    assert [entry["bytes_sent"] for entry in server.wait_for_requests(2)] == [1000, item.size]
 
 
 def test_clear_faults_serves_normally_again(server, tarball_source):

@@ -1,0 +1,187 @@
+"""The charm's files on the machine: where they live, how they are written, the config files the sync
+reads, the keyring and CAs it trusts, and the Debian packages it needs.
+
+Every path hangs off `PATHS` and every command is a module constant, so tests point them at a
+temporary directory and fake programs (see tests/unit/conftest.py); nothing here reads Juju.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from pydantic import BaseModel
+
+from simplestreams_sync.config import dump_yaml
+
+PACKAGES = ["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron"]
+UPDATE_CA_CERTIFICATES = ["update-ca-certificates"]
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TRUST_STORE_PREFIX = "glance-simplestreams-sync-"
+# The model's proxy settings, as Juju gives them to the charm (the sync reads them from mirrors.yaml).
+PROXY_VARIABLES = {"http": "JUJU_CHARM_HTTP_PROXY", "https": "JUJU_CHARM_HTTPS_PROXY",
+                   "no_proxy": "JUJU_CHARM_NO_PROXY"}
+CONFIG_HEADER = ("{name} for the simplestreams sync, written by the glance-simplestreams-sync charm ({unit}).\n"
+                 "Changes are overwritten: set the charm's options with `juju config` instead.")
+
+
+@dataclass(frozen=True)
+class Paths:
+    config_dir: Path
+    cron_file: Path
+    logrotate_file: Path
+    state_dir: Path
+    log_file: Path
+    ca_dir: Path
+    nrpe_dir: Path
+    nrpe_plugin_dir: Path
+
+    @classmethod
+    def under(cls, root: str | Path) -> Paths:
+        root = Path(root)
+        return cls(
+            config_dir=root / "etc/glance-simplestreams-sync",
+            cron_file=root / "etc/cron.d/glance-simplestreams-sync",
+            logrotate_file=root / "etc/logrotate.d/glance-simplestreams-sync",
+            state_dir=root / "var/lib/glance-simplestreams-sync",
+            log_file=root / "var/log/glance-simplestreams-sync.log",
+            ca_dir=root / "usr/local/share/ca-certificates",
+            nrpe_dir=root / "etc/nagios/nrpe.d",
+            nrpe_plugin_dir=root / "usr/local/lib/nagios/plugins",
+        )
+
+    @property
+    def mirrors(self) -> Path:
+        return self.config_dir / "mirrors.yaml"
+
+    @property
+    def identity(self) -> Path:
+        return self.config_dir / "identity.yaml"
+
+    @property
+    def keyring(self) -> Path:
+        return self.config_dir / "custom-keyring.gpg"
+
+    @property
+    def ca_bundle(self) -> Path:
+        return self.config_dir / "ca-bundle.pem"
+
+    @property
+    def first_sync_marker(self) -> Path:
+        return self.state_dir / "charm-first-sync.json"
+
+    @property
+    def nrpe_check_marker(self) -> Path:
+        """When the check began expecting scheduled syncs (read by src/nrpe_check_sync.py)."""
+        return self.state_dir / "charm-nrpe-check.json"
+
+    @property
+    def nrpe_server_config(self) -> Path:
+        """Exists when the nrpe subordinate installed nagios-nrpe-server."""
+        return self.nrpe_dir.parent / "nrpe.cfg"
+
+
+PATHS = Paths.under("/")
+
+
+def install_packages() -> None:
+    from charmlibs import apt  # only on the machine: importing it is harmless, running it is not
+
+    apt.add_package(PACKAGES)
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+def write_file(path: Path, content: str | bytes, mode: int = 0o600) -> bool:
+    """Write atomically with `mode` (created so, never world-readable in between); True if it changed."""
+    data = content.encode() if isinstance(content, str) else content
+    try:
+        if path.read_bytes() == data and (path.stat().st_mode & 0o777) == mode:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as stream:
+        os.fchmod(stream.fileno(), mode)
+        stream.write(data)
+    os.replace(tmp, path)
+    return True
+
+
+def remove_file(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def render_template(name: str, **values: object) -> str:
+    """A text file of templates/ (the cron entry, logrotate, the NRPE check)."""
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), keep_trailing_newline=True,
+                                     autoescape=False, undefined=jinja2.StrictUndefined)
+    return environment.get_template(name).render(**values)
+
+
+def write_config_file(path: Path, model: BaseModel | None, unit_name: str) -> bool:
+    """Write one of the sync's config files from its model, or remove it (None)."""
+    if model is None:
+        return remove_file(path)
+    return write_file(path, dump_yaml(model, CONFIG_HEADER.format(name=path.name, unit=unit_name)))
+
+
+def write_keyring(keyring: bytes | None) -> str | None:
+    """The custom keyring's path, or None (engine default) after removing a previous one."""
+    if keyring is None:
+        remove_file(PATHS.keyring)
+        return None
+    write_file(PATHS.keyring, keyring)
+    return str(PATHS.keyring)
+
+
+def write_ca_bundle(certificates: list[str]) -> str | None:
+    """The CA bundle the sync verifies keystone/glance/swift with, or None (system trust store)."""
+    if not certificates:
+        remove_file(PATHS.ca_bundle)
+        return None
+    write_file(PATHS.ca_bundle, "".join(certificates))
+    return str(PATHS.ca_bundle)
+
+
+def install_trusted_cas(certificates: list[str], fresh: bool = False) -> bool:
+    """Make the machine trust exactly these extra CAs (one file each); update the store if it changed.
+    `fresh` rebuilds the store's links from scratch, so none is left pointing at a removed file."""
+    wanted = {f"{TRUST_STORE_PREFIX}{index}.crt": cert for index, cert in enumerate(certificates)}
+    changed = False
+    for name, cert in wanted.items():
+        changed |= write_file(PATHS.ca_dir / name, cert, mode=0o644)
+    if PATHS.ca_dir.is_dir():
+        for stale in PATHS.ca_dir.glob(f"{TRUST_STORE_PREFIX}*.crt"):
+            if stale.name not in wanted:
+                changed |= remove_file(stale)
+    if changed:
+        subprocess.run([*UPDATE_CA_CERTIFICATES, *["--fresh"] * fresh], check=True, capture_output=True, text=True)
+    return changed
+
+
+def remove_files() -> None:
+    """Remove the config files, the trust store's CAs and the state dir (the unit is being removed)."""
+    install_trusted_cas([], fresh=True)
+    shutil.rmtree(PATHS.config_dir, ignore_errors=True)
+    shutil.rmtree(PATHS.state_dir, ignore_errors=True)
+
+
+def model_proxy() -> dict[str, str]:
+    """The Juju model's proxy settings (`simplestreams_sync.config.ProxySettings` fields)."""
+    return {key: os.environ[variable] for key, variable in PROXY_VARIABLES.items() if os.environ.get(variable)}
+
+
+def hostname() -> str:
+    return socket.gethostname()

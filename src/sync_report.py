@@ -1,0 +1,112 @@
+"""What `juju status` and the sync-images action say: pure functions of the engine's state files."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from simplestreams_sync import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_OK
+from simplestreams_sync.text import shorten
+
+MAX_STATUS_DETAIL = 100
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return shorten(lines[-1], 300) if lines else "no error output"
+
+
+def _format_time(timestamp: str | None) -> str:
+    try:
+        return datetime.strptime(timestamp or "", "%Y-%m-%dT%H:%M:%SZ").strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return timestamp or "unknown time"
+
+
+def progress_message(progress: dict) -> str:
+    """E.g. 'Syncing ubuntu-24.04 amd64 disk1.img (3 of 8, 41%)' from progress.json."""
+    item, index, count = progress.get("item"), progress.get("item_index") or 0, progress.get("item_count") or 0
+    if not item or not count:
+        phase = progress.get("phase") or "starting"
+        return f"Sync running ({phase}, since {_format_time(progress.get('started'))})"
+    detail = f"{index} of {count}"
+    done, total = progress.get("bytes_done") or 0, progress.get("bytes_total") or 0
+    if total:
+        detail += f", {min(100, 100 * done // total)}%"
+    return f"Syncing {shorten(str(item), MAX_STATUS_DETAIL)} ({detail})"
+
+
+def object_store_missing(result: dict) -> bool:
+    return bool(result.get("object_store_missing"))
+
+
+def sync_failed(result: dict, publishing: bool = True) -> bool:
+    """Whether the last run failed. Without publishing (use_swift=false since), a run whose errors
+    came from a missing object store did not fail at what is still asked of it."""
+    if result.get("dry_run"):
+        return False
+    errors = result.get("errors") and (publishing or not result.get("object_store_missing"))
+    return bool(result.get("failed") or errors)
+
+
+def last_sync_summary(result: dict) -> str:
+    """E.g. 'last sync 2026-11-24 10:02 UTC: 8 created, 0 failed' from last-sync.json."""
+    when = _format_time(result.get("finished") or result.get("started"))
+    if result.get("dry_run"):
+        return f"last sync {when}: dry run, {len(result.get('would_create') or [])} would be created"
+    return (f"last sync {when}: {len(result.get('created') or [])} created, "
+            f"{len(result.get('failed') or [])} failed")
+
+
+def failed_sync_summary(result: dict) -> str:
+    """E.g. 'Last sync failed 2026-11-24 10:02 UTC (1 created, 1 failed): ubuntu-…: HTTP 500' from
+    last-sync.json: when, the counts, and the first reason, shortened without losing its end."""
+    when = _format_time(result.get("finished") or result.get("started"))
+    counts = f"{len(result.get('created') or [])} created, {len(result.get('failed') or [])} failed"
+    reasons = [f"{failure.get('name')}: {failure.get('error')}" for failure in result.get("failed") or []]
+    reasons = (result.get("errors") or []) + reasons
+    return f"Last sync failed {when} ({counts}): {shorten(reasons[0], 160)}"
+
+
+def action_results(lines: list[str], result: dict | None, dry_run: bool) -> dict:
+    """The action's results: the engine's `created …` (or `would create …`) lines and the counts."""
+    created = [line for line in lines if line.startswith("created ")]
+    would_create = [line for line in lines if line.startswith("would create ")]
+    others = [line for line in lines if line.strip() and line not in created and line not in would_create]
+    results: dict = {"dry-run": dry_run}
+    if dry_run:
+        results["would-create-count"] = len(would_create)
+        if would_create:
+            results["would-create"] = "\n".join(would_create)
+    else:
+        results["created-count"] = len(created)
+        if created:
+            results["created"] = "\n".join(created)
+    if result is not None:
+        results["failed-count"] = len(result.get("failed") or [])
+        if result.get("errors"):
+            results["errors"] = "\n".join(result["errors"])
+    if others:
+        results["summary"] = others[-1]
+    return results
+
+
+def failure_reason(result: dict | None, stderr: str) -> str:
+    if result is None:
+        return last_line(stderr)
+    reasons = [f"{failure.get('name')}: {failure.get('error')}" for failure in result.get("failed") or []]
+    reasons += result.get("errors") or []
+    return shorten("; ".join(reasons), 500) if reasons else last_line(stderr)
+
+
+def action_failure(code: int, result: dict | None, stderr: str) -> str | None:
+    """Why the sync-images action failed, from the engine's exit code; None when it did not."""
+    if code == EXIT_OK:
+        return None
+    if code == EXIT_FAILED:
+        return f"Sync finished with failures: {failure_reason(result, stderr)}"
+    if code == EXIT_CONFIG:
+        return f"The sync rejected its config files: {last_line(stderr)}"
+    if code == EXIT_LOCKED:
+        return ("Another sync is already running (cron or another sync-images action); "
+                f"try again when it has finished ({last_line(stderr)})")
+    return f"The sync exited with code {code}: {last_line(stderr)}"

@@ -1,0 +1,236 @@
+"""The packed charm, driven as a Juju agent drives it.
+
+`scripts/pack` builds the `.charm` with charmcraft; `JujuMachine` (tests/juju_agent) unpacks it and runs
+its `dispatch` for each hook and action with Juju's environment and hook tools, in a private mount
+namespace (the host's /etc, /usr, /var and /root stay untouched). Keystone, Glance and Swift are the
+real local cloud, over TLS with a throw-away CA that reaches the charm as vault's CA on `certificates`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.functional.conftest import keystone_answer, our_images, published_image_ids
+from tests.juju_agent.agent import JujuMachine
+from tests.localcloud.cloud import LocalCloud
+
+pytestmark = pytest.mark.functional
+
+ROOT = Path(__file__).resolve().parents[2]
+UNIT = "glance-simplestreams-sync/0"
+CONFIG_DIR = "/etc/glance-simplestreams-sync"
+STATE_DIR = "/var/lib/glance-simplestreams-sync"
+CRON_FILE = "/etc/cron.d/glance-simplestreams-sync"
+LOG_FILE = "/var/log/glance-simplestreams-sync.log"
+CONTENT_ID_TEMPLATE = "packed.test.{region}"
+ARCHITECTURES = {"amd64": "x86_64", "arm64": "aarch64"}  # charmcraft platform -> manylinux wheel tag
+CHARM_PYTHON = "3.12"  # ubuntu@24.04's
+# What update-ca-certificates (--fresh) regenerates from the system's CA list, with its hooks (Java's
+# keystore) and the dpkg trigger it raises: rebuilt by the system's tool, not left by the charm.
+TRUST_STORE_OUTPUTS = ("/etc/ssl/certs/", "/var/lib/ca-certificates-java/", "/var/lib/dpkg/triggers/")
+
+
+@pytest.fixture(scope="module")
+def packed_charm(tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("packed")
+    state = tmp_path_factory.mktemp("charmcraft-home")
+    env = {**os.environ, "XDG_STATE_HOME": str(state / "state"), "XDG_DATA_HOME": str(state / "data"),
+           "XDG_CONFIG_HOME": str(state / "config"), "XDG_RUNTIME_DIR": str(state / "run")}
+    process = subprocess.run([str(ROOT / "scripts" / "pack"), str(output)], env=env, capture_output=True,
+                             text=True, timeout=1200)
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    (charm,) = output.glob("*.charm")
+    return charm
+
+
+@pytest.fixture(scope="module")
+def tls_cloud(tmp_path_factory):
+    with LocalCloud(tmp_path_factory.mktemp("packed-cloud"), tls=True) as local_cloud:
+        yield local_cloud
+
+
+@pytest.fixture
+def machine(tmp_path, packed_charm):
+    juju_machine = JujuMachine(tmp_path / "machine", packed_charm, UNIT)
+    with juju_machine:
+        yield juju_machine
+    assert juju_machine.processes() == []
+
+
+def test_every_pin_has_a_wheel_for_every_declared_platform(tmp_path):
+    platforms = yaml.safe_load((ROOT / "charmcraft.yaml").read_text())["platforms"]
+    assert set(platforms) <= set(ARCHITECTURES), f"no wheel check for {set(platforms) - set(ARCHITECTURES)}"
+    for platform in platforms:
+        arch = ARCHITECTURES[platform]
+        tags = [f"--platform=manylinux_2_{minor}_{arch}" for minor in (17, 28, 31, 34, 35, 39)]
+        process = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+             f"--python-version={CHARM_PYTHON}", "--implementation=cp", *tags, "-d", str(tmp_path / platform),
+             "-r", str(ROOT / "requirements-charm.txt")], capture_output=True, text=True, timeout=600)
+        assert process.returncode == 0, f"{platform}: {process.stderr[-2000:]}"
+
+
+def test_the_packed_venv_holds_exactly_the_pins_and_passes_pip_check(tmp_path, packed_charm):
+    with zipfile.ZipFile(packed_charm) as charm:
+        charm.extractall(tmp_path)
+    (site,) = (tmp_path / "venv").glob("lib/python3.*/site-packages")
+    installed = dict(canonical_pin(path.name.removesuffix(".dist-info").rsplit("-", 1))
+                     for path in site.glob("*.dist-info"))
+    pins = dict(canonical_pin(line.split("==")) for line in (ROOT / "requirements-charm.txt").read_text().splitlines()
+                if "==" in line)
+    assert installed == pins
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(exist_ok=True)
+    python.symlink_to("/usr/bin/python3")  # as the charm's dispatch does on the machine
+    check = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "check"], capture_output=True,
+                           text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def canonical_pin(name_and_version: list[str]) -> tuple[str, str]:
+    name, version = name_and_version
+    return re.sub(r"[-_.]+", "-", name).lower(), version
+
+
+def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, test_key, glance_over_tls):
+    statuses = []
+
+    def step(run, expected_status: str, message: str | re.Pattern = ""):
+        assert run.returncode == 0, run.output[-3000:]
+        status, text = machine.unit_status
+        statuses.append((run.calls[0]["hook"] if run.calls else "?", status, text))
+        assert status == expected_status, text
+        assert (message.search(text) if isinstance(message, re.Pattern) else message in text), text
+        return run
+
+    source.add_image(release="noble", version="24.04", serial="20261101", seed=301)
+    source.write()
+    region = tls_cloud.sync_identity["region"]
+    content_id = CONTENT_ID_TEMPLATE.format(region=region)
+
+    # install: the packages are asked of apt (intercepted), nothing else can happen yet
+    run = step(machine.hook("install"), "blocked", "Missing relation: juju integrate glance-simplestreams-sync")
+    installs = [args[-1].split("=")[0] for args in run.called("apt-get") if "install" in args]
+    assert sorted(installs) == ["ca-certificates", "cron", "gpgv", "ubuntu-cloudimage-keyring"]
+
+    machine.set_leader(True)
+    step(machine.hook("leader-elected"), "blocked", "Missing relation")
+
+    machine.set_config(
+        mirror_list=yaml.safe_dump([{"url": source.url, "path": "streams/v1/index.sjson", "max": 1,
+                                     "item_filters": ["arch~(x86_64|amd64)", "ftype~(disk1.img|disk.img)"]}]),
+        custom_keyring=base64.b64encode(test_key.keyring.read_bytes()).decode(),
+        region=region, content_id_template=CONTENT_ID_TEMPLATE, visibility="private")
+    step(machine.hook("config-changed"), "blocked", "Missing relation")
+    assert machine.stat(f"{CONFIG_DIR}/mirrors.yaml") == ("600", "root", "root")
+
+    # keystone: the request on our unit data, then its answer with our credentials
+    keystone = machine.add_relation("identity-service", "keystone")
+    run = step(machine.relation_hook(keystone, "joined", "keystone/0"), "waiting", "Waiting for keystone")
+    request = machine.local_unit_data(keystone)
+    assert request["service"] == "image-stream" and request["region"] == region
+    assert run.called("relation-set")
+    machine.set_remote_unit_data(keystone, "keystone/0", keystone_answer(tls_cloud))
+    step(machine.relation_hook(keystone, "changed", "keystone/0"), "active", "no sync yet: set run=true")
+    assert machine.stat(f"{CONFIG_DIR}/identity.yaml") == ("600", "root", "root")
+
+    # vault: a certificate request, then its CA: trusted by the machine and given to the sync
+    vault = machine.add_relation("certificates", "vault")
+    step(machine.relation_hook(vault, "joined", "vault/0"), "waiting", "Waiting for vault to send its CA")
+    assert json.loads(machine.local_unit_data(vault)["cert_requests"])
+    machine.set_remote_unit_data(vault, "vault/0", {"ca": tls_cloud.ca_file.read_text()})
+    step(machine.relation_hook(vault, "changed", "vault/0"), "active", "Unit is ready")
+    trusted = machine.read_text("/usr/local/share/ca-certificates/glance-simplestreams-sync-0.crt")
+    assert trusted == tls_cloud.ca_file.read_text()
+    assert trusted in machine.read_text("/etc/ssl/certs/ca-certificates.crt")
+
+    # run=true: the cron entry, and a first sync in the background right away
+    machine.set_config(run=True)
+    step(machine.hook("config-changed"), "active", re.compile(r"first sync pending|Sync"))
+    (job,) = machine.cron_jobs(CRON_FILE)
+    assert machine.stat(CRON_FILE)[0] == "644" and job.user == "root"
+    first_sync = json.loads(machine.read_text(f"{STATE_DIR}/charm-first-sync.json"))["pid"]
+    wait_for_exit(first_sync)
+    (first,) = our_images(glance_over_tls, content_id)
+    step(machine.hook("update-status"), "active", re.compile(r"Unit is ready \(last sync .*: 1 created, 0 failed\)"))
+    assert machine.local_unit_data(keystone)["public_url"] == f"{tls_cloud.swift_url}/simplestreams/data"
+
+    # the action syncs a newer image from the packed venv
+    source.add_image(release="noble", version="24.04", serial="20261102", seed=302)
+    source.write()
+    run, action = machine.action("sync-images")
+    assert run.returncode == 0 and action["failed"] is None, run.output[-3000:]
+    newer = [image for image in our_images(glance_over_tls, content_id) if image["id"] != first["id"]]
+    assert [image["status"] for image in newer] == ["active"]
+    assert action["results"]["created-count"] == "1"
+    assert action["results"]["created"] == f"created {newer[0]['id']}: {newer[0]['name']}"
+    assert newer[0]["name"] == "auto-sync/ubuntu-noble-24.04-amd64-server-20261102-disk1.img"
+    step(machine.hook("update-status"), "active", re.compile(r"last sync .*: 1 created, 0 failed"))
+
+    # the cron job, exactly as cron runs it, finds nothing new
+    log_before = machine.read_text(LOG_FILE)
+    cron = machine.run_cron_job(job)
+    assert cron.returncode == 0, cron.stderr
+    last = json.loads(machine.read_text(f"{STATE_DIR}/last-sync.json"))
+    assert (last["created"], last["failed"], last["errors"]) == ([], [], [])
+    assert "unchanged since the sync of" in machine.read_text(LOG_FILE).removeprefix(log_before)
+
+    # a sync that fails is never "ready": when, why (whole), what next
+    with tls_cloud.service_down("keystone"):
+        run, action = machine.action("sync-images", **{"full-check": True})
+    assert "Connection refused" in action["failed"]
+    step(machine.hook("update-status"), "blocked",
+         re.compile(r"^Last sync failed .*Connection refused.*; next try daily at \d\d:\d\d, or run sync-images$"))
+
+    # an invalid option: Blocked naming it, the machine left as it was
+    cron_before = machine.read_text(CRON_FILE)
+    machine.set_config(frequency="fortnightly")
+    step(machine.hook("config-changed"), "blocked", "Invalid config: frequency")
+    assert machine.read_text(CRON_FILE) == cron_before
+
+    # the published metadata names exactly the active images
+    assert published_image_ids(published_products_over_tls(tls_cloud, content_id)) == \
+        {image["id"] for image in our_images(glance_over_tls, content_id) if image["status"] == "active"}
+
+    # remove: only the sync log is left, and no link in the trust store dangles
+    step(machine.hook("stop"), "blocked", "")
+    assert machine.hook("remove").returncode == 0
+    left = [path for path in machine.changed_paths() if not path.startswith(TRUST_STORE_OUTPUTS)]
+    assert left == [LOG_FILE]
+    assert machine.run(["find", "/etc/ssl/certs", "-xtype", "l"]).stdout == ""
+    assert trusted not in machine.read_text("/etc/ssl/certs/ca-certificates.crt")
+
+
+@pytest.fixture
+def glance_over_tls(tls_cloud):
+    import glanceclient
+
+    return glanceclient.Client("2", session=tls_cloud.admin_session())
+
+
+def published_products_over_tls(cloud: LocalCloud, content_id: str) -> dict:
+    import requests
+
+    url = f"{cloud.swift_url}/simplestreams/data/streams/v1/{content_id}.json"
+    response = requests.get(url, timeout=30, verify=str(cloud.ca_file))
+    response.raise_for_status()
+    return response.json()
+
+
+def wait_for_exit(pid: int, timeout: float = 600) -> None:
+    """Until a process (the charm's background sync) has exited: a bound, not a measure."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists(), f"the background sync {pid} still runs after {timeout}s"
