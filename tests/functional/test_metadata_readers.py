@@ -53,13 +53,13 @@ def test_superseded_image_stays_until_metadata_without_it_is_published(source, s
     running = sync.start(mirrors)
     try:
         sync.wait_for_progress(lambda progress: progress.get("phase") == "uploading")
-        cloud.stop_service("swift-proxy")  # the upload cannot end before the release: this is before publish
+        cloud.stop_service(cloud.object_store_service)  # the upload cannot end before the release: this is before publish
         release.touch()
         stdout, stderr = running.communicate(timeout=300)
     finally:
         release.touch()
         running.kill()
-        cloud.start_service("swift-proxy")
+        cloud.start_service(cloud.object_store_service)
 
     assert running.returncode == 1
     new_id = created_ids(stdout)[0]

@@ -8,7 +8,11 @@ at once. Keystone stays on sqlite (nothing writes to it concurrently).
     with LocalCloud(tmp_path / "cloud") as cloud:
         glance = glanceclient.Client("2", session=cloud.sync_session())
 
-or, from a shell:  python -m tests.localcloud.cloud --workdir DIR [--tls]
+or, from a shell:  python -m tests.localcloud.cloud --workdir DIR [--tls] [--object-store rgw]
+
+The object store is OpenStack Swift, or with object_store="rgw" a real Ceph RGW serving the Swift API
+(tests/localcloud/rgw.py), registered in Keystone as the ceph-radosgw charm registers it, by default as
+with its namespace-tenants=true (rgw_namespace_tenants=False: as with the charm's default, false).
 
 With tls=True, LocalCloud makes a throw-away CA (workdir/tls/ca.pem, `cloud.ca_file`) and a server
 certificate for 127.0.0.1 and localhost signed by it, and Keystone, Glance and the Swift proxy answer
@@ -31,6 +35,7 @@ import importlib.metadata
 import ipaddress
 import os
 import pwd
+import re
 import secrets
 import shlex
 import shutil
@@ -44,11 +49,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Callable, Self
 
 import requests
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3 as ks_identity
+
+from tests.localcloud import rgw
 
 BIN_DIR = Path(sys.executable).parent
 HOST = "127.0.0.1"
@@ -66,11 +73,18 @@ SERVICES = (
     ("postgres", None),
     ("keystone", "/v3"),
     ("glance", "/versions"),
-    ("swift-account", "/"),
-    ("swift-container", "/"),
-    ("swift-object", "/"),
-    ("swift-proxy", "/healthcheck"),
 )
+OBJECT_STORE_SERVICES = {
+    "swift": (
+        ("swift-account", "/"),
+        ("swift-container", "/"),
+        ("swift-object", "/"),
+        ("swift-proxy", "/healthcheck"),
+    ),
+    "rgw": rgw.RGW_SERVICES,
+}
+# The service that answers the object-store API, per object store.
+OBJECT_STORE_ENDPOINT_SERVICE = {"swift": "swift-proxy", "rgw": "rgw"}
 SWIFT_BACKENDS = ("account", "container", "object")
 POSTGRES_ROOT = Path("/usr/lib/postgresql")  # Debian: one <version>/bin per installed major version
 POSTGRES_SYSTEM_USER = "postgres"  # runs initdb and the server when we are root (both refuse root)
@@ -120,6 +134,7 @@ class _Service:
     popen: subprocess.Popen | None = None
     stop_signal: int = signal.SIGTERM
     dir_fd: Path | None = None  # see DIR_FD
+    ready: Callable[[], bool] | None = None  # when not HTTP: True once the service serves
     run_as: dict = field(default_factory=dict)  # Popen's user/group/extra_groups
     scheme: str = "http"
 
@@ -133,8 +148,15 @@ class _Service:
 
 class LocalCloud:
     def __init__(self, workdir: Path, region: str = "RegionOne", image_conversion: bool = False,
-                 tls: bool = False, token_lifetime: int | None = None, glance_options: dict | None = None):
+                 tls: bool = False, token_lifetime: int | None = None, glance_options: dict | None = None,
+                 object_store: str = "swift", rgw_namespace_tenants: bool = True):
+        if object_store not in OBJECT_STORE_SERVICES:
+            raise ValueError(f"object_store must be one of {', '.join(OBJECT_STORE_SERVICES)}, not {object_store!r}")
+        if tls and object_store != "swift":
+            raise ValueError("tls=True is only implemented with object_store='swift'")
         self.workdir = Path(workdir).resolve()
+        self.object_store = object_store
+        self.rgw_namespace_tenants = rgw_namespace_tenants
         self.token_lifetime = token_lifetime  # seconds: keystone's [token] expiration (default 1 hour)
         self.glance_options = glance_options or {}  # extra glance-api.conf [DEFAULT] options, e.g. image_size_cap
         self.region = region
@@ -148,7 +170,8 @@ class LocalCloud:
         self.sync_identity: dict | None = None
         self.glance_url: str | None = None
         self.postgres_port: int | None = None  # Glance's database server on 127.0.0.1
-        self.swift_url: str | None = None
+        self.swift_url: str | None = None  # the object store's account URL (Swift's, or RGW's Swift API)
+        self._ceph: rgw.CephRgw | None = None
         self.services_project_id: str | None = None  # owner of the images the sync user creates
         self.startup_seconds: float | None = None
         self._services: dict[str, _Service] = {}
@@ -161,12 +184,16 @@ class LocalCloud:
         began = time.monotonic()
         if self.image_conversion and not shutil.which("qemu-img"):
             raise RuntimeError("image_conversion needs qemu-img (Debian package qemu-utils)")
+        if self.object_store == "rgw" and (missing := rgw.missing_programs()):
+            raise RuntimeError(f"object_store='rgw' needs {', '.join(missing)}: install the Debian packages "
+                               f"{' '.join(rgw.PACKAGES)} (scripts/bootstrap does)")  # fmt: skip
         self.stop()
         self.kill_leftovers(self.workdir)
         self._make_dirs()
-        ports = _free_ports(len(SERVICES))
+        table = (*SERVICES, *OBJECT_STORE_SERVICES[self.object_store])
+        ports = _free_ports(len(table))
         self._services = {
-            name: _Service(name, port, ready_path, []) for (name, ready_path), port in zip(SERVICES, ports)
+            name: _Service(name, port, ready_path, []) for (name, ready_path), port in zip(table, ports)
         }
         if self.tls:  # a new CA each start: the servers restart with it, nothing else keeps the old one
             self._tls_files = make_tls_files(self.workdir / "tls", "LocalCloud")
@@ -178,12 +205,17 @@ class LocalCloud:
         self.auth_url = f"{self._services['keystone'].url}/v3"
         self.glance_url = self._services["glance"].url
         self.postgres_port = self._services["postgres"].port
+        if self.object_store == "rgw":
+            self._ceph = rgw.CephRgw(self.workdir / "ceph", self._services["ceph-mon"].port,
+                                     self._services["rgw"].port, self._keystone_for_rgw(),
+                                     namespace_tenants=self.rgw_namespace_tenants)
         self._write_configs()
         self._define_commands()
         atexit.register(self.stop)
         try:
             with ThreadPoolExecutor(3) as pool:
-                bring_ups = (self._bring_up_keystone, self._bring_up_glance, self._bring_up_swift)
+                bring_up_object_store = self._bring_up_rgw if self._ceph else self._bring_up_swift
+                bring_ups = (self._bring_up_keystone, self._bring_up_glance, bring_up_object_store)
                 for future in [pool.submit(bring_up) for bring_up in bring_ups]:
                     future.result()
         except BaseException:
@@ -208,11 +240,15 @@ class LocalCloud:
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
-    def stop_service(self, name: str) -> None:
-        """Kill one service abruptly (SIGKILL), as a crash would."""
+    def stop_service(self, name: str, graceful: bool = False) -> None:
+        """Kill one service abruptly (SIGKILL), as a crash would; graceful: SIGTERM, as a restart would.
+
+        PITFALL: a radosgw killed abruptly leaves its watches on RGW's control objects for 30 s (the OSD's
+        client watch timeout), and until they expire every request that changes RGW's metadata (the first
+        request of a new user, a new container) waits for them; radosgw removes them when it stops on SIGTERM."""
         service = self._service(name)
         if service.popen is not None:
-            _terminate([service.popen], grace=0)
+            _terminate([service.popen], grace=STOP_GRACE if graceful else 0)
             service.popen = None
             self._write_pids()
 
@@ -224,9 +260,9 @@ class LocalCloud:
         self._wait_until_answering(service, time.monotonic() + START_TIMEOUT)
 
     @contextmanager
-    def service_down(self, name: str):
-        """The service killed for the duration of the block, then started again (even on error)."""
-        self.stop_service(name)
+    def service_down(self, name: str, graceful: bool = False):
+        """The service stopped (see stop_service) for the duration of the block, then started again (even on error)."""
+        self.stop_service(name, graceful)
         try:
             yield
         finally:
@@ -246,6 +282,11 @@ class LocalCloud:
         _wait_until(lambda: not any(_is_alive(pid) for pid in victims), timeout=10)
         pids_file.unlink(missing_ok=True)
         return victims
+
+    @property
+    def object_store_service(self) -> str:
+        """The name of the service answering the object-store API (for stop_service and service_down)."""
+        return OBJECT_STORE_ENDPOINT_SERVICE[self.object_store]
 
     # ------------------------------------------------------------------ sessions
 
@@ -299,6 +340,19 @@ class LocalCloud:
             self._launch(self._services[name])
         for name in ("swift-account", "swift-container", "swift-object", "swift-proxy"):
             self._wait_until_answering(self._services[name], time.monotonic() + START_TIMEOUT)
+
+    def _bring_up_rgw(self) -> None:
+        for command in self._ceph.monitor_setup_commands():
+            self._run(*command)
+        self._start_and_wait("ceph-mon")
+        for command in self._ceph.osd_setup_commands():
+            self._run(*command)
+        self._start_and_wait("ceph-osd")
+        self._start_and_wait("rgw")  # PITFALL: started before the OSD is up, radosgw waits 5 s for it
+
+    def _keystone_for_rgw(self) -> rgw.KeystoneForRgw:
+        return rgw.KeystoneForRgw(url=self.auth_url.removesuffix("/v3"), user="swift",
+                                  password=self._passwords["swift"], project=SERVICES_PROJECT, domain=DOMAIN)
 
     def _bring_up_postgres(self) -> None:
         pg = self.workdir / "postgres"
@@ -365,11 +419,14 @@ class LocalCloud:
             user_id = self._ensure_user(ks, user, project)
             for role in roles:
                 ks.roles.grant(role, user=user_id, project=project)
-        swift = self._services["swift-proxy"].url
+        if self._ceph is not None:
+            object_store_url = self._ceph.swift_url_template()
+        else:
+            object_store_url = f"{self._services['swift-proxy'].url}/v1/AUTH_%(project_id)s"
         self._ensure_endpoints(ks, "image", "glance", self.glance_url)
-        self._ensure_endpoints(ks, "object-store", "swift", f"{swift}/v1/AUTH_%(project_id)s")
+        self._ensure_endpoints(ks, "object-store", "swift", object_store_url)
         self.services_project_id = project.id
-        self.swift_url = f"{swift}/v1/AUTH_{project.id}"
+        self.swift_url = re.sub(r"[$%]\(project_id\)s", project.id, object_store_url)  # Keystone takes either form
         self.sync_identity = self._credentials(SYNC_USER, SERVICES_PROJECT)
 
     def _ensure_user(self, ks, name: str, project) -> str:
@@ -409,7 +466,7 @@ class LocalCloud:
 
     def _make_dirs(self) -> None:
         for sub in ("logs", "keystone", "glance/images", "glance/staging", "glance/tasks", "glance/locks",
-                    "swift/devices/d1", "postgres/data", "postgres/run"):  # fmt: skip
+                    "postgres/data", "postgres/run"):  # fmt: skip
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
 
     def _write_configs(self) -> None:
@@ -418,6 +475,10 @@ class LocalCloud:
         (keystone_dir / "keystone_shim.py").write_text(_KEYSTONE_SHIM)
         _write_ini(glance_dir / "glance-api.conf", self._glance_conf())
         shutil.copyfile(_glance_paste_ini(), glance_dir / "glance-api-paste.ini")
+        if self._ceph is not None:
+            self._ceph.write_config()
+            return
+        (swift_dir / "devices" / "d1").mkdir(parents=True, exist_ok=True)
         _write_ini(swift_dir / "swift.conf", _swift_conf())
         for kind in SWIFT_BACKENDS:
             _write_ini(swift_dir / f"{kind}-server.conf", self._swift_backend_conf(kind))
@@ -552,6 +613,13 @@ class LocalCloud:
             "keystone", "keystone_shim:application", "--pythonpath", str(self.workdir / "keystone")
         )
         self._services["glance"].argv = gunicorn("glance", "glance.wsgi.api:application")
+        if self._ceph is not None:
+            ready_checks = self._ceph.ready_checks(self._child_env())
+            for name, argv in self._ceph.argv().items():
+                service = self._services[name]
+                service.argv, service.ready = argv, ready_checks.get(name)
+                service.stop_signal = signal.SIGKILL  # throw-away data; an OSD whose monitor left lingers 5 s
+            return
         for kind in (*SWIFT_BACKENDS, "proxy"):
             binary = BIN_DIR / f"swift-{kind}-server"
             self._services[f"swift-{kind}"].argv = [str(binary), str(swift / f"{kind}-server.conf"), "-v"]
@@ -620,13 +688,16 @@ class LocalCloud:
                 log = _tail(self.logs / f"{service.name}.log")
                 raise RuntimeError(f"{service.name} is not running (exit code {service.popen.poll()}):\n{log}")
             try:
-                if service.ready_path is None:
+                if service.ready is not None:
+                    if not service.ready():
+                        raise ConnectionError(f"{service.name} does not serve yet")
+                elif service.ready_path is None:
                     self._postgres_connection(timeout=5).close()
                 else:
                     verify = self._verify() if service.scheme == "https" else True
                     requests.get(service.url + service.ready_path, timeout=5, verify=verify)
                 return
-            except (requests.RequestException, _postgres_errors()):
+            except (requests.RequestException, ConnectionError, _postgres_errors()):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{service.name} did not answer on {service.url} in time") from None
                 time.sleep(0.1)
@@ -962,15 +1033,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--region", default="RegionOne")
     parser.add_argument("--image-conversion", action="store_true", help="enable Glance's image_conversion plugin")
     parser.add_argument("--tls", action="store_true", help="Keystone, Glance and Swift over HTTPS (throw-away CA)")
+    parser.add_argument("--object-store", choices=sorted(OBJECT_STORE_SERVICES), default="swift",
+                        help="OpenStack Swift, or a Ceph RGW serving the Swift API")
     args = parser.parse_args(argv)
 
     stop_requested = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop_requested.set())
-    cloud = LocalCloud(args.workdir, region=args.region, image_conversion=args.image_conversion, tls=args.tls)
+    cloud = LocalCloud(args.workdir, region=args.region, image_conversion=args.image_conversion, tls=args.tls,
+                       object_store=args.object_store)
     try:
         cloud.start()
-        print(f"# started in {cloud.startup_seconds:.1f} s; glance {cloud.glance_url}; swift {cloud.swift_url}; "
+        print(f"# started in {cloud.startup_seconds:.1f} s; glance {cloud.glance_url}; "
+              f"{cloud.object_store} {cloud.swift_url}; "
               f"glance's database: postgres on {HOST}:{cloud.postgres_port}")  # fmt: skip
         if cloud.ca_file is not None:
             print(f"# TLS: trust {cloud.ca_file}\nexport OS_CACERT={shlex.quote(str(cloud.ca_file))}")
