@@ -14,7 +14,7 @@ from .state import (DEFAULT_STATE_DIR, ProgressFile, SyncAlreadyRunning, SyncLoc
                     write_result)
 
 # The heavy modules (config: pydantic; engine: keystoneauth, glanceclient, simplestreams) are imported
-# only once the quick check (unchanged.py) has found that the full sync must run.
+# only once the quick check (quick_check.py) has found that the full sync must run.
 
 DEFAULT_CONF_DIR = "/etc/glance-simplestreams-sync"
 
@@ -62,17 +62,17 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         force=True)  # simplestreams puts a NullHandler on the root logger at import
     if args.dry_run:
-        return _sync(args, None)
+        return _sync(args)  # changes nothing: no lock
     state_dir = _state_dir(args.mirrors)
-    if state_dir is None:  # not a readable mapping: the full load names the problem
-        return _sync(args, None)
+    if state_dir is None:  # not a readable mapping: the full load names the problem, before any change
+        return _sync(args)
     try:
-        with SyncLock(state_dir):
+        with SyncLock(state_dir):  # the one lock: the quick check and the full sync both run under it
             if not args.full_check:
                 code = _quick_noop(state_dir)
                 if code is not None:
                     return code
-            return _sync(args, state_dir)
+            return _sync(args)
     except SyncAlreadyRunning as error:
         _print_err(f"error: {error}")
         return EXIT_LOCKED
@@ -94,11 +94,11 @@ def _state_dir(mirrors_path: str) -> str | None:
 
 
 def _quick_noop(state_dir: str) -> int | None:
-    """EXIT_OK when nothing changed since the last clean sync (unchanged.py); None: do the full sync."""
-    from . import unchanged
+    """EXIT_OK when nothing changed since the last clean sync (quick_check.py); None: do the full sync."""
+    from . import quick_check
 
     started, clock = utc_now(), time.monotonic()
-    record = unchanged.still_current(state_dir)
+    record = quick_check.still_current(state_dir)
     if record is None:
         return None
     result = SyncResult(started=started, finished=utc_now(), published=bool(record.swift_objects),
@@ -113,8 +113,8 @@ def _quick_noop(state_dir: str) -> int | None:
     return EXIT_OK
 
 
-def _sync(args: argparse.Namespace, locked_state_dir: str | None) -> int:
-    """The full sync. The lock is taken here unless main() holds it for the same state dir."""
+def _sync(args: argparse.Namespace) -> int:
+    """The full sync (main() holds the lock unless it is a dry run)."""
     from .config import ConfigError, load_identity, load_sync_config
 
     try:
@@ -125,15 +125,8 @@ def _sync(args: argparse.Namespace, locked_state_dir: str | None) -> int:
         return EXIT_CONFIG
     if args.dry_run:
         result = _new_run(config, identity, args).run()
-    elif config.state_dir == locked_state_dir:
-        result = _run_and_record(config, identity, args)
     else:
-        try:
-            with SyncLock(config.state_dir):
-                result = _run_and_record(config, identity, args)
-        except SyncAlreadyRunning as error:
-            _print_err(f"error: {error}")
-            return EXIT_LOCKED
+        result = _run_and_record(config, identity, args)
     _print(_summary(result))
     return EXIT_OK if result.ok else EXIT_FAILED
 
@@ -148,14 +141,14 @@ def _new_run(config, identity, args, progress=None):
 def _run_and_record(config, identity, args) -> SyncResult:
     """Run (the lock is held); write the result, the metrics and, after a clean run, the record of
     what it observed for the next run's quick check."""
-    from . import unchanged
+    from . import quick_check
     from .engine import Progress
 
     input_paths = [args.mirrors, args.identity, *(config.keyring_for(mirror) for mirror in config.mirror_list)]
     if identity.ca_file:
         input_paths.append(identity.ca_file)
-    inputs = unchanged.input_digests(input_paths)  # the bytes this run starts from
-    unchanged.forget(config.state_dir)
+    inputs = quick_check.input_digests(input_paths)  # the bytes this run starts from
+    quick_check.forget(config.state_dir)
     progress = Progress(ProgressFile(config.state_dir))
     try:
         sync = _new_run(config, identity, args, progress)
@@ -166,7 +159,7 @@ def _run_and_record(config, identity, args) -> SyncResult:
         progress.close()
     if sync.record is not None:
         sync.record.inputs = inputs
-        unchanged.save(config.state_dir, sync.record)
+        quick_check.save(config.state_dir, sync.record)
     return result
 
 

@@ -1,7 +1,7 @@
 """The simplestreams library, imported once without its slow import-time probe.
 
 Every module of this package takes simplestreams from here. The package itself imports nothing heavy,
-so a sync that finds nothing changed (unchanged.py) starts fast."""
+so a sync that finds nothing changed (quick_check.py) starts fast."""
 
 import sys
 

@@ -20,7 +20,7 @@ from .retention import plan_retention
 from .source import HttpSession, SourceChanged, SourceError, SourceImage, open_url_chunks, read_source
 from .state import ProgressFile, SyncResult, utc_now
 from .transfer import VerificationError, VerifyingStream
-from .unchanged import Record, code_fingerprint, glance_fingerprint, glance_list_url
+from .quick_check import Observations, Record, code_fingerprint, glance_fingerprint, glance_list_url
 
 LOG = logging.getLogger(__name__)
 
@@ -76,7 +76,9 @@ class SyncRun:
         self.err = err
         self.progress = progress or Progress(None)
         self.result = SyncResult(started=utc_now(), dry_run=dry_run)
-        self.http = HttpSession(config.user_agent, proxies=config.source_proxy.for_requests() or None)
+        self.observed = Observations()  # what the next run's quick check will compare
+        self.http = HttpSession(config.user_agent, proxies=config.source_proxy.for_requests() or None,
+                                observations=self.observed)
         self.content_id = config.content_id
         self._result_lock = threading.Lock()
         self._names: dict[tuple, str] = {}  # Glance name of each source image, by SourceImage.key
@@ -84,7 +86,7 @@ class SyncRun:
         # Set when this run leaves something a later run may settle differently (an image kept because
         # it is in use, one that cannot be verified): the next run must then not skip the full sync.
         self._unsettled = False
-        self.record: Record | None = None  # what a clean run observed, for unchanged.py
+        self.record: Record | None = None  # what a clean run observed, for the quick check
 
     def run(self) -> SyncResult:
         started = time.monotonic()
@@ -335,7 +337,7 @@ class SyncRun:
     def _publish(self, cloud: Cloud, images: list[dict]) -> SwiftPublisher | None:
         self.progress.phase("publishing metadata")
         try:
-            publisher = SwiftPublisher(cloud)
+            publisher = SwiftPublisher(cloud, self.observed)
             tree = image_ids_tree(self.content_id, images, cloud.region, cloud.auth_url,
                                   self.config.hypervisor_mapping)
             changed = publisher.publish(tree, self.config.cloud_name)
@@ -356,24 +358,22 @@ class SyncRun:
 
     def _record_observations(self, cloud: Cloud, glance: GlanceStore, final_listing: Future,
                              publisher: SwiftPublisher | None, image_count: int) -> None:
-        """After a clean run, what the next run's quick check compares (unchanged.py)."""
+        """After a clean run, what the next run's quick check compares (quick_check.py)."""
         try:
             images = final_listing.result()
             token, expires = cloud.token()
         except CloudError as error:
             LOG.info("no quick check for the next run: %s", error)
             return
-        swift_objects = publisher.etags if publisher else {}
+        observed = self.observed
         self.record = Record(
             code=code_fingerprint(), inputs={}, user_agent=self.config.user_agent,
-            source=[{"url": url, "sha256": digest, "proxy": self.http.proxy_for(url)}
-                    for url, digest in self.http.documents.items()],
+            source=[{"url": url, **document} for url, document in observed.source.items()],
             token=token, token_expires=expires.isoformat(), verify=cloud.verify,
             glance_list_url=glance_list_url(glance.endpoint, cloud.project_id, self.content_id),
             glance_images=glance_fingerprint(images, self.content_id, cloud.project_id),
-            content_id=self.content_id, project_id=cloud.project_id, swift_objects=swift_objects,
-            swift_container=publisher.container_url if publisher else "",
-            swift_read_acl=publisher.read_acl if publisher else "",
+            content_id=self.content_id, project_id=cloud.project_id, swift_objects=observed.objects,
+            swift_container=observed.container_url, swift_read_acl=observed.read_acl,
             swift_proxy=cloud.object_store_proxy(publisher.storage_url) if publisher else None,
             metadata_url=publisher.metadata_url if publisher else "", image_count=image_count)
 

@@ -9,6 +9,7 @@ import re
 
 from keystoneauth1 import exceptions as ks_exceptions
 
+from .quick_check import Observations
 from ._simplestreams import util
 from .openstack import Cloud, CloudError, describe
 from .text import shorten
@@ -81,7 +82,7 @@ class SwiftPublisher:
     operator asks for it.
     """
 
-    def __init__(self, cloud: Cloud):
+    def __init__(self, cloud: Cloud, observations: Observations | None = None):
         self.cloud = cloud
         url = cloud.endpoint("object-store")
         if not url:
@@ -89,7 +90,7 @@ class SwiftPublisher:
                              "images were synced but no metadata was published")
         self.storage_url = url.rstrip("/")
         self.session = cloud.object_store_session
-        self.etags: dict[str, str] = {}  # object URL -> ETag, as last read or written
+        self.observations = observations or Observations()  # what the quick check will compare
         self.read_acl = ""  # the container's X-Container-Read once it lets anyone read
         self.repaired_acl: str | None = None  # the read ACL found, when it had to be set again
 
@@ -119,6 +120,7 @@ class SwiftPublisher:
         Returns False when what is published already says the same (nothing is rewritten then)."""
         try:
             self.read_acl, self.repaired_acl = ensure_public_container(self._send, self.container_url)
+            self.observations.container(self.container_url, self.read_acl)
             index = self._read(INDEX_PATH, default={"format": "index:1.0", "index": {}})
             if not isinstance(index.get("index"), dict):
                 LOG.warning("replacing unreadable %s", PREFIX + INDEX_PATH)
@@ -202,7 +204,7 @@ class SwiftPublisher:
     def _remember_etag(self, path: str, response) -> None:
         etag = response.headers.get("ETag", "").strip('"')
         if etag:
-            self.etags[self._object_url(path)] = etag
+            self.observations.metadata_object(self._object_url(path), etag)
 
 
 def _without_updated(data: dict) -> dict:

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import requests
 import urllib3
 
+from .quick_check import Observations
 from ._simplestreams import contentsource, filters, mirrors, util
 from .config import MirrorSpec
 from .openstack import proxy_for
@@ -76,13 +77,13 @@ class SourceImage:
 class HttpSession:
     """GETs with a user agent, bounded retries of transient failures, and clear errors."""
 
-    def __init__(self, user_agent: str, proxies: dict | None = None):
+    def __init__(self, user_agent: str, proxies: dict | None = None, observations: Observations | None = None):
         self.session = requests.Session()
         self.session.headers["User-Agent"] = user_agent
         if proxies is not None:
             self.session.trust_env = False
             self.session.proxies.update(proxies)
-        self.documents: dict[str, str] = {}  # URL -> sha256 of every metadata document read
+        self.observations = observations or Observations()  # every metadata document read, for the quick check
 
     def proxy_for(self, url: str) -> str | None:
         return proxy_for(url, self.session.proxies, self.session.trust_env)
@@ -250,7 +251,7 @@ class SourceReader(mirrors.MirrorReader):
             content = b"".join(chunks)
         finally:
             close()
-        self.http.documents[url] = hashlib.sha256(content).hexdigest()
+        self.http.observations.source_document(url, content, self.http.proxy_for(url))
         return contentsource.MemoryContentSource(url=url, content=content)
 
     def _read_signed(self, content: str, path: str) -> str:

@@ -1,4 +1,4 @@
-"""TLS settings for the connections this package makes without requests (unchanged.py, uploads)."""
+"""TLS settings for the connections this package makes without requests (the quick check, uploads)."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ from tests.functional.test_sync import (  # noqa: F401
     test_second_sync_creates_nothing,
     test_sstream_query_reads_the_published_metadata,
 )
-from tests.functional.test_unchanged import (  # noqa: F401
+from tests.functional.test_quick_check import (  # noqa: F401
     test_a_token_past_use_means_a_full_check,
     test_metadata_deleted_in_swift_is_published_again,
     test_nothing_changed_stops_at_the_quick_check,

@@ -1,4 +1,4 @@
-"""The quick no-op (unchanged.py) against the real local cloud: it stops early only when the source,
+"""The quick no-op (quick_check.py) against the real local cloud: it stops early only when the source,
 Glance and Swift are all as the last clean run left them, and otherwise the full sync runs."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The quick no-op: a sync finds out in a few requests that nothing changed since the last clean run.
+"""The quick check: a sync finds out in a few requests that nothing changed since the last clean run.
 
 A full run reads and verifies every source document, lists Glance, compares the metadata in Swift,
 and needs keystoneauth, glanceclient and simplestreams loaded first. When a run ends clean (nothing
@@ -16,6 +16,9 @@ full run would then read, plan and publish the very same things. Anything else (
 unreachable source, a Glance change, an expired or revoked token, a new config, new code) makes it
 fall through to the full run, which records afresh when it ends clean. It uses only the standard
 library and PyYAML, so it runs before the heavy imports.
+
+During a full run, the parts that read the source and write the metadata report what they saw to one
+`Observations` object; the run turns it into the `Record` when it ends clean.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import threading
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +42,29 @@ RECORD_VERSION = 1
 TOKEN_MARGIN = timedelta(minutes=2)  # a token this close to expiry is not used
 TIMEOUT = 10  # seconds per request; a slow answer just means the full run goes ahead
 UNCOMPARED_FIELDS = ("self",)  # a link that glanceclient's image objects leave out
+
+
+@dataclass
+class Observations:
+    """What a full run saw of the source and of the object store, as it goes (thread-safe)."""
+
+    source: dict[str, dict] = field(default_factory=dict)  # URL -> {"sha256", "proxy"}: documents read
+    objects: dict[str, str] = field(default_factory=dict)  # object URL -> ETag, as last read or written
+    container_url: str = ""
+    read_acl: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def source_document(self, url: str, content: bytes, proxy: str | None) -> None:
+        with self._lock:
+            self.source[url] = {"sha256": hashlib.sha256(content).hexdigest(), "proxy": proxy}
+
+    def metadata_object(self, url: str, etag: str) -> None:
+        with self._lock:
+            self.objects[url] = etag
+
+    def container(self, url: str, read_acl: str) -> None:
+        with self._lock:
+            self.container_url, self.read_acl = url, read_acl
 
 
 @dataclass

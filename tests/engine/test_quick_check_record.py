@@ -1,4 +1,4 @@
-"""The quick check's record (unchanged.py): what invalidates it before any request is made."""
+"""The quick check's record (quick_check.py): what invalidates it before any request is made."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from simplestreams_sync import unchanged
+from simplestreams_sync import quick_check
 
 PROJECT = "p1"
 CONTENT_ID = "auto.sync"
@@ -27,20 +27,20 @@ def test_glance_fingerprint_ignores_order_and_images_that_are_not_ours():
     ours = [image("a"), image("b")]
     others = [image("c", owner="someone else"), image("d", content_id="other.sync")]
 
-    assert unchanged.glance_fingerprint(ours[::-1] + others, CONTENT_ID, PROJECT) == \
-        unchanged.glance_fingerprint(ours, CONTENT_ID, PROJECT)
+    assert quick_check.glance_fingerprint(ours[::-1] + others, CONTENT_ID, PROJECT) == \
+        quick_check.glance_fingerprint(ours, CONTENT_ID, PROJECT)
 
 
 @pytest.mark.parametrize("change", [{"updated_at": "2026-02-01T00:00:00Z"}, {"status": "deactivated"},
                                     {"os_hash_value": "cd"}, {"protected": True}, {"latest": "true"}])
 def test_glance_fingerprint_moves_with_any_change_of_an_image(change):
-    assert unchanged.glance_fingerprint([image("a", **change)], CONTENT_ID, PROJECT) != \
-        unchanged.glance_fingerprint([image("a")], CONTENT_ID, PROJECT)
+    assert quick_check.glance_fingerprint([image("a", **change)], CONTENT_ID, PROJECT) != \
+        quick_check.glance_fingerprint([image("a")], CONTENT_ID, PROJECT)
 
 
 def test_glance_fingerprint_moves_when_an_image_goes():
-    assert unchanged.glance_fingerprint([image("a")], CONTENT_ID, PROJECT) != \
-        unchanged.glance_fingerprint([image("a"), image("b")], CONTENT_ID, PROJECT)
+    assert quick_check.glance_fingerprint([image("a")], CONTENT_ID, PROJECT) != \
+        quick_check.glance_fingerprint([image("a"), image("b")], CONTENT_ID, PROJECT)
 
 
 class Server:
@@ -96,15 +96,15 @@ def recorded(tmp_path, served):
         return 200, glance[path] if isinstance(glance, dict) else glance  # a dict: pages by path
 
     with Server(answer) as server:
-        record = unchanged.Record(
-            code=unchanged.code_fingerprint(), inputs=unchanged.input_digests([str(mirrors)]),
+        record = quick_check.Record(
+            code=quick_check.code_fingerprint(), inputs=quick_check.input_digests([str(mirrors)]),
             source=[{"url": f"{server.url}/streams/v1/index.json", "sha256": _sha256(SOURCE_DOC), "proxy": None}],
             user_agent="test", token="t0k3n",
             token_expires=(datetime.now(timezone.utc) + timedelta(hours=1)).isoformat(), verify=True,
-            glance_list_url=unchanged.glance_list_url(server.url, PROJECT, CONTENT_ID),
-            glance_images=unchanged.glance_fingerprint([image("a")], CONTENT_ID, PROJECT),
+            glance_list_url=quick_check.glance_list_url(server.url, PROJECT, CONTENT_ID),
+            glance_images=quick_check.glance_fingerprint([image("a")], CONTENT_ID, PROJECT),
             content_id=CONTENT_ID, project_id=PROJECT)
-        unchanged.save(tmp_path / "state", record)
+        quick_check.save(tmp_path / "state", record)
         yield tmp_path / "state", mirrors, server
 
 
@@ -115,7 +115,7 @@ def _sha256(data: bytes) -> str:
 def test_a_record_whose_observations_hold_is_current(recorded):
     state_dir, _, server = recorded
 
-    assert unchanged.still_current(state_dir) is not None
+    assert quick_check.still_current(state_dir) is not None
     assert sorted(server.requests) == ["/streams/v1/index.json",
                                        f"/v2/images?owner={PROJECT}&content_id={CONTENT_ID}&limit=100"]
 
@@ -124,27 +124,27 @@ def test_a_changed_input_file_invalidates_without_a_request(recorded):
     state_dir, mirrors, server = recorded
     mirrors.write_text("mirror_list: [] # edited\n")
 
-    assert unchanged.still_current(state_dir) is None
+    assert quick_check.still_current(state_dir) is None
     assert server.requests == []
 
 
 def test_an_expiring_token_invalidates_without_a_request(recorded):
     state_dir, _, server = recorded
-    data = json.loads((state_dir / unchanged.RECORD_FILE).read_text())
+    data = json.loads((state_dir / quick_check.RECORD_FILE).read_text())
     data["token_expires"] = (datetime.now(timezone.utc) + timedelta(seconds=30)).isoformat()
-    (state_dir / unchanged.RECORD_FILE).write_text(json.dumps(data))
+    (state_dir / quick_check.RECORD_FILE).write_text(json.dumps(data))
 
-    assert unchanged.still_current(state_dir) is None
+    assert quick_check.still_current(state_dir) is None
     assert server.requests == []
 
 
 def test_a_record_from_other_code_is_not_trusted(recorded):
     state_dir, _, server = recorded
-    data = json.loads((state_dir / unchanged.RECORD_FILE).read_text())
+    data = json.loads((state_dir / quick_check.RECORD_FILE).read_text())
     data["code"] = "0" * 64
-    (state_dir / unchanged.RECORD_FILE).write_text(json.dumps(data))
+    (state_dir / quick_check.RECORD_FILE).write_text(json.dumps(data))
 
-    assert unchanged.still_current(state_dir) is None
+    assert quick_check.still_current(state_dir) is None
     assert server.requests == []
 
 
@@ -152,14 +152,14 @@ def test_changed_source_bytes_invalidate(recorded, served):
     state_dir, _, _ = recorded
     served["source"] = b'{"index": {"new": {}}}'
 
-    assert unchanged.still_current(state_dir) is None
+    assert quick_check.still_current(state_dir) is None
 
 
 def test_a_changed_glance_listing_invalidates(recorded, served):
     state_dir, _, _ = recorded
     served["glance"] = json.dumps({"images": [image("a", status="deactivated")]}).encode()
 
-    assert unchanged.still_current(state_dir) is None
+    assert quick_check.still_current(state_dir) is None
 
 
 def test_glance_pages_are_all_read(recorded, served):
@@ -169,32 +169,32 @@ def test_glance_pages_are_all_read(recorded, served):
             json.dumps({"images": [], "next": "/v2/images?marker=x"}).encode(),
         "/v2/images?marker=x": json.dumps({"images": [image("a")]}).encode()}
 
-    assert unchanged.still_current(state_dir) is not None
+    assert quick_check.still_current(state_dir) is not None
     assert "/v2/images?marker=x" in server.requests
 
 
 def test_glance_fingerprint_is_the_same_for_raw_json_and_glanceclient_objects():
     raw = image("a", self="/v2/images/a")  # glanceclient's image objects have no "self"
 
-    assert unchanged.glance_fingerprint([raw], CONTENT_ID, PROJECT) == \
-        unchanged.glance_fingerprint([image("a")], CONTENT_ID, PROJECT)
+    assert quick_check.glance_fingerprint([raw], CONTENT_ID, PROJECT) == \
+        quick_check.glance_fingerprint([image("a")], CONTENT_ID, PROJECT)
 
 
 @pytest.mark.parametrize("text", ["[]", '{"version": 1}', "{not json"])
 def test_a_record_that_is_not_one_is_no_record(tmp_path, text):
-    (tmp_path / unchanged.RECORD_FILE).write_text(text)
+    (tmp_path / quick_check.RECORD_FILE).write_text(text)
 
-    assert unchanged.still_current(tmp_path) is None
+    assert quick_check.still_current(tmp_path) is None
 
 
 def test_a_file_source_is_read_from_the_file(recorded, tmp_path):
     state_dir, _, _ = recorded
     document = tmp_path / "index.json"
     document.write_bytes(SOURCE_DOC)
-    data = json.loads((state_dir / unchanged.RECORD_FILE).read_text())
+    data = json.loads((state_dir / quick_check.RECORD_FILE).read_text())
     data["source"] = [{"url": document.as_uri(), "sha256": _sha256(SOURCE_DOC), "proxy": None}]
-    (state_dir / unchanged.RECORD_FILE).write_text(json.dumps(data))
+    (state_dir / quick_check.RECORD_FILE).write_text(json.dumps(data))
 
-    assert unchanged.still_current(state_dir) is not None
+    assert quick_check.still_current(state_dir) is not None
     document.write_bytes(b"{}")
-    assert unchanged.still_current(state_dir) is None
+    assert quick_check.still_current(state_dir) is None
