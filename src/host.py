@@ -212,19 +212,17 @@ def write_ca_bundle(certificates: list[str], account: Account) -> str | None:
 
 
 def prepare_sync_paths(account: Account) -> None:
-    """The state dir and everything in it (lock, results, the charm's markers) belong to the sync's user,
-    the dir traversable by all (NRPE's check reads last-sync.json as nagios); the log the sync appends
-    to through a descriptor root opens is root's with the sync's group, readable by that group only."""
+    """The state dir belongs to the sync's user, traversable by all (NRPE's check reads last-sync.json as
+    nagios); when it did not yet (a new unit, or a charm that ran the sync as root), what is in it (lock,
+    results) becomes the user's too; from then on the sync creates its files as that user. The log the
+    sync appends to through a descriptor root opens is root's with the sync's group, readable by it only."""
     state_dir = PATHS.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir.chmod(0o755)
-    for path in [state_dir, *state_dir.iterdir()]:
-        try:
-            status = path.lstat()
-            if (status.st_uid, status.st_gid) != (account.uid, account.gid):
-                os.chown(path, account.uid, account.gid, follow_symlinks=False)
-        except FileNotFoundError:  # the sync replaced it meanwhile (as its user)
-            continue
+    status = state_dir.stat()
+    if (status.st_uid, status.st_gid) != (account.uid, account.gid):
+        for path in [*state_dir.iterdir(), state_dir]:
+            os.chown(path, account.uid, account.gid, follow_symlinks=False)
     log_file = PATHS.log_file
     log_file.parent.mkdir(parents=True, exist_ok=True)
     os.close(os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, SYNC_READABLE_MODE))

@@ -2,14 +2,15 @@
 empty metadata in the same hook and keystone's product-streams endpoint points at it; after that, each
 event applies the URL the last sync recorded."""
 
+import os
 import pwd
 
 from ops import testing
 
 import host
-from tests.charm.conftest import AS_ROOT
 from tests.charm.relation_data import KEYSTONE_V3, METADATA_URL
 
+AS_ROOT = os.geteuid() == 0
 PLACEHOLDER = "http://192.0.2.0"
 OTHER_URL = "https://swift.example:443/v1/AUTH_other/simplestreams/data"
 

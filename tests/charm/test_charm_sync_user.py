@@ -5,13 +5,15 @@ import json
 import os
 import pwd
 import subprocess
+import sys
 import time
 
 import pytest
 from ops import testing
 
 import host
-from tests.charm.conftest import AS_ROOT
+
+AS_ROOT = os.geteuid() == 0
 
 
 @pytest.fixture
@@ -125,7 +127,7 @@ def useradd(tmp_path, monkeypatch):
     code.write_text("0")
     script = (f"import json, sys; open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n'); "
               f"sys.stderr.write('useradd: cannot lock /etc/passwd\\n'); sys.exit(int(open({str(code)!r}).read()))")
-    monkeypatch.setattr(host, "ADD_SYSTEM_USER", [os.sys.executable, "-c", script, "--system", "--user-group"])
+    monkeypatch.setattr(host, "ADD_SYSTEM_USER", [sys.executable, "-c", script, "--system", "--user-group"])
     monkeypatch.setattr(host, "SYNC_USER", "gss-test-no-such-user")
 
     def read() -> list[list[str]]:
