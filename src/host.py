@@ -28,7 +28,7 @@ UPDATE_CA_CERTIFICATES = ["update-ca-certificates"]
 # The sync runs as this system user (its own group of the same name); the charm creates it when missing.
 SYNC_USER = "glance-simplestreams-sync"
 ADD_SYSTEM_USER = ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                   "--comment", "glance-simplestreams-sync charm: the image sync"]
+                   "--comment", "glance-simplestreams-sync charm, image sync"]
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 TRUST_STORE_PREFIX = "glance-simplestreams-sync-"
 # The model's proxy settings, as Juju gives them to the charm (the sync reads them from mirrors.yaml).
