@@ -130,20 +130,22 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         if modifier_problem:
             logger.warning("%s; leaving files and cron as they are", modifier_problem)
             return
-        self._send_requests(config)
         credentials = self._credentials()
+        account = host.sync_account()
+        host.prepare_sync_paths(account)
         cas = self._ca_certificates(config, credentials)
         host.install_trusted_cas(cas)
-        ca_file = host.write_ca_bundle(cas)
-        keyring = host.write_keyring(config.custom_keyring)
+        ca_file = host.write_ca_bundle(cas, account)
+        keyring = host.write_keyring(config.custom_keyring, account)
         machine = {"state_dir": str(host.PATHS.state_dir), "modify_hook": modify_hook,
                    "source_proxy": host.model_proxy(), **({"keyring": keyring} if keyring else {})}
-        host.write_config_file(host.PATHS.mirrors, config.sync_config(**machine), self.unit.name)
+        host.write_config_file(host.PATHS.mirrors, config.sync_config(**machine), self.unit.name, account)
         identity = None
         if credentials is not None and credentials.v3:
             identity = credentials.identity_config(region=config.region, interface=config.interface,
                                                    ca_file=ca_file)
-        host.write_config_file(host.PATHS.identity, identity, self.unit.name)
+        host.write_config_file(host.PATHS.identity, identity, self.unit.name, account)
+        self._send_requests(config, can_publish=identity is not None and config.use_swift)
         scheduled = identity is not None and config.run and self.unit.is_leader()
         entry = sync_process.cron_entry(config.frequency, self.unit.name, self.charm_dir) if scheduled else None
         sync_process.write_cron(entry)
@@ -159,12 +161,15 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         pid = sync_process.start_background_sync(self.charm_dir)
         sync_process.mark_first_sync_requested(pid)
 
-    def _send_requests(self, config: CharmConfig) -> None:
+    def _send_requests(self, config: CharmConfig, can_publish: bool) -> None:
         identity = self._relation(IDENTITY)
         if identity is not None:
             if self.unit.is_leader():
                 placeholder = identity_service.placeholder_url(self._address(identity))
-                url = identity_service.endpoint_url(self._metadata_url(identity), placeholder)
+                metadata_url = self._metadata_url(identity)
+                if metadata_url is None and can_publish:
+                    metadata_url = self._publish_empty_metadata(identity)
+                url = identity_service.endpoint_url(metadata_url, placeholder)
                 identity.data[self.unit].update(identity_service.request(config.region, url))
             else:
                 identity.data[self.unit].update(identity_service.withdrawn())
@@ -195,8 +200,9 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
                 data.update(changed)
 
     def _metadata_url(self, identity: ops.Relation) -> str | None:
-        """Where the sync published the metadata: `metadata_url` of last-sync.json, remembered in our
-        application data on the relation so that a new leader keeps pointing keystone at it."""
+        """Where the sync published the metadata: `metadata_url` of last-sync.json (every sync's, cron's
+        included, applied by the next event: update-status at the latest), remembered in our application
+        data on the relation so that a new leader keeps pointing keystone at it."""
         url = ((sync_process.read_result() or {}).get("metadata_url") or "").rstrip("/")
         remembered = identity.data[self.app]
         if url:
@@ -204,6 +210,15 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
                 remembered["metadata_url"] = url
             return url
         return remembered.get("metadata_url") or None
+
+    def _publish_empty_metadata(self, identity: ops.Relation) -> str | None:
+        """Before any sync has published: valid, empty metadata right away, so that keystone's endpoint
+        never points at a dead placeholder; the URL (the same the syncs publish to) is remembered."""
+        url = (sync_process.publish_empty_metadata(self.charm_dir) or "").rstrip("/")
+        if not url:
+            return None
+        identity.data[self.app]["metadata_url"] = url
+        return url
 
     # --- reading config and relations -------------------------------------------------------------
 

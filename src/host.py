@@ -1,13 +1,17 @@
-"""The charm's files on the machine: where they live, how they are written, the config files the sync
-reads, the keyring and CAs it trusts, and the Debian packages it needs.
+"""The charm's files on the machine: where they live, how they are written, who owns them, the config
+files the sync reads, the keyring and CAs it trusts, the system user it runs as, and the Debian
+packages it needs.
 
-Every path hangs off `PATHS` and every command is a module constant, so tests point them at a
-temporary directory and fake programs (see tests/unit/conftest.py); nothing here reads Juju.
+Every path hangs off `PATHS`, and every command and the sync's user name are module constants, so
+tests point them at a temporary directory, fake programs and an existing user (see
+tests/charm/conftest.py); nothing here reads Juju.
 """
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -21,6 +25,10 @@ from simplestreams_sync.config import dump_yaml
 
 PACKAGES = ["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron"]
 UPDATE_CA_CERTIFICATES = ["update-ca-certificates"]
+# The sync runs as this system user (its own group of the same name); the charm creates it when missing.
+SYNC_USER = "glance-simplestreams-sync"
+ADD_SYSTEM_USER = ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                   "--comment", "glance-simplestreams-sync charm, image sync"]
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 TRUST_STORE_PREFIX = "glance-simplestreams-sync-"
 # The model's proxy settings, as Juju gives them to the charm (the sync reads them from mirrors.yaml).
@@ -89,6 +97,41 @@ class Paths:
 PATHS = Paths.under("/")
 
 
+@dataclass(frozen=True)
+class Account:
+    """A user and its primary group, as the system knows them."""
+
+    name: str
+    uid: int
+    group: str
+    gid: int
+    home: str
+
+
+def sync_account() -> Account:
+    """The system user the sync runs as, created with its own group (home: the state dir) when missing."""
+    try:
+        return _account(SYNC_USER)
+    except KeyError:
+        pass
+    argv = [*ADD_SYSTEM_USER, "--home-dir", str(PATHS.state_dir), SYNC_USER]
+    process = subprocess.run(argv, capture_output=True, text=True)
+    if process.returncode != 0:
+        raise RuntimeError(f"cannot create the system user {SYNC_USER} the sync runs as: {' '.join(argv)} exited "
+                           f"with {process.returncode}: {process.stderr.strip()}")
+    try:
+        return _account(SYNC_USER)
+    except KeyError:
+        raise RuntimeError(f"{' '.join(argv)} succeeded but the system does not know the user {SYNC_USER}; "
+                           "check /etc/nsswitch.conf") from None
+
+
+def _account(name: str) -> Account:
+    entry = pwd.getpwnam(name)
+    return Account(name=entry.pw_name, uid=entry.pw_uid, group=grp.getgrgid(entry.pw_gid).gr_name,
+                   gid=entry.pw_gid, home=entry.pw_dir)
+
+
 def install_packages() -> None:
     from charmlibs import apt  # only on the machine: importing it is harmless, running it is not
 
@@ -97,11 +140,17 @@ def install_packages() -> None:
 
 # --- files ----------------------------------------------------------------------------------------
 
-def write_file(path: Path, content: str | bytes, mode: int = 0o600) -> bool:
-    """Write atomically with `mode` (created so, never world-readable in between); True if it changed."""
+def write_file(path: Path, content: str | bytes, mode: int = 0o600, owner: Account | None = None,
+               group: int | None = None) -> bool:
+    """Write atomically with `mode` (created so, never world-readable in between), owned by the charm's
+    user or `owner`, with its group or `group`; True if it changed."""
     data = content.encode() if isinstance(content, str) else content
+    uid = owner.uid if owner is not None else -1
+    gid = owner.gid if owner is not None else (group if group is not None else -1)
     try:
-        if path.read_bytes() == data and (path.stat().st_mode & 0o777) == mode:
+        status = path.stat()
+        if path.read_bytes() == data and (status.st_mode & 0o777) == mode and uid in (-1, status.st_uid) \
+                and gid in (-1, status.st_gid):
             return False
     except FileNotFoundError:
         pass
@@ -109,6 +158,8 @@ def write_file(path: Path, content: str | bytes, mode: int = 0o600) -> bool:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as stream:
+        if (uid, gid) != (-1, -1):
+            os.fchown(stream.fileno(), uid, gid)
         os.fchmod(stream.fileno(), mode)
         stream.write(data)
     os.replace(tmp, path)
@@ -130,29 +181,56 @@ def render_template(name: str, **values: object) -> str:
     return environment.get_template(name).render(**values)
 
 
-def write_config_file(path: Path, model: BaseModel | None, unit_name: str) -> bool:
+# Files the sync reads but must not change (credentials among them): root's, readable by its group only.
+SYNC_READABLE_MODE = 0o640
+
+
+def write_config_file(path: Path, model: BaseModel | None, unit_name: str, account: Account) -> bool:
     """Write one of the sync's config files from its model, or remove it (None)."""
     if model is None:
         return remove_file(path)
-    return write_file(path, dump_yaml(model, CONFIG_HEADER.format(name=path.name, unit=unit_name)))
+    text = dump_yaml(model, CONFIG_HEADER.format(name=path.name, unit=unit_name))
+    return write_file(path, text, mode=SYNC_READABLE_MODE, group=account.gid)
 
 
-def write_keyring(keyring: bytes | None) -> str | None:
+def write_keyring(keyring: bytes | None, account: Account) -> str | None:
     """The custom keyring's path, or None (engine default) after removing a previous one."""
     if keyring is None:
         remove_file(PATHS.keyring)
         return None
-    write_file(PATHS.keyring, keyring)
+    write_file(PATHS.keyring, keyring, mode=SYNC_READABLE_MODE, group=account.gid)
     return str(PATHS.keyring)
 
 
-def write_ca_bundle(certificates: list[str]) -> str | None:
+def write_ca_bundle(certificates: list[str], account: Account) -> str | None:
     """The CA bundle the sync verifies keystone/glance/swift with, or None (system trust store)."""
     if not certificates:
         remove_file(PATHS.ca_bundle)
         return None
-    write_file(PATHS.ca_bundle, "".join(certificates))
+    write_file(PATHS.ca_bundle, "".join(certificates), mode=SYNC_READABLE_MODE, group=account.gid)
     return str(PATHS.ca_bundle)
+
+
+def prepare_sync_paths(account: Account) -> None:
+    """The state dir belongs to the sync's user, traversable by all (NRPE's check reads last-sync.json as
+    nagios); when it did not yet (a new unit, or a charm that ran the sync as root), what is in it (lock,
+    results) becomes the user's too; from then on the sync creates its files as that user. The log the
+    sync appends to through a descriptor root opens is root's with the sync's group, readable by it only."""
+    state_dir = PATHS.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(0o755)
+    status = state_dir.stat()
+    if (status.st_uid, status.st_gid) != (account.uid, account.gid):
+        for path in [*state_dir.iterdir(), state_dir]:
+            os.chown(path, account.uid, account.gid, follow_symlinks=False)
+    log_file = PATHS.log_file
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, SYNC_READABLE_MODE))
+    status = log_file.stat()
+    if status.st_gid != account.gid:
+        os.chown(log_file, -1, account.gid)
+    if status.st_mode & 0o777 != SYNC_READABLE_MODE:
+        log_file.chmod(SYNC_READABLE_MODE)
 
 
 def install_trusted_cas(certificates: list[str], fresh: bool = False) -> bool:

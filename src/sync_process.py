@@ -1,5 +1,8 @@
 """Running the sync engine: in the foreground (the action), in the background (the first sync), and
-from cron (the entry and the rotation of the log it appends to); and reading what it reports."""
+from cron (the entry and the rotation of the log it appends to); and reading what it reports.
+
+The engine always runs as the sync's system user (`host.sync_account`) with a clean environment; the
+charm (root) opens the log it writes to, so that the log stays root's with the sync's group."""
 
 from __future__ import annotations
 
@@ -20,16 +23,20 @@ from pathlib import Path
 
 import host
 from simplestreams_sync import state
+from sync_report import last_line
 
 logger = logging.getLogger(__name__)
 
 # How the sync engine is started (the charm venv's python); the rest of the command line is `sync_argv`'s.
 ENGINE = [sys.executable, "-m", "simplestreams_sync"]
+SETPRIV = "setpriv"  # util-linux's: runs a command as another user, without a login session
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PUBLISH_TIMEOUT = 300  # seconds a hook waits for the engine to publish the (empty) metadata
 
 
-def sync_argv(dry_run: bool = False, full_check: bool = False) -> list[str]:
+def sync_argv(dry_run: bool = False, full_check: bool = False, publish_only: bool = False) -> list[str]:
     argv = [*ENGINE, "--mirrors", str(host.PATHS.mirrors), "--identity", str(host.PATHS.identity)]
-    return argv + ["--dry-run"] * dry_run + ["--full-check"] * full_check
+    return argv + ["--dry-run"] * dry_run + ["--full-check"] * full_check + ["--publish-only"] * publish_only
 
 
 def python_path(charm_dir: Path) -> str:
@@ -46,8 +53,16 @@ def sync_env(charm_dir: Path) -> dict[str, str]:
     return {"PYTHONPATH": python_path(charm_dir)}
 
 
-def _env_for_process(charm_dir: Path) -> dict[str, str]:
-    return {**os.environ, **sync_env(charm_dir)}
+def as_sync_user(argv: list[str], charm_dir: Path) -> list[str]:
+    """`argv` run as the sync's user (setpriv, unless the charm already is that user) with only its
+    PATH, HOME, USER, LOGNAME, LANG and `sync_env`: nothing of the hook's environment."""
+    account = host.sync_account()
+    env = {"PATH": SYSTEM_PATH, "HOME": account.home, "USER": account.name, "LOGNAME": account.name,
+           "LANG": "C.UTF-8", **sync_env(charm_dir)}
+    drop = []
+    if os.geteuid() != account.uid:
+        drop = [SETPRIV, f"--reuid={account.name}", f"--regid={account.group}", "--init-groups"]
+    return [*drop, "env", "-i", *(f"{name}={value}" for name, value in env.items()), *argv]
 
 
 @dataclass
@@ -62,13 +77,13 @@ def run_sync(charm_dir: Path, dry_run: bool = False, full_check: bool = False,
              tick: float = 10.0) -> SyncOutcome:
     """Run the sync in the foreground (the action). Each stdout line goes to `on_line` as it comes, and
     `on_tick` is called every `tick` seconds while the sync runs (both in the calling thread)."""
-    argv = sync_argv(dry_run, full_check)
+    argv = as_sync_user(sync_argv(dry_run, full_check), charm_dir)
     logger.info("running %s", shlex.join(argv))
     lines: list[str] = []
     received: queue.Queue[str | None] = queue.Queue()
     with tempfile.TemporaryFile(mode="w+") as stderr:
-        with subprocess.Popen(argv, env=_env_for_process(charm_dir), stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=stderr, text=True) as process:
+        with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                              cwd="/") as process:
             reader = threading.Thread(target=_read_lines, args=(process.stdout, received), daemon=True)
             reader.start()
             while True:
@@ -86,8 +101,30 @@ def run_sync(charm_dir: Path, dry_run: bool = False, full_check: bool = False,
             reader.join()
         stderr.seek(0)
         errors = stderr.read()
-    _append_log(lines, errors)
+    _append_log("sync-images action", lines, errors)
     return SyncOutcome(process.returncode, lines, errors)
+
+
+def publish_empty_metadata(charm_dir: Path) -> str | None:
+    """Have the engine make the metadata location serve a valid index (empty until a sync publishes);
+    its URL, or None when it could not (the reason is logged, here and in the sync log)."""
+    argv = as_sync_user(sync_argv(publish_only=True), charm_dir)
+    logger.info("running %s", shlex.join(argv))
+    try:
+        process = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd="/",
+                                 timeout=PUBLISH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        reason = f"no answer within {PUBLISH_TIMEOUT} s"
+        lines, errors = [], reason + "\n"
+    else:
+        lines, errors = process.stdout.splitlines(), process.stderr
+        reason = None if process.returncode == 0 and lines else \
+            f"exit code {process.returncode}: {last_line(errors)}"
+    _append_log("publish-only", lines, errors)
+    if reason is not None:
+        logger.warning("could not publish the empty metadata yet (the next hook tries again): %s", reason)
+        return None
+    return lines[-1].strip()
 
 
 def _read_lines(stream, received: queue.Queue) -> None:
@@ -96,12 +133,12 @@ def _read_lines(stream, received: queue.Queue) -> None:
     received.put(None)
 
 
-def _append_log(lines: list[str], errors: str) -> None:
+def _append_log(what: str, lines: list[str], errors: str) -> None:
     log_file = host.PATHS.log_file
     try:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("a") as log:
-            log.write(f"# sync-images action {state.utc_now()}\n")
+            log.write(f"# {what} {state.utc_now()}\n")
             log.write(errors)
             log.writelines(line + "\n" for line in lines)
     except OSError as error:
@@ -110,12 +147,11 @@ def _append_log(lines: list[str], errors: str) -> None:
 
 def start_background_sync(charm_dir: Path) -> int:
     """Start a sync detached from the hook (own session, output to the log file); return its pid."""
-    argv = sync_argv()
+    argv = as_sync_user(sync_argv(), charm_dir)
     host.PATHS.log_file.parent.mkdir(parents=True, exist_ok=True)
     with host.PATHS.log_file.open("a") as log:
-        process = subprocess.Popen(argv, env=_env_for_process(charm_dir), stdin=subprocess.DEVNULL,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   close_fds=True)
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   cwd="/", start_new_session=True, close_fds=True)
     logger.info("started the first sync in the background (pid %d): %s", process.pid, shlex.join(argv))
     return process.pid
 
@@ -125,7 +161,8 @@ def first_sync_requested() -> bool:
 
 
 def mark_first_sync_requested(pid: int) -> None:
-    host.write_file(host.PATHS.first_sync_marker, json.dumps({"pid": pid, "started": state.utc_now()}))
+    host.write_file(host.PATHS.first_sync_marker, json.dumps({"pid": pid, "started": state.utc_now()}),
+                    owner=host.sync_account())
 
 
 def read_progress() -> dict | None:
@@ -161,11 +198,11 @@ def cron_description(frequency: str, seed: str) -> str:
 
 
 def cron_entry(frequency: str, seed: str, charm_dir: Path) -> str:
-    variables = [f"{name}={value}" for name, value in sync_env(charm_dir).items()]
-    command = shlex.join(["env", *variables, *sync_argv()])
+    """Root's cron line: its shell opens the log for the sync, which runs as the sync's user."""
+    command = shlex.join(as_sync_user(sync_argv(), charm_dir))
     command += f" >> {shlex.quote(str(host.PATHS.log_file))} 2>&1"
     command = command.replace("%", "\\%")  # cron turns a bare % into a newline
-    return host.render_template("cron.j2", unit_name=seed, frequency=frequency,
+    return host.render_template("cron.j2", unit_name=seed, frequency=frequency, sync_user=host.SYNC_USER,
                                 schedule=cron_schedule(frequency, seed), command=command)
 
 

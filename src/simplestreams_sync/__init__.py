@@ -8,6 +8,8 @@ Exit codes: 0 all mirrors synced; 1 some mirror or image failed (the others were
 2 a config file is invalid; 3 another sync holds the lock.
 Stdout: one line per image, `created <glance-id>: <name>` (dry run: `would create <product> <version>
 <item>: <name>`), then a summary line. Progress and the run's result go to the state dir (state.py).
+With --publish-only it syncs nothing: it publishes an empty image list unless the index already lists
+ours, and prints the metadata URL (exit 0), or exits 1 saying why not.
 """
 
 EXIT_OK = 0

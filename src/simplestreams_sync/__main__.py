@@ -1,4 +1,5 @@
-"""Command line: `python3 -m simplestreams_sync --mirrors M --identity I [--dry-run]` (see __init__)."""
+"""Command line: `python3 -m simplestreams_sync --mirrors M --identity I [--dry-run | --publish-only]`
+(see __init__)."""
 
 from __future__ import annotations
 
@@ -32,10 +33,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--full-check", action="store_true",
                         help="always read, verify and compare everything, even when the quick check finds "
                              "nothing changed since the last clean sync")
+    parser.add_argument("--publish-only", action="store_true",
+                        help="sync nothing: make the metadata location serve a valid index (an empty image "
+                             "list until a sync publishes ours) and print its URL")
     parser.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
     args = parser.parse_args(argv)
     if args.assume_empty_glance and not args.dry_run:
         parser.error("--assume-empty-glance only goes with --dry-run")
+    if args.publish_only and (args.dry_run or args.full_check):
+        parser.error("--publish-only goes with neither --dry-run nor --full-check")
     return args
 
 
@@ -65,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         return _sync(args)  # changes nothing: no lock
     state_dir = _state_dir(args.mirrors)
     if state_dir is None:  # not a readable mapping: the full load names the problem, before any change
-        return _sync(args)
+        return _publish_only(args) if args.publish_only else _sync(args)
     try:
-        with SyncLock(state_dir):  # the one lock: the quick check and the full sync both run under it
+        with SyncLock(state_dir):  # the one lock: publish-only, the quick check and the full sync run under it
+            if args.publish_only:
+                return _publish_only(args)
             if not args.full_check:
                 code = _quick_noop(state_dir)
                 if code is not None:
@@ -129,6 +137,56 @@ def _sync(args: argparse.Namespace) -> int:
         result = _run_and_record(config, identity, args)
     _print(_summary(result))
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _publish_only(args: argparse.Namespace) -> int:
+    """Publish an empty image list for our content id unless the index already lists it, and print the
+    URL the product-streams endpoint should point at (the same a sync publishes to)."""
+    from keystoneauth1 import exceptions as ks_exceptions
+
+    from .config import ConfigError, load_identity, load_sync_config
+    from .openstack import Cloud, CloudError, describe
+    from .publish import INDEX_PATH, SwiftPublisher, image_ids_tree
+
+    try:
+        config = load_sync_config(args.mirrors)
+        identity = load_identity(args.identity)
+    except ConfigError as error:
+        _print_err(f"error: {error}")
+        return EXIT_CONFIG
+    if not config.use_swift:
+        _print_err(f"error: use_swift is false in {args.mirrors}: no metadata is published")
+        return EXIT_CONFIG
+    proxies = None if config.ignore_proxy_for_object_store else config.source_proxy.for_requests()
+    try:
+        cloud = Cloud(identity, proxies)
+        publisher = SwiftPublisher(cloud)
+        index_url = f"{publisher.metadata_url}/{INDEX_PATH}"
+        try:
+            response = publisher.session.request(index_url, "GET", raise_exc=False)
+        except ks_exceptions.ClientException as error:
+            raise CloudError(f"swift: GET {index_url}: {describe(error)}") from None
+        if response.status_code not in (200, 404):
+            raise CloudError(f"swift: GET {index_url}: HTTP {response.status_code}")
+        if response.status_code == 200 and config.content_id in _listed_content_ids(response):
+            logging.info("%s already lists %s: left as it is", index_url, config.content_id)
+        else:
+            tree = image_ids_tree(config.content_id, [], cloud.region, cloud.auth_url, config.hypervisor_mapping)
+            publisher.publish(tree, config.cloud_name)
+            logging.info("published an empty image list for %s to %s", config.content_id, publisher.metadata_url)
+    except CloudError as error:
+        _print_err(f"error: metadata not published: {error}")
+        return EXIT_FAILED
+    _print(publisher.metadata_url)
+    return EXIT_OK
+
+
+def _listed_content_ids(response) -> set[str]:
+    try:
+        index = response.json().get("index")
+    except (ValueError, AttributeError):
+        return set()
+    return set(index) if isinstance(index, dict) else set()
 
 
 def _new_run(config, identity, args, progress=None):

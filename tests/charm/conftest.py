@@ -1,16 +1,23 @@
 """Shared fixtures for the charm's state-transition tests.
 
-In those tests every machine path of `host` is redirected under tmp_path, update-ca-certificates
-and the sync engine are replaced by small fake programs, and package installation and the background
-sync are recorded instead of run: the tests run as a normal user and never touch the real /etc.
+In those tests every machine path of `host` is redirected under a temporary directory,
+update-ca-certificates, useradd and the sync engine are replaced by small fake programs, and package
+installation and the background sync are recorded instead of run: the tests never touch the real /etc.
+The sync's user is an existing one: as root, nobody (so the sync really drops root, and the machine's
+directory and the fake engine sit where nobody can reach them, run by the system python3); as a normal
+user, that user.
 """
 
 from __future__ import annotations
 
 import base64
+import grp
 import json
 import os
+import pwd
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +34,14 @@ import json, os, sys, time
 spec = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake-engine.json")))
 args = sys.argv[1:]
 with open(spec["calls"], "a") as calls:
-    calls.write(json.dumps({"argv": args, "pythonpath": os.environ.get("PYTHONPATH")}) + "\n")
-import yaml
-state_dir = yaml.safe_load(open(args[args.index("--mirrors") + 1]))["state_dir"]
+    calls.write(json.dumps({"argv": args, "pythonpath": os.environ.get("PYTHONPATH"), "uid": os.getuid(),
+                            "gid": os.getgid(), "home": os.environ.get("HOME"),
+                            "mirrors_readable": os.access(args[args.index("--mirrors") + 1], os.R_OK),
+                            "identity_readable": os.access(args[args.index("--identity") + 1], os.R_OK)}) + "\n")
+if "--publish-only" in args:
+    print(spec["metadata_url"]) if spec["metadata_url"] else sys.stderr.write("error: swift is down\n")
+    sys.exit(0 if spec["metadata_url"] else 1)
+state_dir = spec["state_dir"]
 time.sleep(spec["sleep"])
 if spec["result"] is not None:
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -79,16 +91,62 @@ class Machine:
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
         (self.paths.state_dir / "progress.json").write_text(json.dumps(data))
 
+    def owners(self, path: Path) -> tuple[str, str, str]:
+        """(octal mode, owner, group) of a file, as `stat -c '%a %U %G'` says."""
+        status = path.stat()
+        return f"{status.st_mode & 0o777:o}", pwd.getpwuid(status.st_uid).pw_name, grp.getgrgid(status.st_gid).gr_name
+
+    @property
+    def charm_user(self) -> str:
+        """Who runs the charm here (root on a real machine)."""
+        return pwd.getpwuid(os.geteuid()).pw_name
+
+    @property
+    def charm_group(self) -> str:
+        return grp.getgrgid(os.getegid()).gr_name
+
+    @property
+    def sync_user(self) -> str:
+        return host.SYNC_USER
+
+    @property
+    def sync_group(self) -> str:
+        return grp.getgrgid(pwd.getpwnam(host.SYNC_USER).pw_gid).gr_name
+
+    def sync_readable(self, path: Path) -> bool:
+        """Mode 0640, the charm's, with the sync's group: what the sync reads and must not change."""
+        return self.owners(path) == ("640", self.charm_user, self.sync_group)
+
     def snapshot(self) -> dict[str, bytes]:
         """Every file under the machine root and its content."""
         return {str(path.relative_to(self.root)): path.read_bytes()
                 for path in sorted(self.root.rglob("*")) if path.is_file()}
 
 
+AS_ROOT = os.geteuid() == 0
+# Runs the fake engine: as root, the system's python3 (the venv's may sit where nobody cannot reach it).
+FAKE_ENGINE_PYTHON = "/usr/bin/python3" if AS_ROOT else sys.executable
+
+
+@pytest.fixture
+def shared_dir(tmp_path: Path):
+    """A directory the sync's user can reach: tmp_path as a normal user; as root, a fresh one in /tmp
+    (pytest's own is root's only), removed afterwards."""
+    if not AS_ROOT:
+        yield tmp_path
+        return
+    directory = Path(tempfile.mkdtemp(prefix="charm-test-"))
+    directory.chmod(0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory)
+
+
 @pytest.fixture(autouse=True)
-def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Machine:
-    """A fake machine under tmp_path."""
-    root = tmp_path / "machine"
+def machine(shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Machine:
+    """A fake machine in a directory the sync's user can reach."""
+    root = shared_dir / "machine"
     root.mkdir()
     paths = host.Paths.under(root)
     ca_updates = tmp_path / "update-ca-certificates.calls"
@@ -99,6 +157,9 @@ def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Machine:
                         [sys.executable, "-c",
                          f"import sys; open({str(ca_updates)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')"])
     monkeypatch.setattr(host, "install_packages", lambda: fake.installed.append(list(host.PACKAGES)))
+    monkeypatch.setattr(host, "SYNC_USER", "nobody" if AS_ROOT else pwd.getpwuid(os.geteuid()).pw_name)
+    # the user exists: a useradd would be a bug (tests of the creation replace this)
+    monkeypatch.setattr(host, "ADD_SYSTEM_USER", ["false"])
 
     def start_background_sync(charm_dir: Path) -> int:
         fake.background_syncs.append(sync_process.sync_argv())
@@ -117,28 +178,42 @@ class FakeEngine:
     calls_file: Path
 
     @property
-    def calls(self) -> list[dict]:
+    def runs(self) -> list[dict]:
         if not self.calls_file.exists():
             return []
         return [json.loads(line) for line in self.calls_file.read_text().splitlines()]
 
+    @property
+    def calls(self) -> list[dict]:
+        """The syncs it ran."""
+        return [run for run in self.runs if "--publish-only" not in run["argv"]]
+
+    @property
+    def publish_calls(self) -> list[dict]:
+        """Its --publish-only runs."""
+        return [run for run in self.runs if "--publish-only" in run["argv"]]
+
 
 @pytest.fixture
-def fake_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """fake_engine(stdout=[...], exit_code=0, stderr="", result={...}, sleep=0): a stand-in for the sync
-    engine that sleeps, writes last-sync.json (if `result` is given), prints the lines, removes
-    progress.json and exits with the code."""
+def fake_engine(shared_dir: Path, machine: Machine, monkeypatch: pytest.MonkeyPatch):
+    """fake_engine(stdout=[...], exit_code=0, stderr="", result={...}, sleep=0, metadata_url=None): a
+    stand-in for the sync engine that sleeps, writes last-sync.json (if `result` is given), prints the
+    lines, removes progress.json and exits with the code; with --publish-only it prints `metadata_url`
+    (or fails without one). Each run records its arguments, uid, gid and HOME."""
 
     def make(stdout: list[str] = (), exit_code: int = 0, stderr: str = "", result: dict | None = None,
-             sleep: float = 0.0):
-        directory = tmp_path / "engine"
+             sleep: float = 0.0, metadata_url: str | None = None):
+        directory = shared_dir / "engine"
         directory.mkdir(exist_ok=True)
         (directory / "fake_engine.py").write_text(FAKE_ENGINE)
         engine = FakeEngine(calls_file=directory / "calls.jsonl")
+        engine.calls_file.touch()
+        engine.calls_file.chmod(0o666)  # the sync's user appends to it
         spec = {"stdout": list(stdout), "exit": exit_code, "stderr": stderr, "result": result,
-                "sleep": sleep, "calls": str(engine.calls_file)}
+                "sleep": sleep, "calls": str(engine.calls_file), "metadata_url": metadata_url,
+                "state_dir": str(machine.paths.state_dir)}
         (directory / "fake-engine.json").write_text(json.dumps(spec))
-        monkeypatch.setattr(sync_process, "ENGINE", [sys.executable, str(directory / "fake_engine.py")])
+        monkeypatch.setattr(sync_process, "ENGINE", [FAKE_ENGINE_PYTHON, str(directory / "fake_engine.py")])
         return engine
 
     return make

@@ -34,7 +34,7 @@ def test_vault_ca_is_given_to_the_sync(ctx, vault, keystone, machine):
     identity = load_identity(machine.paths.identity)
     assert identity.ca_file == str(machine.paths.ca_bundle)
     assert machine.paths.ca_bundle.read_text() == CA_PEM + CHAIN_PEM
-    assert machine.paths.ca_bundle.stat().st_mode & 0o777 == 0o600
+    assert machine.sync_readable(machine.paths.ca_bundle)
 
 
 def test_unchanged_ca_does_not_rerun_update_ca_certificates(ctx, vault, machine):

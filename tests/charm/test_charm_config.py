@@ -99,7 +99,7 @@ def test_options_are_converted_into_mirrors_yaml(ctx, machine):
     assert sync.state_dir == str(machine.paths.state_dir)
     assert sync.keyring == str(machine.paths.keyring)
     assert machine.paths.keyring.read_bytes() == keyring
-    assert machine.paths.keyring.stat().st_mode & 0o777 == 0o600
+    assert machine.sync_readable(machine.paths.keyring)
 
 
 def test_default_config_renders_the_default_mirrors(ctx, machine):
@@ -110,7 +110,7 @@ def test_default_config_renders_the_default_mirrors(ctx, machine):
     assert sync.name_prefix == "auto-sync/"
     assert sync.keyring == "/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg"
     assert sync.modify_hook is None
-    assert machine.paths.mirrors.stat().st_mode & 0o777 == 0o600
+    assert machine.sync_readable(machine.paths.mirrors)
 
 
 def test_strings_that_look_like_yaml_survive_rendering(ctx, machine):

@@ -86,7 +86,7 @@ def test_keystone_credentials_are_written_to_identity_yaml(ctx, keystone, machin
                                                                               "services")
     assert identity.user_domain_name == identity.project_domain_name == "service_domain"
     assert (identity.region, identity.interface, identity.ca_file) == ("RegionOne", "public", None)
-    assert machine.paths.identity.stat().st_mode & 0o777 == 0o600
+    assert machine.sync_readable(machine.paths.identity)
 
 
 def test_use_internal_endpoints_selects_keystone_internal_auth_url(ctx, keystone, machine):

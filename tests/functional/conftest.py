@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import re
 import time
 import subprocess
@@ -198,9 +199,11 @@ def assert_cloud_is_clean(glance_client, cloud: LocalCloud, content_id: str, sou
 
 @pytest.fixture
 def charm_machine(tmp_path, monkeypatch):
-    """The charm's machine paths under tmp_path; the real engine, importable from the repo's src/."""
+    """The charm's machine paths under tmp_path; the real engine, importable from the repo's src/, run
+    as the test's own user (tests/functional/test_packed_charm.py runs it as the charm's system user)."""
     paths = host.Paths.under(tmp_path / "machine")
     monkeypatch.setattr(host, "PATHS", paths)
+    monkeypatch.setattr(host, "SYNC_USER", pwd.getpwuid(os.geteuid()).pw_name)
     monkeypatch.setattr(host, "UPDATE_CA_CERTIFICATES", ["true"])
     monkeypatch.setattr(host, "install_packages", lambda: None)
     monkeypatch.setattr(sync_process, "start_background_sync", lambda charm_dir: 0)

@@ -33,6 +33,8 @@ CONFIG_DIR = "/etc/glance-simplestreams-sync"
 STATE_DIR = "/var/lib/glance-simplestreams-sync"
 CRON_FILE = "/etc/cron.d/glance-simplestreams-sync"
 LOG_FILE = "/var/log/glance-simplestreams-sync.log"
+SYNC_USER = "glance-simplestreams-sync"  # the system user the charm creates; its group has the same name
+SYNC_READABLE = ("640", "root", SYNC_USER)  # what the sync reads: root's, readable by its group only
 CONTENT_ID_TEMPLATE = "packed.test.{region}"
 ARCHITECTURES = {"amd64": "x86_64", "arm64": "aarch64"}  # charmcraft platform -> manylinux wheel tag
 CHARM_PYTHON = "3.12"  # ubuntu@24.04's
@@ -133,7 +135,13 @@ def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, tes
         custom_keyring=base64.b64encode(test_key.keyring.read_bytes()).decode(),
         region=region, content_id_template=CONTENT_ID_TEMPLATE, visibility="private")
     step(machine.hook("config-changed"), "blocked", "Missing relation")
-    assert machine.stat(f"{CONFIG_DIR}/mirrors.yaml") == ("600", "root", "root")
+    # the sync's own system user, created by the charm; the files the sync reads, and its state dir
+    name, _, uid, gid, _, home, shell = machine.run(["getent", "passwd", SYNC_USER]).stdout.strip().split(":")
+    assert 0 < int(uid) < 1000 and (home, shell) == (STATE_DIR, "/usr/sbin/nologin")
+    assert machine.run(["getent", "group", gid]).stdout.split(":")[0] == SYNC_USER
+    assert machine.stat(f"{CONFIG_DIR}/mirrors.yaml") == SYNC_READABLE
+    assert machine.stat(LOG_FILE) == SYNC_READABLE
+    assert machine.stat(STATE_DIR) == ("755", SYNC_USER, SYNC_USER)
 
     # keystone: the request on our unit data, then its answer with our credentials
     keystone = machine.add_relation("identity-service", "keystone")
@@ -143,7 +151,7 @@ def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, tes
     assert run.called("relation-set")
     machine.set_remote_unit_data(keystone, "keystone/0", keystone_answer(tls_cloud))
     step(machine.relation_hook(keystone, "changed", "keystone/0"), "active", "no sync yet: set run=true")
-    assert machine.stat(f"{CONFIG_DIR}/identity.yaml") == ("600", "root", "root")
+    assert machine.stat(f"{CONFIG_DIR}/identity.yaml") == SYNC_READABLE
 
     # vault: a certificate request, then its CA: trusted by the machine and given to the sync
     vault = machine.add_relation("certificates", "vault")
@@ -154,15 +162,26 @@ def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, tes
     trusted = machine.read_text("/usr/local/share/ca-certificates/glance-simplestreams-sync-0.crt")
     assert trusted == tls_cloud.ca_file.read_text()
     assert trusted in machine.read_text("/etc/ssl/certs/ca-certificates.crt")
+    assert machine.stat(f"{CONFIG_DIR}/ca-bundle.pem") == SYNC_READABLE
+
+    # with keystone trusted, that hook published empty metadata: the endpoint serves a valid index already
+    endpoint = machine.local_unit_data(keystone)["public_url"]
+    assert endpoint == f"{tls_cloud.swift_url}/simplestreams/data"
+    index = anonymous_get_over_tls(tls_cloud, f"{endpoint}/streams/v1/index.json")
+    assert index["index"][content_id]["products"] == []
+    assert not machine.exists(f"{STATE_DIR}/last-sync.json")  # no sync has run
 
     # run=true: the cron entry, and a first sync in the background right away
     machine.set_config(run=True)
     step(machine.hook("config-changed"), "active", re.compile(r"first sync pending|Sync"))
     (job,) = machine.cron_jobs(CRON_FILE)
-    assert machine.stat(CRON_FILE)[0] == "644" and job.user == "root"
+    # root's shell opens the log; the sync runs as its user
+    assert machine.stat(CRON_FILE) == ("644", "root", "root") and job.user == "root"
+    assert job.command.startswith(f"setpriv --reuid={SYNC_USER} --regid={SYNC_USER} --init-groups env -i ")
     first_sync = json.loads(machine.read_text(f"{STATE_DIR}/charm-first-sync.json"))["pid"]
     wait_for_exit(first_sync)
     (first,) = our_images(glance_over_tls, content_id)
+    assert_written_by_the_sync_user(machine)
     step(machine.hook("update-status"), "active", re.compile(r"Unit is ready \(last sync .*: 1 created, 0 failed\)"))
     assert machine.local_unit_data(keystone)["public_url"] == f"{tls_cloud.swift_url}/simplestreams/data"
 
@@ -176,6 +195,7 @@ def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, tes
     assert action["results"]["created-count"] == "1"
     assert action["results"]["created"] == f"created {newer[0]['id']}: {newer[0]['name']}"
     assert newer[0]["name"] == "auto-sync/ubuntu-noble-24.04-amd64-server-20261102-disk1.img"
+    assert_written_by_the_sync_user(machine)
     step(machine.hook("update-status"), "active", re.compile(r"last sync .*: 1 created, 0 failed"))
 
     # the cron job, exactly as cron runs it, finds nothing new
@@ -185,6 +205,8 @@ def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, tes
     last = json.loads(machine.read_text(f"{STATE_DIR}/last-sync.json"))
     assert (last["created"], last["failed"], last["errors"]) == ([], [], [])
     assert "unchanged since the sync of" in machine.read_text(LOG_FILE).removeprefix(log_before)
+    assert_written_by_the_sync_user(machine)
+    assert machine.stat(LOG_FILE) == SYNC_READABLE
 
     # a sync that fails is never "ready": when, why (whole), what next
     with tls_cloud.service_down("keystone"):
@@ -203,13 +225,42 @@ def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, tes
     assert published_image_ids(published_products_over_tls(tls_cloud, content_id)) == \
         {image["id"] for image in our_images(glance_over_tls, content_id) if image["status"] == "active"}
 
-    # remove: only the sync log is left, and no link in the trust store dangles
+    # remove: only the sync log (root's, with the sync's group) and the system user are left, and no link
+    # in the trust store dangles
     step(machine.hook("stop"), "blocked", "")
     assert machine.hook("remove").returncode == 0
     left = [path for path in machine.changed_paths() if not path.startswith(TRUST_STORE_OUTPUTS)]
-    assert left == [LOG_FILE]
+    assert [path for path in left if path not in USER_DATABASE] == [LOG_FILE]
+    assert machine.stat(LOG_FILE) == SYNC_READABLE
+    for database in ("/etc/passwd", "/etc/group"):
+        added = set(machine.read_text(database).splitlines()) - set(Path(database).read_text().splitlines())
+        assert [line.split(":")[0] for line in added] == [SYNC_USER], database
     assert machine.run(["find", "/etc/ssl/certs", "-xtype", "l"]).stdout == ""
     assert trusted not in machine.read_text("/etc/ssl/certs/ca-certificates.crt")
+
+
+# What useradd writes for the system user (and the backups it keeps), which remove leaves.
+USER_DATABASE = tuple(f"/etc/{name}{suffix}" for name in ("passwd", "group", "shadow", "gshadow")
+                      for suffix in ("", "-"))
+
+
+def assert_written_by_the_sync_user(machine: JujuMachine) -> None:
+    """The files the sync has just (re)written are its user's: it ran as that user, not as root (the
+    charm gives the state dir's entries to the user only once, when the dir is not yet the user's)."""
+    for name in ("last-sync.json", "glance_simplestreams_sync.prom"):
+        assert machine.stat(f"{STATE_DIR}/{name}") == ("644", SYNC_USER, SYNC_USER), name
+    assert machine.stat(f"{STATE_DIR}/sync.lock")[1:] == (SYNC_USER, SYNC_USER)
+    uid = int(machine.run(["id", "-u", SYNC_USER]).stdout)
+    assert uid != 0
+    assert machine.run(["stat", "-c", "%u", f"{STATE_DIR}/last-sync.json"]).stdout.strip() == str(uid)
+
+
+def anonymous_get_over_tls(cloud: LocalCloud, url: str) -> dict:
+    import requests
+
+    response = requests.get(url, timeout=30, verify=str(cloud.ca_file))
+    response.raise_for_status()
+    return response.json()
 
 
 @pytest.fixture
@@ -220,12 +271,7 @@ def glance_over_tls(tls_cloud):
 
 
 def published_products_over_tls(cloud: LocalCloud, content_id: str) -> dict:
-    import requests
-
-    url = f"{cloud.swift_url}/simplestreams/data/streams/v1/{content_id}.json"
-    response = requests.get(url, timeout=30, verify=str(cloud.ca_file))
-    response.raise_for_status()
-    return response.json()
+    return anonymous_get_over_tls(cloud, f"{cloud.swift_url}/simplestreams/data/streams/v1/{content_id}.json")
 
 
 def wait_for_exit(pid: int, timeout: float = 600) -> None:

@@ -1,7 +1,8 @@
 """A machine as a Juju agent presents it to a unit of a packed charm, on this host, leaving it untouched.
 
-`JujuMachine` unpacks the `.charm` where the agent would (`<workdir>/agents/unit-NAME-N/charm`), puts
-the hook tools of `hooktools.py` first on the hook's PATH, and runs `dispatch` with the environment
+`JujuMachine` unpacks the `.charm` where the agent does (`/var/lib/juju/agents/unit-NAME-N/charm`, on the
+machine's /var overlay, so that the charm's system user can read it as on a real machine), puts the hook
+tools of `hooktools.py` first on the hook's PATH, and runs `dispatch` with the environment
 Juju gives a hook or an action. The model it answers from (config, relations, leadership, statuses,
 action results) is a JSON file; every hook tool call is logged.
 
@@ -27,6 +28,7 @@ import yaml
 
 HOOK_TOOLS = Path(__file__).resolve().parent / "hooktools.py"
 OVERLAID = ("/etc", "/usr", "/var", "/root")
+AGENT_DATA_DIR = "/var/lib/juju"  # the agent's, not what the charm leaves
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 JUJU_VERSION = "3.6.12"
 
@@ -58,7 +60,7 @@ class JujuMachine:
         self.unit = unit
         self.app = unit.split("/")[0]
         self.address = address
-        self.charm_dir = workdir / "agents" / f"unit-{unit.replace('/', '-')}" / "charm"
+        self.charm_dir = Path(AGENT_DATA_DIR) / "agents" / f"unit-{unit.replace('/', '-')}" / "charm"
         self.tools_dir = workdir / "tools"
         self.model_file = workdir / "model.json"
         self.calls_file = workdir / "calls.jsonl"
@@ -69,17 +71,18 @@ class JujuMachine:
     # --- lifecycle of the machine --------------------------------------------------------------
 
     def start(self) -> JujuMachine:
-        self.charm_dir.mkdir(parents=True)
+        charm_dir = self._upper(self.charm_dir)  # written before the overlay is mounted over /var
+        charm_dir.mkdir(parents=True)
         with zipfile.ZipFile(self.charm_file) as charm:
             for info in charm.infolist():  # zipfile drops the modes: keep dispatch and charm.py executable
-                path = Path(charm.extract(info, self.charm_dir))
+                path = Path(charm.extract(info, charm_dir))
                 mode = info.external_attr >> 16 & 0o777
                 if mode:
                     path.chmod(mode)
         self.tools_dir.mkdir()
         for tool in _tool_names():
             (self.tools_dir / tool).symlink_to(HOOK_TOOLS)
-        options = yaml.safe_load((self.charm_dir / "config.yaml").read_text())["options"]
+        options = yaml.safe_load((charm_dir / "config.yaml").read_text())["options"]
         self._save({"leader": False, "address": self.address, "relations": {}, "state": {}, "version": "",
                     "config": {name: spec["default"] for name, spec in options.items() if "default" in spec},
                     "status": {"unit": {"status": "maintenance", "message": ""},
@@ -89,11 +92,16 @@ class JujuMachine:
         self._start_namespace()
         return self
 
+    def _upper(self, path: Path) -> Path:
+        """Where a path of the machine's overlaid directories is stored on the host."""
+        directory = next(directory for directory in OVERLAID if path.is_relative_to(directory))
+        return self.workdir / "overlay" / directory.strip("/") / "upper" / path.relative_to(directory)
+
     def _start_namespace(self) -> None:
         mounts = []
         for directory in OVERLAID:
             layer = self.workdir / "overlay" / directory.strip("/")
-            (layer / "upper").mkdir(parents=True)
+            (layer / "upper").mkdir(parents=True, exist_ok=True)
             (layer / "work").mkdir()
             mounts.append(f"mount -t overlay overlay -o lowerdir={directory},upperdir={layer / 'upper'},"
                           f"workdir={layer / 'work'} {directory}")
@@ -144,8 +152,10 @@ class JujuMachine:
         """Run a command inside the machine (its view of /etc, /usr, /var, /root), with exactly `env`."""
         assert self._holder is not None, "the machine is not started"
         environment = [f"{key}={value}" for key, value in (env or {"PATH": SYSTEM_PATH}).items()]
-        return subprocess.run(["nsenter", f"--mount=/proc/{self._holder.pid}/ns/mnt", f"--wd={cwd or '/'}", "--",
-                               "env", "-i", *environment, *argv], capture_output=True, text=True, timeout=timeout)
+        # env changes the directory inside the namespace (nsenter's --wd opens it before entering)
+        return subprocess.run(["nsenter", f"--mount=/proc/{self._holder.pid}/ns/mnt", "--", "env", "-i",
+                               f"--chdir={cwd or '/'}", *environment, *argv], capture_output=True, text=True,
+                              timeout=timeout, cwd="/")
 
     def dispatch(self, path: str, **juju_env: str) -> Dispatched:
         """Run the charm's `dispatch` for `hooks/NAME` or `actions/NAME` as the unit agent does."""
@@ -243,12 +253,15 @@ class JujuMachine:
         return mode, owner, group
 
     def changed_paths(self) -> list[str]:
-        """Every file or link on the machine that differs from the host's: what the charm left."""
+        """Every file or link on the machine that differs from the host's: what the charm left (the
+        agent's own directory, with the unpacked charm, aside)."""
         changed = []
         for directory in OVERLAID:
             upper = self.workdir / "overlay" / directory.strip("/") / "upper"
             for path in sorted(upper.rglob("*")):
                 real = Path(directory) / path.relative_to(upper)
+                if real.is_relative_to(AGENT_DATA_DIR):
+                    continue
                 if path.is_dir() and not path.is_symlink():
                     if not real.is_dir():
                         changed.append(str(real))
