@@ -41,7 +41,8 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         framework.observe(self.on.install, self._on_install)
         framework.observe(self.on.remove, self._on_remove)
         framework.observe(self.on.sync_images_action, self._on_sync_images)
-        for event in (self.on.start, self.on.config_changed, self.on.upgrade_charm, self.on.leader_elected,
+        framework.observe(self.on.config_changed, self._on_config_changed)
+        for event in (self.on.start, self.on.upgrade_charm, self.on.leader_elected,
                       self.on.leader_settings_changed, self.on.update_status):
             framework.observe(event, self._on_reconcile)
         for endpoint in (IDENTITY, CERTIFICATES, IMAGE_MODIFIER, NRPE):
@@ -57,6 +58,12 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         self._reconcile()
 
     def _on_reconcile(self, event: ops.EventBase) -> None:
+        self._reconcile()
+
+    def _on_config_changed(self, event: ops.ConfigChangedEvent) -> None:
+        config, _ = self._load_config()
+        for warning in config.ignored_classic_options() if config is not None else []:
+            logger.warning(warning)
         self._reconcile()
 
     def _on_remove(self, event: ops.RemoveEvent) -> None:
