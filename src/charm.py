@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import ops
 import pydantic
+from charmlibs.interfaces.certificate_transfer import CertificateTransferRequires
 
 import certificates
 import host
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 IDENTITY = "identity-service"
 CERTIFICATES = "certificates"
+RECEIVE_CA = "receive-ca-cert"
 IMAGE_MODIFIER = "image-modifier"
 NRPE = "nrpe-external-master"
 PROGRESS_INTERVAL = 10.0  # seconds between status updates while the action syncs
@@ -41,7 +43,11 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         framework.observe(self.on.install, self._on_install)
         framework.observe(self.on.remove, self._on_remove)
         framework.observe(self.on.sync_images_action, self._on_sync_images)
-        for event in (self.on.start, self.on.config_changed, self.on.upgrade_charm, self.on.leader_elected,
+        self._ca_transfer = CertificateTransferRequires(self, RECEIVE_CA)
+        framework.observe(self._ca_transfer.on.certificate_set_updated, self._on_reconcile)
+        framework.observe(self._ca_transfer.on.certificates_removed, self._on_reconcile)
+        framework.observe(self.on.config_changed, self._on_config_changed)
+        for event in (self.on.start, self.on.upgrade_charm, self.on.leader_elected,
                       self.on.leader_settings_changed, self.on.update_status):
             framework.observe(event, self._on_reconcile)
         for endpoint in (IDENTITY, CERTIFICATES, IMAGE_MODIFIER, NRPE):
@@ -57,6 +63,12 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         self._reconcile()
 
     def _on_reconcile(self, event: ops.EventBase) -> None:
+        self._reconcile()
+
+    def _on_config_changed(self, event: ops.ConfigChangedEvent) -> None:
+        config, _ = self._load_config()
+        for warning in config.ignored_classic_options() if config is not None else []:
+            logger.warning(warning)
         self._reconcile()
 
     def _on_remove(self, event: ops.RemoveEvent) -> None:
@@ -78,6 +90,10 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         certificates_relation = self._relation(CERTIFICATES)
         if certificates_relation is not None and not self._vault_cas(certificates_relation):
             event.add_status(ops.WaitingStatus("Waiting for vault to send its CA on certificates"))
+        for relation in self.model.relations[RECEIVE_CA]:
+            if relation.active and relation.app and not self._ca_transfer.get_all_certificates(relation.id):
+                event.add_status(ops.WaitingStatus(f"Waiting for {relation.app.name} to send its CA on "
+                                                   f"{RECEIVE_CA}"))
         if not self.unit.is_leader():
             event.add_status(ops.ActiveStatus("Standby: only the leader unit syncs images"))
         elif config is not None:
@@ -264,11 +280,14 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
 
     def _ca_certificates(self, config: CharmConfig,
                          credentials: identity_service.Credentials | None) -> list[str]:
-        """Every CA the sync must trust: ssl_ca, vault's CA and chain, and keystone's ca_cert."""
+        """Every CA the sync must trust: ssl_ca, vault's CA and chain, the CAs sent on receive-ca-cert,
+        and keystone's ca_cert."""
         cas = certificates.split_pem(config.ssl_ca or "")
         vault = self._relation(CERTIFICATES)
         if vault is not None:
             cas += self._vault_cas(vault)
+        for pem in sorted(self._ca_transfer.get_all_certificates()):
+            cas += certificates.split_pem(pem)
         if credentials is not None and credentials.ca_cert:
             cas += certificates.split_pem(credentials.ca_cert)
         return list(dict.fromkeys(cas))

@@ -37,6 +37,10 @@ class CharmConfig(SyncOptions):
     custom_keyring: bytes | None = None  # the decoded keyring
     nagios_context: str = "juju"
     nagios_servicegroups: str = ""
+    # The classic charm's options that mean nothing here, accepted so that its bundles deploy unchanged.
+    snap_channel: str = "stable"
+    source: str = ""
+    key: str = ""
 
     @field_validator("mirror_list", mode="before")
     @classmethod
@@ -102,6 +106,18 @@ class CharmConfig(SyncOptions):
     @property
     def interface(self) -> Literal["public", "internal"]:
         return "internal" if self.use_internal_endpoints else "public"
+
+    def ignored_classic_options(self) -> list[str]:
+        """A warning for each of the classic charm's options that is set here, where it has no effect."""
+        warnings = []
+        if self.snap_channel != "stable":
+            warnings.append(f"option snap-channel={self.snap_channel!r} has no effect: this charm installs no "
+                            "snap, the sync ships with it")
+        for name in ("source", "key"):
+            if getattr(self, name):
+                warnings.append(f"option {name} is set and has no effect: this charm adds no apt source "
+                                f"(unset it with: juju config <application> --reset {name})")
+        return warnings
 
 
 def _where(loc: tuple, option_names: dict[str, str]) -> str:

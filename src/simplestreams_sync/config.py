@@ -34,7 +34,10 @@ class MirrorSpec(BaseModel):
 
     url: str
     path: str = "streams/v1/index.sjson"
+    # Accepted because the classic charm's mirror_list (and the deployment guide's) has it; like the
+    # classic charm, it names nothing: images are named with the global name_prefix.
     name_prefix: str | None = None
+    image_name_prefix: str | None = None  # the explicit opt-in to name this mirror's images differently
     max: int = Field(default=1, ge=1)
     item_filters: list[str] = Field(default_factory=list)
     keyring: str | None = None  # overrides the global keyring for this mirror
@@ -136,7 +139,9 @@ class SyncConfig(SyncOptions):
         return self.content_id_template.format(region=self.region)
 
     def prefix_for(self, mirror: MirrorSpec) -> str:
-        return mirror.name_prefix if mirror.name_prefix is not None else self.name_prefix
+        """What a mirror's image names start with: the global name_prefix, as the classic charm names them,
+        unless the mirror opts in with its own image_name_prefix."""
+        return mirror.image_name_prefix if mirror.image_name_prefix is not None else self.name_prefix
 
     def keyring_for(self, mirror: MirrorSpec) -> str:
         return mirror.keyring or self.keyring

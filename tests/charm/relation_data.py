@@ -11,6 +11,9 @@ OPERATOR_CA_PEM = (
     "-----BEGIN CERTIFICATE-----\nMIIBsTCCAVegAwIBAgIUOperatorCA00000000000000000wCgYIKoZIzj0EAwIw\n"
     "-----END CERTIFICATE-----\n")
 OPERATOR_CA_B64 = base64.b64encode(OPERATOR_CA_PEM.encode()).decode()
+SELF_SIGNED_CA_PEM = (
+    "-----BEGIN CERTIFICATE-----\nMIIBsjCCAVigAwIBAgIUSelfSignedCA00000000000000000wCgYIKoZIzj0EAwIw\n"
+    "-----END CERTIFICATE-----\n")
 
 KEYSTONE_V3 = {
     "service_host": "10.5.0.10", "service_port": "5000", "service_protocol": "https",

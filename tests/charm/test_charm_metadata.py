@@ -31,6 +31,7 @@ def test_metadata_declares_the_relations():
     assert metadata["name"] == "glance-simplestreams-sync"
     assert metadata["requires"]["identity-service"]["interface"] == "keystone"
     assert metadata["requires"]["certificates"]["interface"] == "tls-certificates"
+    assert metadata["requires"]["receive-ca-cert"]["interface"] == "certificate_transfer"
     provides = metadata["provides"]
     assert provides["simplestreams-image-service"]["interface"] == "glance-simplestreams-sync"
     assert provides["image-modifier"] == {"interface": "script-provider", "scope": "container"}
@@ -74,7 +75,7 @@ def test_context_autoloads_the_real_metadata():
     assert state.config["frequency"] == "daily"
     assert state.config["use-internal-endpoints"] is False
     assert {relation.endpoint for relation in state.relations} == {
-        "identity-service", "certificates", "simplestreams-image-service", "image-modifier",
+        "identity-service", "certificates", "receive-ca-cert", "simplestreams-image-service", "image-modifier",
         "nrpe-external-master"}
 
 

@@ -18,6 +18,20 @@ def test_valid_file_loads_with_defaults(tmp_path):
     assert config.prefix_for(config.mirror_list[0]) == "auto-sync/"
 
 
+def test_images_are_named_with_the_global_prefix_as_the_classic_charm_names_them(tmp_path):
+    config = load_sync_config(write(tmp_path, """
+name_prefix: auto-sync/
+mirror_list:
+  - {url: 'http://cloud-images.ubuntu.com/releases/', name_prefix: 'ubuntu:released'}
+  - {url: 'http://cloud-images.ubuntu.com/daily/', name_prefix: 'ubuntu:daily', image_name_prefix: daily/}
+  - {url: 'http://mirror.example/', image_name_prefix: ''}
+"""))
+    released, daily, unprefixed = config.mirror_list
+    assert config.prefix_for(released) == "auto-sync/"
+    assert config.prefix_for(daily) == "daily/"
+    assert config.prefix_for(unprefixed) == ""
+
+
 @pytest.mark.parametrize("text, message", [
     ("mirror_list: [{path: x}]", "mirror_list.0.url: Field required"),
     ("mirror_list: [{url: 'ftp://x'}]", "must start with http://, https:// or file://"),

@@ -153,7 +153,8 @@ def test_latest_property_is_scoped_to_each_source(source, sync, glance, tmp_path
     daily.add_image(serial="20210301", seed=321)
     daily.write()
 
-    result = sync.run([sync.mirror(source.url), sync.mirror((tmp_path / "daily").as_uri(), name_prefix="daily/")])
+    result = sync.run([sync.mirror(source.url),
+                       sync.mirror((tmp_path / "daily").as_uri(), image_name_prefix="daily/")])
 
     assert result.returncode == 0, result.stderr
     assert {i["name"].split("/")[0]: i.get("latest") for i in our_images(glance, sync.content_id)} == {

@@ -99,7 +99,7 @@ def test_two_mirrors_in_one_run(source, sync, glance, tmp_path, test_key):
     daily.write()
     daily_url = (tmp_path / "daily").as_uri() + "/"  # an air-gapped mirror on local disk
 
-    result = sync.run([sync.mirror(source.url), sync.mirror(daily_url, name_prefix="daily/")])
+    result = sync.run([sync.mirror(source.url), sync.mirror(daily_url, image_name_prefix="daily/")])
 
     assert result.returncode == 0, result.stderr
     names = sorted(i["name"] for i in our_images(glance, sync.content_id))

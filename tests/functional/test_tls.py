@@ -1,7 +1,7 @@
 """TLS end to end: Keystone, Glance and Swift over HTTPS with a throw-away CA (LocalCloud(tls=True)).
 
 The sync must trust exactly the CA it is given in identity.yaml's `ca_file` (the charm writes it from
-vault's `certificates` relation or the `ssl_ca` option), and refuse a cloud whose certificate does not
+vault's `certificates` relation, the `receive-ca-cert` relation or the `ssl_ca` option), and refuse a cloud whose certificate does not
 chain to it: with another CA, and with no ca_file at all (the throw-away CA is in no trust store).
 """
 
@@ -146,9 +146,10 @@ def test_without_ca_file_the_sync_trusts_the_machines_store(tls_cloud, monkeypat
     assert cloud.endpoint("image").rstrip("/") == tls_cloud.glance_url
 
 
-@pytest.mark.parametrize("given_by", ["vault", "ssl_ca"])
+@pytest.mark.parametrize("given_by", ["vault", "receive-ca-cert", "ssl_ca"])
 def test_charm_syncs_over_tls_with_the_ca_from(given_by, charm_machine, tls_cloud, source, test_key, tls_glance):
-    """The charm's path: the CA from vault's certificates relation or the ssl_ca option, written to
+    """The charm's path: the CA from vault's certificates relation, from a certificate_transfer provider
+    (self-signed-certificates, vault 1.16+) on receive-ca-cert, or the ssl_ca option, written to
     ca-bundle.pem, which identity.yaml's ca_file names (the machine's trust store is not updated here:
     charm_machine makes update-ca-certificates a no-op)."""
     source.add_image(release="noble", version="24.04", serial="20261203", seed=302)
@@ -168,6 +169,9 @@ def test_charm_syncs_over_tls_with_the_ca_from(given_by, charm_machine, tls_clou
             "ca": ca_pem,
             "glance-simplestreams-sync_0.processed_requests": json.dumps({"juju-0": {"cert": "x", "key": "y"}}),
         }}))
+    elif given_by == "receive-ca-cert":
+        relations.append(testing.Relation("receive-ca-cert", remote_app_name="self-signed-certificates",
+                                          remote_app_data={"certificates": json.dumps([ca_pem]), "version": "1"}))
     else:
         config["ssl_ca"] = base64.b64encode(ca_pem.encode()).decode()
     ctx = testing.Context(GlanceSimplestreamsSyncCharm)

@@ -3,7 +3,8 @@
     python -m tests.localcloud.proxy --port-file F --log F
 
 Enough of a proxy for the tests: absolute-URI requests over plain HTTP (GET, HEAD, PUT, POST, DELETE
-with a Content-Length body), responses streamed back. Each request appends a JSON line to the log:
+with a Content-Length body), responses streamed back. `--route HOST=127.0.0.1:PORT` sends requests for
+HOST to that address instead (a public host, such as cloud-images.ubuntu.com, served locally). Each request appends a JSON line to the log:
 {"method", "url", "status"}. `HttpProxy` starts and stops it by PID.
 """
 
@@ -42,7 +43,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
         target = urlsplit(self.path)
         status = 502
         try:
-            upstream = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=300)
+            host, port = self.server.routes.get(target.hostname, (target.hostname, target.port or 80))
+            upstream = http.client.HTTPConnection(host, port, timeout=300)
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
@@ -77,9 +79,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
 class ProxyServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int, log_path: Path):
+    def __init__(self, port: int, log_path: Path, routes: dict[str, tuple[str, int]]):
         super().__init__(("127.0.0.1", port), ProxyHandler)
         self.log_path = log_path
+        self.routes = routes
         self._lock = threading.Lock()
 
     def log(self, method: str, url: str, status: int) -> None:
@@ -92,18 +95,25 @@ def main(argv=None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--port-file", type=Path, required=True)
     parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--route", action="append", default=[], metavar="HOST=ADDRESS:PORT")
     args = parser.parse_args(argv)
-    server = ProxyServer(args.port, args.log)
+    routes = {}
+    for route in args.route:
+        host, _, address = route.partition("=")
+        routes[host] = (address.rpartition(":")[0], int(address.rpartition(":")[2]))
+    server = ProxyServer(args.port, args.log, routes)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     args.port_file.write_text(str(server.server_address[1]))
     server.serve_forever()
 
 
 class HttpProxy:
-    """Runs the proxy in a child process; `url`, `requests()`, `stop()` by PID."""
+    """Runs the proxy in a child process; `url`, `requests()`, `stop()` by PID. `routes` maps a host name
+    to the local "127.0.0.1:PORT" that serves it."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, routes: dict[str, str] | None = None):
         self.workdir = workdir
+        self.routes = routes or {}
         self.port_file = workdir / "proxy.port"
         self.log_file = workdir / "proxy.jsonl"
         self.process: subprocess.Popen | None = None
@@ -119,8 +129,9 @@ class HttpProxy:
         self.log_file.write_text("")
         root = Path(__file__).resolve().parents[2]
         env = {**os.environ, "PYTHONPATH": str(root)}
+        routes = [f"--route={host}={address}" for host, address in self.routes.items()]
         self.process = subprocess.Popen([sys.executable, "-m", "tests.localcloud.proxy", "--port-file",
-                                         str(self.port_file), "--log", str(self.log_file)], env=env)
+                                         str(self.port_file), "--log", str(self.log_file), *routes], env=env)
         deadline = time.monotonic() + 10
         while not self.port_file.exists() or not self.port_file.read_text():
             if time.monotonic() > deadline or self.process.poll() is not None:
