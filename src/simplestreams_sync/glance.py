@@ -16,7 +16,8 @@ from keystoneauth1 import exceptions as ks_exceptions
 
 from .openstack import USER_AGENT, Cloud, CloudError, describe
 from .source import SourceImage
-from .transfer import VerificationError, VerifyingStream, chunked_put
+from .raw_http import chunked_put
+from .transfer import VerificationError, VerifyingStream
 
 LOG = logging.getLogger(__name__)
 

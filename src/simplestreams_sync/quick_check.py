@@ -28,14 +28,13 @@ import http.client
 import json
 import threading
 import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .state import utc_now, write_atomically
-from .tls import tls_context
+from .raw_http import open_url
 
 RECORD_FILE = "unchanged.json"
 RECORD_VERSION = 1
@@ -213,12 +212,5 @@ def _swift_acl_unchanged(record: Record) -> bool:
         return response.headers.get("X-Container-Read", "") == record.swift_read_acl
 
 
-def _open(url: str, headers: dict, *, verify: str | bool, method: str = "GET", proxy: str | None = None):
-    """urllib's opener: the given proxy or none (never the environment's), the given CAs."""
-    scheme = urllib.parse.urlsplit(url).scheme
-    handlers: list = [urllib.request.ProxyHandler({scheme: proxy} if proxy else {})]
-    if scheme == "https":
-        handlers.append(urllib.request.HTTPSHandler(context=tls_context(verify)))
-    opener = urllib.request.build_opener(*handlers)
-    return opener.open(urllib.request.Request(url, headers=headers, method=method), timeout=TIMEOUT)
-
+def _open(url: str, headers: dict, **options):
+    return open_url(url, headers, timeout=TIMEOUT, **options)

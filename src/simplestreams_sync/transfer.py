@@ -8,13 +8,9 @@ byte reaches Glance*, so Glance never completes an upload of wrong data. The has
 from __future__ import annotations
 
 import hashlib
-import http.client
-import ssl
 from typing import Callable, Iterable, Iterator
-from urllib.parse import urlsplit
 
 from .source import SourceError, SourceImage
-from .tls import tls_context
 
 
 class VerificationError(Exception):
@@ -108,49 +104,3 @@ class VerifyingStream:
             problems.append(f"{algo} {stored.get('os_hash_value')} != {self.glance_digest}")
         if problems:
             raise VerificationError(f"Glance stored image {stored.get('id')} wrongly: " + "; ".join(problems))
-
-
-def chunked_put(url: str, pieces: Iterable[bytes | memoryview], headers: dict[str, str], *,
-                verify: str | bool, timeout: float) -> tuple[int, str]:
-    """PUT `pieces` as an HTTP/1.1 chunked body, one HTTP chunk per piece; returns (status, body).
-
-    On a plain connection each chunk leaves in one sendmsg(): its size line, the piece itself and the
-    closing CRLF, so no piece is copied into a new bytes object on the way (http.client and urllib3
-    format every chunk into one). Exceptions from `pieces` (a VerificationError) come out unchanged,
-    with the body left unfinished, so the server never sees a complete upload.
-    """
-    parts = urlsplit(url)
-    if parts.scheme == "https":
-        connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
-                                                 context=tls_context(verify))
-    else:
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
-        connection.putrequest("PUT", parts.path + (f"?{parts.query}" if parts.query else ""),
-                              skip_accept_encoding=True)
-        for name, value in {**headers, "Transfer-Encoding": "chunked"}.items():
-            connection.putheader(name, value)
-        connection.endheaders()
-        send = _chunk_sender(connection.sock)
-        try:
-            for piece in pieces:
-                if len(piece):
-                    send(b"%x\r\n" % len(piece), piece, b"\r\n")
-            connection.sock.sendall(b"0\r\n\r\n")
-        except OSError:
-            pass  # the server may have answered (and closed) before taking the whole body: read that answer
-        response = connection.getresponse()
-        return response.status, response.read().decode(errors="replace")
-    finally:
-        connection.close()
-
-
-def _chunk_sender(sock) -> Callable[..., None]:
-    if isinstance(sock, ssl.SSLSocket):  # no sendmsg() on TLS sockets
-        return lambda *parts: sock.sendall(b"".join(parts))
-
-    def send(*parts) -> None:
-        sent = sock.sendmsg(parts)
-        if sent < sum(len(part) for part in parts):  # a partial send (a signal, a full buffer): the rest
-            sock.sendall(b"".join(parts)[sent:])
-    return send
