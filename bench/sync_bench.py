@@ -27,6 +27,7 @@ end, also on Ctrl-C or error; the workdir (images) is deleted unless --keep.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -116,10 +117,8 @@ class Bench:
 
     def kill_child(self) -> None:
         if self.child is not None and self.child.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.child.pid, signal.SIGKILL)  # its own session: the group it leads
-            except ProcessLookupError:
-                pass
             self.child.wait()
         self.child = None
 
@@ -183,7 +182,7 @@ class Bench:
         machine_before = _machine_ticks()
         wall, code, usage, out = self.timed(argv, env, f"{workload}-{side}-r{rnd}")
         spent = {name: _group_cpu_seconds(pgid) - cpu_before[name] for name, pgid in groups.items()}
-        busy, total = (after - before for after, before in zip(_machine_ticks(), machine_before))
+        busy, total = (after - before for after, before in zip(_machine_ticks(), machine_before, strict=False))
         moved = _image_bytes_sent(server) if server is not None else 0
         run = Run(side, workload, rnd, round(wall, 3), code, round(usage["maxrss_kib"] / 1024, 1),
                   usage["oublock"] * 512, moved, out.count("\ncreated ") + out.startswith("created "),
@@ -215,7 +214,7 @@ class Bench:
                     try:
                         glance.images.delete(image["id"])
                         break
-                    except Exception:  # noqa: BLE001 - a busy Glance; retry
+                    except Exception:
                         time.sleep(0.5 * (attempt + 1))
         os.sync()  # the next timed run does not pay for this one's writeback
 
@@ -429,7 +428,8 @@ def parse_args(argv):
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--rss-image-mib", type=int, default=2048, help=argparse.SUPPRESS)
     parser.add_argument("--parallel", type=int, default=4,
-                        help="concurrency of ours (max_parallel) and of the floors (default: %(default)s, the engine's)")
+                        help="concurrency of ours (max_parallel) and of the floors "
+                             "(default: %(default)s, the engine's)")
     parser.add_argument("--only", default="a,b,c,rss", help="workloads to run (default: %(default)s)")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".work" / "bench")
     parser.add_argument("--keep", action="store_true", help="keep the workdir (images, logs) at the end")

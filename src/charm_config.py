@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 import yaml
@@ -98,7 +98,7 @@ class CharmConfig(SyncOptions):
             return value
         return _decode_base64(value)
 
-    def sync_config(self, **machine: object) -> SyncConfig:
+    def sync_config(self, **machine: Any) -> SyncConfig:
         """The content of mirrors.yaml: these options, and what only the machine knows (keyring path,
         state dir, image-modifier hook, the model's proxy)."""
         return SyncConfig(**self.sync_options(), **machine)

@@ -11,6 +11,7 @@ import base64
 import binascii
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from simplestreams_sync.config import IdentityConfig
 
@@ -66,7 +67,8 @@ class Credentials:
         return {"internal": self.internal_auth_url, "admin": self.admin_auth_url}.get(
             interface, self.public_auth_url)
 
-    def identity_config(self, *, region: str, interface: str, ca_file: str | None) -> IdentityConfig:
+    def identity_config(self, *, region: str, interface: Literal["public", "internal", "admin"],
+                        ca_file: str | None) -> IdentityConfig:
         """The content of identity.yaml."""
         return IdentityConfig(auth_url=self.auth_url(interface), username=self.username, password=self.password,
                               project_name=self.project_name, user_domain_name=self.domain_name,
@@ -104,6 +106,8 @@ def read_credentials(units_data: Iterable[Mapping[str, str]]) -> Credentials | N
         version = data.get("api_version") or "2.0"
         public = _url(data, "service", version)
         admin = _url(data, "auth", version)
+        if public is None or admin is None:
+            continue
         return Credentials(
             api_version=version,
             username=data["service_username"],

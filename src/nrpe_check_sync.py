@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import time
+from typing import NoReturn
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -42,7 +43,7 @@ class StateError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse would exit 2, which Nagios reads as CRITICAL
+    def error(self, message: str) -> NoReturn:  # argparse would exit 2, which Nagios reads as CRITICAL
         raise StateError(f"bad arguments: {message}")
 
 

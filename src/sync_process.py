@@ -114,8 +114,8 @@ def publish_empty_metadata(charm_dir: Path) -> str | None:
         process = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd="/",
                                  timeout=PUBLISH_TIMEOUT)
     except subprocess.TimeoutExpired:
-        reason = f"no answer within {PUBLISH_TIMEOUT} s"
-        lines, errors = [], reason + "\n"
+        reason: str | None = f"no answer within {PUBLISH_TIMEOUT} s"
+        lines, errors = [], f"{reason}\n"
     else:
         lines, errors = process.stdout.splitlines(), process.stderr
         reason = None if process.returncode == 0 and lines else \

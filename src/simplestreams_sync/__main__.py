@@ -11,8 +11,7 @@ import time
 
 from . import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_OK
 from .metrics import write_metrics
-from .state import (DEFAULT_STATE_DIR, ProgressFile, SyncAlreadyRunning, SyncLock, SyncResult, utc_now,
-                    write_result)
+from .state import DEFAULT_STATE_DIR, ProgressFile, SyncAlreadyRunning, SyncLock, SyncResult, utc_now, write_result
 
 # The heavy modules (config: pydantic; engine: keystoneauth, glanceclient, simplestreams) are imported
 # only once the quick check (quick_check.py) has found that the full sync must run.

@@ -13,13 +13,12 @@ def _import_simplestreams_without_version_probe() -> None:
     one import; simplestreams then quietly selects its urllib reader, which we do not use either."""
     if "simplestreams.contentsource" in sys.modules:
         return
-    missing = object()
-    saved = sys.modules.get("distutils.version", missing)
-    sys.modules["distutils.version"] = None
+    saved = sys.modules.get("distutils.version")
+    sys.modules["distutils.version"] = None  # type: ignore[assignment]  # None: "cannot be imported"
     try:
         import simplestreams.contentsource  # noqa: F401
     finally:
-        if saved is missing:
+        if saved is None:
             del sys.modules["distutils.version"]
         else:
             sys.modules["distutils.version"] = saved

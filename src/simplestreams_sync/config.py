@@ -121,7 +121,7 @@ class SyncOptions(BaseModel):
         return template
 
     def sync_options(self) -> dict:
-        """This model's values of the shared options only (a subclass adds its own)."""
+        """The values of the shared options only (a subclass adds its own)."""
         return {name: getattr(self, name) for name in SyncOptions.model_fields}
 
 

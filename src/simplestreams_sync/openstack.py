@@ -6,7 +6,8 @@ import logging
 import os
 import re
 import ssl
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 
 import requests
 from keystoneauth1 import exceptions as ks_exceptions
@@ -31,11 +32,11 @@ def _requests_session(proxies: dict[str, str]) -> requests.Session:
     return session
 
 
-def proxy_for(url: str, proxies: dict[str, str], trust_env: bool) -> str | None:
+def proxy_for(url: str, proxies: Mapping[str, str], trust_env: bool) -> str | None:
     """The proxy that requests would send a GET of `url` through (no_proxy and, with trust_env, the
     environment's *_proxy variables taken into account), or None for a direct connection."""
     prepared = requests.Request("GET", url).prepare()
-    return requests.utils.select_proxy(url, requests.utils.resolve_proxies(prepared, proxies, trust_env))
+    return requests.utils.select_proxy(url, requests.utils.resolve_proxies(prepared, dict(proxies), trust_env))
 
 
 def system_ca_certificates() -> str | bool:
@@ -59,7 +60,7 @@ class Cloud:
 
     def __init__(self, identity: IdentityConfig, object_store_proxies: dict[str, str] | None = None):
         self.identity = identity
-        auth = v3.Password(
+        self._auth = auth = v3.Password(
             auth_url=identity.auth_url,
             username=identity.username,
             password=identity.password,
@@ -109,10 +110,12 @@ class Cloud:
     def token(self) -> tuple[str, datetime]:
         """The session's Keystone token and when it expires (UTC)."""
         try:
-            access = self.session.auth.get_access(self.session)  # the token in use, not a new one
+            access = self._auth.get_access(self.session)  # the token in use, not a new one
         except ks_exceptions.ClientException as error:
             raise CloudError(f"keystone {self.identity.auth_url}: {describe(error)}") from None
-        return access.auth_token, access.expires.astimezone(timezone.utc)
+        if not access.auth_token or access.expires is None:
+            raise CloudError(f"keystone {self.identity.auth_url}: the session holds no token")
+        return access.auth_token, access.expires.astimezone(UTC)
 
     def object_store_proxy(self, url: str) -> str | None:
         """The proxy requests would use for this object-store URL, if any."""
@@ -153,7 +156,7 @@ def image_ids_in_use(cloud: Cloud) -> set[str]:
     endpoint = cloud.endpoint("compute")
     if not endpoint:
         return set()
-    url = f"{endpoint.rstrip('/')}/servers/detail?all_tenants=1&limit=1000"
+    url: str | None = f"{endpoint.rstrip('/')}/servers/detail?all_tenants=1&limit=1000"
     in_use: set[str] = set()
     while url:
         try:

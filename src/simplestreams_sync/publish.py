@@ -9,9 +9,9 @@ import re
 
 from keystoneauth1 import exceptions as ks_exceptions
 
-from .quick_check import Observations
 from ._simplestreams import util
 from .openstack import Cloud, CloudError, describe
+from .quick_check import Observations
 from .text import shorten
 
 LOG = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ def ensure_public_container(send, container_url: str) -> tuple[str, str | None]:
         answer = send("HEAD", container_url)
         if answer.status_code < 400 or answer.status_code == 404:
             return answer
-        # A HEAD answer has no body: a GET's says why (Ceph RGW: AccessDenied, Swift: a page).
+        # A HEAD answer has no body: the answer to a GET says why (Ceph RGW: AccessDenied, Swift: a page).
         answer = send("GET", f"{container_url}?limit=1")
         todo = CONTAINER_FORBIDDEN if answer.status_code == 403 else ""
         raise CloudError(f"object store: GET {container_url}: {refusal(answer, todo)}")
@@ -263,7 +263,7 @@ def checked(response, method: str, url: str, allow: tuple[int, ...] = ()):
 
 def grants_public_read(acl: str) -> bool:
     """Whether a container read ACL lets anyone read objects and list them (in any order, with more grants)."""
-    return PUBLIC_READ_GRANTS <= {grant.strip() for grant in acl.split(",")}
+    return {grant.strip() for grant in acl.split(",")} >= PUBLIC_READ_GRANTS
 
 
 # -- errors ---------------------------------------------------------------------------------------

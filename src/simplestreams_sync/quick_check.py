@@ -11,8 +11,8 @@ failed, nothing left for a later run to finish), it records what it observed in 
 - its token, the endpoints and how to reach them (CA, proxy).
 The next run first checks every one of those observations again, with the same token, all at once:
 the same source bytes (signed by the same keyring: the signature result cannot differ), the same
-images in Glance, the same objects in Swift readable by the same ACL. Only when all of them hold does it stop there, since the
-full run would then read, plan and publish the very same things. Anything else (a changed or
+images in Glance, the same objects in Swift readable by the same ACL. Only when all of them hold does
+it stop there, since the full run would then read, plan and publish the very same things. Anything else (a changed or
 unreachable source, a Glance change, an expired or revoked token, a new config, new code) makes it
 fall through to the full run, which records afresh when it ends clean. It uses only the standard
 library and PyYAML, so it runs before the heavy imports.
@@ -23,18 +23,21 @@ During a full run, the parts that read the source and write the metadata report 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
 import threading
 import urllib.parse
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
-from .state import utc_now, write_atomically
 from .raw_http import open_url
+from .state import utc_now, write_atomically
 
 RECORD_FILE = "unchanged.json"
 RECORD_VERSION = 1
@@ -134,10 +137,8 @@ def save(state_dir: str | Path, record: Record) -> None:
 
 def forget(state_dir: str | Path) -> None:
     """Drop the record: the run that is about to change things makes it stale."""
-    try:
+    with contextlib.suppress(FileNotFoundError):
         (Path(state_dir) / RECORD_FILE).unlink()
-    except FileNotFoundError:
-        pass
 
 
 def load(state_dir: str | Path) -> Record | None:
@@ -159,20 +160,19 @@ def still_current(state_dir: str | Path) -> Record | None:
         return None
     if any(file_digest(path) != digest for path, digest in record.inputs.items()):
         return None
-    if datetime.fromisoformat(record.token_expires) - TOKEN_MARGIN <= datetime.now(timezone.utc):
+    if datetime.fromisoformat(record.token_expires) - TOKEN_MARGIN <= datetime.now(UTC):
         return None
-    checks = [lambda doc=doc: _source_unchanged(record, doc) for doc in record.source]
-    checks.append(lambda: _glance_unchanged(record))
-    checks += [lambda url=url, etag=etag: _swift_unchanged(record, url, etag)
-               for url, etag in record.swift_objects.items()]
+    checks: list[Callable[[], bool]] = [partial(_source_unchanged, record, doc) for doc in record.source]
+    checks.append(partial(_glance_unchanged, record))
+    checks += [partial(_swift_unchanged, record, url, etag) for url, etag in record.swift_objects.items()]
     if record.swift_container:
-        checks.append(lambda: _swift_acl_unchanged(record))
+        checks.append(partial(_swift_acl_unchanged, record))
     with ThreadPoolExecutor(max_workers=len(checks)) as pool:
         results = list(pool.map(_safely, checks))
     return record if all(results) else None
 
 
-def _safely(check) -> bool:
+def _safely(check: Callable[[], bool]) -> bool:
     """A check that cannot be made (unreachable, refused, unreadable answer) does not hold."""
     try:
         return check()
@@ -189,8 +189,9 @@ def _source_unchanged(record: Record, doc: dict) -> bool:
 
 
 def _glance_unchanged(record: Record) -> bool:
-    images, url = [], record.glance_list_url
-    base = url.split("/v2/", 1)[0]
+    images: list[dict] = []
+    url: str | None = record.glance_list_url
+    base = record.glance_list_url.split("/v2/", 1)[0]
     while url:
         with _open(url, {"X-Auth-Token": record.token, "Accept": "application/json"},
                    verify=record.verify) as response:

@@ -26,7 +26,7 @@ def tls_context(verify: str | bool) -> ssl.SSLContext:
 
 def open_url(url: str, headers: dict, *, verify: str | bool, timeout: float, method: str = "GET",
              proxy: str | None = None):
-    """urllib's opener: the given proxy or none (never the environment's), the given CAs."""
+    """Urllib's opener: the given proxy or none (never the environment's), the given CAs."""
     scheme = urllib.parse.urlsplit(url).scheme
     handlers: list = [urllib.request.ProxyHandler({scheme: proxy} if proxy else {})]
     if scheme == "https":
@@ -45,11 +45,12 @@ def chunked_put(url: str, pieces: Iterable[bytes | memoryview], headers: dict[st
     with the body left unfinished, so the server never sees a complete upload.
     """
     parts = urlsplit(url)
+    host = parts.hostname or ""
+    connection: http.client.HTTPConnection
     if parts.scheme == "https":
-        connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
-                                                 context=tls_context(verify))
+        connection = http.client.HTTPSConnection(host, parts.port, timeout=timeout, context=tls_context(verify))
     else:
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        connection = http.client.HTTPConnection(host, parts.port, timeout=timeout)
     try:
         connection.putrequest("PUT", parts.path + (f"?{parts.query}" if parts.query else ""),
                               skip_accept_encoding=True)

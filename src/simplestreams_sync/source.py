@@ -7,22 +7,21 @@ selection, and a flat `SourceImage` record per item to mirror.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 from urllib.parse import urlparse
 
 import requests
 import urllib3
 
-from .quick_check import Observations
 from ._simplestreams import contentsource, filters, mirrors, util
 from .config import MirrorSpec
 from .openstack import proxy_for
+from .quick_check import Observations
 
 LOG = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ def open_url_chunks(url: str, http: HttpSession) -> tuple[Iterator[bytes], Calla
     parsed = urlparse(url)
     if parsed.scheme == "file":
         try:
-            stream = open(parsed.path, "rb")
+            stream = open(parsed.path, "rb")  # noqa: SIM115 (the caller closes it through the returned function)
         except OSError as error:
             raise SourceError(f"{url}: {error.strerror}") from None
         return iter(lambda: stream.read(CHUNK_SIZE), b""), stream.close
@@ -294,7 +293,7 @@ def read_source(mirror: MirrorSpec, keyring: str, http: HttpSession) -> list[Sou
     index = _load(reader, mirror.path)
     item_filters = filters.get_filters(mirror.item_filters)
     selected: list[SourceImage] = []
-    for content_id, entry in index.get("index", {}).items():
+    for _content_id, entry in index.get("index", {}).items():
         if entry.get("datatype") != "image-downloads" or entry.get("format") != "products:1.0":
             continue
         products = _load(reader, entry["path"])

@@ -8,7 +8,7 @@ byte reaches Glance*, so Glance never completes an upload of wrong data. The has
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .source import SourceError, SourceImage
 
@@ -68,7 +68,7 @@ class VerifyingStream:
                 return
             except SourceError:
                 raise
-            except Exception as error:  # noqa: BLE001 - urllib3/requests/OSError variants
+            except Exception as error:
                 raise VerificationError(f"{self.image.url}: reading the source failed after {self.size} "
                                         f"bytes: {type(error).__name__}") from None
             yield chunk

@@ -10,7 +10,6 @@ user, that user.
 
 from __future__ import annotations
 
-import base64
 import grp
 import json
 import os
@@ -26,7 +25,6 @@ from ops import testing
 
 import host
 import sync_process
-
 from tests.charm.relation_data import CA_PEM, CHAIN_PEM, KEYSTONE_V3
 
 FAKE_ENGINE = r'''
@@ -196,8 +194,8 @@ class FakeEngine:
 
 @pytest.fixture
 def fake_engine(shared_dir: Path, machine: Machine, monkeypatch: pytest.MonkeyPatch):
-    """fake_engine(stdout=[...], exit_code=0, stderr="", result={...}, sleep=0, metadata_url=None): a
-    stand-in for the sync engine that sleeps, writes last-sync.json (if `result` is given), prints the
+    """Make a stand-in for the sync engine (arguments: stdout=[...], exit_code=0, stderr="", result={...},
+    sleep=0, metadata_url=None) that sleeps, writes last-sync.json (if `result` is given), prints the
     lines, removes progress.json and exits with the code; with --publish-only it prints `metadata_url`
     (or fails without one). Each run records its arguments, uid, gid and HOME."""
 
@@ -236,7 +234,7 @@ def keystone() -> testing.Relation:
 
 @pytest.fixture
 def vault() -> testing.Relation:
-    """certificates with vault's answer: CA, chain and our processed request."""
+    """Certificates with vault's answer: CA, chain and our processed request."""
     return testing.Relation("certificates", remote_app_name="vault", remote_units_data={0: {
         "ca": CA_PEM, "chain": CHAIN_PEM,
         "glance-simplestreams-sync_0.processed_requests": json.dumps({"juju-0": {"cert": "x", "key": "y"}}),

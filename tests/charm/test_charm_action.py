@@ -1,8 +1,9 @@
 """The sync-images action: runs the engine now and reports its output, failures and the lock."""
 
 import pytest
-from tests.charm.relation_data import METADATA_URL
 from ops import testing
+
+from tests.charm.relation_data import METADATA_URL
 
 CREATED = ["created 6f1c…01: auto-sync/ubuntu-24.04-amd64-20261120-disk1.img",
            "created 9b2e…02: auto-sync/ubuntu-26.04-amd64-20261121-disk1.img"]

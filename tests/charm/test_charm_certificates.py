@@ -3,10 +3,10 @@
 import json
 import socket
 
-from tests.charm.relation_data import CA_PEM, CHAIN_PEM, OPERATOR_CA_B64, OPERATOR_CA_PEM
 from ops import testing
 
 from simplestreams_sync.config import load_identity
+from tests.charm.relation_data import CA_PEM, CHAIN_PEM, OPERATOR_CA_B64, OPERATOR_CA_PEM
 
 
 def test_requests_a_certificate_for_the_unit(ctx):

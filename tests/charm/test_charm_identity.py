@@ -2,10 +2,10 @@
 
 import base64
 
-from tests.charm.relation_data import CA_PEM, KEYSTONE_V3, METADATA_URL
 from ops import testing
 
 from simplestreams_sync.config import load_identity
+from tests.charm.relation_data import CA_PEM, KEYSTONE_V3, METADATA_URL
 
 REQUEST_KEYS = ("service", "region", "public_url", "internal_url", "admin_url")
 

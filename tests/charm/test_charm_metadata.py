@@ -89,7 +89,7 @@ def _names(requirements_file: str) -> set[str]:
 
 
 def test_charm_venv_requirements_are_flat_and_cover_requirements_txt():
-    """charmcraft's python plugin installs with --no-deps: every direct dependency must be pinned there."""
+    """Charmcraft's python plugin installs with --no-deps: every direct dependency must be pinned there."""
     pinned = (ROOT / "requirements-charm.txt").read_text().splitlines()
     assert all("==" in line for line in pinned if line and not line.startswith("#"))
     assert _names("requirements.txt") <= _names("requirements-charm.txt")

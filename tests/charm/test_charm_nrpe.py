@@ -25,7 +25,8 @@ def nrpe() -> testing.SubordinateRelation:
 
 @pytest.fixture
 def reloads(machine, monkeypatch):
-    """NRPE as the nrpe subordinate installs it (nrpe.cfg exists); reloads() says how often it reloaded."""
+    """NRPE as the nrpe subordinate installs it (nrpe.cfg exists); the result, called, says how often it
+    reloaded."""
     machine.paths.nrpe_server_config.parent.mkdir(parents=True, exist_ok=True)
     machine.paths.nrpe_server_config.write_text("include_dir=/etc/nagios/nrpe.d/\n")
     record = machine.root.parent / "nrpe-reloads"

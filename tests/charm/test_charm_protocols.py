@@ -3,10 +3,9 @@
 import base64
 import json
 
-from tests.charm.relation_data import CA_PEM, CHAIN_PEM, KEYSTONE_V3
-
 import certificates
 import identity_service
+from tests.charm.relation_data import CA_PEM, CHAIN_PEM, KEYSTONE_V3
 
 
 def test_request_strips_the_trailing_slash():

@@ -276,10 +276,11 @@ def test_non_positive_max_age_is_unknown(state_dir):
 def test_the_script_uses_the_standard_library_only():
     """NRPE runs it with the machine's python3: no charm venv, no engine."""
     code = ("import sys, runpy; sys.argv = ['x', '--help']\n"
-            "try:\n    runpy.run_path(%r, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            f"try:\n    runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
             "third = sorted(name for name in sys.modules if name.split('.')[0] in "
-            "('ops', 'yaml', 'pydantic', 'jinja2', 'simplestreams_sync', 'simplestreams', 'host', 'sync_process', 'nrpe'))\n"
-            "print(third)") % str(SCRIPT)
+            "('ops', 'yaml', 'pydantic', 'jinja2', 'simplestreams_sync', 'simplestreams', 'host', "
+            "'sync_process', 'nrpe'))\n"
+            "print(third)")
     process = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
 
     assert process.stdout.splitlines()[-1] == "[]"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -100,7 +100,7 @@ def recorded(tmp_path, served):
             code=quick_check.code_fingerprint(), inputs=quick_check.input_digests([str(mirrors)]),
             source=[{"url": f"{server.url}/streams/v1/index.json", "sha256": _sha256(SOURCE_DOC), "proxy": None}],
             user_agent="test", token="t0k3n",
-            token_expires=(datetime.now(timezone.utc) + timedelta(hours=1)).isoformat(), verify=True,
+            token_expires=(datetime.now(UTC) + timedelta(hours=1)).isoformat(), verify=True,
             glance_list_url=quick_check.glance_list_url(server.url, PROJECT, CONTENT_ID),
             glance_images=quick_check.glance_fingerprint([image("a")], CONTENT_ID, PROJECT),
             content_id=CONTENT_ID, project_id=PROJECT)
@@ -131,7 +131,7 @@ def test_a_changed_input_file_invalidates_without_a_request(recorded):
 def test_an_expiring_token_invalidates_without_a_request(recorded):
     state_dir, _, server = recorded
     data = json.loads((state_dir / quick_check.RECORD_FILE).read_text())
-    data["token_expires"] = (datetime.now(timezone.utc) + timedelta(seconds=30)).isoformat()
+    data["token_expires"] = (datetime.now(UTC) + timedelta(seconds=30)).isoformat()
     (state_dir / quick_check.RECORD_FILE).write_text(json.dumps(data))
 
     assert quick_check.still_current(state_dir) is None

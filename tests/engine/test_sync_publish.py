@@ -14,8 +14,14 @@ from keystoneauth1 import exceptions as ks_exceptions
 from keystoneauth1 import session as ks_session
 
 from simplestreams_sync.openstack import CloudError
-from simplestreams_sync.publish import (PUBLIC_READ_ACL, answer_text, ensure_public_container,
-                                        grants_public_read, refusal, unreachable)
+from simplestreams_sync.publish import (
+    PUBLIC_READ_ACL,
+    answer_text,
+    ensure_public_container,
+    grants_public_read,
+    refusal,
+    unreachable,
+)
 
 CONTAINER_URL = "http://127.0.0.1:8080/v1/AUTH_p1/simplestreams"
 SWIFT_FORBIDDEN = "<html><h1>Forbidden</h1><p>Access was denied to this resource.</p></html>"
@@ -118,7 +124,7 @@ def test_a_container_the_sync_user_may_not_use_names_both_causes():
     with pytest.raises(CloudError) as raised:
         ensure_public_container(store, CONTAINER_URL)
 
-    assert store.requests == [("HEAD", None), ("GET", None)]  # the GET's answer has the reason
+    assert store.requests == [("HEAD", None), ("GET", None)]  # the answer to the GET has the reason
     assert f"GET {CONTAINER_URL}: HTTP 403 Forbidden: AccessDenied; " in str(raised.value)
     assert "another project may own a container of that name" in str(raised.value)
     assert "lacks a role the object store treats as the account's operator" in str(raised.value)

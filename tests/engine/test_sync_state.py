@@ -1,9 +1,9 @@
 """State files the sync leaves for the charm and for monitoring."""
 
+import pytest
+
 from simplestreams_sync.metrics import METRICS_FILE, write_metrics
 from simplestreams_sync.state import SyncAlreadyRunning, SyncLock, SyncResult, read_result, write_result
-
-import pytest
 
 
 def test_last_success_carries_over_a_failed_run(tmp_path):
@@ -32,9 +32,8 @@ def test_metrics_in_prometheus_text_format(tmp_path):
 
 
 def test_second_lock_holder_is_refused_with_the_holders_pid(tmp_path):
-    with SyncLock(tmp_path):
-        with pytest.raises(SyncAlreadyRunning, match=r"another sync is already running \(pid \d+\)"):
-            with SyncLock(tmp_path):
-                pass
+    with (SyncLock(tmp_path), pytest.raises(SyncAlreadyRunning, match=r"another sync is already running \(pid \d+\)"),
+          SyncLock(tmp_path)):
+        pass
     with SyncLock(tmp_path):  # released
         pass

@@ -15,14 +15,14 @@ DATA = b"x" * 3000 + b"y" * 3000
 
 
 def source_image(data=DATA, **overrides) -> SourceImage:
-    fields = dict(source_content_id="com.ubuntu.cloud:released:download",
-                  product_name="com.ubuntu.cloud:server:20.04:amd64", version_name="20210720",
-                  item_name="disk1.img", url="http://127.0.0.1/x.img", size=len(data),
-                  sha256=hashlib.sha256(data).hexdigest(), md5=None,
-                  metadata={"arch": "amd64", "os": "ubuntu", "version": "20.04", "release": "focal",
+    fields = {"source_content_id": "com.ubuntu.cloud:released:download",
+                  "product_name": "com.ubuntu.cloud:server:20.04:amd64", "version_name": "20210720",
+                  "item_name": "disk1.img", "url": "http://127.0.0.1/x.img", "size": len(data),
+                  "sha256": hashlib.sha256(data).hexdigest(), "md5": None,
+                  "metadata": {"arch": "amd64", "os": "ubuntu", "version": "20.04", "release": "focal",
                             "ftype": "disk1.img", "pubname": "ubuntu-focal-20.04-amd64-server-20210720",
                             "path": "server/x.img", "sha256": hashlib.sha256(data).hexdigest(),
-                            "size": str(len(data)), "item_name": "disk1.img"})
+                            "size": str(len(data)), "item_name": "disk1.img"}}
     fields.update(overrides)
     return SourceImage(**fields)
 
@@ -49,7 +49,7 @@ def test_wrong_bytes_raise_before_the_last_chunk_is_passed_on():
     corrupted = DATA[:-1] + b"z"
     stream = VerifyingStream(source_image(), chunks(corrupted), "sha512")
     passed = []
-    with pytest.raises(VerificationError, match="sha256 .* does not match"):
+    with pytest.raises(VerificationError, match=r"sha256 .* does not match"):
         for chunk in stream:
             passed.append(chunk)
     assert len(b"".join(passed)) < len(DATA)

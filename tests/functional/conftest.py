@@ -11,21 +11,21 @@ import json
 import os
 import pwd
 import re
-import time
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 import glanceclient
 import pytest
-import host
-import sync_process
-from ops import testing
 import requests
 import yaml
+from ops import testing
 
+import host
+import sync_process
 from tests.localcloud.cloud import LocalCloud
 from tests.localcloud.source import SourceBuilder
 from tests.localcloud.source_server import SourceServer

@@ -116,7 +116,7 @@ def test_two_syncs_at_once_one_runs_the_other_says_so(source, sync, glance, clou
     try:
         sync.wait_for_progress(lambda p: p.get("phase") == "uploading")
         second = sync.run([sync.mirror(source.url)])
-        first_out, first_err = first.communicate(timeout=120)
+        _first_out, first_err = first.communicate(timeout=120)
     finally:
         first.kill()
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 from urllib.parse import urlparse
 
 import pytest
@@ -51,8 +52,8 @@ def test_protected_superseded_image_is_kept_and_said_so(source, sync, glance):
 class RecordedNova(BaseHTTPRequestHandler):
     """Nova cannot run here: this answers GET /servers/detail with a recorded response."""
 
-    servers: list = []
-    requests_seen: list = []
+    servers: ClassVar[list] = []
+    requests_seen: ClassVar[list] = []
 
     def do_GET(self):
         RecordedNova.requests_seen.append(self.path)

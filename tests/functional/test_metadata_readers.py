@@ -29,7 +29,7 @@ def assert_readers_see_only_active_images(glance, cloud, content_id: str) -> set
     published = read_by_anyone(cloud, content_id)
     status = {image["id"]: image["status"] for image in our_images(glance, content_id)}
     assert published and {image_id: status.get(image_id) for image_id in published} == \
-        {image_id: "active" for image_id in published}
+        dict.fromkeys(published, "active")
     return published
 
 
@@ -53,7 +53,8 @@ def test_superseded_image_stays_until_metadata_without_it_is_published(source, s
     running = sync.start(mirrors)
     try:
         sync.wait_for_progress(lambda progress: progress.get("phase") == "uploading")
-        cloud.stop_service(cloud.object_store_service)  # the upload cannot end before the release: this is before publish
+        # the upload cannot end before the release: this is before publish
+        cloud.stop_service(cloud.object_store_service)
         release.touch()
         stdout, stderr = running.communicate(timeout=300)
     finally:
@@ -90,7 +91,8 @@ def test_a_drifted_read_acl_is_repaired_and_readers_read_again(source, sync, gla
     first = sync.run(mirrors)
     assert first.returncode == 0, first.stderr
     products_url = f"{cloud.swift_url}/simplestreams/data/streams/v1/{sync.content_id}.json"
-    drift = cloud.sync_session().post(f"{cloud.swift_url}/simplestreams", headers={"X-Container-Read": ".r:example.com"})
+    drift = cloud.sync_session().post(f"{cloud.swift_url}/simplestreams",
+                                      headers={"X-Container-Read": ".r:example.com"})
     assert drift.status_code == 204
     assert requests.get(products_url, timeout=10).status_code == 401
 

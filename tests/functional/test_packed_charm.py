@@ -136,7 +136,7 @@ def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, tes
         region=region, content_id_template=CONTENT_ID_TEMPLATE, visibility="private")
     step(machine.hook("config-changed"), "blocked", "Missing relation")
     # the sync's own system user, created by the charm; the files the sync reads, and its state dir
-    name, _, uid, gid, _, home, shell = machine.run(["getent", "passwd", SYNC_USER]).stdout.strip().split(":")
+    _name, _, uid, gid, _, home, shell = machine.run(["getent", "passwd", SYNC_USER]).stdout.strip().split(":")
     assert 0 < int(uid) < 1000 and (home, shell) == (STATE_DIR, "/usr/sbin/nologin")
     assert machine.run(["getent", "group", gid]).stdout.split(":")[0] == SYNC_USER
     assert machine.stat(f"{CONFIG_DIR}/mirrors.yaml") == SYNC_READABLE

@@ -19,9 +19,7 @@ import pytest
 import requests
 
 from simplestreams_sync.publish import CONTAINER, PUBLIC_READ_ACL
-
 from tests.functional.conftest import created_ids, our_images, published_image_ids, published_products
-from tests.localcloud.cloud import LocalCloud
 
 # The Swift tests that exercise the object store, collected here again to run against RGW.
 from tests.functional.test_faults import test_swift_down_images_still_sync_and_next_run_publishes  # noqa: F401
@@ -31,16 +29,17 @@ from tests.functional.test_metadata_readers import (  # noqa: F401
     test_a_drifted_read_acl_is_repaired_and_readers_read_again,
     test_superseded_image_stays_until_metadata_without_it_is_published,
 )
-from tests.functional.test_sync import (  # noqa: F401
-    test_metadata_in_swift_lists_exactly_the_active_images_and_is_public,
-    test_second_sync_creates_nothing,
-    test_sstream_query_reads_the_published_metadata,
-)
 from tests.functional.test_quick_check import (  # noqa: F401
     test_a_token_past_use_means_a_full_check,
     test_metadata_deleted_in_swift_is_published_again,
     test_nothing_changed_stops_at_the_quick_check,
 )
+from tests.functional.test_sync import (  # noqa: F401
+    test_metadata_in_swift_lists_exactly_the_active_images_and_is_public,
+    test_second_sync_creates_nothing,
+    test_sstream_query_reads_the_published_metadata,
+)
+from tests.localcloud.cloud import LocalCloud
 
 pytestmark = pytest.mark.functional
 

@@ -13,12 +13,12 @@ from keystoneclient.v3 import client as keystone_client
 
 from tests.functional.conftest import created_ids
 from tests.functional.test_rgw import container_url, empty_and_delete_container
-from tests.localcloud.cloud import LocalCloud
 
 # Publishing, and Juju's anonymous reads through the catalog's URL, work in the shared namespace too.
 from tests.functional.test_sync import (  # noqa: F401
     test_metadata_in_swift_lists_exactly_the_active_images_and_is_public,
 )
+from tests.localcloud.cloud import LocalCloud
 
 pytestmark = pytest.mark.functional
 
@@ -62,5 +62,6 @@ def test_a_container_of_the_same_name_in_another_project_stops_the_publish_and_i
     assert result.returncode == 1
     assert len(created_ids(result.stdout)) == 1  # the images are synced all the same
     assert "error: metadata not published" in result.stderr
-    refusal = rf"{re.escape(container_url(cloud))}\S*: HTTP (403 Forbidden: AccessDenied|409 Conflict: BucketAlreadyExists)"
+    refusal = (rf"{re.escape(container_url(cloud))}\S*: "
+               r"HTTP (403 Forbidden: AccessDenied|409 Conflict: BucketAlreadyExists)")
     assert re.search(refusal, result.stderr), result.stderr  # RGW's reason, named

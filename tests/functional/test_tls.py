@@ -1,8 +1,9 @@
 """TLS end to end: Keystone, Glance and Swift over HTTPS with a throw-away CA (LocalCloud(tls=True)).
 
 The sync must trust exactly the CA it is given in identity.yaml's `ca_file` (the charm writes it from
-vault's `certificates` relation, the `receive-ca-cert` relation or the `ssl_ca` option), and refuse a cloud whose certificate does not
-chain to it: with another CA, and with no ca_file at all (the throw-away CA is in no trust store).
+vault's `certificates` relation, the `receive-ca-cert` relation or the `ssl_ca` option), and refuse a
+cloud whose certificate does not chain to it: with another CA, and with no ca_file at all (the
+throw-away CA is in no trust store).
 """
 
 from __future__ import annotations

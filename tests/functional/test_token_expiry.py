@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -52,9 +52,9 @@ def test_a_sync_outlives_several_tokens_and_the_quick_check_falls_through(source
     expired_at = datetime.fromisoformat(record["token_expires"])
     recorded_at = datetime.fromisoformat(record["recorded"].replace("Z", "+00:00"))
     assert expired_at <= recorded_at + timedelta(seconds=TOKEN_LIFETIME + 1), "keystone's tokens are not short"
-    while datetime.now(timezone.utc) <= expired_at + timedelta(seconds=1):
+    while datetime.now(UTC) <= expired_at + timedelta(seconds=1):
         time.sleep(0.5)
-    record["token_expires"] = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    record["token_expires"] = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     record_file.write_text(json.dumps(record))
 
     again = sync.run([sync.mirror(source.url)])

@@ -7,12 +7,10 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import requests
-
 from simplestreams import mirrors, util
 
 from tests.localcloud.source import (

@@ -14,6 +14,7 @@ none of it. A sleeping process holds the namespace; `stop()` kills every process
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -129,10 +130,8 @@ class JujuMachine:
 
     def stop(self) -> None:
         for pid in self.processes():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if self._holder is not None:
             self._holder.kill()
             self._holder.wait()

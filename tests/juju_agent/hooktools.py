@@ -89,7 +89,7 @@ def relation_get(model, args, stdin):
     option(args, "--format")
     relation = model["relations"][relation_id(model, args)]
     app = flag(args, "--app")
-    key, target = (args + ["-", os.environ.get("JUJU_REMOTE_UNIT", "")])[:2]
+    key, target = ([*args, "-", os.environ.get("JUJU_REMOTE_UNIT", "")])[:2]
     me = os.environ["JUJU_UNIT_NAME"]
     if app:
         data = relation["local_app"] if target == unit_app(me) else relation["app_data"]

@@ -45,11 +45,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Self
+from typing import Self
 
 import requests
 from keystoneauth1 import session as ks_session
@@ -193,7 +194,7 @@ class LocalCloud:
         table = (*SERVICES, *OBJECT_STORE_SERVICES[self.object_store])
         ports = _free_ports(len(table))
         self._services = {
-            name: _Service(name, port, ready_path, []) for (name, ready_path), port in zip(table, ports)
+            name: _Service(name, port, ready_path, []) for (name, ready_path), port in zip(table, ports, strict=False)
         }
         if self.tls:  # a new CA each start: the servers restart with it, nothing else keeps the old one
             self._tls_files = make_tls_files(self.workdir / "tls", "LocalCloud")
@@ -297,7 +298,7 @@ class LocalCloud:
         return _session(self.sync_identity, self._verify())
 
     def _verify(self) -> str | bool:
-        """requests' `verify`: the throw-away CA with tls, else the default (True)."""
+        """Requests' `verify`: the throw-away CA with tls, else the default (True)."""
         return str(self.ca_file) if self.ca_file is not None else True
 
     def pids(self) -> list[int]:
@@ -371,7 +372,7 @@ class LocalCloud:
         self._start_and_wait("postgres")
         with closing(self._postgres_connection()) as conn, conn.cursor() as cursor:
             cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (GLANCE_DB,))
-            verb = "ALTER" if cursor.fetchone() else "CREATE"  # a re-used workdir: new password each start
+            verb = "ALTER" if cursor.fetchone() else "CREATE"  # a reused workdir: new password each start
             cursor.execute(f"{verb} ROLE {GLANCE_DB} LOGIN PASSWORD %s", (self._passwords["glance-db"],))
             cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (GLANCE_DB,))
             if not cursor.fetchone():
@@ -434,7 +435,7 @@ class LocalCloud:
         user = _first(ks.users.list(name=name, domain="default"))
         if user is None:
             user = ks.users.create(name, domain="default", password=password, default_project=project)
-        else:  # a re-used workdir: every start() picks new passwords
+        else:  # a reused workdir: every start() picks new passwords
             ks.users.update(user, password=password, default_project=project, enabled=True)
         return user.id
 
@@ -741,7 +742,7 @@ def make_tls_files(directory: Path, name: str = "LocalCloud", hosts: tuple[str, 
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     not_before, not_after = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
 
     def key_usage(**usages: bool) -> x509.KeyUsage:
@@ -860,10 +861,8 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 
 def _signal(pid: int, sig: int) -> None:
-    try:
+    with suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _proc_stat(pid: int) -> tuple[str, int, int] | None:
@@ -939,7 +938,7 @@ def _terminate(popens: list[subprocess.Popen], grace: float, signals: list[int] 
             popen.poll()  # reap the leader, or it stays a zombie
         return not (groups & _live_groups())
 
-    for popen, sig in zip(popens, signals or [signal.SIGTERM] * len(popens)):
+    for popen, sig in zip(popens, signals or [signal.SIGTERM] * len(popens), strict=False):
         _signal_group(popen.pid, sig if grace > 0 else signal.SIGKILL)
     if not _wait_until(all_gone, timeout=grace):
         for pgid in groups:
@@ -1004,10 +1003,8 @@ def _dir_fd_argv(argv: list[str], directory: Path | None):
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 # -------------------------------------------------------------------------- CLI

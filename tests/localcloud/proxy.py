@@ -4,8 +4,8 @@
 
 Enough of a proxy for the tests: absolute-URI requests over plain HTTP (GET, HEAD, PUT, POST, DELETE
 with a Content-Length body), responses streamed back. `--route HOST=127.0.0.1:PORT` sends requests for
-HOST to that address instead (a public host, such as cloud-images.ubuntu.com, served locally). Each request appends a JSON line to the log:
-{"method", "url", "status"}. `HttpProxy` starts and stops it by PID.
+HOST to that address instead (a public host, such as cloud-images.ubuntu.com, served locally). Each
+request appends a JSON line to the log: {"method", "url", "status"}. `HttpProxy` starts and stops it by PID.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._forward()
 
-    do_HEAD = do_PUT = do_POST = do_DELETE = do_GET
+    do_HEAD = do_PUT = do_POST = do_DELETE = do_GET  # noqa: N815 (BaseHTTPRequestHandler's names)
 
     def log_message(self, format, *args):
         pass
@@ -123,7 +123,7 @@ class HttpProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "HttpProxy":
+    def start(self) -> HttpProxy:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port_file.unlink(missing_ok=True)
         self.log_file.write_text("")
@@ -153,7 +153,7 @@ class HttpProxy:
                 self.process.kill()
                 self.process.wait()
 
-    def __enter__(self) -> "HttpProxy":
+    def __enter__(self) -> HttpProxy:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

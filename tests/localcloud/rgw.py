@@ -15,15 +15,14 @@ Known pitfalls are explained (PITFALL:) where they are handled.
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import socket
 import subprocess
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 # (name, ready path) in start order, as in cloud.SERVICES; None: not HTTP (see CephRgw.ready_checks).
 RGW_SERVICES = (("ceph-mon", None), ("ceph-osd", None), ("rgw", "/"))

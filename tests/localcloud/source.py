@@ -14,6 +14,7 @@ the item's `path` (server/releases/<release>/release-<serial>/...).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -67,10 +68,8 @@ class TestKey:
         while (pids := processes_mentioning(str(self.home))) and time.monotonic() < deadline:
             time.sleep(0.05)
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def __enter__(self) -> TestKey:
         return self

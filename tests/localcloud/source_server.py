@@ -37,6 +37,7 @@ changes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import email.utils
 import json
 import os
@@ -129,7 +130,7 @@ def normalize_url_path(path: str) -> str:
 
 class RequestLog:
     def __init__(self, path: Path | None):
-        self._file = open(path, "a", encoding="utf-8") if path else None
+        self._file = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115 (open for the server's life)
         self._lock = threading.Lock()
 
     def append(self, entry: dict) -> None:
@@ -263,10 +264,8 @@ class SourceRequestHandler(BaseHTTPRequestHandler):
     def _stall(self, seconds: float) -> None:
         """Send nothing for `seconds`, or until the client closes its side."""
         self.connection.settimeout(seconds)
-        try:
+        with contextlib.suppress(TimeoutError, OSError):
             self.connection.recv(1)
-        except (TimeoutError, OSError):
-            pass
 
     def _send_file(self, f, start: int, end: int, entry: LogEntry) -> None:
         while start + entry.bytes_sent < end:
@@ -400,10 +399,8 @@ class SourceServer:
         lines = self.log_file.read_text().splitlines()
         entries = []
         for line in lines:
-            try:
+            with contextlib.suppress(ValueError):  # a line being written right now
                 entries.append(json.loads(line))
-            except ValueError:
-                pass  # a line being written right now
         return entries
 
     def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[dict]:
