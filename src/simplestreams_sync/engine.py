@@ -32,12 +32,12 @@ DEACTIVATED = ("deactivated: never published nor deleted by the sync; reactivate
 RESTARTS = 2  # times an image starts again from its first byte when its source cannot resume a download
 
 
-class Doomed(NamedTuple):
+class ToDelete(NamedTuple):
     """An image to delete once the published metadata no longer names it."""
 
     image: dict
-    reason: str         # why it goes, as the deletion is reported
-    waiting: str        # why it is kept when the metadata could not be published
+    reason: str  # why it goes, as the deletion is reported
+    waiting: str  # why it is kept when the metadata could not be published
 
 
 class Progress:
@@ -161,18 +161,18 @@ class SyncRun:
         superseded = self._plan_retention(cloud, desired, verified)
         superseded_ids = {image["id"] for image in superseded}
         remaining = [image for image in verified if image["id"] not in superseded_ids]
-        doomed = [Doomed(image, SUPERSEDED, "superseded, kept until metadata without it is published")
+        to_delete = [ToDelete(image, SUPERSEDED, "superseded, kept until metadata without it is published")
                   for image in superseded] + self._deletable_mismatches(cloud)
         if self.config.set_latest_property:
             self._mark_latest(glance, remaining)
         with ThreadPoolExecutor(max_workers=1) as pool:
             # Glance as this run leaves it, for the next run's quick check: listed while publishing, or
-            # once the doomed images are gone.
+            # once the images to delete are gone.
             final_listing = pool.submit(glance.owned_images, self.content_id) \
-                if self._clean() and not doomed else None
+                if self._clean() and not to_delete else None
             publisher = self._publish(cloud, remaining) if self.config.use_swift else None
-            self._retire(glance, doomed, metadata_updated=publisher is not None or not self.config.use_swift)
-            if doomed and self._clean():
+            self._retire(glance, to_delete, metadata_updated=publisher is not None or not self.config.use_swift)
+            if to_delete and self._clean():
                 final_listing = pool.submit(glance.owned_images, self.content_id)
         if final_listing is not None and self._clean():
             self._record_observations(cloud, glance, final_listing, publisher, len(remaining))
@@ -350,7 +350,7 @@ class SyncRun:
             self._kept(kept.image, kept.reason, kept.settled)
         return plan.delete
 
-    def _deletable_mismatches(self, cloud: Cloud) -> list[Doomed]:
+    def _deletable_mismatches(self, cloud: Cloud) -> list[ToDelete]:
         """The images whose bytes do not match the source that may go; a protected or used one stays,
         with a warning, and is never published."""
         deletable = []
@@ -362,7 +362,7 @@ class SyncRun:
                            settled=True, warning=True)
                 self._needs_decision(image, f"protected, but its bytes do not match the source: {unprotect}")
             else:
-                deletable.append(Doomed(image, mismatch, "its bytes do not match the source, kept until "
+                deletable.append(ToDelete(image, mismatch, "its bytes do not match the source, kept until "
                                                          "metadata without it is published"))
         if not deletable:
             return []
@@ -371,10 +371,10 @@ class SyncRun:
         except CloudError as error:
             self._error(f"images whose bytes do not match the source not deleted: {error}")
             return []
-        for doomed in [doomed for doomed in deletable if doomed.image["id"] in in_use]:
-            self._kept(doomed.image, f"{doomed.reason}; in use by a server, so not deleted and not published "
-                                     "until no server uses it", settled=False, warning=True)
-            deletable.remove(doomed)
+        for used in [candidate for candidate in deletable if candidate.image["id"] in in_use]:
+            self._kept(used.image, f"{used.reason}; in use by a server, so not deleted and not published until "
+                                   "no server uses it", settled=False, warning=True)
+            deletable.remove(used)
         return deletable
 
     def _images_in_use(self, cloud: Cloud) -> set[str]:
@@ -382,10 +382,10 @@ class SyncRun:
             self._in_use = image_ids_in_use(cloud)
         return self._in_use
 
-    def _retire(self, glance: GlanceStore, doomed: list[Doomed], metadata_updated: bool) -> None:
-        """Delete the doomed images once the published metadata no longer names them: readers of
+    def _retire(self, glance: GlanceStore, to_delete: list[ToDelete], metadata_updated: bool) -> None:
+        """Delete the images once the published metadata no longer names them: readers of
         the metadata never get the id of a deleted image."""
-        for image, reason, waiting in doomed:
+        for image, reason, waiting in to_delete:
             if metadata_updated:
                 self._delete(glance, image, reason)
             else:
