@@ -21,7 +21,7 @@ import sync_process
 from charm_config import CharmConfig, format_errors
 from simplestreams_sync.state import utc_now
 from simplestreams_sync.text import shorten
-from sync_report import (action_failure, action_results, failed_sync_summary, last_sync_summary,
+from sync_report import (action_failure, action_results, decisions_summary, failed_sync_summary, last_sync_summary,
                          object_store_missing, progress_message, sync_failed)
 
 logger = logging.getLogger(__name__)
@@ -321,6 +321,9 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
             if config.run:
                 retry = f"next try {sync_process.cron_description(config.frequency, self.unit.name)}, or {retry}"
             return ops.BlockedStatus(f"{failed_sync_summary(result)}; {retry}")
+        decisions = decisions_summary(result)
+        if decisions:
+            return ops.ActiveStatus(f"Unit is ready ({last_sync_summary(result)}); {decisions}")
         return ops.ActiveStatus(f"Unit is ready ({last_sync_summary(result)})")
 
 

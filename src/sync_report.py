@@ -57,6 +57,18 @@ def last_sync_summary(result: dict) -> str:
             f"{len(result.get('failed') or [])} failed")
 
 
+def decisions_summary(result: dict) -> str | None:
+    """E.g. "1 image needs an operator's decision: auto-sync/ubuntu-… (5e1f…) deactivated" from
+    last-sync.json's `needs_decision`; None when there is none."""
+    entries = result.get("needs_decision") or []
+    if not entries:
+        return None
+    what = "1 image needs" if len(entries) == 1 else f"{len(entries)} images need"
+    described = "; ".join(f"{entry.get('name')} ({entry.get('id')}) {str(entry.get('reason')).split(':')[0]}"
+                          for entry in entries)
+    return shorten(f"{what} an operator's decision: {described}", 2 * MAX_STATUS_DETAIL)
+
+
 def failed_sync_summary(result: dict) -> str:
     """E.g. 'Last sync failed 2026-11-24 10:02 UTC (1 created, 1 failed): ubuntu-…: HTTP 500' from
     last-sync.json: when, the counts, and the first reason, shortened without losing its end."""

@@ -109,12 +109,14 @@ def _quick_noop(state_dir: str) -> int | None:
     if record is None:
         return None
     result = SyncResult(started=started, finished=utc_now(), published=bool(record.swift_objects),
-                        metadata_url=record.metadata_url,
+                        metadata_url=record.metadata_url, kept=record.kept, needs_decision=record.needs_decision,
                         duration_seconds=round(time.monotonic() - clock, 3))
     write_result(state_dir, result)
     write_metrics(state_dir, result)
     what = f"the source, our {record.image_count} images in Glance"
     what += f" and the metadata at {record.metadata_url}" if record.swift_objects else ""
+    for line in record.said:
+        _print(line)
     _print(f"unchanged since the sync of {record.recorded}: {what} (quick check; --full-check redoes it all)")
     _print(_summary(result))
     return EXIT_OK

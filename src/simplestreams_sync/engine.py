@@ -9,14 +9,14 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from .config import IdentityConfig, SyncConfig
 from .glance import VERIFIED_PROPERTY, UNFINISHED_STATUSES, GlanceStore, image_properties
 from .openstack import Cloud, CloudError, image_ids_in_use
 from .publish import CONTAINER, PUBLIC_READ_ACL, ObjectStoreMissing, SwiftPublisher, image_ids_tree
 from .modify import ModifyHookError, modified_image, run_modify_hook
-from .retention import plan_retention
+from .retention import is_protected, plan_retention
 from .source import HttpSession, SourceChanged, SourceError, SourceImage, open_url_chunks, read_source
 from .state import ProgressFile, SyncResult, utc_now
 from .transfer import VerificationError, VerifyingStream
@@ -26,8 +26,18 @@ LOG = logging.getLogger(__name__)
 
 Output = Callable[[str], None]
 SUPERSEDED = "superseded by a newer version"
+DEACTIVATED = ("deactivated: never published nor deleted by the sync; reactivate it "
+               "(openstack image reactivate {id}) or delete it")
 
 RESTARTS = 2  # times an image starts again from its first byte when its source cannot resume a download
+
+
+class ToDelete(NamedTuple):
+    """An image to delete once the published metadata no longer names it."""
+
+    image: dict
+    reason: str  # why it goes, as the deletion is reported
+    waiting: str  # why it is kept when the metadata could not be published
 
 
 class Progress:
@@ -83,9 +93,14 @@ class SyncRun:
         self._result_lock = threading.Lock()
         self._names: dict[tuple, str] = {}  # Glance name of each source image, by SourceImage.key
         self._unreadable_mirrors: list[str] = []
+        self._mismatched: list[tuple[dict, str]] = []  # active images of ours whose bytes are not the source's
+        self._in_use: set[str] | None = None  # ids of images Nova servers use, asked once per run
         # Set when this run leaves something a later run may settle differently (an image kept because
         # it is in use, one that cannot be verified): the next run must then not skip the full sync.
         self._unsettled = False
+        # What this run said about images it leaves as they are for as long as Glance stays as it is:
+        # a quick check repeats it.
+        self._settled_lines: list[str] = []
         self.record: Record | None = None  # what a clean run observed, for the quick check
 
     def run(self) -> SyncResult:
@@ -148,27 +163,37 @@ class SyncRun:
         superseded = self._plan_retention(cloud, desired, verified)
         superseded_ids = {image["id"] for image in superseded}
         remaining = [image for image in verified if image["id"] not in superseded_ids]
+        to_delete = [ToDelete(image, SUPERSEDED, "superseded, kept until metadata without it is published")
+                  for image in superseded] + self._deletable_mismatches(cloud)
         if self.config.set_latest_property:
             self._mark_latest(glance, remaining)
         with ThreadPoolExecutor(max_workers=1) as pool:
             # Glance as this run leaves it, for the next run's quick check: listed while publishing, or
-            # once the superseded images are gone.
+            # once the images to delete are gone.
             final_listing = pool.submit(glance.owned_images, self.content_id) \
-                if self._clean() and not superseded else None
+                if self._clean() and not to_delete else None
             publisher = self._publish(cloud, remaining) if self.config.use_swift else None
-            self._retire(glance, superseded, metadata_updated=publisher is not None or not self.config.use_swift)
-            if superseded and self._clean():
+            self._retire(glance, to_delete, metadata_updated=publisher is not None or not self.config.use_swift)
+            if to_delete and self._clean():
                 final_listing = pool.submit(glance.owned_images, self.content_id)
         if final_listing is not None and self._clean():
             self._record_observations(cloud, glance, final_listing, publisher, len(remaining))
 
     def _settle_existing(self, glance: GlanceStore, owned: list[dict]) -> list[dict]:
-        """Delete what an interrupted run left, adopt unmarked active images if their bytes check out."""
+        """Delete what an interrupted run left, adopt unmarked active images if their bytes check out,
+        name the deactivated ones; return the verified images."""
         verified = []
         for image in owned:
             status = image.get("status")
-            if status in UNFINISHED_STATUSES:
+            if status in UNFINISHED_STATUSES and is_protected(image):
+                reason = (f"left {status} by an interrupted sync, but protected: unprotect it "
+                          f"(openstack image set --unprotected {image['id']}) and the next sync deletes it")
+                self._kept(image, reason, settled=True, warning=True)
+                self._needs_decision(image, reason)
+            elif status in UNFINISHED_STATUSES:
                 self._delete(glance, image, f"left {status} by an interrupted sync")
+            elif status == "deactivated":
+                self._deactivated(image)
             elif status == "active" and image.get(VERIFIED_PROPERTY):
                 verified.append(image)
             elif status == "active" and not self.dry_run:
@@ -191,7 +216,7 @@ class SyncRun:
             self._error(f"could not verify existing image {image['id']}: {error}")
             return False
         if actual != expected:
-            self._delete(glance, image, f"its bytes ({actual}) do not match the source ({expected})")
+            self._mismatched.append((image, f"its bytes ({actual}) do not match the source ({expected})"))
             return False
         glance.mark_verified(image["id"], expected)
         image[VERIFIED_PROPERTY] = expected
@@ -211,11 +236,30 @@ class SyncRun:
         self.result.deleted.append({"id": image["id"], "name": image.get("name"), "reason": reason})
         return True
 
-    def _kept(self, image: dict, reason: str) -> None:
-        self.out(f"kept {image['id']}: {image.get('name')} ({reason})")
+    def _kept(self, image: dict, reason: str, settled: bool, warning: bool = False) -> None:
+        """Report an image that is not deleted although not wanted. `settled`: it stays kept for the same
+        reason for as long as Glance and the sources stay as they are (the quick check watches those)."""
+        line = f"kept {image['id']}: {image.get('name')} ({reason})"
+        self._say(f"warning: {line}" if warning else line, settled)
         with self._result_lock:
             self.result.kept.append({"id": image["id"], "name": image.get("name"), "reason": reason})
-        self._unsettled = True
+
+    def _deactivated(self, image: dict) -> None:
+        reason = DEACTIVATED.format(id=image["id"])
+        self._say(f"warning: {image['id']}: {image.get('name')} needs an operator's decision ({reason})",
+                  settled=True)
+        self._needs_decision(image, reason)
+
+    def _needs_decision(self, image: dict, reason: str) -> None:
+        with self._result_lock:
+            self.result.needs_decision.append({"id": image["id"], "name": image.get("name"), "reason": reason})
+
+    def _say(self, line: str, settled: bool) -> None:
+        self.out(line)
+        if settled:
+            self._settled_lines.append(line)
+        else:
+            self._unsettled = True
 
     def _report_would_create(self, images: list[SourceImage]) -> None:
         for image in images:
@@ -300,22 +344,54 @@ class SyncRun:
         plan = plan_retention(desired, verified, in_use=set(), all_sources_read=all_read)
         if plan.delete:
             try:
-                plan = plan_retention(desired, verified, in_use=image_ids_in_use(cloud), all_sources_read=all_read)
+                plan = plan_retention(desired, verified, in_use=self._images_in_use(cloud), all_sources_read=all_read)
             except CloudError as error:
                 self._error(f"superseded images not deleted: {error}")
                 return []
-        for image, reason in plan.keep:
-            self._kept(image, reason)
+        for kept in plan.keep:
+            self._kept(kept.image, kept.reason, kept.settled)
         return plan.delete
 
-    def _retire(self, glance: GlanceStore, superseded: list[dict], metadata_updated: bool) -> None:
-        """Delete the superseded images once the published metadata no longer names them: readers of
-        the metadata never get the id of a deleted image."""
-        for image in superseded:
-            if metadata_updated:
-                self._delete(glance, image, SUPERSEDED)
+    def _deletable_mismatches(self, cloud: Cloud) -> list[ToDelete]:
+        """The images whose bytes do not match the source that may go; a protected or used one stays,
+        with a warning, and is never published."""
+        deletable = []
+        for image, mismatch in self._mismatched:
+            if is_protected(image):
+                unprotect = (f"unprotect it (openstack image set --unprotected {image['id']}) and the next sync "
+                             "deletes it")
+                self._kept(image, f"{mismatch}; protected, so not deleted and not published: {unprotect}",
+                           settled=True, warning=True)
+                self._needs_decision(image, f"protected, but its bytes do not match the source: {unprotect}")
             else:
-                self._kept(image, "superseded, kept until metadata without it is published")
+                deletable.append(ToDelete(image, mismatch, "its bytes do not match the source, kept until "
+                                                         "metadata without it is published"))
+        if not deletable:
+            return []
+        try:
+            in_use = self._images_in_use(cloud)
+        except CloudError as error:
+            self._error(f"images whose bytes do not match the source not deleted: {error}")
+            return []
+        for used in [candidate for candidate in deletable if candidate.image["id"] in in_use]:
+            self._kept(used.image, f"{used.reason}; in use by a server, so not deleted and not published until "
+                                   "no server uses it", settled=False, warning=True)
+            deletable.remove(used)
+        return deletable
+
+    def _images_in_use(self, cloud: Cloud) -> set[str]:
+        if self._in_use is None:
+            self._in_use = image_ids_in_use(cloud)
+        return self._in_use
+
+    def _retire(self, glance: GlanceStore, to_delete: list[ToDelete], metadata_updated: bool) -> None:
+        """Delete the images once the published metadata no longer names them: readers of
+        the metadata never get the id of a deleted image."""
+        for image, reason, waiting in to_delete:
+            if metadata_updated:
+                self._delete(glance, image, reason)
+            else:
+                self._kept(image, waiting, settled=False)
 
     def _mark_latest(self, glance: GlanceStore, images: list[dict]) -> None:
         """`latest=true` on the newest image of each source + os_version + architecture, off the others."""
@@ -375,7 +451,8 @@ class SyncRun:
             content_id=self.content_id, project_id=cloud.project_id, swift_objects=observed.objects,
             swift_container=observed.container_url, swift_read_acl=observed.read_acl,
             swift_proxy=cloud.object_store_proxy(publisher.storage_url) if publisher else None,
-            metadata_url=publisher.metadata_url if publisher else "", image_count=image_count)
+            metadata_url=publisher.metadata_url if publisher else "", image_count=image_count,
+            said=self._settled_lines, kept=self.result.kept, needs_decision=self.result.needs_decision)
 
     def _clean(self) -> bool:
         """Nothing failed so far and nothing is left for a later run: what the quick check needs."""

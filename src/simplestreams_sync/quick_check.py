@@ -90,6 +90,11 @@ class Record:
     swift_proxy: str | None = None
     metadata_url: str = ""
     image_count: int = 0
+    # What the run said about images it left as they are (protected, deactivated, ...), and its result's
+    # `kept` and `needs_decision`: a quick check says and records them again.
+    said: list[str] = field(default_factory=list)
+    kept: list[dict] = field(default_factory=list)
+    needs_decision: list[dict] = field(default_factory=list)
     recorded: str = ""
     version: int = RECORD_VERSION
 

@@ -9,14 +9,28 @@ Images whose product no longer passes any mirror's filters are never deleted: th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .source import SourceImage
+
+
+class Kept(NamedTuple):
+    """An image kept although not selected, why, and whether that stays true for as long as Glance and the
+    sources stay as they are (settled): the quick check observes those, not Nova's servers."""
+
+    image: dict
+    reason: str
+    settled: bool
 
 
 @dataclass
 class RetentionPlan:
     delete: list[dict] = field(default_factory=list)
-    keep: list[tuple[dict, str]] = field(default_factory=list)  # (image, why it is kept although not selected)
+    keep: list[Kept] = field(default_factory=list)
+
+
+def is_protected(image: dict) -> bool:
+    return str(image.get("protected")).lower() == "true"
 
 
 def _group(image: dict) -> tuple:
@@ -40,18 +54,19 @@ def plan_retention(desired: list[SourceImage], verified: list[dict], in_use: set
         group = _group(image)
         version = image.get("version_name")
         if group not in selected_versions:
-            plan.keep.append((image, "its product is no longer selected by any mirror's filters; not deleted"
-                              if all_sources_read else "not offered by the mirrors read in this run"))
+            plan.keep.append(Kept(image, "its product is no longer selected by any mirror's filters; not deleted",
+                                  True) if all_sources_read else
+                             Kept(image, "not offered by the mirrors read in this run", False))
         elif version in selected_versions[group]:
             continue
         elif version > max(selected_versions[group]):
-            plan.keep.append((image, "newer than anything the source offers; not deleted"))
+            plan.keep.append(Kept(image, "newer than anything the source offers; not deleted", True))
         elif not selected_items[group] <= present.get(group, set()):
-            plan.keep.append((image, "superseded, kept until its replacement is active and verified"))
-        elif str(image.get("protected")).lower() == "true":
-            plan.keep.append((image, "superseded but protected"))
+            plan.keep.append(Kept(image, "superseded, kept until its replacement is active and verified", False))
+        elif is_protected(image):
+            plan.keep.append(Kept(image, "superseded but protected", True))
         elif image["id"] in in_use:
-            plan.keep.append((image, "superseded but in use by a server"))
+            plan.keep.append(Kept(image, "superseded but in use by a server", False))
         else:
             plan.delete.append(image)
     return plan

@@ -59,7 +59,10 @@ class SyncResult:
     created: list[dict] = field(default_factory=list)  # {"id", "name"}
     would_create: list[dict] = field(default_factory=list)  # dry run: {"product", "version", "item", "name"}
     deleted: list[dict] = field(default_factory=list)  # {"id", "name", "reason"}
-    kept: list[dict] = field(default_factory=list)  # {"id", "name", "reason"}: not selected, yet kept
+    kept: list[dict] = field(default_factory=list)  # {"id", "name", "reason"}: not wanted, yet not deleted
+    # {"id", "name", "reason"}: images of ours the sync leaves to an operator (deactivated; protected although
+    # their bytes do not match the source), never published
+    needs_decision: list[dict] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)  # {"name", "error"}
     errors: list[str] = field(default_factory=list)  # mirror-level or publish errors
     published: bool = False

@@ -133,3 +133,42 @@ def test_invalid_config_wins_over_everything(ctx, keystone, machine):
 
     assert out.unit_status.name == "blocked"
     assert out.unit_status.message.startswith("Invalid config: visibility:")
+
+
+def test_a_deactivated_image_is_named_as_needing_an_operators_decision(ctx, ready, machine):
+    machine.write_result(finished="2026-11-24T10:02:41Z", created=[{"id": "b2"}], needs_decision=[
+        {"id": "a1", "name": "auto-sync/ubuntu-24.04-amd64-disk1.img",
+         "reason": "deactivated: never published nor deleted by the sync; reactivate it "
+                   "(openstack image reactivate a1) or delete it"}])
+
+    out = ctx.run(ctx.on.update_status(), ready)
+
+    assert out.unit_status == testing.ActiveStatus(
+        "Unit is ready (last sync 2026-11-24 10:02 UTC: 1 created, 0 failed); 1 image needs an operator's "
+        "decision: auto-sync/ubuntu-24.04-amd64-disk1.img (a1) deactivated")
+
+
+def test_every_image_needing_a_decision_is_counted(ctx, ready, machine):
+    machine.write_result(finished="2026-11-24T10:02:41Z", needs_decision=[
+        {"id": "a1", "name": "auto-sync/a", "reason": "deactivated: never published nor deleted by the sync"},
+        {"id": "c3", "name": "auto-sync/c",
+         "reason": "protected, but its bytes do not match the source: unprotect it (openstack image set "
+                   "--unprotected c3) and the next sync deletes it"}])
+
+    out = ctx.run(ctx.on.update_status(), ready)
+
+    assert out.unit_status == testing.ActiveStatus(
+        "Unit is ready (last sync 2026-11-24 10:02 UTC: 0 created, 0 failed); 2 images need an operator's "
+        "decision: auto-sync/a (a1) deactivated; auto-sync/c (c3) protected, but its bytes do not match the "
+        "source")
+
+
+def test_a_failed_sync_says_its_failure_before_any_decision(ctx, ready, machine):
+    machine.write_result(finished="2026-11-24T10:02:41Z", errors=["mirror http://x/: HTTP 404"],
+                         needs_decision=[{"id": "a1", "name": "auto-sync/a", "reason": "deactivated: …"}])
+
+    out = ctx.run(ctx.on.update_status(), ready)
+
+    assert out.unit_status == testing.BlockedStatus(
+        "Last sync failed 2026-11-24 10:02 UTC (0 created, 0 failed): mirror http://x/: HTTP 404; "
+        "next try daily at 07:28, or run sync-images")

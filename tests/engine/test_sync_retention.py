@@ -50,3 +50,17 @@ def test_max_two_keeps_both_selected_versions():
 def test_images_of_a_mirror_that_could_not_be_read_are_kept_with_that_reason():
     plan = plan_retention([], [ours("a", "1")], set(), all_sources_read=False)
     assert plan.delete == [] and plan.keep[0][1] == "not offered by the mirrors read in this run"
+
+
+def test_what_glance_and_the_sources_show_is_settled_what_nova_shows_is_not():
+    """A kept image is settled when the quick check observes everything that would change that (Glance's
+    listing, the sources); Nova's servers it does not observe, nor a replacement still to come."""
+    verified = [ours("protected", "1", protected=True), ours("used", "2"), ours("new", "4"),
+                ours("newer", "5"), ours("bionic", "1", product="b")]
+    plan = plan_retention([wanted("4")], verified, {"used"})
+    settled = {kept.image["id"]: kept.settled for kept in plan.keep}
+    assert settled == {"protected": True, "used": False, "newer": True, "bionic": True}
+
+    waiting = plan_retention([wanted("4")], [ours("old", "3")], set())
+    unread = plan_retention([], [ours("a", "1")], set(), all_sources_read=False)
+    assert [kept.settled for kept in waiting.keep + unread.keep] == [False, False]

@@ -13,15 +13,19 @@ import pwd
 import re
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlparse
 
 import glanceclient
 import pytest
 import requests
 import yaml
+from keystoneclient.v3 import client as keystone_client
 from ops import testing
 
 import host
@@ -193,6 +197,49 @@ def assert_cloud_is_clean(glance_client, cloud: LocalCloud, content_id: str, sou
         assert active == [], "active images but no metadata published"
         return
     assert published_image_ids(products) == {i["id"] for i in active}
+
+
+# -- Nova, as the sync asks it which images servers use ------------------------------------------
+
+class RecordedNova(BaseHTTPRequestHandler):
+    """Nova cannot run here: this answers GET /servers/detail with a recorded response."""
+
+    servers: ClassVar[list] = []
+    requests_seen: ClassVar[list] = []
+
+    def do_GET(self):
+        RecordedNova.requests_seen.append(self.path)
+        body = json.dumps({"servers": RecordedNova.servers}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def nova(cloud):
+    """A compute endpoint in the catalog served by RecordedNova; removed again afterwards."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RecordedNova)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    keystone = keystone_client.Client(session=cloud.admin_session())
+    service = keystone.services.create(name="nova", type="compute")
+    url = f"http://127.0.0.1:{server.server_address[1]}/v2.1"
+    endpoints = [keystone.endpoints.create(service, url, interface=interface, region=cloud.sync_identity["region"])
+                 for interface in ("public", "internal", "admin")]
+    RecordedNova.requests_seen = []
+    try:
+        yield RecordedNova
+    finally:
+        for endpoint in endpoints:
+            keystone.endpoints.delete(endpoint)
+        keystone.services.delete(service)
+        server.shutdown()
+        thread.join()
 
 
 # -- the charm against the local cloud ---------------------------------------------------------

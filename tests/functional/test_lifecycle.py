@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 from urllib.parse import urlparse
 
 import pytest
-from keystoneclient.v3 import client as keystone_client
 from simplestreams import util
 
 from tests.functional.conftest import created_ids, our_images, published_products
@@ -47,47 +43,6 @@ def test_protected_superseded_image_is_kept_and_said_so(source, sync, glance):
     assert result.returncode == 0, result.stderr
     assert f"kept {old['id']}: {old['name']} (superseded but protected)" in result.stdout
     assert sorted(i["version_name"] for i in our_images(glance, sync.content_id)) == ["20210101", "20210201"]
-
-
-class RecordedNova(BaseHTTPRequestHandler):
-    """Nova cannot run here: this answers GET /servers/detail with a recorded response."""
-
-    servers: ClassVar[list] = []
-    requests_seen: ClassVar[list] = []
-
-    def do_GET(self):
-        RecordedNova.requests_seen.append(self.path)
-        body = json.dumps({"servers": RecordedNova.servers}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def nova(cloud):
-    """A compute endpoint in the catalog served by RecordedNova; removed again afterwards."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RecordedNova)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    keystone = keystone_client.Client(session=cloud.admin_session())
-    service = keystone.services.create(name="nova", type="compute")
-    url = f"http://127.0.0.1:{server.server_address[1]}/v2.1"
-    endpoints = [keystone.endpoints.create(service, url, interface=interface, region=cloud.sync_identity["region"])
-                 for interface in ("public", "internal", "admin")]
-    RecordedNova.requests_seen = []
-    try:
-        yield RecordedNova
-    finally:
-        for endpoint in endpoints:
-            keystone.endpoints.delete(endpoint)
-        keystone.services.delete(service)
-        server.shutdown()
-        thread.join()
 
 
 def test_superseded_image_in_use_by_a_server_is_kept(source, sync, glance, nova):

@@ -137,21 +137,45 @@ def test_full_check_option_skips_the_quick_check(source, sync):
     assert "is up to date" in result.stdout
 
 
-def test_a_run_that_leaves_work_behind_records_nothing(source, sync, glance):
+def test_a_run_that_leaves_work_behind_records_nothing(source, sync, glance, nova):
+    """A server's use of an image is not among what the quick check observes: every run asks Nova again."""
     mirrors = first_sync(source, sync, seed=711)
     old = our_images(glance, sync.content_id)[0]
     source.add_image(serial="20210201", seed=712)
+    source.write()
+    nova.servers = [{"id": "vm-1", "image": {"id": old["id"]}}]
+
+    kept = sync.run(mirrors)
+    again = sync.run(mirrors)
+
+    assert "superseded but in use by a server" in kept.stdout and "superseded but in use by a server" in again.stdout
+    assert QUICK not in again.stdout
+    assert not (sync.state_dir / "unchanged.json").exists()
+
+
+def test_an_image_kept_for_as_long_as_glance_stays_so_does_not_stop_the_quick_check(source, sync, glance):
+    """A protected superseded image stays until someone unprotects it, which changes Glance's listing: the
+    quick check applies, and says and records again what the full run said of it."""
+    mirrors = first_sync(source, sync, seed=715)
+    old = our_images(glance, sync.content_id)[0]
+    source.add_image(serial="20210201", seed=716)
     source.write()
     glance.images.update(old["id"], protected=True)
     try:
         kept = sync.run(mirrors)
         again = sync.run(mirrors)
+        last = json.loads((sync.state_dir / "last-sync.json").read_text())
     finally:
         glance.images.update(old["id"], protected=False)
+    unprotected = sync.run(mirrors)
 
-    assert "superseded but protected" in kept.stdout and "superseded but protected" in again.stdout
-    assert QUICK not in again.stdout
-    assert not (sync.state_dir / "unchanged.json").exists()
+    line = f"kept {old['id']}: {old['name']} (superseded but protected)"
+    assert kept.returncode == again.returncode == unprotected.returncode == 0
+    assert line in kept.stdout.splitlines() and QUICK not in kept.stdout
+    assert line in again.stdout.splitlines() and QUICK in again.stdout
+    assert [entry["id"] for entry in last["kept"]] == [old["id"]] and last["ok"]
+    assert QUICK not in unprotected.stdout and f"deleted {old['id']}" in unprotected.stdout
+    assert [i["version_name"] for i in our_images(glance, sync.content_id)] == ["20210201"]
 
 
 def test_an_unreachable_source_means_a_full_check_that_says_so(source, sync):
