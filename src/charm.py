@@ -22,7 +22,7 @@ from charm_config import CharmConfig, format_errors
 from simplestreams_sync.state import utc_now
 from simplestreams_sync.text import shorten
 from sync_report import (action_failure, action_results, decisions_summary, failed_sync_summary, last_sync_summary,
-                         object_store_missing, progress_message, sync_failed)
+                         progress_message, sync_failed)
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
                                     full_check=bool(event.params.get("full-check", False)), on_line=event.log,
                                     on_tick=self._show_progress, tick=PROGRESS_INTERVAL)
         result = sync_process.read_result()
-        if result is not None and (result.get("started") or "") < started:
+        if result is not None and result.started < started:
             result = None  # left by an earlier run
         event.set_results(action_results(outcome.stdout_lines, result, dry_run))
         failure = action_failure(outcome.returncode, result, outcome.stderr)
@@ -171,7 +171,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
     def _start_first_sync(self) -> None:
         """Sync once soon after the unit can, instead of waiting for the first cron slot."""
         result = sync_process.read_result()
-        synced_before = result is not None and not result.get("dry_run")
+        synced_before = result is not None and not result.dry_run
         if synced_before or sync_process.first_sync_requested() or sync_process.read_progress():
             return
         pid = sync_process.start_background_sync(self.charm_dir)
@@ -219,7 +219,8 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         """Where the sync published the metadata: `metadata_url` of last-sync.json (every sync's, cron's
         included, applied by the next event: update-status at the latest), remembered in our application
         data on the relation so that a new leader keeps pointing keystone at it."""
-        url = ((sync_process.read_result() or {}).get("metadata_url") or "").rstrip("/")
+        result = sync_process.read_result()
+        url = (result.metadata_url if result else "").rstrip("/")
         remembered = identity.data[self.app]
         if url:
             if remembered.get("metadata_url") != url:
@@ -313,7 +314,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
             if config.run:
                 return ops.ActiveStatus(f"Unit is ready (first sync pending, log: {host.PATHS.log_file})")
             return ops.ActiveStatus("Unit is ready (no sync yet: set run=true or run the sync-images action)")
-        if config.use_swift and object_store_missing(result):
+        if config.use_swift and result.object_store_missing:
             return ops.BlockedStatus("No object-store endpoint in keystone: images sync but no metadata is "
                                      "published; add swift or ceph-radosgw, or set use_swift=false")
         if sync_failed(result, publishing=config.use_swift):

@@ -165,11 +165,11 @@ def mark_first_sync_requested(pid: int) -> None:
                     owner=host.sync_account())
 
 
-def read_progress() -> dict | None:
+def read_progress() -> state.Progress | None:
     return state.read_progress(host.PATHS.state_dir)
 
 
-def read_result() -> dict | None:
+def read_result() -> state.SyncResult | None:
     return state.read_result(host.PATHS.state_dir)
 
 

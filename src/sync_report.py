@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from simplestreams_sync import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_OK
+from simplestreams_sync.state import Progress, SyncResult
 from simplestreams_sync.text import shorten
 
 MAX_STATUS_DETAIL = 100
@@ -22,45 +23,37 @@ def _format_time(timestamp: str | None) -> str:
         return timestamp or "unknown time"
 
 
-def progress_message(progress: dict) -> str:
+def progress_message(progress: Progress) -> str:
     """E.g. 'Syncing ubuntu-24.04 amd64 disk1.img (3 of 8, 41%)' from progress.json."""
-    item, index, count = progress.get("item"), progress.get("item_index") or 0, progress.get("item_count") or 0
-    if not item or not count:
-        phase = progress.get("phase") or "starting"
-        return f"Sync running ({phase}, since {_format_time(progress.get('started'))})"
-    detail = f"{index} of {count}"
-    done, total = progress.get("bytes_done") or 0, progress.get("bytes_total") or 0
-    if total:
-        detail += f", {min(100, 100 * done // total)}%"
-    return f"Syncing {shorten(str(item), MAX_STATUS_DETAIL)} ({detail})"
+    if not progress.item or not progress.item_count:
+        return f"Sync running ({progress.phase or 'starting'}, since {_format_time(progress.started)})"
+    detail = f"{progress.item_index} of {progress.item_count}"
+    if progress.bytes_total:
+        detail += f", {min(100, 100 * progress.bytes_done // progress.bytes_total)}%"
+    return f"Syncing {shorten(str(progress.item), MAX_STATUS_DETAIL)} ({detail})"
 
 
-def object_store_missing(result: dict) -> bool:
-    return bool(result.get("object_store_missing"))
-
-
-def sync_failed(result: dict, publishing: bool = True) -> bool:
+def sync_failed(result: SyncResult, publishing: bool = True) -> bool:
     """Whether the last run failed. Without publishing (use_swift=false since), a run whose errors
     came from a missing object store did not fail at what is still asked of it."""
-    if result.get("dry_run"):
+    if result.dry_run:
         return False
-    errors = result.get("errors") and (publishing or not result.get("object_store_missing"))
-    return bool(result.get("failed") or errors)
+    errors = result.errors and (publishing or not result.object_store_missing)
+    return bool(result.failed or errors)
 
 
-def last_sync_summary(result: dict) -> str:
+def last_sync_summary(result: SyncResult) -> str:
     """E.g. 'last sync 2026-11-24 10:02 UTC: 8 created, 0 failed' from last-sync.json."""
-    when = _format_time(result.get("finished") or result.get("started"))
-    if result.get("dry_run"):
-        return f"last sync {when}: dry run, {len(result.get('would_create') or [])} would be created"
-    return (f"last sync {when}: {len(result.get('created') or [])} created, "
-            f"{len(result.get('failed') or [])} failed")
+    when = _format_time(result.finished or result.started)
+    if result.dry_run:
+        return f"last sync {when}: dry run, {len(result.would_create)} would be created"
+    return f"last sync {when}: {len(result.created)} created, {len(result.failed)} failed"
 
 
-def decisions_summary(result: dict) -> str | None:
+def decisions_summary(result: SyncResult) -> str | None:
     """E.g. "1 image needs an operator's decision: auto-sync/ubuntu-… (5e1f…) deactivated" from
     last-sync.json's `needs_decision`; None when there is none."""
-    entries = result.get("needs_decision") or []
+    entries = result.needs_decision
     if not entries:
         return None
     what = "1 image needs" if len(entries) == 1 else f"{len(entries)} images need"
@@ -69,17 +62,20 @@ def decisions_summary(result: dict) -> str | None:
     return shorten(f"{what} an operator's decision: {described}", 2 * MAX_STATUS_DETAIL)
 
 
-def failed_sync_summary(result: dict) -> str:
+def failed_sync_summary(result: SyncResult) -> str:
     """E.g. 'Last sync failed 2026-11-24 10:02 UTC (1 created, 1 failed): ubuntu-…: HTTP 500' from
     last-sync.json: when, the counts, and the first reason, shortened without losing its end."""
-    when = _format_time(result.get("finished") or result.get("started"))
-    counts = f"{len(result.get('created') or [])} created, {len(result.get('failed') or [])} failed"
-    reasons = [f"{failure.get('name')}: {failure.get('error')}" for failure in result.get("failed") or []]
-    reasons = (result.get("errors") or []) + reasons
-    return f"Last sync failed {when} ({counts}): {shorten(reasons[0], 160)}"
+    when = _format_time(result.finished or result.started)
+    counts = f"{len(result.created)} created, {len(result.failed)} failed"
+    return f"Last sync failed {when} ({counts}): {shorten([*result.errors, *_failures(result)][0], 160)}"
 
 
-def action_results(lines: list[str], result: dict | None, dry_run: bool) -> dict:
+def _failures(result: SyncResult) -> list[str]:
+    """Each failed image with why."""
+    return [f"{failure.get('name')}: {failure.get('error')}" for failure in result.failed]
+
+
+def action_results(lines: list[str], result: SyncResult | None, dry_run: bool) -> dict:
     """The action's results: the engine's `created …` (or `would create …`) lines and the counts."""
     created = [line for line in lines if line.startswith("created ")]
     would_create = [line for line in lines if line.startswith("would create ")]
@@ -94,23 +90,20 @@ def action_results(lines: list[str], result: dict | None, dry_run: bool) -> dict
         if created:
             results["created"] = "\n".join(created)
     if result is not None:
-        results["failed-count"] = len(result.get("failed") or [])
-        if result.get("errors"):
-            results["errors"] = "\n".join(result["errors"])
+        results["failed-count"] = len(result.failed)
+        if result.errors:
+            results["errors"] = "\n".join(result.errors)
     if others:
         results["summary"] = others[-1]
     return results
 
 
-def failure_reason(result: dict | None, stderr: str) -> str:
-    if result is None:
-        return last_line(stderr)
-    reasons = [f"{failure.get('name')}: {failure.get('error')}" for failure in result.get("failed") or []]
-    reasons += result.get("errors") or []
+def failure_reason(result: SyncResult | None, stderr: str) -> str:
+    reasons = [*_failures(result), *result.errors] if result is not None else []
     return shorten("; ".join(reasons), 500) if reasons else last_line(stderr)
 
 
-def action_failure(code: int, result: dict | None, stderr: str) -> str | None:
+def action_failure(code: int, result: SyncResult | None, stderr: str) -> str | None:
     """Why the sync-images action failed, from the engine's exit code; None when it did not."""
     if code == EXIT_OK:
         return None

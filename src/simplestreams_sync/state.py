@@ -79,26 +79,61 @@ class SyncResult:
     def to_dict(self) -> dict:
         return {**asdict(self), "ok": self.ok}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> SyncResult | None:
+        """The result in a last-sync.json's object (keys it does not know are ignored), or None when it
+        is not one."""
+        return _from_dict(cls, data)
+
+
+@dataclass
+class Progress:
+    """A running sync's progress, as written to `progress.json`."""
+
+    pid: int
+    started: str = ""
+    phase: str = "starting"
+    item: str | None = None  # the image being transferred
+    item_index: int = 0  # its number, of item_count
+    item_count: int = 0
+    bytes_done: int = 0
+    bytes_total: int = 0
+    updated: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Progress | None:
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls, data: object):
+    if not isinstance(data, dict):
+        return None
+    try:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+    except TypeError:  # a required field missing
+        return None
+
 
 def write_result(state_dir: str | Path, result: SyncResult) -> None:
     """Record the run; `last_success` carries over from the previous result when this run failed."""
-    previous = read_result(state_dir) or {}
-    result.last_success = result.finished if result.ok else previous.get("last_success", "")
+    previous = read_result(state_dir)
+    result.last_success = result.finished if result.ok else (previous.last_success if previous else "")
     write_json_atomically(Path(state_dir) / RESULT_FILE, result.to_dict())
 
 
-def read_result(state_dir: str | Path) -> dict | None:
-    return read_json(Path(state_dir) / RESULT_FILE)
+def read_result(state_dir: str | Path) -> SyncResult | None:
+    """The last run's result, or None when there is none (or the file is not one)."""
+    return SyncResult.from_dict(read_json(Path(state_dir) / RESULT_FILE) or {})
 
 
-def read_progress(state_dir: str | Path) -> dict | None:
+def read_progress(state_dir: str | Path) -> Progress | None:
     """The running sync's progress, or None when no sync is running (stale files are ignored)."""
-    progress = read_json(Path(state_dir) / PROGRESS_FILE)
-    if not progress:
+    progress = Progress.from_dict(read_json(Path(state_dir) / PROGRESS_FILE) or {})
+    if progress is None:
         return None
     try:
-        os.kill(int(progress["pid"]), 0)
-    except (KeyError, ValueError, ProcessLookupError):
+        os.kill(int(progress.pid), 0)
+    except (ValueError, ProcessLookupError):
         return None
     except PermissionError:
         pass

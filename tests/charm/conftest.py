@@ -17,13 +17,14 @@ import pwd
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pytest
 from ops import testing
 
 import host
+from simplestreams_sync.state import PROGRESS_FILE, RESULT_FILE, Progress, SyncResult
 import sync_process
 from tests.charm.relation_data import CA_PEM, CHAIN_PEM, KEYSTONE_V3
 
@@ -77,17 +78,17 @@ class Machine:
         return len(self.ca_update_calls())
 
     def write_result(self, **result) -> None:
-        data = {"started": "2026-11-24T09:40:00Z", "finished": "2026-11-24T10:02:41Z", "dry_run": False,
-                "created": [], "would_create": [], "deleted": [], "failed": [], "errors": [],
-                "published": True, **result}
+        """last-sync.json as the engine writes it, with these fields."""
+        data = SyncResult(**{"started": "2026-11-24T09:40:00Z", "finished": "2026-11-24T10:02:41Z",
+                             "published": True, **result})
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.paths.state_dir / "last-sync.json").write_text(json.dumps(data))
+        (self.paths.state_dir / RESULT_FILE).write_text(json.dumps(data.to_dict()))
 
     def write_progress(self, **progress) -> None:
-        data = {"pid": os.getpid(), "started": "2026-11-26T10:00:00Z", "phase": "transfer", "item": None,
-                "item_index": 0, "item_count": 0, "bytes_done": 0, "bytes_total": 0, **progress}
+        """progress.json as a running engine writes it, with these fields."""
+        data = Progress(**{"pid": os.getpid(), "started": "2026-11-26T10:00:00Z", "phase": "transfer", **progress})
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.paths.state_dir / "progress.json").write_text(json.dumps(data))
+        (self.paths.state_dir / PROGRESS_FILE).write_text(json.dumps(asdict(data)))
 
     def owners(self, path: Path) -> tuple[str, str, str]:
         """(octal mode, owner, group) of a file, as `stat -c '%a %U %G'` says."""

@@ -11,7 +11,20 @@ def test_last_success_carries_over_a_failed_run(tmp_path):
     write_result(tmp_path, SyncResult(started="2026-11-25T10:00:00Z", finished="2026-11-25T10:02:00Z",
                                       errors=["keystone down"]))
     result = read_result(tmp_path)
-    assert (result["ok"], result["last_success"]) == (False, "2026-11-24T10:02:00Z")
+    assert (result.ok, result.last_success) == (False, "2026-11-24T10:02:00Z")
+
+
+def test_a_result_file_of_another_version_reads_what_it_knows(tmp_path):
+    (tmp_path / "last-sync.json").write_text('{"started": "2026-11-24T10:00:00Z", "created": [{"id": "a"}], '
+                                             '"from_a_newer_engine": 1}')
+
+    assert read_result(tmp_path) == SyncResult(started="2026-11-24T10:00:00Z", created=[{"id": "a"}])
+
+
+def test_something_that_is_no_result_reads_as_none(tmp_path):
+    (tmp_path / "last-sync.json").write_text('["not", "a", "result"]')
+
+    assert read_result(tmp_path) is None
 
 
 def test_result_file_is_readable_by_monitoring_but_not_writable(tmp_path):
