@@ -9,6 +9,7 @@ reports the sync's progress and results in `juju status`.
 from __future__ import annotations
 
 import logging
+
 import ops
 import pydantic
 from charmlibs.interfaces.certificate_transfer import CertificateTransferRequires
@@ -21,8 +22,15 @@ import sync_process
 from charm_config import CharmConfig, format_errors
 from simplestreams_sync.state import utc_now
 from simplestreams_sync.text import shorten
-from sync_report import (action_failure, action_results, decisions_summary, failed_sync_summary, last_sync_summary,
-                         progress_message, sync_failed)
+from sync_report import (
+    action_failure,
+    action_results,
+    decisions_summary,
+    failed_sync_summary,
+    last_sync_summary,
+    progress_message,
+    sync_failed,
+)
 
 logger = logging.getLogger(__name__)
 

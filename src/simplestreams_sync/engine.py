@@ -7,20 +7,21 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from .config import IdentityConfig, SyncConfig
-from .glance import VERIFIED_PROPERTY, UNFINISHED_STATUSES, GlanceStore, image_properties
+from .glance import UNFINISHED_STATUSES, VERIFIED_PROPERTY, GlanceStore, image_properties
+from .modify import ModifyHookError, modified_image, run_modify_hook
 from .openstack import Cloud, CloudError, image_ids_in_use
 from .publish import CONTAINER, PUBLIC_READ_ACL, ObjectStoreMissing, SwiftPublisher, image_ids_tree
-from .modify import ModifyHookError, modified_image, run_modify_hook
+from .quick_check import Observations, Record, code_fingerprint, glance_fingerprint, glance_list_url
 from .retention import is_protected, plan_retention
 from .source import HttpSession, SourceChanged, SourceError, SourceImage, open_url_chunks, read_source
 from .state import ProgressFile, SyncResult, utc_now
 from .transfer import VerificationError, VerifyingStream
-from .quick_check import Observations, Record, code_fingerprint, glance_fingerprint, glance_list_url
 
 LOG = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ class SyncRun:
             object_store_proxies = None
             if not self.config.ignore_proxy_for_object_store:
                 object_store_proxies = self.config.source_proxy.for_requests()
+            assert self.identity is not None, "only --assume-empty-glance runs without identity.yaml"
             cloud = Cloud(self.identity, object_store_proxies)
             if self.config.use_swift and not self.dry_run:
                 threading.Thread(target=SwiftPublisher.warm_up, args=(cloud,), daemon=True).start()
@@ -194,11 +196,9 @@ class SyncRun:
                 self._delete(glance, image, f"left {status} by an interrupted sync")
             elif status == "deactivated":
                 self._deactivated(image)
-            elif status == "active" and image.get(VERIFIED_PROPERTY):
+            elif status == "active" and (image.get(VERIFIED_PROPERTY)
+                                         or (not self.dry_run and self._adopt(glance, image))):
                 verified.append(image)
-            elif status == "active" and not self.dry_run:
-                if self._adopt(glance, image):
-                    verified.append(image)
         return verified
 
     def _adopt(self, glance: GlanceStore, image: dict) -> bool:
@@ -280,7 +280,7 @@ class SyncRun:
         self.progress.item_started(name)
         try:
             if self.config.modify_hook:
-                stored = self._upload_modified(glance, image, name, hash_algo)
+                stored = self._upload_modified(glance, image, name, hash_algo, self.config.modify_hook)
             else:
                 properties = image_properties(image, self.content_id, self.config.custom_properties,
                                               self.config.hypervisor_mapping)
@@ -288,7 +288,7 @@ class SyncRun:
         except (SourceError, VerificationError, CloudError, ModifyHookError) as error:
             self._failed(name, str(error))
             return None
-        except Exception as error:  # noqa: BLE001 - one image's surprise must not stop the others
+        except Exception as error:
             LOG.exception("unexpected error uploading %s", name)
             self._failed(name, f"{type(error).__name__}: {error}")
             return None
@@ -319,7 +319,8 @@ class SyncRun:
             finally:
                 close()
 
-    def _upload_modified(self, glance: GlanceStore, image: SourceImage, name: str, hash_algo: str) -> dict:
+    def _upload_modified(self, glance: GlanceStore, image: SourceImage, name: str, hash_algo: str,
+                         modify_hook: str) -> dict:
         """The image-modifier case: a verified local copy goes through the script, then to Glance."""
         with tempfile.TemporaryDirectory(prefix="gss-modify-") as workdir:
             local = Path(workdir) / "image"
@@ -330,7 +331,7 @@ class SyncRun:
                         copy.write(chunk)
             finally:
                 close()
-            run_modify_hook(self.config.modify_hook, local, image.metadata)
+            run_modify_hook(modify_hook, local, image.metadata)
             modified = modified_image(image, local)
             properties = image_properties(modified, self.content_id, self.config.custom_properties,
                                           self.config.hypervisor_mapping)

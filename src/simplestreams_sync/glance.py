@@ -8,15 +8,15 @@ import json
 import logging
 import re
 import time
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import glanceclient
 from glanceclient import exc as glance_exc
 from keystoneauth1 import exceptions as ks_exceptions
 
 from .openstack import USER_AGENT, Cloud, CloudError, describe
-from .source import SourceImage
 from .raw_http import chunked_put
+from .source import SourceImage
 from .transfer import VerificationError, VerifyingStream
 
 LOG = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class GlanceStore:
         """PUT the stream to /file (upload) or /stage (interoperable import), chunked."""
         url = f"{self.endpoint}/v2/images/{image_id}/{target}"
         try:
-            headers = {**self.cloud.session.get_auth_headers(), "User-Agent": USER_AGENT,
+            headers = {**(self.cloud.session.get_auth_headers() or {}), "User-Agent": USER_AGENT,
                        "Content-Type": "application/octet-stream"}
             status, body = chunked_put(url, _pieces(stream), headers, verify=self.cloud.verify,
                                        timeout=UPLOAD_TIMEOUT)

@@ -83,7 +83,7 @@ class Cloud:
 
     def _authenticate(self) -> None:
         try:
-            self.project_id = self.session.get_project_id()
+            project_id = self.session.get_project_id()
         except ks_exceptions.Unauthorized:
             raise CloudError(f"keystone {self.identity.auth_url}: authentication refused for user "
                              f"{self.identity.username!r} (wrong password or user?)") from None
@@ -98,6 +98,10 @@ class Cloud:
             raise CloudError(f"keystone {self.identity.auth_url}: {_short(error)}") from None
         except OSError as error:  # requests: "Could not find a suitable TLS CA certificate bundle"
             raise CloudError(f"keystone {self.identity.auth_url}: {error}") from None
+        if not project_id:
+            raise CloudError(f"keystone {self.identity.auth_url}: the token of {self.identity.username!r} is "
+                             f"not scoped to project {self.identity.project_name!r}")
+        self.project_id: str = project_id
 
     def endpoint(self, service_type: str) -> str | None:
         """The catalog URL of a service for our region and interface, or None if there is none."""

@@ -41,10 +41,10 @@ def plan_retention(desired: list[SourceImage], verified: list[dict], in_use: set
                    all_sources_read: bool = True) -> RetentionPlan:
     selected_versions: dict[tuple, set[str]] = {}
     selected_items: dict[tuple, set[tuple]] = {}
-    for image in desired:
-        group = (image.source_content_id, image.product_name)
-        selected_versions.setdefault(group, set()).add(image.version_name)
-        selected_items.setdefault(group, set()).add((image.version_name, image.item_name))
+    for wanted in desired:
+        group = (wanted.source_content_id, wanted.product_name)
+        selected_versions.setdefault(group, set()).add(wanted.version_name)
+        selected_items.setdefault(group, set()).add((wanted.version_name, wanted.item_name))
     present: dict[tuple, set[tuple]] = {}
     for image in verified:
         present.setdefault(_group(image), set()).add((image.get("version_name"), image.get("item_name")))
@@ -52,7 +52,7 @@ def plan_retention(desired: list[SourceImage], verified: list[dict], in_use: set
     plan = RetentionPlan()
     for image in verified:
         group = _group(image)
-        version = image.get("version_name")
+        version = image.get("version_name") or ""
         if group not in selected_versions:
             plan.keep.append(Kept(image, "its product is no longer selected by any mirror's filters; not deleted",
                                   True) if all_sources_read else

@@ -15,7 +15,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 DEFAULT_STATE_DIR = "/var/lib/glance-simplestreams-sync"
@@ -25,7 +25,7 @@ LOCK_FILE = "sync.lock"
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
@@ -163,10 +163,7 @@ class ProgressFile:
         write_json_atomically(self.path, {**self.data, "updated": utc_now()})
 
     def close(self) -> None:
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        self.path.unlink(missing_ok=True)
 
 
 class SyncAlreadyRunning(Exception):
@@ -180,7 +177,7 @@ class SyncLock:
         self.path = Path(state_dir) / LOCK_FILE
         self._fd: int | None = None
 
-    def __enter__(self) -> "SyncLock":
+    def __enter__(self) -> SyncLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:

@@ -24,8 +24,8 @@ import pytest
 from ops import testing
 
 import host
-from simplestreams_sync.state import PROGRESS_FILE, RESULT_FILE, Progress, SyncResult
 import sync_process
+from simplestreams_sync.state import PROGRESS_FILE, RESULT_FILE, Progress, SyncResult
 from tests.charm.relation_data import CA_PEM, CHAIN_PEM, KEYSTONE_V3
 
 FAKE_ENGINE = r'''

@@ -102,7 +102,8 @@ def test_object_store_missing_blocks_while_use_swift(ctx, ready, machine):
 
 def test_object_store_missing_is_fine_without_use_swift(ctx, keystone, machine):
     machine.write_result(finished="2026-11-24T10:02:41Z", published=False, object_store_missing=True,
-                         created=[{"id": "1"}], errors=["no object-store (Swift) endpoint in the catalog for region RegionOne"])
+                         created=[{"id": "1"}],
+                         errors=["no object-store (Swift) endpoint in the catalog for region RegionOne"])
 
     out = ctx.run(ctx.on.update_status(),
                   testing.State(leader=True, config={"use_swift": False}, relations=[keystone]))
