@@ -35,7 +35,7 @@ def _pieces(response: requests.Response, verify: bool):
             digest.update(chunk)
         view = memoryview(chunk)
         for start in range(0, len(view), PIECE):
-            yield view[start:start + PIECE]
+            yield view[start : start + PIECE]
 
 
 def main(argv: list[str]) -> int:
@@ -43,19 +43,32 @@ def main(argv: list[str]) -> int:
     identity = spec["identity"]
     auth = ks_identity.Password(**{k: v for k, v in identity.items() if k != "region"})
     session = ks_session.Session(auth=auth)
-    glance = session.get_endpoint(service_type="image", interface="public",
-                                  region_name=identity["region"]).rstrip("/").removesuffix("/v2")
+    glance = (
+        session.get_endpoint(service_type="image", interface="public", region_name=identity["region"])
+        .rstrip("/")
+        .removesuffix("/v2")
+    )
     source = requests.Session()
 
     def one(item: dict) -> str:
-        created = session.post(f"{glance}/v2/images", json={
-            "name": item["name"], "disk_format": "qcow2", "container_format": "bare",
-            "visibility": "public", "content_id": spec["content_id"]}).json()
+        created = session.post(
+            f"{glance}/v2/images",
+            json={
+                "name": item["name"],
+                "disk_format": "qcow2",
+                "container_format": "bare",
+                "visibility": "public",
+                "content_id": spec["content_id"],
+            },
+        ).json()
         with source.get(item["url"], stream=True, timeout=(30, 300)) as response:
             response.raise_for_status()
             pieces = _pieces(response, spec.get("verify", False))
-            session.put(f"{glance}/v2/images/{created['id']}/file", data=pieces,
-                        headers={"Content-Type": "application/octet-stream"})
+            session.put(
+                f"{glance}/v2/images/{created['id']}/file",
+                data=pieces,
+                headers={"Content-Type": "application/octet-stream"},
+            )
         print(f"created {created['id']}: {item['name']}", flush=True)
         return created["id"]
 

@@ -23,8 +23,15 @@ def main() -> int:
     _, status, usage = os.wait4(pid, 0)
     wall = time.perf_counter() - started
     with open(report, "w") as out:
-        json.dump({"wall": wall, "maxrss_kib": usage.ru_maxrss, "oublock": usage.ru_oublock,
-                   "cpu": usage.ru_utime + usage.ru_stime}, out)
+        json.dump(
+            {
+                "wall": wall,
+                "maxrss_kib": usage.ru_maxrss,
+                "oublock": usage.ru_oublock,
+                "cpu": usage.ru_utime + usage.ru_stime,
+            },
+            out,
+        )
     return os.waitstatus_to_exitcode(status)
 
 

@@ -53,8 +53,7 @@ MIB = 1 << 20
 REAL_STREAMS = ROOT / "tests" / "data" / "realstreams"
 FILTERS = ["arch~(x86_64|amd64)", "ftype~(disk1.img|disk.img)"]
 PLAN_FILTERS = ["release~(trusty|xenial)", "arch~(x86_64|amd64)", "ftype~(disk1.img|disk.img)"]
-RELEASES = [("xenial", "16.04"), ("bionic", "18.04"), ("focal", "20.04"), ("jammy", "22.04"),
-            ("noble", "24.04")]
+RELEASES = [("xenial", "16.04"), ("bionic", "18.04"), ("focal", "20.04"), ("jammy", "22.04"), ("noble", "24.04")]
 CLOUD_NAME = "bench"
 TARGETS = {
     "a": "ours <= 1.15 x floor and <= 0.5 x peer",
@@ -77,12 +76,12 @@ class Run:
     disk_write_bytes: int
     image_bytes_moved: int = 0
     images_created: int = 0
-    cpu_s: float = 0.0          # CPU (user + system) of the side's own process
-    glance_cpu_s: float = 0.0   # CPU Glance's processes spent meanwhile
-    others_cpu_s: float = 0.0   # CPU of the source server, Keystone, Swift and PostgreSQL meanwhile
-    machine_busy: float = 0.0   # share of all CPUs' time the machine was busy meanwhile (0..1)
+    cpu_s: float = 0.0  # CPU (user + system) of the side's own process
+    glance_cpu_s: float = 0.0  # CPU Glance's processes spent meanwhile
+    others_cpu_s: float = 0.0  # CPU of the source server, Keystone, Swift and PostgreSQL meanwhile
+    machine_busy: float = 0.0  # share of all CPUs' time the machine was busy meanwhile (0..1)
     problem: str = ""  # set when the run did not do its whole job (its time then does not count as valid)
-    output: str = ""   # the last line the side printed
+    output: str = ""  # the last line the side printed
 
 
 @dataclass
@@ -103,8 +102,15 @@ class Bench:
         report = logs / f"{log_name}.usage.json"
         launcher = [sys.executable, "-m", "bench.launch", str(report), "--"]
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            self.child = subprocess.Popen([*launcher, *argv], env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
-                                          stdout=out, stderr=err, start_new_session=True)
+            self.child = subprocess.Popen(
+                [*launcher, *argv],
+                env=env,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
             try:
                 code = self.child.wait(timeout=RUN_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -123,16 +129,31 @@ class Bench:
         self.child = None
 
     # --- the three sides ----------------------------------------------------------------------
-    def ours(self, source_url: str, content_id: str, workload: str, rnd: int, *, parallel: int,
-             server: SourceServer | None, extra: tuple = (), mirror_url: str | None = None,
-             keyring: Path | None = None, filters: list[str] = FILTERS) -> Run:
+    def ours(
+        self,
+        source_url: str,
+        content_id: str,
+        workload: str,
+        rnd: int,
+        *,
+        parallel: int,
+        server: SourceServer | None,
+        extra: tuple = (),
+        mirror_url: str | None = None,
+        keyring: Path | None = None,
+        filters: list[str] = FILTERS,
+    ) -> Run:
         etc = self.workdir / "ours" / content_id
         etc.mkdir(parents=True, exist_ok=True)
         mirrors = {
-            "mirror_list": [{"url": mirror_url or source_url, "path": "streams/v1/index.sjson", "max": 1,
-                             "item_filters": filters}],
-            "keyring": str(keyring or self.keyring), "state_dir": str(etc / "state"),
-            "content_id_template": content_id, "cloud_name": CLOUD_NAME, "name_prefix": "bench-ours/",
+            "mirror_list": [
+                {"url": mirror_url or source_url, "path": "streams/v1/index.sjson", "max": 1, "item_filters": filters}
+            ],
+            "keyring": str(keyring or self.keyring),
+            "state_dir": str(etc / "state"),
+            "content_id_template": content_id,
+            "cloud_name": CLOUD_NAME,
+            "name_prefix": "bench-ours/",
             "max_parallel": parallel,
         }
         if self.cloud is not None:
@@ -141,16 +162,42 @@ class Bench:
             (etc / "identity.yaml").chmod(0o600)
         (etc / "mirrors.yaml").write_text(yaml.safe_dump(mirrors))
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-        argv = [sys.executable, "-m", "simplestreams_sync", "--mirrors", str(etc / "mirrors.yaml"),
-                "--identity", str(etc / "identity.yaml"), *extra]
+        argv = [
+            sys.executable,
+            "-m",
+            "simplestreams_sync",
+            "--mirrors",
+            str(etc / "mirrors.yaml"),
+            "--identity",
+            str(etc / "identity.yaml"),
+            *extra,
+        ]
         return self._side("ours", workload, rnd, argv, env, server)
 
-    def floor(self, items: list[dict], content_id: str, workload: str, rnd: int, *, parallel: int,
-              server: SourceServer, verify: bool = False) -> Run:
+    def floor(
+        self,
+        items: list[dict],
+        content_id: str,
+        workload: str,
+        rnd: int,
+        *,
+        parallel: int,
+        server: SourceServer,
+        verify: bool = False,
+    ) -> Run:
         spec = self.workdir / "floor" / f"{content_id}.json"
         spec.parent.mkdir(parents=True, exist_ok=True)
-        spec.write_text(json.dumps({"identity": self.cloud.sync_identity, "content_id": content_id,
-                                    "parallel": parallel, "items": items, "verify": verify}))
+        spec.write_text(
+            json.dumps(
+                {
+                    "identity": self.cloud.sync_identity,
+                    "content_id": content_id,
+                    "parallel": parallel,
+                    "items": items,
+                    "verify": verify,
+                }
+            )
+        )
         argv = [sys.executable, "-m", "bench.floor", str(spec)]
         side = "floor+v" if verify else "floor"
         return self._side(side, workload, rnd, argv, {**os.environ, "PYTHONPATH": str(ROOT)}, server)
@@ -159,22 +206,37 @@ class Bench:
         identity = self.cloud.sync_identity
         tmp = self.workdir / "peer-tmp"  # its whole-image temp files: on local disk, emptied after each run
         tmp.mkdir(exist_ok=True)
-        env = {**os.environ, "TMPDIR": str(tmp), "OS_AUTH_URL": identity["auth_url"],
-               "OS_USERNAME": identity["username"], "OS_PASSWORD": identity["password"],
-               "OS_PROJECT_NAME": identity["project_name"], "OS_USER_DOMAIN_NAME": identity["user_domain_name"],
-               "OS_PROJECT_DOMAIN_NAME": identity["project_domain_name"], "OS_REGION_NAME": identity["region"],
-               "OS_IDENTITY_API_VERSION": "3"}
-        argv = [str(BIN / "sstream-mirror-glance"), f"--keyring={self.keyring}", "--max=1",
-                f"--content-id={content_id}", f"--cloud-name={CLOUD_NAME}", f"--region={identity['region']}",
-                "--name-prefix=bench-peer/", "--path=streams/v1/index.sjson", source_url, *FILTERS]
+        env = {
+            **os.environ,
+            "TMPDIR": str(tmp),
+            "OS_AUTH_URL": identity["auth_url"],
+            "OS_USERNAME": identity["username"],
+            "OS_PASSWORD": identity["password"],
+            "OS_PROJECT_NAME": identity["project_name"],
+            "OS_USER_DOMAIN_NAME": identity["user_domain_name"],
+            "OS_PROJECT_DOMAIN_NAME": identity["project_domain_name"],
+            "OS_REGION_NAME": identity["region"],
+            "OS_IDENTITY_API_VERSION": "3",
+        }
+        argv = [
+            str(BIN / "sstream-mirror-glance"),
+            f"--keyring={self.keyring}",
+            "--max=1",
+            f"--content-id={content_id}",
+            f"--cloud-name={CLOUD_NAME}",
+            f"--region={identity['region']}",
+            "--name-prefix=bench-peer/",
+            "--path=streams/v1/index.sjson",
+            source_url,
+            *FILTERS,
+        ]
         try:
             return self._side("peer", workload, rnd, argv, env, server)
         finally:
             for leftover in tmp.iterdir():
                 leftover.unlink()
 
-    def _side(self, side: str, workload: str, rnd: int, argv: list[str], env: dict,
-              server: SourceServer | None) -> Run:
+    def _side(self, side: str, workload: str, rnd: int, argv: list[str], env: dict, server: SourceServer | None) -> Run:
         if server is not None:
             server.clear_requests()
         groups = self.service_groups(server)
@@ -184,17 +246,31 @@ class Bench:
         spent = {name: _group_cpu_seconds(pgid) - cpu_before[name] for name, pgid in groups.items()}
         busy, total = (after - before for after, before in zip(_machine_ticks(), machine_before, strict=False))
         moved = _image_bytes_sent(server) if server is not None else 0
-        run = Run(side, workload, rnd, round(wall, 3), code, round(usage["maxrss_kib"] / 1024, 1),
-                  usage["oublock"] * 512, moved, out.count("\ncreated ") + out.startswith("created "),
-                  cpu_s=round(usage["cpu"], 2), glance_cpu_s=round(spent.pop("glance", 0.0), 2),
-                  others_cpu_s=round(sum(spent.values()), 2), machine_busy=round(busy / max(total, 1), 3),
-                  output=(out.strip().splitlines() or [""])[-1][:200])
+        run = Run(
+            side,
+            workload,
+            rnd,
+            round(wall, 3),
+            code,
+            round(usage["maxrss_kib"] / 1024, 1),
+            usage["oublock"] * 512,
+            moved,
+            out.count("\ncreated ") + out.startswith("created "),
+            cpu_s=round(usage["cpu"], 2),
+            glance_cpu_s=round(spent.pop("glance", 0.0), 2),
+            others_cpu_s=round(sum(spent.values()), 2),
+            machine_busy=round(busy / max(total, 1), 3),
+            output=(out.strip().splitlines() or [""])[-1][:200],
+        )
         self.runs.append(run)
-        print(f"  {workload:>6} r{rnd} {side:<7} {wall:8.2f} s  exit {code}  created {run.images_created}  "
-              f"moved {moved / MIB:8.1f} MiB  rss {run.peak_rss_mib:6.1f} MiB  "
-              f"disk writes {run.disk_write_bytes / MIB:8.1f} MiB  cpu {run.cpu_s:.1f} s, "
-              f"glance {run.glance_cpu_s:.1f} s, others {run.others_cpu_s:.1f} s, "
-              f"machine busy {run.machine_busy:.0%}", flush=True)
+        print(
+            f"  {workload:>6} r{rnd} {side:<7} {wall:8.2f} s  exit {code}  created {run.images_created}  "
+            f"moved {moved / MIB:8.1f} MiB  rss {run.peak_rss_mib:6.1f} MiB  "
+            f"disk writes {run.disk_write_bytes / MIB:8.1f} MiB  cpu {run.cpu_s:.1f} s, "
+            f"glance {run.glance_cpu_s:.1f} s, others {run.others_cpu_s:.1f} s, "
+            f"machine busy {run.machine_busy:.0%}",
+            flush=True,
+        )
         return run
 
     def service_groups(self, server: SourceServer | None) -> dict[str, int]:
@@ -220,15 +296,18 @@ class Bench:
 
     def count_active(self, content_id: str, size: int | None = None) -> int:
         glance = glanceclient.Client("2", session=self.cloud.admin_session())
-        return sum(1 for image in glance.images.list(filters={"content_id": content_id})
-                   if image.get("content_id") == content_id and image.get("status") == "active"
-                   and (size is None or image.get("size") == size))
+        return sum(
+            1
+            for image in glance.images.list(filters={"content_id": content_id})
+            if image.get("content_id") == content_id
+            and image.get("status") == "active"
+            and (size is None or image.get("size") == size)
+        )
 
 
 def _image_bytes_sent(server: SourceServer) -> int:
     time.sleep(0.05)  # a request is logged just after its response
-    return sum(entry.get("bytes_sent", 0) for entry in server.requests()
-               if not entry["path"].startswith("/streams/"))
+    return sum(entry.get("bytes_sent", 0) for entry in server.requests() if not entry["path"].startswith("/streams/"))
 
 
 def _group_cpu_seconds(pgid: int) -> float:
@@ -265,33 +344,54 @@ def build_source(root: Path, key, count: int, size: int, seed0: int) -> list:
         release, version = RELEASES[index % len(RELEASES)]
         arch = "amd64"
         version = version if index < len(RELEASES) else f"{version}.{index}"
-        items.append(builder.add_image(release=release, version=version, arch=arch, serial="20250101",
-                                       size=size, seed=seed0 + index, incompressible=True))
+        items.append(
+            builder.add_image(
+                release=release,
+                version=version,
+                arch=arch,
+                serial="20250101",
+                size=size,
+                seed=seed0 + index,
+                incompressible=True,
+            )
+        )
     builder.write()
     return items
 
 
 # --- workloads ----------------------------------------------------------------------------------
 
+
 def workload_ab(bench: Bench, key, only: set[str]) -> None:
     args = bench.args
     size = args.image_mib * MIB
     t0 = time.monotonic()
     items = build_source(bench.workdir / "source-a", key, args.images, size, seed0=100)
-    print(f"source: {args.images} x {args.image_mib} MiB incompressible qcow2 built in "
-          f"{time.monotonic() - t0:.1f} s", flush=True)
+    print(
+        f"source: {args.images} x {args.image_mib} MiB incompressible qcow2 built in {time.monotonic() - t0:.1f} s",
+        flush=True,
+    )
     with SourceServer(bench.workdir / "source-a", bench.workdir / "server-a") as server:
-        floor_items = [{"url": server.url + item.path, "name": f"bench-floor/{Path(item.path).name}",
-                        "size": item.size} for item in items]
+        floor_items = [
+            {"url": server.url + item.path, "name": f"bench-floor/{Path(item.path).name}", "size": item.size}
+            for item in items
+        ]
         sides = ["floor", "floor+v", "ours", "peer"]
         for rnd in range(1, args.rounds + 1):
-            order = sides[rnd - 1:] + sides[:rnd - 1]  # rotate who goes first
+            order = sides[rnd - 1 :] + sides[: rnd - 1]  # rotate who goes first
             for side in order:
                 content_id = f"bench.a.r{rnd}.{side.replace('+', '-')}"
                 try:
                     if side in ("floor", "floor+v"):
-                        run = bench.floor(floor_items, content_id, "a", rnd, parallel=args.parallel, server=server,
-                                          verify=side == "floor+v")
+                        run = bench.floor(
+                            floor_items,
+                            content_id,
+                            "a",
+                            rnd,
+                            parallel=args.parallel,
+                            server=server,
+                            verify=side == "floor+v",
+                        )
                     elif side == "ours":
                         run = bench.ours(server.url, content_id, "a", rnd, parallel=args.parallel, server=server)
                     else:
@@ -303,8 +403,15 @@ def workload_ab(bench: Bench, key, only: set[str]) -> None:
                     if "b" in only and side in ("ours", "peer"):
                         if side == "ours":
                             bench.ours(server.url, content_id, "b", rnd, parallel=args.parallel, server=server)
-                            bench.ours(server.url, content_id, "b-full", rnd, parallel=args.parallel,
-                                       server=server, extra=("--full-check",))
+                            bench.ours(
+                                server.url,
+                                content_id,
+                                "b-full",
+                                rnd,
+                                parallel=args.parallel,
+                                server=server,
+                                extra=("--full-check",),
+                            )
                         else:
                             bench.peer(server.url, content_id, "b", rnd, server=server)
                 finally:
@@ -315,8 +422,17 @@ def workload_c(bench: Bench) -> None:
     url = (REAL_STREAMS / "releases-2016").as_uri() + "/"
     keyring = REAL_STREAMS / "keyring" / "ubuntu-cloudimage-keyring.gpg"
     for rnd in range(1, bench.args.rounds + 1):
-        bench.ours(url, f"bench.c.r{rnd}", "c", rnd, parallel=bench.args.parallel, server=None,
-                   extra=("--dry-run", "--assume-empty-glance"), keyring=keyring, filters=PLAN_FILTERS)
+        bench.ours(
+            url,
+            f"bench.c.r{rnd}",
+            "c",
+            rnd,
+            parallel=bench.args.parallel,
+            server=None,
+            extra=("--dry-run", "--assume-empty-glance"),
+            keyring=keyring,
+            filters=PLAN_FILTERS,
+        )
 
 
 def workload_rss(bench: Bench, key) -> None:
@@ -336,6 +452,7 @@ def workload_rss(bench: Bench, key) -> None:
 
 
 # --- report -------------------------------------------------------------------------------------
+
 
 def summarize(runs: list[Run], args) -> dict:
     summary = {}
@@ -361,13 +478,15 @@ def summarize(runs: list[Run], args) -> dict:
         if "ours" in sides and "floor" in sides:
             entry["ours_over_floor"] = round(sides["ours"]["median_wall_s"] / sides["floor"]["median_wall_s"], 3)
         if "ours" in sides and "floor+v" in sides:
-            entry["ours_over_verifying_floor"] = round(sides["ours"]["median_wall_s"] /
-                                                       sides["floor+v"]["median_wall_s"], 3)
+            entry["ours_over_verifying_floor"] = round(
+                sides["ours"]["median_wall_s"] / sides["floor+v"]["median_wall_s"], 3
+            )
         if "ours" in sides and "peer" in sides:
             entry["ours_over_peer"] = round(sides["ours"]["median_wall_s"] / sides["peer"]["median_wall_s"], 3)
         if workload == "b-full" and "peer" in summary.get("b", {}).get("sides", {}) and "ours" in sides:
-            entry["ours_over_peer"] = round(sides["ours"]["median_wall_s"] /
-                                            summary["b"]["sides"]["peer"]["median_wall_s"], 3)
+            entry["ours_over_peer"] = round(
+                sides["ours"]["median_wall_s"] / summary["b"]["sides"]["peer"]["median_wall_s"], 3
+            )
         entry["met"] = _met(workload, entry, args)
         summary[workload] = entry
     return summary
@@ -391,10 +510,14 @@ def _met(workload: str, entry: dict, args) -> bool | None:
 
 def print_table(summary: dict, args) -> None:
     print()
-    print(f"sync benchmark: rounds {args.rounds}, workload a = {args.images} x {args.image_mib} MiB, "
-          f"rss = 1 x {args.rss_image_mib} MiB, concurrency {args.parallel}")
-    header = (f"{'workload':<9}{'side':<8}{'median s':>9}  {'runs s':<26}{'img MiB moved':>14}"
-              f"{'peak RSS MiB':>13}{'disk write MiB':>15}")
+    print(
+        f"sync benchmark: rounds {args.rounds}, workload a = {args.images} x {args.image_mib} MiB, "
+        f"rss = 1 x {args.rss_image_mib} MiB, concurrency {args.parallel}"
+    )
+    header = (
+        f"{'workload':<9}{'side':<8}{'median s':>9}  {'runs s':<26}{'img MiB moved':>14}"
+        f"{'peak RSS MiB':>13}{'disk write MiB':>15}"
+    )
     print(header)
     print("-" * len(header))
     names = {"a": "a fresh", "b": "b no-op", "b-full": "b full", "c": "c plan", "rss": "rss 2GiB"}
@@ -402,9 +525,11 @@ def print_table(summary: dict, args) -> None:
         for side, s in entry["sides"].items():
             walls = ", ".join(f"{w:.2f}" for w in s["walls_s"])
             failed = f"  ({s['failed_runs']} failed)" if s["failed_runs"] else ""
-            print(f"{names[workload]:<9}{side:<8}{s['median_wall_s']:>9.2f}  {walls:<26}"
-                  f"{s['image_bytes_moved'] / MIB:>14.1f}{s['peak_rss_mib']:>13.1f}"
-                  f"{s['max_disk_write_bytes'] / MIB:>15.2f}{failed}")
+            print(
+                f"{names[workload]:<9}{side:<8}{s['median_wall_s']:>9.2f}  {walls:<26}"
+                f"{s['image_bytes_moved'] / MIB:>14.1f}{s['peak_rss_mib']:>13.1f}"
+                f"{s['max_disk_write_bytes'] / MIB:>15.2f}{failed}"
+            )
     print()
     for workload, entry in summary.items():
         ratios = []
@@ -420,16 +545,21 @@ def print_table(summary: dict, args) -> None:
 
 # --- main ---------------------------------------------------------------------------------------
 
+
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="bench/run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--image-mib", type=int, default=512)
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--rss-image-mib", type=int, default=2048, help=argparse.SUPPRESS)
-    parser.add_argument("--parallel", type=int, default=4,
-                        help="concurrency of ours (max_parallel) and of the floors "
-                             "(default: %(default)s, the engine's)")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=4,
+        help="concurrency of ours (max_parallel) and of the floors (default: %(default)s, the engine's)",
+    )
     parser.add_argument("--only", default="a,b,c,rss", help="workloads to run (default: %(default)s)")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".work" / "bench")
     parser.add_argument("--keep", action="store_true", help="keep the workdir (images, logs) at the end")
@@ -466,8 +596,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench.cloud = LocalCloud(workdir / "cloud")
                 stack.callback(bench.cloud.stop)
                 bench.cloud.start()
-                print(f"local cloud up in {time.monotonic() - t0:.1f} s (glance {bench.cloud.glance_url})",
-                      flush=True)
+                print(f"local cloud up in {time.monotonic() - t0:.1f} s (glance {bench.cloud.glance_url})", flush=True)
             stack.callback(bench.kill_child)
             if only & {"a", "b"}:
                 workload_ab(bench, key, only)
@@ -481,10 +610,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         summary = summarize(bench.runs, args)
-        results = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                            if k != "only_set"},
-                   "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-                   "summary": summary, "runs": [asdict(r) for r in bench.runs]}
+        results = {
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "only_set"},
+            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+            "summary": summary,
+            "runs": [asdict(r) for r in bench.runs],
+        }
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
             workdir.mkdir(parents=True)

@@ -55,13 +55,22 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         framework.observe(self._ca_transfer.on.certificate_set_updated, self._on_reconcile)
         framework.observe(self._ca_transfer.on.certificates_removed, self._on_reconcile)
         framework.observe(self.on.config_changed, self._on_config_changed)
-        for event in (self.on.start, self.on.upgrade_charm, self.on.leader_elected,
-                      self.on.leader_settings_changed, self.on.update_status):
+        for event in (
+            self.on.start,
+            self.on.upgrade_charm,
+            self.on.leader_elected,
+            self.on.leader_settings_changed,
+            self.on.update_status,
+        ):
             framework.observe(event, self._on_reconcile)
         for endpoint in (IDENTITY, CERTIFICATES, IMAGE_MODIFIER, NRPE):
             events = self.on[endpoint]
-            for event in (events.relation_joined, events.relation_changed, events.relation_departed,
-                          events.relation_broken):
+            for event in (
+                events.relation_joined,
+                events.relation_changed,
+                events.relation_departed,
+                events.relation_broken,
+            ):
                 framework.observe(event, self._on_reconcile)
 
     # --- event handlers ---------------------------------------------------------------------------
@@ -100,8 +109,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
             event.add_status(ops.WaitingStatus("Waiting for vault to send its CA on certificates"))
         for relation in self.model.relations[RECEIVE_CA]:
             if relation.active and relation.app and not self._ca_transfer.get_all_certificates(relation.id):
-                event.add_status(ops.WaitingStatus(f"Waiting for {relation.app.name} to send its CA on "
-                                                   f"{RECEIVE_CA}"))
+                event.add_status(ops.WaitingStatus(f"Waiting for {relation.app.name} to send its CA on {RECEIVE_CA}"))
         if not self.unit.is_leader():
             event.add_status(ops.ActiveStatus("Standby: only the leader unit syncs images"))
         elif config is not None:
@@ -123,9 +131,14 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
             return
         dry_run = bool(event.params.get("dry-run", False))
         started = utc_now()
-        outcome = sync_process.run_sync(self.charm_dir, dry_run=dry_run,
-                                    full_check=bool(event.params.get("full-check", False)), on_line=event.log,
-                                    on_tick=self._show_progress, tick=PROGRESS_INTERVAL)
+        outcome = sync_process.run_sync(
+            self.charm_dir,
+            dry_run=dry_run,
+            full_check=bool(event.params.get("full-check", False)),
+            on_line=event.log,
+            on_tick=self._show_progress,
+            tick=PROGRESS_INTERVAL,
+        )
         result = sync_process.read_result()
         if result is not None and result.started < started:
             result = None  # left by an earlier run
@@ -161,13 +174,16 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         host.install_trusted_cas(cas)
         ca_file = host.write_ca_bundle(cas, account)
         keyring = host.write_keyring(config.custom_keyring, account)
-        machine = {"state_dir": str(host.PATHS.state_dir), "modify_hook": modify_hook,
-                   "source_proxy": host.model_proxy(), **({"keyring": keyring} if keyring else {})}
+        machine = {
+            "state_dir": str(host.PATHS.state_dir),
+            "modify_hook": modify_hook,
+            "source_proxy": host.model_proxy(),
+            **({"keyring": keyring} if keyring else {}),
+        }
         host.write_config_file(host.PATHS.mirrors, config.sync_config(**machine), self.unit.name, account)
         identity = None
         if credentials is not None and credentials.v3:
-            identity = credentials.identity_config(region=config.region, interface=config.interface,
-                                                   ca_file=ca_file)
+            identity = credentials.identity_config(region=config.region, interface=config.interface, ca_file=ca_file)
         host.write_config_file(host.PATHS.identity, identity, self.unit.name, account)
         self._send_requests(config, can_publish=identity is not None and config.use_swift)
         scheduled = identity is not None and config.run and self.unit.is_leader()
@@ -199,8 +215,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
                 identity.data[self.unit].update(identity_service.withdrawn())
         vault = self._relation(CERTIFICATES)
         if vault is not None:
-            vault.data[self.unit].update(
-                certificates.request(self.unit.name, host.hostname(), [self._address(vault)]))
+            vault.data[self.unit].update(certificates.request(self.unit.name, host.hostname(), [self._address(vault)]))
 
     def _reconcile_nrpe(self, config: CharmConfig | None) -> None:
         """With nrpe-external-master: the Nagios check of the last sync in nrpe.d and `monitors` for the
@@ -214,8 +229,9 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         standby = not self.unit.is_leader()
         argv = nrpe.check_argv(config.frequency, run=config.run, standby=standby)
         servicegroups = config.nagios_servicegroups or config.nagios_context
-        nrpe.install_check(nrpe.check_config(argv, servicegroups, self.unit.name),
-                           expects_syncs=config.run and not standby)
+        nrpe.install_check(
+            nrpe.check_config(argv, servicegroups, self.unit.name), expects_syncs=config.run and not standby
+        )
         settings = nrpe.relation_settings(config.nagios_context, self.unit.name)
         for relation in relations:
             data = relation.data[self.unit]
@@ -274,21 +290,21 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
 
     def _identity_problem(self) -> ops.StatusBase | None:
         if self._relation(IDENTITY) is None:
-            return ops.BlockedStatus(f"Missing relation: juju integrate {self.app.name}:{IDENTITY} "
-                                     f"keystone:{IDENTITY}")
+            return ops.BlockedStatus(f"Missing relation: juju integrate {self.app.name}:{IDENTITY} keystone:{IDENTITY}")
         credentials = self._credentials()
         if credentials is None:
             return ops.WaitingStatus(f"Waiting for keystone to send service credentials on {IDENTITY}")
         if not credentials.v3:
-            return ops.BlockedStatus(f"Keystone offers API v{credentials.api_version}, the sync needs v3: "
-                                     "juju config keystone preferred-api-version=3")
+            return ops.BlockedStatus(
+                f"Keystone offers API v{credentials.api_version}, the sync needs v3: "
+                "juju config keystone preferred-api-version=3"
+            )
         return None
 
     def _vault_cas(self, relation: ops.Relation) -> list[str]:
         return certificates.read_ca_certificates(self._units_data(relation))
 
-    def _ca_certificates(self, config: CharmConfig,
-                         credentials: identity_service.Credentials | None) -> list[str]:
+    def _ca_certificates(self, config: CharmConfig, credentials: identity_service.Credentials | None) -> list[str]:
         """Every CA the sync must trust: ssl_ca, vault's CA and chain, the CAs sent on receive-ca-cert,
         and keystone's ca_cert."""
         cas = certificates.split_pem(config.ssl_ca or "")
@@ -323,8 +339,10 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
                 return ops.ActiveStatus(f"Unit is ready (first sync pending, log: {host.PATHS.log_file})")
             return ops.ActiveStatus("Unit is ready (no sync yet: set run=true or run the sync-images action)")
         if config.use_swift and result.object_store_missing:
-            return ops.BlockedStatus("No object-store endpoint in keystone: images sync but no metadata is "
-                                     "published; add swift or ceph-radosgw, or set use_swift=false")
+            return ops.BlockedStatus(
+                "No object-store endpoint in keystone: images sync but no metadata is "
+                "published; add swift or ceph-radosgw, or set use_swift=false"
+            )
         if sync_failed(result, publishing=config.use_swift):
             retry = "run sync-images"
             if config.run:

@@ -111,12 +111,16 @@ class CharmConfig(SyncOptions):
         """A warning for each of the classic charm's options that is set here, where it has no effect."""
         warnings = []
         if self.snap_channel != "stable":
-            warnings.append(f"option snap-channel={self.snap_channel!r} has no effect: this charm installs no "
-                            "snap, the sync ships with it")
+            warnings.append(
+                f"option snap-channel={self.snap_channel!r} has no effect: this charm installs no "
+                "snap, the sync ships with it"
+            )
         for name in ("source", "key"):
             if getattr(self, name):
-                warnings.append(f"option {name} is set and has no effect: this charm adds no apt source "
-                                f"(unset it with: juju config <application> --reset {name})")
+                warnings.append(
+                    f"option {name} is set and has no effect: this charm adds no apt source "
+                    f"(unset it with: juju config <application> --reset {name})"
+                )
         return warnings
 
 
@@ -139,8 +143,13 @@ def format_errors(error: pydantic.ValidationError, option_names: dict[str, str] 
     for detail in error.errors():
         message = detail["msg"].removeprefix("Value error, ")
         value = detail.get("input")
-        if detail["type"] in ("literal_error", "enum", "int_parsing", "greater_than_equal",
-                              "less_than_equal") and isinstance(value, (str, int)):
+        if detail["type"] in (
+            "literal_error",
+            "enum",
+            "int_parsing",
+            "greater_than_equal",
+            "less_than_equal",
+        ) and isinstance(value, (str, int)):
             message += f" (got {value!r})"
         where = _where(detail["loc"], option_names)
         problems.append(f"{where}: {message}" if where else message)

@@ -27,15 +27,28 @@ PACKAGES = ["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron"]
 UPDATE_CA_CERTIFICATES = ["update-ca-certificates"]
 # The sync runs as this system user (its own group of the same name); the charm creates it when missing.
 SYNC_USER = "glance-simplestreams-sync"
-ADD_SYSTEM_USER = ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                   "--comment", "glance-simplestreams-sync charm, image sync"]
+ADD_SYSTEM_USER = [
+    "useradd",
+    "--system",
+    "--user-group",
+    "--no-create-home",
+    "--shell",
+    "/usr/sbin/nologin",
+    "--comment",
+    "glance-simplestreams-sync charm, image sync",
+]
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 TRUST_STORE_PREFIX = "glance-simplestreams-sync-"
 # The model's proxy settings, as Juju gives them to the charm (the sync reads them from mirrors.yaml).
-PROXY_VARIABLES = {"http": "JUJU_CHARM_HTTP_PROXY", "https": "JUJU_CHARM_HTTPS_PROXY",
-                   "no_proxy": "JUJU_CHARM_NO_PROXY"}
-CONFIG_HEADER = ("{name} for the simplestreams sync, written by the glance-simplestreams-sync charm ({unit}).\n"
-                 "Changes are overwritten: set the charm's options with `juju config` instead.")
+PROXY_VARIABLES = {
+    "http": "JUJU_CHARM_HTTP_PROXY",
+    "https": "JUJU_CHARM_HTTPS_PROXY",
+    "no_proxy": "JUJU_CHARM_NO_PROXY",
+}
+CONFIG_HEADER = (
+    "{name} for the simplestreams sync, written by the glance-simplestreams-sync charm ({unit}).\n"
+    "Changes are overwritten: set the charm's options with `juju config` instead."
+)
 
 
 @dataclass(frozen=True)
@@ -117,19 +130,27 @@ def sync_account() -> Account:
     argv = [*ADD_SYSTEM_USER, "--home-dir", str(PATHS.state_dir), SYNC_USER]
     process = subprocess.run(argv, capture_output=True, text=True)
     if process.returncode != 0:
-        raise RuntimeError(f"cannot create the system user {SYNC_USER} the sync runs as: {' '.join(argv)} exited "
-                           f"with {process.returncode}: {process.stderr.strip()}")
+        raise RuntimeError(
+            f"cannot create the system user {SYNC_USER} the sync runs as: {' '.join(argv)} exited "
+            f"with {process.returncode}: {process.stderr.strip()}"
+        )
     try:
         return _account(SYNC_USER)
     except KeyError:
-        raise RuntimeError(f"{' '.join(argv)} succeeded but the system does not know the user {SYNC_USER}; "
-                           "check /etc/nsswitch.conf") from None
+        raise RuntimeError(
+            f"{' '.join(argv)} succeeded but the system does not know the user {SYNC_USER}; check /etc/nsswitch.conf"
+        ) from None
 
 
 def _account(name: str) -> Account:
     entry = pwd.getpwnam(name)
-    return Account(name=entry.pw_name, uid=entry.pw_uid, group=grp.getgrgid(entry.pw_gid).gr_name,
-                   gid=entry.pw_gid, home=entry.pw_dir)
+    return Account(
+        name=entry.pw_name,
+        uid=entry.pw_uid,
+        group=grp.getgrgid(entry.pw_gid).gr_name,
+        gid=entry.pw_gid,
+        home=entry.pw_dir,
+    )
 
 
 def install_packages() -> None:
@@ -140,8 +161,10 @@ def install_packages() -> None:
 
 # --- files ----------------------------------------------------------------------------------------
 
-def write_file(path: Path, content: str | bytes, mode: int = 0o600, owner: Account | None = None,
-               group: int | None = None) -> bool:
+
+def write_file(
+    path: Path, content: str | bytes, mode: int = 0o600, owner: Account | None = None, group: int | None = None
+) -> bool:
     """Write atomically with `mode` (created so, never world-readable in between), owned by the charm's
     user or `owner`, with its group or `group`; True if it changed."""
     data = content.encode() if isinstance(content, str) else content
@@ -149,8 +172,12 @@ def write_file(path: Path, content: str | bytes, mode: int = 0o600, owner: Accou
     gid = owner.gid if owner is not None else (group if group is not None else -1)
     try:
         status = path.stat()
-        if path.read_bytes() == data and (status.st_mode & 0o777) == mode and uid in (-1, status.st_uid) \
-                and gid in (-1, status.st_gid):
+        if (
+            path.read_bytes() == data
+            and (status.st_mode & 0o777) == mode
+            and uid in (-1, status.st_uid)
+            and gid in (-1, status.st_gid)
+        ):
             return False
     except FileNotFoundError:
         pass
@@ -176,8 +203,12 @@ def remove_file(path: Path) -> bool:
 
 def render_template(name: str, **values: object) -> str:
     """A text file of templates/ (the cron entry, logrotate, the NRPE check)."""
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), keep_trailing_newline=True,
-                                     autoescape=False, undefined=jinja2.StrictUndefined)
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        keep_trailing_newline=True,
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+    )
     return environment.get_template(name).render(**values)
 
 

@@ -18,15 +18,21 @@ from simplestreams_sync.config import IdentityConfig
 SERVICE = "image-stream"
 REQUEST_KEYS = ("service", "region", "public_url", "internal_url", "admin_url")
 # keystone's answer is usable once all of these are set
-REQUIRED_KEYS = ("service_host", "service_port", "auth_host", "auth_port",
-                 "service_username", "service_password", "service_tenant")
+REQUIRED_KEYS = (
+    "service_host",
+    "service_port",
+    "auth_host",
+    "auth_port",
+    "service_username",
+    "service_password",
+    "service_tenant",
+)
 
 
 def request(region: str, endpoint_url: str) -> dict[str, str]:
     """What we set on our unit data: the service and the URL the product-streams endpoint points at."""
     url = endpoint_url.rstrip("/")
-    return {"service": SERVICE, "region": region,
-            "public_url": url, "internal_url": url, "admin_url": url}
+    return {"service": SERVICE, "region": region, "public_url": url, "internal_url": url, "admin_url": url}
 
 
 def withdrawn() -> dict[str, str]:
@@ -64,16 +70,23 @@ class Credentials:
         return self.api_version.split(".")[0] == "3"
 
     def auth_url(self, interface: str) -> str:
-        return {"internal": self.internal_auth_url, "admin": self.admin_auth_url}.get(
-            interface, self.public_auth_url)
+        return {"internal": self.internal_auth_url, "admin": self.admin_auth_url}.get(interface, self.public_auth_url)
 
-    def identity_config(self, *, region: str, interface: Literal["public", "internal", "admin"],
-                        ca_file: str | None) -> IdentityConfig:
+    def identity_config(
+        self, *, region: str, interface: Literal["public", "internal", "admin"], ca_file: str | None
+    ) -> IdentityConfig:
         """The content of identity.yaml."""
-        return IdentityConfig(auth_url=self.auth_url(interface), username=self.username, password=self.password,
-                              project_name=self.project_name, user_domain_name=self.domain_name,
-                              project_domain_name=self.domain_name, region=region, interface=interface,
-                              ca_file=ca_file)
+        return IdentityConfig(
+            auth_url=self.auth_url(interface),
+            username=self.username,
+            password=self.password,
+            project_name=self.project_name,
+            user_domain_name=self.domain_name,
+            project_domain_name=self.domain_name,
+            region=region,
+            interface=interface,
+            ca_file=ca_file,
+        )
 
 
 def _url(data: Mapping[str, str], prefix: str, version: str) -> str | None:

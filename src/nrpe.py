@@ -35,8 +35,14 @@ def check_file() -> Path:
 
 def check_argv(frequency: str, run: bool, standby: bool) -> list[str]:
     """The check's command line: CRITICAL once the last success is older than twice the frequency."""
-    argv = [PYTHON, str(plugin_path()), "--state-dir", str(host.PATHS.state_dir),
-            "--max-age-seconds", str(2 * FREQUENCY_SECONDS[frequency])]
+    argv = [
+        PYTHON,
+        str(plugin_path()),
+        "--state-dir",
+        str(host.PATHS.state_dir),
+        "--max-age-seconds",
+        str(2 * FREQUENCY_SECONDS[frequency]),
+    ]
     if not run:
         argv.append("--run-disabled")
     if standby:
@@ -48,8 +54,14 @@ def check_config(argv: list[str], servicegroups: str, unit_name: str) -> str:
     """The nrpe.d file, with the header the classic OpenStack charms (charmhelpers' NRPE) write,
     servicegroups included. Unlike them no Nagios service definition is exported to
     /var/lib/nagios/export: the nrpe subordinate builds it from `monitors` on the relation."""
-    return host.render_template("nrpe-check.cfg.j2", shortname=SHORTNAME, command=COMMAND, unit_name=unit_name,
-                                servicegroups=servicegroups, command_line=shlex.join(argv))
+    return host.render_template(
+        "nrpe-check.cfg.j2",
+        shortname=SHORTNAME,
+        command=COMMAND,
+        unit_name=unit_name,
+        servicegroups=servicegroups,
+        command_line=shlex.join(argv),
+    )
 
 
 def relation_settings(nagios_context: str, unit_name: str) -> dict[str, str]:
@@ -71,8 +83,9 @@ def install_check(config: str, expects_syncs: bool) -> bool:
     marker_path = host.PATHS.nrpe_check_marker
     marker = state.read_json(marker_path) or {}
     if not marker.get("installed") or marker.get("expects_syncs") != expects_syncs:
-        host.write_file(marker_path, json.dumps({"installed": state.utc_now(), "expects_syncs": expects_syncs}),
-                        mode=0o644)
+        host.write_file(
+            marker_path, json.dumps({"installed": state.utc_now(), "expects_syncs": expects_syncs}), mode=0o644
+        )
     host.write_file(plugin_path(), PLUGIN_SOURCE.read_bytes(), mode=0o755)
     changed = host.write_file(check_file(), config, mode=0o644)
     if changed:

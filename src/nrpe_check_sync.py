@@ -50,10 +50,15 @@ class Parser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = Parser(prog="nrpe_check_sync.py", description=__doc__.splitlines()[0])
     parser.add_argument("--state-dir", required=True, help="the sync's state dir")
-    parser.add_argument("--max-age-seconds", required=True, type=int,
-                        help="CRITICAL when the last successful sync is older (2 x the sync frequency)")
-    parser.add_argument("--run-disabled", action="store_true",
-                        help="no scheduled sync (run=false): OK unless the last run failed")
+    parser.add_argument(
+        "--max-age-seconds",
+        required=True,
+        type=int,
+        help="CRITICAL when the last successful sync is older (2 x the sync frequency)",
+    )
+    parser.add_argument(
+        "--run-disabled", action="store_true", help="no scheduled sync (run=false): OK unless the last run failed"
+    )
     parser.add_argument("--standby", action="store_true", help="not the leader, which syncs: always OK")
     args = parser.parse_args(argv)
     if args.max_age_seconds <= 0:
@@ -62,6 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # --- reading the state ------------------------------------------------------------------------------
+
 
 def parse_time(text: object) -> float | None:
     if not isinstance(text, str) or not text:
@@ -103,9 +109,15 @@ def result_from_json(data: dict) -> dict:
     first_error = errors[0] if errors else ""
     if not first_error and failed:
         first_error = f"{failed[0].get('name')}: {failed[0].get('error')}"
-    return {"finished": finished, "last_success": last_success, "ok": bool(ok),
-            "failed": [str(item.get("name")) for item in failed], "failed_count": len(failed),
-            "error_count": len(errors), "first_error": first_error}
+    return {
+        "finished": finished,
+        "last_success": last_success,
+        "ok": bool(ok),
+        "failed": [str(item.get("name")) for item in failed],
+        "failed_count": len(failed),
+        "error_count": len(errors),
+        "first_error": first_error,
+    }
 
 
 def read_last_run(state_dir: str) -> dict | None:
@@ -114,8 +126,9 @@ def read_last_run(state_dir: str) -> dict | None:
     try:
         data = read_json(path)
     except PermissionError:
-        raise StateError(f"cannot read {path}: permission denied (NRPE runs this check as nagios, who must be "
-                         "able to read it)") from None
+        raise StateError(
+            f"cannot read {path}: permission denied (NRPE runs this check as nagios, who must be able to read it)"
+        ) from None
     if data is None or data.get("dry_run"):
         return None
     return result_from_json(data)
@@ -131,6 +144,7 @@ def read_installed(state_dir: str) -> float | None:
 
 
 # --- the verdict ------------------------------------------------------------------------------------
+
 
 def format_time(epoch: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch)) if epoch else "never"
@@ -186,16 +200,18 @@ def check(args: argparse.Namespace, now: float) -> tuple[int, str]:
     if last_success is not None:
         age = now - last_success
         if age > args.max_age_seconds:
-            return CRITICAL, (f"last successful sync {format_time(last_success)} is {format_duration(age)} "
-                              f"old (limit {limit})")
+            return CRITICAL, (
+                f"last successful sync {format_time(last_success)} is {format_duration(age)} old (limit {limit})"
+            )
         return OK, f"last sync {format_time(last_success)} succeeded, {format_duration(age)} ago (limit {limit})"
     installed = read_installed(args.state_dir)
     if installed is None:
         return WARNING, "no sync has run yet"
     waiting = now - installed
     if waiting > args.max_age_seconds:
-        return CRITICAL, (f"no sync has run in the {format_duration(waiting)} since "
-                          f"{format_time(installed)} (limit {limit})")
+        return CRITICAL, (
+            f"no sync has run in the {format_duration(waiting)} since {format_time(installed)} (limit {limit})"
+        )
     return WARNING, f"no sync has run yet (CRITICAL from {format_time(installed + args.max_age_seconds)})"
 
 

@@ -57,8 +57,14 @@ def as_sync_user(argv: list[str], charm_dir: Path) -> list[str]:
     """`argv` run as the sync's user (setpriv, unless the charm already is that user) with only its
     PATH, HOME, USER, LOGNAME, LANG and `sync_env`: nothing of the hook's environment."""
     account = host.sync_account()
-    env = {"PATH": SYSTEM_PATH, "HOME": account.home, "USER": account.name, "LOGNAME": account.name,
-           "LANG": "C.UTF-8", **sync_env(charm_dir)}
+    env = {
+        "PATH": SYSTEM_PATH,
+        "HOME": account.home,
+        "USER": account.name,
+        "LOGNAME": account.name,
+        "LANG": "C.UTF-8",
+        **sync_env(charm_dir),
+    }
     drop = []
     if os.geteuid() != account.uid:
         drop = [SETPRIV, f"--reuid={account.name}", f"--regid={account.group}", "--init-groups"]
@@ -72,9 +78,14 @@ class SyncOutcome:
     stderr: str
 
 
-def run_sync(charm_dir: Path, dry_run: bool = False, full_check: bool = False,
-             on_line: Callable[[str], None] | None = None, on_tick: Callable[[], None] | None = None,
-             tick: float = 10.0) -> SyncOutcome:
+def run_sync(
+    charm_dir: Path,
+    dry_run: bool = False,
+    full_check: bool = False,
+    on_line: Callable[[str], None] | None = None,
+    on_tick: Callable[[], None] | None = None,
+    tick: float = 10.0,
+) -> SyncOutcome:
     """Run the sync in the foreground (the action). Each stdout line goes to `on_line` as it comes, and
     `on_tick` is called every `tick` seconds while the sync runs (both in the calling thread)."""
     argv = as_sync_user(sync_argv(dry_run, full_check), charm_dir)
@@ -82,8 +93,9 @@ def run_sync(charm_dir: Path, dry_run: bool = False, full_check: bool = False,
     lines: list[str] = []
     received: queue.Queue[str | None] = queue.Queue()
     with tempfile.TemporaryFile(mode="w+") as stderr:
-        with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, text=True,
-                              cwd="/") as process:
+        with subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd="/"
+        ) as process:
             reader = threading.Thread(target=_read_lines, args=(process.stdout, received), daemon=True)
             reader.start()
             while True:
@@ -111,15 +123,15 @@ def publish_empty_metadata(charm_dir: Path) -> str | None:
     argv = as_sync_user(sync_argv(publish_only=True), charm_dir)
     logger.info("running %s", shlex.join(argv))
     try:
-        process = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd="/",
-                                 timeout=PUBLISH_TIMEOUT)
+        process = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd="/", timeout=PUBLISH_TIMEOUT
+        )
     except subprocess.TimeoutExpired:
         reason: str | None = f"no answer within {PUBLISH_TIMEOUT} s"
         lines, errors = [], f"{reason}\n"
     else:
         lines, errors = process.stdout.splitlines(), process.stderr
-        reason = None if process.returncode == 0 and lines else \
-            f"exit code {process.returncode}: {last_line(errors)}"
+        reason = None if process.returncode == 0 and lines else f"exit code {process.returncode}: {last_line(errors)}"
     _append_log("publish-only", lines, errors)
     if reason is not None:
         logger.warning("could not publish the empty metadata yet (the next hook tries again): %s", reason)
@@ -150,8 +162,15 @@ def start_background_sync(charm_dir: Path) -> int:
     argv = as_sync_user(sync_argv(), charm_dir)
     host.PATHS.log_file.parent.mkdir(parents=True, exist_ok=True)
     with host.PATHS.log_file.open("a") as log:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   cwd="/", start_new_session=True, close_fds=True)
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd="/",
+            start_new_session=True,
+            close_fds=True,
+        )
     logger.info("started the first sync in the background (pid %d): %s", process.pid, shlex.join(argv))
     return process.pid
 
@@ -161,8 +180,9 @@ def first_sync_requested() -> bool:
 
 
 def mark_first_sync_requested(pid: int) -> None:
-    host.write_file(host.PATHS.first_sync_marker, json.dumps({"pid": pid, "started": state.utc_now()}),
-                    owner=host.sync_account())
+    host.write_file(
+        host.PATHS.first_sync_marker, json.dumps({"pid": pid, "started": state.utc_now()}), owner=host.sync_account()
+    )
 
 
 def read_progress() -> state.Progress | None:
@@ -174,6 +194,7 @@ def read_result() -> state.SyncResult | None:
 
 
 # --- cron -----------------------------------------------------------------------------------------
+
 
 def cron_schedule(frequency: str, seed: str) -> str:
     """Cron time fields for the frequency, at a fixed time derived from `seed` (spreads the load)."""
@@ -202,8 +223,14 @@ def cron_entry(frequency: str, seed: str, charm_dir: Path) -> str:
     command = shlex.join(as_sync_user(sync_argv(), charm_dir))
     command += f" >> {shlex.quote(str(host.PATHS.log_file))} 2>&1"
     command = command.replace("%", "\\%")  # cron turns a bare % into a newline
-    return host.render_template("cron.j2", unit_name=seed, frequency=frequency, sync_user=host.SYNC_USER,
-                                schedule=cron_schedule(frequency, seed), command=command)
+    return host.render_template(
+        "cron.j2",
+        unit_name=seed,
+        frequency=frequency,
+        sync_user=host.SYNC_USER,
+        schedule=cron_schedule(frequency, seed),
+        command=command,
+    )
 
 
 def write_cron(entry: str | None) -> bool:

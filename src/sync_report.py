@@ -57,8 +57,9 @@ def decisions_summary(result: SyncResult) -> str | None:
     if not entries:
         return None
     what = "1 image needs" if len(entries) == 1 else f"{len(entries)} images need"
-    described = "; ".join(f"{entry.get('name')} ({entry.get('id')}) {str(entry.get('reason')).split(':')[0]}"
-                          for entry in entries)
+    described = "; ".join(
+        f"{entry.get('name')} ({entry.get('id')}) {str(entry.get('reason')).split(':')[0]}" for entry in entries
+    )
     return shorten(f"{what} an operator's decision: {described}", 2 * MAX_STATUS_DETAIL)
 
 
@@ -112,6 +113,8 @@ def action_failure(code: int, result: SyncResult | None, stderr: str) -> str | N
     if code == EXIT_CONFIG:
         return f"The sync rejected its config files: {last_line(stderr)}"
     if code == EXIT_LOCKED:
-        return ("Another sync is already running (cron or another sync-images action); "
-                f"try again when it has finished ({last_line(stderr)})")
+        return (
+            "Another sync is already running (cron or another sync-images action); "
+            f"try again when it has finished ({last_line(stderr)})"
+        )
     return f"The sync exited with code {code}: {last_line(stderr)}"

@@ -21,20 +21,38 @@ DEFAULT_CONF_DIR = "/etc/glance-simplestreams-sync"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="simplestreams_sync", description=__doc__)
-    parser.add_argument("--mirrors", default=f"{DEFAULT_CONF_DIR}/mirrors.yaml",
-                        help="mirrors.yaml: what to mirror (default: %(default)s)")
-    parser.add_argument("--identity", default=f"{DEFAULT_CONF_DIR}/identity.yaml",
-                        help="identity.yaml: keystone credentials (default: %(default)s)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="read and verify the sources, compare with Glance, print what would be created")
-    parser.add_argument("--assume-empty-glance", action="store_true",
-                        help="with --dry-run: do not ask Glance, plan as if it held none of our images")
-    parser.add_argument("--full-check", action="store_true",
-                        help="always read, verify and compare everything, even when the quick check finds "
-                             "nothing changed since the last clean sync")
-    parser.add_argument("--publish-only", action="store_true",
-                        help="sync nothing: make the metadata location serve a valid index (an empty image "
-                             "list until a sync publishes ours) and print its URL")
+    parser.add_argument(
+        "--mirrors",
+        default=f"{DEFAULT_CONF_DIR}/mirrors.yaml",
+        help="mirrors.yaml: what to mirror (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--identity",
+        default=f"{DEFAULT_CONF_DIR}/identity.yaml",
+        help="identity.yaml: keystone credentials (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read and verify the sources, compare with Glance, print what would be created",
+    )
+    parser.add_argument(
+        "--assume-empty-glance",
+        action="store_true",
+        help="with --dry-run: do not ask Glance, plan as if it held none of our images",
+    )
+    parser.add_argument(
+        "--full-check",
+        action="store_true",
+        help="always read, verify and compare everything, even when the quick check finds "
+        "nothing changed since the last clean sync",
+    )
+    parser.add_argument(
+        "--publish-only",
+        action="store_true",
+        help="sync nothing: make the metadata location serve a valid index (an empty image "
+        "list until a sync publishes ours) and print its URL",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
     args = parser.parse_args(argv)
     if args.assume_empty_glance and not args.dry_run:
@@ -63,9 +81,12 @@ def _write_line(stream, line: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        force=True)  # simplestreams puts a NullHandler on the root logger at import
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )  # simplestreams puts a NullHandler on the root logger at import
     if args.dry_run:
         return _sync(args)  # changes nothing: no lock
     state_dir = _state_dir(args.mirrors)
@@ -108,9 +129,15 @@ def _quick_noop(state_dir: str) -> int | None:
     record = quick_check.still_current(state_dir)
     if record is None:
         return None
-    result = SyncResult(started=started, finished=utc_now(), published=bool(record.swift_objects),
-                        metadata_url=record.metadata_url, kept=record.kept, needs_decision=record.needs_decision,
-                        duration_seconds=round(time.monotonic() - clock, 3))
+    result = SyncResult(
+        started=started,
+        finished=utc_now(),
+        published=bool(record.swift_objects),
+        metadata_url=record.metadata_url,
+        kept=record.kept,
+        needs_decision=record.needs_decision,
+        duration_seconds=round(time.monotonic() - clock, 3),
+    )
     write_result(state_dir, result)
     write_metrics(state_dir, result)
     what = f"the source, our {record.image_count} images in Glance"
@@ -193,8 +220,15 @@ def _listed_content_ids(response) -> set[str]:
 def _new_run(config, identity, args, progress=None):
     from .engine import SyncRun
 
-    return SyncRun(config, identity, dry_run=args.dry_run, assume_empty_glance=args.assume_empty_glance,
-                   out=_print, err=_print_err, progress=progress)
+    return SyncRun(
+        config,
+        identity,
+        dry_run=args.dry_run,
+        assume_empty_glance=args.assume_empty_glance,
+        out=_print,
+        err=_print_err,
+        progress=progress,
+    )
 
 
 def _run_and_record(config, identity, args) -> SyncResult:
@@ -225,8 +259,10 @@ def _run_and_record(config, identity, args) -> SyncResult:
 def _summary(result) -> str:
     if result.dry_run:
         return f"dry run: {len(result.would_create)} would be created, {len(result.errors)} errors"
-    return (f"sync finished: {len(result.created)} created, {len(result.failed)} failed, "
-            f"{len(result.deleted)} deleted, {len(result.errors)} errors")
+    return (
+        f"sync finished: {len(result.created)} created, {len(result.failed)} failed, "
+        f"{len(result.deleted)} deleted, {len(result.errors)} errors"
+    )
 
 
 if __name__ == "__main__":

@@ -80,12 +80,14 @@ class ProxySettings(BaseModel):
 
 
 # The latest official amd64 image of each of the last four Ubuntu LTS releases (20.04, 22.04, 24.04, 26.04).
-DEFAULT_MIRROR_LIST = [{
-    "url": "http://cloud-images.ubuntu.com/releases/",
-    "path": "streams/v1/index.sjson",
-    "max": 1,
-    "item_filters": ["release~(focal|jammy|noble|resolute)", "arch~(x86_64|amd64)", "ftype~(disk1.img|disk.img)"],
-}]
+DEFAULT_MIRROR_LIST = [
+    {
+        "url": "http://cloud-images.ubuntu.com/releases/",
+        "path": "streams/v1/index.sjson",
+        "max": 1,
+        "item_filters": ["release~(focal|jammy|noble|resolute)", "arch~(x86_64|amd64)", "ftype~(disk1.img|disk.img)"],
+    }
+]
 
 
 class SyncOptions(BaseModel):

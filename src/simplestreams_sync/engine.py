@@ -27,8 +27,9 @@ LOG = logging.getLogger(__name__)
 
 Output = Callable[[str], None]
 SUPERSEDED = "superseded by a newer version"
-DEACTIVATED = ("deactivated: never published nor deleted by the sync; reactivate it "
-               "(openstack image reactivate {id}) or delete it")
+DEACTIVATED = (
+    "deactivated: never published nor deleted by the sync; reactivate it (openstack image reactivate {id}) or delete it"
+)
 
 RESTARTS = 2  # times an image starts again from its first byte when its source cannot resume a download
 
@@ -76,9 +77,17 @@ class Progress:
 
 
 class SyncRun:
-    def __init__(self, config: SyncConfig, identity: IdentityConfig | None, *, dry_run: bool = False,
-                 assume_empty_glance: bool = False, out: Output = print, err: Output = print,
-                 progress: Progress | None = None):
+    def __init__(
+        self,
+        config: SyncConfig,
+        identity: IdentityConfig | None,
+        *,
+        dry_run: bool = False,
+        assume_empty_glance: bool = False,
+        out: Output = print,
+        err: Output = print,
+        progress: Progress | None = None,
+    ):
         self.config = config
         self.identity = identity
         self.dry_run = dry_run
@@ -88,8 +97,9 @@ class SyncRun:
         self.progress = progress or Progress(None)
         self.result = SyncResult(started=utc_now(), dry_run=dry_run)
         self.observed = Observations()  # what the next run's quick check will compare
-        self.http = HttpSession(config.user_agent, proxies=config.source_proxy.for_requests() or None,
-                                observations=self.observed)
+        self.http = HttpSession(
+            config.user_agent, proxies=config.source_proxy.for_requests() or None, observations=self.observed
+        )
         self.content_id = config.content_id
         self._result_lock = threading.Lock()
         self._names: dict[tuple, str] = {}  # Glance name of each source image, by SourceImage.key
@@ -165,15 +175,18 @@ class SyncRun:
         superseded = self._plan_retention(cloud, desired, verified)
         superseded_ids = {image["id"] for image in superseded}
         remaining = [image for image in verified if image["id"] not in superseded_ids]
-        to_delete = [ToDelete(image, SUPERSEDED, "superseded, kept until metadata without it is published")
-                  for image in superseded] + self._deletable_mismatches(cloud)
+        to_delete = [
+            ToDelete(image, SUPERSEDED, "superseded, kept until metadata without it is published")
+            for image in superseded
+        ] + self._deletable_mismatches(cloud)
         if self.config.set_latest_property:
             self._mark_latest(glance, remaining)
         with ThreadPoolExecutor(max_workers=1) as pool:
             # Glance as this run leaves it, for the next run's quick check: listed while publishing, or
             # once the images to delete are gone.
-            final_listing = pool.submit(glance.owned_images, self.content_id) \
-                if self._clean() and not to_delete else None
+            final_listing = (
+                pool.submit(glance.owned_images, self.content_id) if self._clean() and not to_delete else None
+            )
             publisher = self._publish(cloud, remaining) if self.config.use_swift else None
             self._retire(glance, to_delete, metadata_updated=publisher is not None or not self.config.use_swift)
             if to_delete and self._clean():
@@ -188,16 +201,19 @@ class SyncRun:
         for image in owned:
             status = image.get("status")
             if status in UNFINISHED_STATUSES and is_protected(image):
-                reason = (f"left {status} by an interrupted sync, but protected: unprotect it "
-                          f"(openstack image set --unprotected {image['id']}) and the next sync deletes it")
+                reason = (
+                    f"left {status} by an interrupted sync, but protected: unprotect it "
+                    f"(openstack image set --unprotected {image['id']}) and the next sync deletes it"
+                )
                 self._kept(image, reason, settled=True, warning=True)
                 self._needs_decision(image, reason)
             elif status in UNFINISHED_STATUSES:
                 self._delete(glance, image, f"left {status} by an interrupted sync")
             elif status == "deactivated":
                 self._deactivated(image)
-            elif status == "active" and (image.get(VERIFIED_PROPERTY)
-                                         or (not self.dry_run and self._adopt(glance, image))):
+            elif status == "active" and (
+                image.get(VERIFIED_PROPERTY) or (not self.dry_run and self._adopt(glance, image))
+            ):
                 verified.append(image)
         return verified
 
@@ -206,8 +222,11 @@ class SyncRun:
         older tool made it): hash what Glance serves and keep it only if it matches the source."""
         expected = _expected_source_digest(image)
         if expected is None:
-            LOG.warning("image %s (%s) has no source checksum to verify; left alone, not published",
-                        image["id"], image.get("name"))
+            LOG.warning(
+                "image %s (%s) has no source checksum to verify; left alone, not published",
+                image["id"],
+                image.get("name"),
+            )
             self._unsettled = True
             return False
         try:
@@ -246,8 +265,7 @@ class SyncRun:
 
     def _deactivated(self, image: dict) -> None:
         reason = DEACTIVATED.format(id=image["id"])
-        self._say(f"warning: {image['id']}: {image.get('name')} needs an operator's decision ({reason})",
-                  settled=True)
+        self._say(f"warning: {image['id']}: {image.get('name')} needs an operator's decision ({reason})", settled=True)
         self._needs_decision(image, reason)
 
     def _needs_decision(self, image: dict, reason: str) -> None:
@@ -265,8 +283,9 @@ class SyncRun:
         for image in images:
             name = self._names[image.key]
             self.out(f"would create {image.product_name} {image.version_name} {image.item_name}: {name}")
-            self.result.would_create.append({"product": image.product_name, "version": image.version_name,
-                                             "item": image.item_name, "name": name})
+            self.result.would_create.append(
+                {"product": image.product_name, "version": image.version_name, "item": image.item_name, "name": name}
+            )
 
     # -- upload -----------------------------------------------------------------------------------
     def _upload_all(self, glance: GlanceStore, images: list[SourceImage], hash_algo: str) -> list[dict]:
@@ -282,8 +301,9 @@ class SyncRun:
             if self.config.modify_hook:
                 stored = self._upload_modified(glance, image, name, hash_algo, self.config.modify_hook)
             else:
-                properties = image_properties(image, self.content_id, self.config.custom_properties,
-                                              self.config.hypervisor_mapping)
+                properties = image_properties(
+                    image, self.content_id, self.config.custom_properties, self.config.hypervisor_mapping
+                )
                 stored = self._upload_from(glance, image, name, properties, hash_algo)
         except (SourceError, VerificationError, CloudError, ModifyHookError) as error:
             self._failed(name, str(error))
@@ -298,8 +318,9 @@ class SyncRun:
         self.out(f"created {stored['id']}: {name}")
         return stored
 
-    def _upload_from(self, glance: GlanceStore, image: SourceImage, name: str, properties: dict,
-                     hash_algo: str) -> dict:
+    def _upload_from(
+        self, glance: GlanceStore, image: SourceImage, name: str, properties: dict, hash_algo: str
+    ) -> dict:
         """Stream `image.url` into Glance, verified on the way; from the first byte again, into a new
         Glance image, when the source cannot resume a dropped download."""
         convert_timeout = self.config.import_timeout if self.config.image_import_conversion else None
@@ -319,8 +340,9 @@ class SyncRun:
             finally:
                 close()
 
-    def _upload_modified(self, glance: GlanceStore, image: SourceImage, name: str, hash_algo: str,
-                         modify_hook: str) -> dict:
+    def _upload_modified(
+        self, glance: GlanceStore, image: SourceImage, name: str, hash_algo: str, modify_hook: str
+    ) -> dict:
         """The image-modifier case: a verified local copy goes through the script, then to Glance."""
         with tempfile.TemporaryDirectory(prefix="gss-modify-") as workdir:
             local = Path(workdir) / "image"
@@ -333,8 +355,9 @@ class SyncRun:
                 close()
             run_modify_hook(modify_hook, local, image.metadata)
             modified = modified_image(image, local)
-            properties = image_properties(modified, self.content_id, self.config.custom_properties,
-                                          self.config.hypervisor_mapping)
+            properties = image_properties(
+                modified, self.content_id, self.config.custom_properties, self.config.hypervisor_mapping
+            )
             return self._upload_from(glance, modified, name, properties, hash_algo)
 
     # -- after upload -----------------------------------------------------------------------------
@@ -359,14 +382,24 @@ class SyncRun:
         deletable = []
         for image, mismatch in self._mismatched:
             if is_protected(image):
-                unprotect = (f"unprotect it (openstack image set --unprotected {image['id']}) and the next sync "
-                             "deletes it")
-                self._kept(image, f"{mismatch}; protected, so not deleted and not published: {unprotect}",
-                           settled=True, warning=True)
+                unprotect = (
+                    f"unprotect it (openstack image set --unprotected {image['id']}) and the next sync deletes it"
+                )
+                self._kept(
+                    image,
+                    f"{mismatch}; protected, so not deleted and not published: {unprotect}",
+                    settled=True,
+                    warning=True,
+                )
                 self._needs_decision(image, f"protected, but its bytes do not match the source: {unprotect}")
             else:
-                deletable.append(ToDelete(image, mismatch, "its bytes do not match the source, kept until "
-                                                         "metadata without it is published"))
+                deletable.append(
+                    ToDelete(
+                        image,
+                        mismatch,
+                        "its bytes do not match the source, kept until metadata without it is published",
+                    )
+                )
         if not deletable:
             return []
         try:
@@ -375,8 +408,12 @@ class SyncRun:
             self._error(f"images whose bytes do not match the source not deleted: {error}")
             return []
         for used in [candidate for candidate in deletable if candidate.image["id"] in in_use]:
-            self._kept(used.image, f"{used.reason}; in use by a server, so not deleted and not published until "
-                                   "no server uses it", settled=False, warning=True)
+            self._kept(
+                used.image,
+                f"{used.reason}; in use by a server, so not deleted and not published until no server uses it",
+                settled=False,
+                warning=True,
+            )
             deletable.remove(used)
         return deletable
 
@@ -415,8 +452,7 @@ class SyncRun:
         self.progress.phase("publishing metadata")
         try:
             publisher = SwiftPublisher(cloud, self.observed)
-            tree = image_ids_tree(self.content_id, images, cloud.region, cloud.auth_url,
-                                  self.config.hypervisor_mapping)
+            tree = image_ids_tree(self.content_id, images, cloud.region, cloud.auth_url, self.config.hypervisor_mapping)
             changed = publisher.publish(tree, self.config.cloud_name)
         except CloudError as error:
             self.result.object_store_missing = isinstance(error, ObjectStoreMissing)
@@ -425,16 +461,24 @@ class SyncRun:
         self.result.published = True
         self.result.metadata_url = publisher.metadata_url
         if publisher.repaired_acl is not None:
-            self.out(f"repaired the read ACL of container {CONTAINER}: it was {publisher.repaired_acl!r}, "
-                     f"anonymous readers need {PUBLIC_READ_ACL!r}")
+            self.out(
+                f"repaired the read ACL of container {CONTAINER}: it was {publisher.repaired_acl!r}, "
+                f"anonymous readers need {PUBLIC_READ_ACL!r}"
+            )
         if changed:
             self.out(f"published metadata for {len(images)} images to {publisher.metadata_url}")
         else:
             self.out(f"metadata for {len(images)} images at {publisher.metadata_url} is up to date")
         return publisher
 
-    def _record_observations(self, cloud: Cloud, glance: GlanceStore, final_listing: Future,
-                             publisher: SwiftPublisher | None, image_count: int) -> None:
+    def _record_observations(
+        self,
+        cloud: Cloud,
+        glance: GlanceStore,
+        final_listing: Future,
+        publisher: SwiftPublisher | None,
+        image_count: int,
+    ) -> None:
         """After a clean run, what the next run's quick check compares (quick_check.py)."""
         try:
             images = final_listing.result()
@@ -444,16 +488,27 @@ class SyncRun:
             return
         observed = self.observed
         self.record = Record(
-            code=code_fingerprint(), inputs={}, user_agent=self.config.user_agent,
+            code=code_fingerprint(),
+            inputs={},
+            user_agent=self.config.user_agent,
             source=[{"url": url, **document} for url, document in observed.source.items()],
-            token=token, token_expires=expires.isoformat(), verify=cloud.verify,
+            token=token,
+            token_expires=expires.isoformat(),
+            verify=cloud.verify,
             glance_list_url=glance_list_url(glance.endpoint, cloud.project_id, self.content_id),
             glance_images=glance_fingerprint(images, self.content_id, cloud.project_id),
-            content_id=self.content_id, project_id=cloud.project_id, swift_objects=observed.objects,
-            swift_container=observed.container_url, swift_read_acl=observed.read_acl,
+            content_id=self.content_id,
+            project_id=cloud.project_id,
+            swift_objects=observed.objects,
+            swift_container=observed.container_url,
+            swift_read_acl=observed.read_acl,
             swift_proxy=cloud.object_store_proxy(publisher.storage_url) if publisher else None,
-            metadata_url=publisher.metadata_url if publisher else "", image_count=image_count,
-            said=self._settled_lines, kept=self.result.kept, needs_decision=self.result.needs_decision)
+            metadata_url=publisher.metadata_url if publisher else "",
+            image_count=image_count,
+            said=self._settled_lines,
+            kept=self.result.kept,
+            needs_decision=self.result.needs_decision,
+        )
 
     def _clean(self) -> bool:
         """Nothing failed so far and nothing is left for a later run: what the quick check needs."""
@@ -472,8 +527,12 @@ class SyncRun:
 
 
 def _image_key(image: dict) -> tuple:
-    return (image.get("source_content_id"), image.get("product_name"), image.get("version_name"),
-            image.get("item_name"))
+    return (
+        image.get("source_content_id"),
+        image.get("product_name"),
+        image.get("version_name"),
+        image.get("item_name"),
+    )
 
 
 def _expected_source_digest(image: dict) -> str | None:

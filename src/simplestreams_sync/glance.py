@@ -32,8 +32,14 @@ DELETE_ATTEMPTS = 5
 UPLOAD_PIECE = 64 * 1024
 UPLOAD_TIMEOUT = 300  # seconds without progress on the upload connection (Glance hashes and stores at the end)
 
-ARCHITECTURES = {"amd64": "x86_64", "i386": "i686", "ppc64el": "ppc64le", "powerpc": "ppc",
-                 "armhf": "armv7l", "arm64": "aarch64"}
+ARCHITECTURES = {
+    "amd64": "x86_64",
+    "i386": "i686",
+    "ppc64el": "ppc64le",
+    "powerpc": "ppc",
+    "armhf": "armv7l",
+    "arm64": "aarch64",
+}
 LXC_FTYPES = {"root.tar.gz": "root-tar", "root.tar.xz": "root-tar", "squashfs": "squashfs"}
 QEMU_FTYPES = {"disk.img": "qcow2", "disk1.img": "qcow2"}
 # Keys of the flattened source item that become top-level properties rather than metadata.
@@ -58,8 +64,9 @@ def hypervisor_type(ftype: str | None) -> str | None:
     return None
 
 
-def image_properties(image: SourceImage, content_id: str, custom: dict[str, str],
-                     hypervisor_mapping: bool) -> dict[str, str]:
+def image_properties(
+    image: SourceImage, content_id: str, custom: dict[str, str], hypervisor_mapping: bool
+) -> dict[str, str]:
     """Properties as sstream-mirror-glance sets them, plus the operator's custom ones."""
     meta = image.metadata
     properties = {
@@ -87,7 +94,7 @@ def _pieces(chunks: Iterable[bytes], size: int = UPLOAD_PIECE) -> Iterator[memor
     for chunk in chunks:
         view = memoryview(chunk)
         for start in range(0, len(view), size):
-            yield view[start:start + size]
+            yield view[start : start + size]
 
 
 def _plain(body: str) -> str:
@@ -100,8 +107,9 @@ class GlanceStore:
 
     def __init__(self, cloud: Cloud):
         self.cloud = cloud
-        self.client = glanceclient.Client("2", session=cloud.session, interface=cloud.identity.interface,
-                                          region_name=cloud.region)
+        self.client = glanceclient.Client(
+            "2", session=cloud.session, interface=cloud.identity.interface, region_name=cloud.region
+        )
         endpoint = cloud.endpoint("image")
         if not endpoint:
             raise CloudError(f"no image (Glance) endpoint in the catalog for region {cloud.region}")
@@ -115,36 +123,59 @@ class GlanceStore:
 
     def owned_images(self, content_id: str) -> list[dict]:
         """Every image of our project carrying our content_id, whatever its status."""
-        images = self._call("list images", lambda: [
-            dict(image) for image in self.client.images.list(
-                filters={"owner": self.cloud.project_id, "content_id": content_id})])
+        images = self._call(
+            "list images",
+            lambda: [
+                dict(image)
+                for image in self.client.images.list(filters={"owner": self.cloud.project_id, "content_id": content_id})
+            ],
+        )
         # Filter again: a Glance that ignores unknown filters must not make us claim others' images.
-        return [image for image in images
-                if image.get("content_id") == content_id and image.get("owner") == self.cloud.project_id]
+        return [
+            image
+            for image in images
+            if image.get("content_id") == content_id and image.get("owner") == self.cloud.project_id
+        ]
 
     def hash_algo(self, known_images: Iterable[dict]) -> str:
         """The algorithm Glance uses for os_hash_value, learnt from an active image when there is one."""
         for image in known_images:
             if image.get("status") == "active" and image.get("os_hash_algo"):
                 return image["os_hash_algo"]
-        sample = self._call("list images", lambda: [
-            dict(image) for image in self.client.images.list(limit=1, page_size=1,
-                                                             filters={"status": "active"})])
+        sample = self._call(
+            "list images",
+            lambda: [
+                dict(image) for image in self.client.images.list(limit=1, page_size=1, filters={"status": "active"})
+            ],
+        )
         if sample and sample[0].get("os_hash_algo"):
             return sample[0]["os_hash_algo"]
         return DEFAULT_HASH_ALGO
 
-    def upload(self, image: SourceImage, name: str, properties: dict, visibility: str,
-               stream: VerifyingStream, convert_timeout: int | None = None) -> dict:
+    def upload(
+        self,
+        image: SourceImage,
+        name: str,
+        properties: dict,
+        visibility: str,
+        stream: VerifyingStream,
+        convert_timeout: int | None = None,
+    ) -> dict:
         """Create the image, stream the verified bytes into it, check what Glance stored.
 
         With `convert_timeout`, the bytes are staged and imported (glance-direct) so that Glance
         converts them to raw, waiting at most that many seconds. On any error the image is deleted,
         so nothing half-made or wrong is left behind.
         """
-        created = self._call(f"create {name}", self.client.images.create, name=name,
-                             disk_format=disk_format(image.metadata.get("ftype")),
-                             container_format="bare", visibility=visibility, **properties)
+        created = self._call(
+            f"create {name}",
+            self.client.images.create,
+            name=name,
+            disk_format=disk_format(image.metadata.get("ftype")),
+            container_format="bare",
+            visibility=visibility,
+            **properties,
+        )
         image_id = created["id"]
         try:
             if convert_timeout is None:
@@ -164,10 +195,12 @@ class GlanceStore:
         """PUT the stream to /file (upload) or /stage (interoperable import), chunked."""
         url = f"{self.endpoint}/v2/images/{image_id}/{target}"
         try:
-            headers = {**(self.cloud.session.get_auth_headers() or {}), "User-Agent": USER_AGENT,
-                       "Content-Type": "application/octet-stream"}
-            status, body = chunked_put(url, _pieces(stream), headers, verify=self.cloud.verify,
-                                       timeout=UPLOAD_TIMEOUT)
+            headers = {
+                **(self.cloud.session.get_auth_headers() or {}),
+                "User-Agent": USER_AGENT,
+                "Content-Type": "application/octet-stream",
+            }
+            status, body = chunked_put(url, _pieces(stream), headers, verify=self.cloud.verify, timeout=UPLOAD_TIMEOUT)
         except (OSError, http.client.HTTPException, ks_exceptions.ClientException) as error:
             raise CloudError(f"glance: upload of {image_id} failed: {describe(error)}") from None
         if status == 413:
@@ -177,18 +210,27 @@ class GlanceStore:
 
     def _too_large(self, image_id: str, image: SourceImage, answer: str) -> str:
         """What a 413 to an upload means: which of Glance's limits the image went over, and what to do."""
-        what = f"glance refused image {image_id} ({image.size} bytes)" if image.size else \
-            f"glance refused image {image_id}"
+        what = (
+            f"glance refused image {image_id} ({image.size} bytes)"
+            if image.size
+            else f"glance refused image {image_id}"
+        )
         lowered = answer.lower()
         if "storage quota" in lowered:
-            return (f"{what}: it would take project {self.cloud.project_id} over Glance's user_storage_quota "
-                    f"(Glance says: {answer}); delete images or raise user_storage_quota in glance-api.conf")
+            return (
+                f"{what}: it would take project {self.cloud.project_id} over Glance's user_storage_quota "
+                f"(Glance says: {answer}); delete images or raise user_storage_quota in glance-api.conf"
+            )
         if "image_size_total" in lowered:
-            return (f"{what}: it would take project {self.cloud.project_id} over its image_size_total limit "
-                    f"(Keystone unified limits; Glance says: {answer}); raise that limit or delete images")
+            return (
+                f"{what}: it would take project {self.cloud.project_id} over its image_size_total limit "
+                f"(Keystone unified limits; Glance says: {answer}); raise that limit or delete images"
+            )
         if "too large" in lowered:
-            return (f"{what}: larger than Glance's image_size_cap (Glance says: {answer}); raise image_size_cap "
-                    "in glance-api.conf, or leave the image out with item_filters")
+            return (
+                f"{what}: larger than Glance's image_size_cap (Glance says: {answer}); raise image_size_cap "
+                "in glance-api.conf, or leave the image out with item_filters"
+            )
         return f"{what}: HTTP 413 {answer}"
 
     def _import_and_wait(self, image_id: str, timeout: int) -> dict:
@@ -199,14 +241,17 @@ class GlanceStore:
             stored = self.get(image_id)
             if stored.get("status") == "active":
                 if stored.get("disk_format") != "raw":
-                    raise VerificationError(f"Glance imported {image_id} as {stored.get('disk_format')}, "
-                                            "not raw: is the image_conversion import plugin enabled?")
+                    raise VerificationError(
+                        f"Glance imported {image_id} as {stored.get('disk_format')}, "
+                        "not raw: is the image_conversion import plugin enabled?"
+                    )
                 return stored
             if stored.get("os_glance_failed_import") or stored.get("status") == "killed":
                 raise CloudError(f"glance: import of {image_id} failed (status {stored.get('status')})")
             if time.monotonic() > deadline:
-                raise CloudError(f"glance: import of {image_id} not finished after {timeout}s "
-                                 f"(status {stored.get('status')})")
+                raise CloudError(
+                    f"glance: import of {image_id} not finished after {timeout}s (status {stored.get('status')})"
+                )
             time.sleep(delay)
             delay = min(delay * 2, 5)
 
@@ -223,12 +268,15 @@ class GlanceStore:
                 return
             except glance_exc.HTTPNotFound:
                 return
-            except (glance_exc.HTTPInternalServerError, glance_exc.HTTPConflict,
-                    glance_exc.HTTPServiceUnavailable, ks_exceptions.ConnectFailure) as error:
+            except (
+                glance_exc.HTTPInternalServerError,
+                glance_exc.HTTPConflict,
+                glance_exc.HTTPServiceUnavailable,
+                ks_exceptions.ConnectFailure,
+            ) as error:
                 if attempt == DELETE_ATTEMPTS:
                     raise CloudError(f"glance: delete {image_id}: {describe(error)}") from None
-                LOG.warning("glance: delete %s failed (%s); retrying in %.1fs", image_id,
-                            type(error).__name__, delay)
+                LOG.warning("glance: delete %s failed (%s); retrying in %.1fs", image_id, type(error).__name__, delay)
                 time.sleep(delay)
                 delay *= 2
             except (glance_exc.BaseException, glance_exc.ClientException, ks_exceptions.ClientException) as error:

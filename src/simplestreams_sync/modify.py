@@ -39,5 +39,6 @@ def modified_image(image: SourceImage, path: Path) -> SourceImage:
             md5.update(chunk)
             size += len(chunk)
     metadata = {**image.metadata, "sha256": sha256.hexdigest(), "md5": md5.hexdigest(), "size": str(size)}
-    return dataclasses.replace(image, url=path.as_uri(), size=size, sha256=sha256.hexdigest(),
-                               md5=md5.hexdigest(), metadata=metadata)
+    return dataclasses.replace(
+        image, url=path.as_uri(), size=size, sha256=sha256.hexdigest(), md5=md5.hexdigest(), metadata=metadata
+    )

@@ -72,26 +72,34 @@ class Cloud:
         self.verify = verify
         self.object_store_proxies = object_store_proxies or {}
         # The cloud's own APIs never go through a proxy (they are in effect all in NO_PROXY) ...
-        self.session = ks_session.Session(auth=auth, verify=verify, user_agent=USER_AGENT,
-                                          session=_requests_session(proxies={}))
+        self.session = ks_session.Session(
+            auth=auth, verify=verify, user_agent=USER_AGENT, session=_requests_session(proxies={})
+        )
         # ... except Swift when the operator says so (ignore_proxy_for_object_store: false).
         self.object_store_session = self.session
         if object_store_proxies:
-            self.object_store_session = ks_session.Session(auth=auth, verify=verify, user_agent=USER_AGENT,
-                                                           session=_requests_session(object_store_proxies))
+            self.object_store_session = ks_session.Session(
+                auth=auth, verify=verify, user_agent=USER_AGENT, session=_requests_session(object_store_proxies)
+            )
         self._authenticate()
 
     def _authenticate(self) -> None:
         try:
             project_id = self.session.get_project_id()
         except ks_exceptions.Unauthorized:
-            raise CloudError(f"keystone {self.identity.auth_url}: authentication refused for user "
-                             f"{self.identity.username!r} (wrong password or user?)") from None
+            raise CloudError(
+                f"keystone {self.identity.auth_url}: authentication refused for user "
+                f"{self.identity.username!r} (wrong password or user?)"
+            ) from None
         except ks_exceptions.SSLError as error:  # before ConnectFailure, its base class
-            trusted = (f"the CAs in ca_file {self.identity.ca_file}" if self.identity.ca_file
-                       else "the system's CAs (no ca_file)")
-            raise CloudError(f"keystone {self.identity.auth_url}: TLS {_ssl_reason(error)} "
-                             f"(trusting {trusted})") from None
+            trusted = (
+                f"the CAs in ca_file {self.identity.ca_file}"
+                if self.identity.ca_file
+                else "the system's CAs (no ca_file)"
+            )
+            raise CloudError(
+                f"keystone {self.identity.auth_url}: TLS {_ssl_reason(error)} (trusting {trusted})"
+            ) from None
         except ks_exceptions.ConnectFailure as error:
             raise CloudError(f"keystone {self.identity.auth_url}: cannot connect ({_short(error)})") from None
         except ks_exceptions.ClientException as error:
@@ -99,15 +107,18 @@ class Cloud:
         except OSError as error:  # requests: "Could not find a suitable TLS CA certificate bundle"
             raise CloudError(f"keystone {self.identity.auth_url}: {error}") from None
         if not project_id:
-            raise CloudError(f"keystone {self.identity.auth_url}: the token of {self.identity.username!r} is "
-                             f"not scoped to project {self.identity.project_name!r}")
+            raise CloudError(
+                f"keystone {self.identity.auth_url}: the token of {self.identity.username!r} is "
+                f"not scoped to project {self.identity.project_name!r}"
+            )
         self.project_id: str = project_id
 
     def endpoint(self, service_type: str) -> str | None:
         """The catalog URL of a service for our region and interface, or None if there is none."""
         try:
-            return self.session.get_endpoint(service_type=service_type, interface=self.identity.interface,
-                                             region_name=self.identity.region)
+            return self.session.get_endpoint(
+                service_type=service_type, interface=self.identity.interface, region_name=self.identity.region
+            )
         except ks_exceptions.EndpointNotFound:
             return None
 
@@ -150,8 +161,9 @@ def describe(error: Exception) -> str:
 def _ssl_reason(error: Exception) -> str:
     """OpenSSL's reason ("certificate verify failed: unable to get local issuer certificate"), which
     keystoneauth buries in a long message."""
-    match = re.search(r"\[SSL: [A-Z0-9_]+\] (.+?) \(_ssl\.c:\d+\)", str(error)) or \
-        re.search(r"\[SSL: [A-Z0-9_]+\] ([^'\"()]+)", str(error))
+    match = re.search(r"\[SSL: [A-Z0-9_]+\] (.+?) \(_ssl\.c:\d+\)", str(error)) or re.search(
+        r"\[SSL: [A-Z0-9_]+\] ([^'\"()]+)", str(error)
+    )
     return match.group(1).strip() if match else f"error: {_short(error)}"
 
 

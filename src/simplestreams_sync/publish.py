@@ -30,8 +30,7 @@ def products_path(content_id: str) -> str:
     return f"streams/v1/{content_id}.json"
 
 
-def image_ids_tree(content_id: str, images: list[dict], region: str, endpoint: str,
-                   hypervisor_mapping: bool) -> dict:
+def image_ids_tree(content_id: str, images: list[dict], region: str, endpoint: str, hypervisor_mapping: bool) -> dict:
     """The products:1.0 image-ids tree listing the given (active, verified) Glance images."""
     tree = {"content_id": content_id, "datatype": "image-ids", "format": "products:1.0", "products": {}}
     for image in images:
@@ -86,8 +85,10 @@ class SwiftPublisher:
         self.cloud = cloud
         url = cloud.endpoint("object-store")
         if not url:
-            raise ObjectStoreMissing(f"no object-store (Swift) endpoint in the catalog for region {cloud.region}; "
-                             "images were synced but no metadata was published")
+            raise ObjectStoreMissing(
+                f"no object-store (Swift) endpoint in the catalog for region {cloud.region}; "
+                "images were synced but no metadata was published"
+            )
         self.storage_url = url.rstrip("/")
         self.session = cloud.object_store_session
         self.observations = observations or Observations()  # what the quick check will compare
@@ -158,17 +159,21 @@ class SwiftPublisher:
             raise self._served_otherwise(INDEX_PATH)
 
     def _served_otherwise(self, path: str) -> CloudError:
-        return CloudError(f"anonymous readers of {self._object_url(path)} get other content than the sync "
-                          "stored there (a cache or proxy in between?); they must get what is stored")
+        return CloudError(
+            f"anonymous readers of {self._object_url(path)} get other content than the sync "
+            "stored there (a cache or proxy in between?); they must get what is stored"
+        )
 
     def _read_anonymously(self, path: str):
         url = self._object_url(path)
         response = self.session.request(url, "GET", authenticated=False, raise_exc=False)
         if response.status_code >= 400:
-            todo = (f"container {CONTAINER} has read ACL {self.read_acl!r}, which lets anyone read, so the "
-                    "object store itself refuses anonymous reads: check that it serves public containers "
-                    "(Swift: delay_auth_decision in the proxy's authtoken filter; Ceph RGW: "
-                    "rgw swift account in url = true)")
+            todo = (
+                f"container {CONTAINER} has read ACL {self.read_acl!r}, which lets anyone read, so the "
+                "object store itself refuses anonymous reads: check that it serves public containers "
+                "(Swift: delay_auth_decision in the proxy's authtoken filter; Ceph RGW: "
+                "rgw swift account in url = true)"
+            )
             raise CloudError(f"anonymous readers cannot read {url}: {refusal(response, todo)}")
         try:
             return response.json()
@@ -197,8 +202,9 @@ class SwiftPublisher:
         return data if isinstance(data, dict) else default
 
     def _put(self, path: str, data: dict) -> None:
-        response = self._request("PUT", self._object_url(path), data=util.dump_data(data),
-                                 headers={"Content-Type": "application/json"})
+        response = self._request(
+            "PUT", self._object_url(path), data=util.dump_data(data), headers={"Content-Type": "application/json"}
+        )
         self._remember_etag(path, response)
 
     def _remember_etag(self, path: str, response) -> None:
@@ -219,6 +225,7 @@ def ensure_public_container(send, container_url: str) -> tuple[str, str | None]:
 
     An existing container's ACL is set with POST: Swift also accepts a PUT, but Ceph RGW answers a PUT
     of an existing container whose ACL differs with 409 BucketAlreadyExists and keeps the old ACL."""
+
     def head():
         answer = send("HEAD", container_url)
         if answer.status_code < 400 or answer.status_code == 404:
@@ -243,9 +250,11 @@ def ensure_public_container(send, container_url: str) -> tuple[str, str | None]:
     try:
         checked(send("POST", container_url, headers={"X-Container-Read": PUBLIC_READ_ACL}), "POST", container_url)
     except CloudError as error:
-        raise CloudError(f"container {CONTAINER} at {container_url} has read ACL {acl!r}, which keeps anonymous "
-                         f"readers (Juju) out, and setting {PUBLIC_READ_ACL!r} failed: {error}; set it as the "
-                         f"container's owner: swift post -r '{PUBLIC_READ_ACL}' {CONTAINER}") from None
+        raise CloudError(
+            f"container {CONTAINER} at {container_url} has read ACL {acl!r}, which keeps anonymous "
+            f"readers (Juju) out, and setting {PUBLIC_READ_ACL!r} failed: {error}; set it as the "
+            f"container's owner: swift post -r '{PUBLIC_READ_ACL}' {CONTAINER}"
+        ) from None
     return _read_acl(head()), acl
 
 
@@ -271,22 +280,26 @@ MAX_ANSWER_TEXT = 1000  # characters of an error body kept; a longer one is a pa
 
 WHAT_TO_DO = {
     401: "the object store did not accept the sync user's token: check that it validates tokens with "
-         "this Keystone (Swift: the proxy's authtoken filter; Ceph RGW: rgw keystone url)",
+    "this Keystone (Swift: the proxy's authtoken filter; Ceph RGW: rgw keystone url)",
     403: "the sync user may not write here: give it a role the object store treats as the account's "
-         "operator (Swift: operator_roles of keystoneauth; Ceph RGW: rgw keystone accepted roles)",
+    "operator (Swift: operator_roles of keystoneauth; Ceph RGW: rgw keystone accepted roles)",
     404: "the account or container is not there: check the object-store endpoint in the Keystone catalog",
     409: "the object store reports a conflict with another change; the next sync tries again",
     413: "the object store refuses the size: raise the account's quota or the maximum object size",
     507: "the object store is out of space: free or add capacity, then run the sync again",
 }
 SERVER_FAILED = "the object store failed: see its logs; the next sync tries again"
-CONTAINER_FORBIDDEN = (f"the sync user may not use the container {CONTAINER}: another project may own a "
-                       "container of that name (Ceph RGW without implicit tenants shares names between "
-                       "projects), or the user lacks a role the object store treats as the account's operator "
-                       "(Swift: operator_roles of keystoneauth; Ceph RGW: rgw keystone accepted roles)")
-NAME_TAKEN = (f"the container {CONTAINER} cannot be created and is not this account's: on Ceph RGW bucket "
-              "names are shared by all accounts unless rgw keystone implicit tenants is on, so another "
-              "account may own a bucket of that name; remove that bucket or turn implicit tenants on")
+CONTAINER_FORBIDDEN = (
+    f"the sync user may not use the container {CONTAINER}: another project may own a "
+    "container of that name (Ceph RGW without implicit tenants shares names between "
+    "projects), or the user lacks a role the object store treats as the account's operator "
+    "(Swift: operator_roles of keystoneauth; Ceph RGW: rgw keystone accepted roles)"
+)
+NAME_TAKEN = (
+    f"the container {CONTAINER} cannot be created and is not this account's: on Ceph RGW bucket "
+    "names are shared by all accounts unless rgw keystone implicit tenants is on, so another "
+    "account may own a bucket of that name; remove that bucket or turn implicit tenants on"
+)
 
 
 def refusal(response, todo: str = "") -> str:
@@ -297,8 +310,7 @@ def refusal(response, todo: str = "") -> str:
     reason = response.reason or ""
     text = answer_text(response.text or "", reason)
     todo = todo or WHAT_TO_DO.get(status) or (SERVER_FAILED if status >= 500 else "")
-    return "; ".join(part for part in (f"HTTP {status} {reason}".strip() + (f": {text}" if text else ""), todo)
-                     if part)
+    return "; ".join(part for part in (f"HTTP {status} {reason}".strip() + (f": {text}" if text else ""), todo) if part)
 
 
 def answer_text(body: str, reason: str = "") -> str:
@@ -320,6 +332,8 @@ def unreachable(error: Exception) -> str:
         reason = "timed out"
     else:
         reason = message
-    return (f"cannot connect to {url.group(1) if url else 'it'} ({reason}): check that the object store "
-            "(Swift proxy or Ceph RGW) is running and reachable from this machine; the next sync publishes "
-            "once it is")
+    return (
+        f"cannot connect to {url.group(1) if url else 'it'} ({reason}): check that the object store "
+        "(Swift proxy or Ceph RGW) is running and reachable from this machine; the next sync publishes "
+        "once it is"
+    )

@@ -73,20 +73,20 @@ class Observations:
 class Record:
     """What a clean run observed; see the module docstring."""
 
-    code: str                            # code_fingerprint() of the run that recorded it
-    inputs: dict[str, str]               # path -> sha256 of its bytes
-    source: list[dict]                   # {"url", "sha256", "proxy"}: every source document read
+    code: str  # code_fingerprint() of the run that recorded it
+    inputs: dict[str, str]  # path -> sha256 of its bytes
+    source: list[dict]  # {"url", "sha256", "proxy"}: every source document read
     user_agent: str
     token: str
-    token_expires: str                   # ISO 8601, UTC
-    verify: str | bool                   # CA file/dir for the cloud's APIs, or True: the default store
-    glance_list_url: str                 # first page of our images (filtered by owner and content_id)
-    glance_images: str                   # glance_fingerprint() of them
+    token_expires: str  # ISO 8601, UTC
+    verify: str | bool  # CA file/dir for the cloud's APIs, or True: the default store
+    glance_list_url: str  # first page of our images (filtered by owner and content_id)
+    glance_images: str  # glance_fingerprint() of them
     content_id: str
     project_id: str
     swift_objects: dict[str, str] = field(default_factory=dict)  # object URL -> ETag
-    swift_container: str = ""            # URL of the metadata's container ...
-    swift_read_acl: str = ""             # ... and its X-Container-Read, as the run left it
+    swift_container: str = ""  # URL of the metadata's container ...
+    swift_read_acl: str = ""  # ... and its X-Container-Read, as the run left it
     swift_proxy: str | None = None
     metadata_url: str = ""
     image_count: int = 0
@@ -122,10 +122,14 @@ def input_digests(paths: list[str]) -> dict[str, str]:
 def glance_fingerprint(images: list[dict], content_id: str, project_id: str) -> str:
     """A digest of our images as Glance lists them, every field: a property set within the second
     of the last change leaves updated_at as it was. The same from glanceclient's dicts and raw JSON."""
-    ours = sorted(({key: value for key, value in image.items() if key not in UNCOMPARED_FIELDS}
-                   for image in images
-                   if image.get("content_id") == content_id and image.get("owner") == project_id),
-                  key=lambda image: image["id"])
+    ours = sorted(
+        (
+            {key: value for key, value in image.items() if key not in UNCOMPARED_FIELDS}
+            for image in images
+            if image.get("content_id") == content_id and image.get("owner") == project_id
+        ),
+        key=lambda image: image["id"],
+    )
     return hashlib.sha256(json.dumps(ours, sort_keys=True).encode()).hexdigest()
 
 
@@ -198,8 +202,7 @@ def _glance_unchanged(record: Record) -> bool:
     url: str | None = record.glance_list_url
     base = record.glance_list_url.split("/v2/", 1)[0]
     while url:
-        with _open(url, {"X-Auth-Token": record.token, "Accept": "application/json"},
-                   verify=record.verify) as response:
+        with _open(url, {"X-Auth-Token": record.token, "Accept": "application/json"}, verify=record.verify) as response:
             page = json.load(response)
         images.extend(page.get("images", []))
         url = base + page["next"] if page.get("next") else None
@@ -207,14 +210,20 @@ def _glance_unchanged(record: Record) -> bool:
 
 
 def _swift_unchanged(record: Record, url: str, etag: str) -> bool:
-    with _open(url, {"X-Auth-Token": record.token}, method="HEAD", proxy=record.swift_proxy,
-               verify=record.verify) as response:
+    with _open(
+        url, {"X-Auth-Token": record.token}, method="HEAD", proxy=record.swift_proxy, verify=record.verify
+    ) as response:
         return response.headers.get("ETag", "").strip('"') == etag
 
 
 def _swift_acl_unchanged(record: Record) -> bool:
-    with _open(record.swift_container, {"X-Auth-Token": record.token}, method="HEAD", proxy=record.swift_proxy,
-               verify=record.verify) as response:
+    with _open(
+        record.swift_container,
+        {"X-Auth-Token": record.token},
+        method="HEAD",
+        proxy=record.swift_proxy,
+        verify=record.verify,
+    ) as response:
         return response.headers.get("X-Container-Read", "") == record.swift_read_acl
 
 

@@ -24,8 +24,9 @@ def tls_context(verify: str | bool) -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def open_url(url: str, headers: dict, *, verify: str | bool, timeout: float, method: str = "GET",
-             proxy: str | None = None):
+def open_url(
+    url: str, headers: dict, *, verify: str | bool, timeout: float, method: str = "GET", proxy: str | None = None
+):
     """Urllib's opener: the given proxy or none (never the environment's), the given CAs."""
     scheme = urllib.parse.urlsplit(url).scheme
     handlers: list = [urllib.request.ProxyHandler({scheme: proxy} if proxy else {})]
@@ -35,8 +36,9 @@ def open_url(url: str, headers: dict, *, verify: str | bool, timeout: float, met
     return opener.open(urllib.request.Request(url, headers=headers, method=method), timeout=timeout)
 
 
-def chunked_put(url: str, pieces: Iterable[bytes | memoryview], headers: dict[str, str], *,
-                verify: str | bool, timeout: float) -> tuple[int, str]:
+def chunked_put(
+    url: str, pieces: Iterable[bytes | memoryview], headers: dict[str, str], *, verify: str | bool, timeout: float
+) -> tuple[int, str]:
     """PUT `pieces` as an HTTP/1.1 chunked body, one HTTP chunk per piece; returns (status, body).
 
     On a plain connection each chunk leaves in one sendmsg(): its size line, the piece itself and the
@@ -52,8 +54,7 @@ def chunked_put(url: str, pieces: Iterable[bytes | memoryview], headers: dict[st
     else:
         connection = http.client.HTTPConnection(host, parts.port, timeout=timeout)
     try:
-        connection.putrequest("PUT", parts.path + (f"?{parts.query}" if parts.query else ""),
-                              skip_accept_encoding=True)
+        connection.putrequest("PUT", parts.path + (f"?{parts.query}" if parts.query else ""), skip_accept_encoding=True)
         for name, value in {**headers, "Transfer-Encoding": "chunked"}.items():
             connection.putheader(name, value)
         connection.endheaders()
@@ -79,4 +80,5 @@ def _chunk_sender(sock) -> Callable[..., None]:
         sent = sock.sendmsg(parts)
         if sent < sum(len(part) for part in parts):  # a partial send (a signal, a full buffer): the rest
             sock.sendall(b"".join(parts)[sent:])
+
     return send

@@ -37,8 +37,9 @@ def _group(image: dict) -> tuple:
     return (image.get("source_content_id"), image.get("product_name"))
 
 
-def plan_retention(desired: list[SourceImage], verified: list[dict], in_use: set[str],
-                   all_sources_read: bool = True) -> RetentionPlan:
+def plan_retention(
+    desired: list[SourceImage], verified: list[dict], in_use: set[str], all_sources_read: bool = True
+) -> RetentionPlan:
     selected_versions: dict[tuple, set[str]] = {}
     selected_items: dict[tuple, set[tuple]] = {}
     for wanted in desired:
@@ -54,9 +55,11 @@ def plan_retention(desired: list[SourceImage], verified: list[dict], in_use: set
         group = _group(image)
         version = image.get("version_name") or ""
         if group not in selected_versions:
-            plan.keep.append(Kept(image, "its product is no longer selected by any mirror's filters; not deleted",
-                                  True) if all_sources_read else
-                             Kept(image, "not offered by the mirrors read in this run", False))
+            plan.keep.append(
+                Kept(image, "its product is no longer selected by any mirror's filters; not deleted", True)
+                if all_sources_read
+                else Kept(image, "not offered by the mirrors read in this run", False)
+            )
         elif version in selected_versions[group]:
             continue
         elif version > max(selected_versions[group]):

@@ -93,8 +93,7 @@ class HttpSession:
         delay = RETRY_BACKOFF
         for attempt in range(1, RETRIES + 1):
             try:
-                response = self.session.get(url, headers=headers, stream=True,
-                                            timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+                response = self.session.get(url, headers=headers, stream=True, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
             except (requests.ConnectionError, requests.Timeout) as error:
                 problem = f"cannot connect: {type(error).__name__}"
             else:
@@ -158,8 +157,15 @@ class Download:
                 fruitless, delay = 0, RESUME_BACKOFF
             fruitless += 1
             self._give_up_unless_resumable(problem, fruitless)
-            LOG.warning("%s: %s after %d bytes; resuming from there in %.1fs (attempt %d of %d)",
-                        self.url, problem, self.received, delay, fruitless, RESUME_ATTEMPTS)
+            LOG.warning(
+                "%s: %s after %d bytes; resuming from there in %.1fs (attempt %d of %d)",
+                self.url,
+                problem,
+                self.received,
+                delay,
+                fruitless,
+                RESUME_ATTEMPTS,
+            )
             time.sleep(delay)
             delay *= 2
             self._resume()
@@ -170,11 +176,15 @@ class Download:
     def _give_up_unless_resumable(self, problem: str, fruitless: int) -> None:
         encoding = self._encoding()
         if encoding != "identity":
-            raise SourceError(f"{self.url}: {problem} after {self.received} bytes (not resumable: the source "
-                              f"sent it with Content-Encoding {encoding}, so byte offsets are not the file's)")
+            raise SourceError(
+                f"{self.url}: {problem} after {self.received} bytes (not resumable: the source "
+                f"sent it with Content-Encoding {encoding}, so byte offsets are not the file's)"
+            )
         if fruitless > RESUME_ATTEMPTS:
-            raise SourceError(f"{self.url}: {problem} after {self.received} bytes; {RESUME_ATTEMPTS} "
-                              "attempts to resume from there brought no more")
+            raise SourceError(
+                f"{self.url}: {problem} after {self.received} bytes; {RESUME_ATTEMPTS} "
+                "attempts to resume from there brought no more"
+            )
 
     def _resume(self) -> None:
         headers = {}
@@ -257,12 +267,15 @@ class SourceReader(mirrors.MirrorReader):
         try:
             return util.read_signed(content, keyring=self.keyring)
         except util.SignatureMissingException:
-            raise SourceError(f"{self.base_url}{path}: not signed (a .sjson path requires a signature; "
-                              "use a .json path for an unsigned source)") from None
+            raise SourceError(
+                f"{self.base_url}{path}: not signed (a .sjson path requires a signature; "
+                "use a .json path for an unsigned source)"
+            ) from None
         except subprocess.CalledProcessError as error:
             detail = _gpg_reason(error)
-            raise SourceError(f"{self.base_url}{path}: signature check failed against keyring "
-                              f"{self.keyring}: {detail}") from None
+            raise SourceError(
+                f"{self.base_url}{path}: signature check failed against keyring {self.keyring}: {detail}"
+            ) from None
 
     @staticmethod
     def _read_unsigned(content: str, path: str) -> str:

@@ -147,9 +147,16 @@ class ProgressFile:
         self.path = Path(state_dir) / PROGRESS_FILE
         self.min_interval = min_interval
         self._last_write = 0.0
-        self.data: dict = {"pid": os.getpid(), "started": utc_now(), "phase": "starting",
-                           "item": None, "item_index": 0, "item_count": 0,
-                           "bytes_done": 0, "bytes_total": 0}
+        self.data: dict = {
+            "pid": os.getpid(),
+            "started": utc_now(),
+            "phase": "starting",
+            "item": None,
+            "item_index": 0,
+            "item_count": 0,
+            "bytes_done": 0,
+            "bytes_total": 0,
+        }
         self._flush()
 
     def update(self, force: bool = False, **changes) -> None:

@@ -20,5 +20,5 @@ def shorten(text: str, limit: int) -> str:
         head = head[:space]
     space = tail.find(" ")
     if 0 <= space < _WORD_SLACK:
-        tail = tail[space + 1:]
+        tail = tail[space + 1 :]
     return f"{head} … {tail}"

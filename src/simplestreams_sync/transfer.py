@@ -20,8 +20,13 @@ class VerificationError(Exception):
 class VerifyingStream:
     """Iterate over image chunks; raises VerificationError when size or checksum do not match."""
 
-    def __init__(self, image: SourceImage, chunks: Iterable[bytes], glance_hash_algo: str,
-                 on_bytes: Callable[[int], None] = lambda n: None):
+    def __init__(
+        self,
+        image: SourceImage,
+        chunks: Iterable[bytes],
+        glance_hash_algo: str,
+        on_bytes: Callable[[int], None] = lambda n: None,
+    ):
         self.image = image
         self._chunks = chunks
         self._on_bytes = on_bytes
@@ -46,8 +51,9 @@ class VerifyingStream:
         for chunk in self._source_chunks():
             self.size += len(chunk)
             if self.image.size is not None and self.size > self.image.size:
-                raise VerificationError(f"{self.image.url}: source sent more than the {self.image.size} "
-                                        "bytes its metadata lists")
+                raise VerificationError(
+                    f"{self.image.url}: source sent more than the {self.image.size} bytes its metadata lists"
+                )
             for digest in self._hashes:
                 digest.update(chunk)
             self._on_bytes(len(chunk))
@@ -69,18 +75,19 @@ class VerifyingStream:
             except SourceError:
                 raise
             except Exception as error:
-                raise VerificationError(f"{self.image.url}: reading the source failed after {self.size} "
-                                        f"bytes: {type(error).__name__}") from None
+                raise VerificationError(
+                    f"{self.image.url}: reading the source failed after {self.size} bytes: {type(error).__name__}"
+                ) from None
             yield chunk
 
     def _check_source(self) -> None:
         if self.image.size is not None and self.size != self.image.size:
-            raise VerificationError(f"{self.image.url}: got {self.size} bytes, the source lists "
-                                    f"{self.image.size}")
+            raise VerificationError(f"{self.image.url}: got {self.size} bytes, the source lists {self.image.size}")
         digest = self._source_hash.hexdigest()
         if digest != self.source_expected:
-            raise VerificationError(f"{self.image.url}: {self.source_algo} {digest} does not match the "
-                                    f"source's {self.source_expected}")
+            raise VerificationError(
+                f"{self.image.url}: {self.source_algo} {digest} does not match the source's {self.source_expected}"
+            )
 
     @property
     def source_digest(self) -> str:

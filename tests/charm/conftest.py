@@ -28,7 +28,7 @@ import sync_process
 from simplestreams_sync.state import PROGRESS_FILE, RESULT_FILE, Progress, SyncResult
 from tests.charm.relation_data import CA_PEM, CHAIN_PEM, KEYSTONE_V3
 
-FAKE_ENGINE = r'''
+FAKE_ENGINE = r"""
 import json, os, sys, time
 spec = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake-engine.json")))
 args = sys.argv[1:]
@@ -56,7 +56,7 @@ sys.stderr.write(spec["stderr"])
 if os.path.exists(os.path.join(state_dir, "progress.json")):
     os.remove(os.path.join(state_dir, "progress.json"))
 sys.exit(spec["exit"])
-'''
+"""
 
 
 @dataclass
@@ -79,8 +79,9 @@ class Machine:
 
     def write_result(self, **result) -> None:
         """last-sync.json as the engine writes it, with these fields."""
-        data = SyncResult(**{"started": "2026-11-24T09:40:00Z", "finished": "2026-11-24T10:02:41Z",
-                             "published": True, **result})
+        data = SyncResult(
+            **{"started": "2026-11-24T09:40:00Z", "finished": "2026-11-24T10:02:41Z", "published": True, **result}
+        )
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
         (self.paths.state_dir / RESULT_FILE).write_text(json.dumps(data.to_dict()))
 
@@ -118,8 +119,11 @@ class Machine:
 
     def snapshot(self) -> dict[str, bytes]:
         """Every file under the machine root and its content."""
-        return {str(path.relative_to(self.root)): path.read_bytes()
-                for path in sorted(self.root.rglob("*")) if path.is_file()}
+        return {
+            str(path.relative_to(self.root)): path.read_bytes()
+            for path in sorted(self.root.rglob("*"))
+            if path.is_file()
+        }
 
 
 AS_ROOT = os.geteuid() == 0
@@ -149,12 +153,15 @@ def machine(shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     root.mkdir()
     paths = host.Paths.under(root)
     ca_updates = tmp_path / "update-ca-certificates.calls"
-    fake = Machine(root=root, paths=paths, ca_updates=ca_updates,
-                   real_start_background_sync=sync_process.start_background_sync)
+    fake = Machine(
+        root=root, paths=paths, ca_updates=ca_updates, real_start_background_sync=sync_process.start_background_sync
+    )
     monkeypatch.setattr(host, "PATHS", paths)
-    monkeypatch.setattr(host, "UPDATE_CA_CERTIFICATES",
-                        [sys.executable, "-c",
-                         f"import sys; open({str(ca_updates)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')"])
+    monkeypatch.setattr(
+        host,
+        "UPDATE_CA_CERTIFICATES",
+        [sys.executable, "-c", f"import sys; open({str(ca_updates)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')"],
+    )
     monkeypatch.setattr(host, "install_packages", lambda: fake.installed.append(list(host.PACKAGES)))
     monkeypatch.setattr(host, "SYNC_USER", "nobody" if AS_ROOT else pwd.getpwuid(os.geteuid()).pw_name)
     # the user exists: a useradd would be a bug (tests of the creation replace this)
@@ -200,17 +207,30 @@ def fake_engine(shared_dir: Path, machine: Machine, monkeypatch: pytest.MonkeyPa
     lines, removes progress.json and exits with the code; with --publish-only it prints `metadata_url`
     (or fails without one). Each run records its arguments, uid, gid and HOME."""
 
-    def make(stdout: list[str] = (), exit_code: int = 0, stderr: str = "", result: dict | None = None,
-             sleep: float = 0.0, metadata_url: str | None = None):
+    def make(
+        stdout: list[str] = (),
+        exit_code: int = 0,
+        stderr: str = "",
+        result: dict | None = None,
+        sleep: float = 0.0,
+        metadata_url: str | None = None,
+    ):
         directory = shared_dir / "engine"
         directory.mkdir(exist_ok=True)
         (directory / "fake_engine.py").write_text(FAKE_ENGINE)
         engine = FakeEngine(calls_file=directory / "calls.jsonl")
         engine.calls_file.touch()
         engine.calls_file.chmod(0o666)  # the sync's user appends to it
-        spec = {"stdout": list(stdout), "exit": exit_code, "stderr": stderr, "result": result,
-                "sleep": sleep, "calls": str(engine.calls_file), "metadata_url": metadata_url,
-                "state_dir": str(machine.paths.state_dir)}
+        spec = {
+            "stdout": list(stdout),
+            "exit": exit_code,
+            "stderr": stderr,
+            "result": result,
+            "sleep": sleep,
+            "calls": str(engine.calls_file),
+            "metadata_url": metadata_url,
+            "state_dir": str(machine.paths.state_dir),
+        }
         (directory / "fake-engine.json").write_text(json.dumps(spec))
         monkeypatch.setattr(sync_process, "ENGINE", [FAKE_ENGINE_PYTHON, str(directory / "fake_engine.py")])
         return engine
@@ -229,14 +249,20 @@ def ctx() -> testing.Context:
 @pytest.fixture
 def keystone() -> testing.Relation:
     """identity-service with keystone's complete (v3) answer."""
-    return testing.Relation("identity-service", remote_app_name="keystone",
-                            remote_units_data={0: dict(KEYSTONE_V3)})
+    return testing.Relation("identity-service", remote_app_name="keystone", remote_units_data={0: dict(KEYSTONE_V3)})
 
 
 @pytest.fixture
 def vault() -> testing.Relation:
     """Certificates with vault's answer: CA, chain and our processed request."""
-    return testing.Relation("certificates", remote_app_name="vault", remote_units_data={0: {
-        "ca": CA_PEM, "chain": CHAIN_PEM,
-        "glance-simplestreams-sync_0.processed_requests": json.dumps({"juju-0": {"cert": "x", "key": "y"}}),
-    }})
+    return testing.Relation(
+        "certificates",
+        remote_app_name="vault",
+        remote_units_data={
+            0: {
+                "ca": CA_PEM,
+                "chain": CHAIN_PEM,
+                "glance-simplestreams-sync_0.processed_requests": json.dumps({"juju-0": {"cert": "x", "key": "y"}}),
+            }
+        },
+    )

@@ -5,8 +5,10 @@ from ops import testing
 
 from tests.charm.relation_data import METADATA_URL
 
-CREATED = ["created 6f1c…01: auto-sync/ubuntu-24.04-amd64-20261120-disk1.img",
-           "created 9b2e…02: auto-sync/ubuntu-26.04-amd64-20261121-disk1.img"]
+CREATED = [
+    "created 6f1c…01: auto-sync/ubuntu-24.04-amd64-20261120-disk1.img",
+    "created 9b2e…02: auto-sync/ubuntu-26.04-amd64-20261121-disk1.img",
+]
 
 
 @pytest.fixture
@@ -15,14 +17,20 @@ def state(keystone) -> testing.State:
 
 
 def test_success_reports_the_created_lines_and_counts(ctx, state, fake_engine):
-    fake_engine(stdout=[*CREATED, "synced 2 mirrors: 2 created, 0 failed"],
-                result={"created": [{"id": "1"}, {"id": "2"}], "published": True})
+    fake_engine(
+        stdout=[*CREATED, "synced 2 mirrors: 2 created, 0 failed"],
+        result={"created": [{"id": "1"}, {"id": "2"}], "published": True},
+    )
 
     ctx.run(ctx.on.action("sync-images"), state)
 
     assert ctx.action_results == {
-        "dry-run": False, "created-count": 2, "created": "\n".join(CREATED), "failed-count": 0,
-        "summary": "synced 2 mirrors: 2 created, 0 failed"}
+        "dry-run": False,
+        "created-count": 2,
+        "created": "\n".join(CREATED),
+        "failed-count": 0,
+        "summary": "synced 2 mirrors: 2 created, 0 failed",
+    }
     assert ctx.action_logs == [*CREATED, "synced 2 mirrors: 2 created, 0 failed"]
 
 
@@ -59,9 +67,11 @@ def test_dry_run_passes_the_flag_and_reports_what_would_be_created(ctx, state, f
 
 
 def test_failed_sync_fails_the_action_with_the_reason(ctx, state, fake_engine):
-    fake_engine(stdout=[CREATED[0], "1 created, 1 failed"], exit_code=1,
-                result={"created": [{"id": "1"}], "failed": [
-                    {"name": "auto-sync/ubuntu-26.04", "error": "checksum mismatch"}]})
+    fake_engine(
+        stdout=[CREATED[0], "1 created, 1 failed"],
+        exit_code=1,
+        result={"created": [{"id": "1"}], "failed": [{"name": "auto-sync/ubuntu-26.04", "error": "checksum mismatch"}]},
+    )
 
     with pytest.raises(testing.ActionFailed) as failure:
         ctx.run(ctx.on.action("sync-images"), state)
@@ -72,14 +82,14 @@ def test_failed_sync_fails_the_action_with_the_reason(ctx, state, fake_engine):
 
 
 def test_failed_sync_without_result_reports_stderr(ctx, state, fake_engine):
-    fake_engine(exit_code=1, stderr="Traceback ...\nCloudError: keystone https://10.5.0.10:5000/v3: "
-                                    "cannot connect\n")
+    fake_engine(exit_code=1, stderr="Traceback ...\nCloudError: keystone https://10.5.0.10:5000/v3: cannot connect\n")
 
     with pytest.raises(testing.ActionFailed) as failure:
         ctx.run(ctx.on.action("sync-images"), state)
 
-    assert failure.value.message == ("Sync finished with failures: CloudError: keystone "
-                                     "https://10.5.0.10:5000/v3: cannot connect")
+    assert failure.value.message == (
+        "Sync finished with failures: CloudError: keystone https://10.5.0.10:5000/v3: cannot connect"
+    )
 
 
 def test_another_sync_running_fails_saying_so(ctx, state, fake_engine):
@@ -98,8 +108,9 @@ def test_config_rejected_by_the_engine_fails(ctx, state, fake_engine):
     with pytest.raises(testing.ActionFailed) as failure:
         ctx.run(ctx.on.action("sync-images"), state)
 
-    assert failure.value.message == ("The sync rejected its config files: "
-                                     "mirrors.yaml: mirror_list.0.url: Field required")
+    assert failure.value.message == (
+        "The sync rejected its config files: mirrors.yaml: mirror_list.0.url: Field required"
+    )
 
 
 def test_non_leader_fails(ctx, keystone, fake_engine):
@@ -108,8 +119,9 @@ def test_non_leader_fails(ctx, keystone, fake_engine):
     with pytest.raises(testing.ActionFailed) as failure:
         ctx.run(ctx.on.action("sync-images"), testing.State(leader=False, relations=[keystone]))
 
-    assert failure.value.message == ("Only the leader unit syncs images: run the action on "
-                                     "glance-simplestreams-sync/leader")
+    assert failure.value.message == (
+        "Only the leader unit syncs images: run the action on glance-simplestreams-sync/leader"
+    )
     assert engine.calls == []
 
 
@@ -117,8 +129,10 @@ def test_invalid_config_fails_without_running(ctx, keystone, fake_engine):
     engine = fake_engine()
 
     with pytest.raises(testing.ActionFailed) as failure:
-        ctx.run(ctx.on.action("sync-images"),
-                testing.State(leader=True, config={"frequency": "monthly"}, relations=[keystone]))
+        ctx.run(
+            ctx.on.action("sync-images"),
+            testing.State(leader=True, config={"frequency": "monthly"}, relations=[keystone]),
+        )
 
     assert failure.value.message.startswith("Invalid config, fix it first: frequency:")
     assert engine.calls == []
@@ -130,14 +144,17 @@ def test_without_keystone_fails_saying_what_is_missing(ctx, fake_engine):
     with pytest.raises(testing.ActionFailed) as failure:
         ctx.run(ctx.on.action("sync-images"), testing.State(leader=True))
 
-    assert failure.value.message == ("Cannot sync yet: Missing relation: juju integrate "
-                                     "glance-simplestreams-sync:identity-service keystone:identity-service")
+    assert failure.value.message == (
+        "Cannot sync yet: Missing relation: juju integrate "
+        "glance-simplestreams-sync:identity-service keystone:identity-service"
+    )
     assert engine.calls == []
 
 
 def test_after_publishing_the_endpoint_points_at_the_metadata(ctx, state, keystone, fake_engine):
-    fake_engine(stdout=CREATED, result={"created": [{"id": "1"}, {"id": "2"}], "published": True,
-                                        "metadata_url": METADATA_URL})
+    fake_engine(
+        stdout=CREATED, result={"created": [{"id": "1"}, {"id": "2"}], "published": True, "metadata_url": METADATA_URL}
+    )
 
     out = ctx.run(ctx.on.action("sync-images"), state)
 
@@ -158,14 +175,16 @@ def test_status_shows_progress_while_the_action_syncs(ctx, state, fake_engine, m
 
     monkeypatch.setattr(charm, "PROGRESS_INTERVAL", 0.05)
     machine.write_progress(item="ubuntu-26.04 amd64 disk1.img", item_index=2, item_count=4)
-    fake_engine(stdout=CREATED, sleep=0.5, result={"created": [{"id": "1"}, {"id": "2"}],
-                                                   "finished": "2026-11-26T11:00:00Z"})
+    fake_engine(
+        stdout=CREATED, sleep=0.5, result={"created": [{"id": "1"}, {"id": "2"}], "finished": "2026-11-26T11:00:00Z"}
+    )
 
     out = ctx.run(ctx.on.action("sync-images"), state)
 
     assert testing.ActiveStatus("Syncing ubuntu-26.04 amd64 disk1.img (2 of 4)") in ctx.unit_status_history
     assert out.unit_status == testing.ActiveStatus(
-        "Unit is ready (last sync 2026-11-26 11:00 UTC: 2 created, 0 failed)")
+        "Unit is ready (last sync 2026-11-26 11:00 UTC: 2 created, 0 failed)"
+    )
 
 
 def test_the_action_does_not_start_a_background_sync(ctx, keystone, fake_engine, machine):

@@ -58,8 +58,9 @@ def test_relation_broken_untrusts_the_vault_ca(ctx, vault, keystone, machine):
 def test_waits_for_the_ca(ctx, keystone):
     relation = testing.Relation("certificates", remote_app_name="vault")
 
-    out = ctx.run(ctx.on.relation_joined(relation, remote_unit=0),
-                  testing.State(leader=True, relations=[relation, keystone]))
+    out = ctx.run(
+        ctx.on.relation_joined(relation, remote_unit=0), testing.State(leader=True, relations=[relation, keystone])
+    )
 
     assert out.unit_status == testing.WaitingStatus("Waiting for vault to send its CA on certificates")
 
@@ -74,8 +75,7 @@ def test_ssl_ca_option_works_without_the_relation(ctx, keystone, machine):
 
 
 def test_ssl_ca_and_vault_ca_are_both_trusted(ctx, keystone, vault, machine):
-    ctx.run(ctx.on.config_changed(),
-            testing.State(config={"ssl_ca": OPERATOR_CA_B64}, relations=[keystone, vault]))
+    ctx.run(ctx.on.config_changed(), testing.State(config={"ssl_ca": OPERATOR_CA_B64}, relations=[keystone, vault]))
 
     assert machine.paths.ca_bundle.read_text() == OPERATOR_CA_PEM + CA_PEM + CHAIN_PEM
     assert len(list(machine.paths.ca_dir.glob("*.crt"))) == 3

@@ -39,8 +39,7 @@ def classic_defaults() -> dict:
 
 def test_the_classic_defaults_are_a_valid_config(ctx, keystone, machine, fake_engine):
     fake_engine(metadata_url=METADATA_URL)  # answers the publish that keystone's credentials bring
-    out = ctx.run(ctx.on.config_changed(),
-                  testing.State(leader=True, config=classic_defaults(), relations=[keystone]))
+    out = ctx.run(ctx.on.config_changed(), testing.State(leader=True, config=classic_defaults(), relations=[keystone]))
 
     assert out.unit_status.name != "blocked", out.unit_status.message
     sync = load_sync_config(machine.paths.mirrors)
@@ -50,18 +49,17 @@ def test_the_classic_defaults_are_a_valid_config(ctx, keystone, machine, fake_en
     assert [line for line in ctx.juju_log if line.level == "WARNING"] == []
 
 
-def test_the_classic_bundle_option_snap_channel_deploys_and_is_said_to_do_nothing(ctx, keystone, machine,
-                                                                                   fake_engine):
+def test_the_classic_bundle_option_snap_channel_deploys_and_is_said_to_do_nothing(ctx, keystone, machine, fake_engine):
     """The classic charm's own test bundle sets snap-channel: edge."""
     fake_engine(metadata_url=METADATA_URL)
-    out = ctx.run(ctx.on.config_changed(),
-                  testing.State(leader=True, config={"snap-channel": "edge"}, relations=[keystone]))
+    out = ctx.run(
+        ctx.on.config_changed(), testing.State(leader=True, config={"snap-channel": "edge"}, relations=[keystone])
+    )
 
     assert out.unit_status.name != "blocked", out.unit_status.message
     assert machine.paths.mirrors.exists()
     warnings = [line.message for line in ctx.juju_log if line.level == "WARNING"]
-    assert warnings == ["option snap-channel='edge' has no effect: this charm installs no snap, the sync "
-                        "ships with it"]
+    assert warnings == ["option snap-channel='edge' has no effect: this charm installs no snap, the sync ships with it"]
 
 
 @pytest.mark.parametrize("name", ["source", "key"])
@@ -69,10 +67,11 @@ def test_apt_source_options_are_accepted_and_said_to_do_nothing(ctx, keystone, m
     """The warning names the option, never its value (a key may be long, or private)."""
     fake_engine(metadata_url=METADATA_URL)
     value = "cloud:noble-caracal" if name == "source" else "-----BEGIN PGP PUBLIC KEY BLOCK-----secret"
-    out = ctx.run(ctx.on.config_changed(),
-                  testing.State(leader=True, config={name: value}, relations=[keystone]))
+    out = ctx.run(ctx.on.config_changed(), testing.State(leader=True, config={name: value}, relations=[keystone]))
 
     assert out.unit_status.name != "blocked", out.unit_status.message
     warnings = [line.message for line in ctx.juju_log if line.level == "WARNING"]
-    assert warnings == [f"option {name} is set and has no effect: this charm adds no apt source "
-                        f"(unset it with: juju config <application> --reset {name})"]
+    assert warnings == [
+        f"option {name} is set and has no effect: this charm adds no apt source "
+        f"(unset it with: juju config <application> --reset {name})"
+    ]

@@ -9,30 +9,54 @@ from ops import testing
 from simplestreams_sync.config import load_sync_config
 
 INVALID = [
-    pytest.param({"mirror_list": "[{url: http://a, item_filters: [x]"}, "mirror_list: not valid YAML",
-                 id="malformed-yaml"),
+    pytest.param(
+        {"mirror_list": "[{url: http://a, item_filters: [x]"}, "mirror_list: not valid YAML", id="malformed-yaml"
+    ),
     pytest.param({"mirror_list": "url: http://a"}, "mirror_list: must be a YAML list", id="not-a-list"),
-    pytest.param({"mirror_list": "[{path: streams/v1/index.sjson}]"}, "mirror_list[0].url: Field required",
-                 id="entry-without-url"),
-    pytest.param({"mirror_list": "[{url: http://a/, item_filters: ['release~(jammy']}]"},
-                 "mirror_list[0].item_filters: item_filters entry 'release~(jammy'", id="bad-regex"),
-    pytest.param({"mirror_list": "[{url: http://a/, max: 0}]"},
-                 "mirror_list[0].max: Input should be greater than or equal to 1", id="max-below-1"),
+    pytest.param(
+        {"mirror_list": "[{path: streams/v1/index.sjson}]"},
+        "mirror_list[0].url: Field required",
+        id="entry-without-url",
+    ),
+    pytest.param(
+        {"mirror_list": "[{url: http://a/, item_filters: ['release~(jammy']}]"},
+        "mirror_list[0].item_filters: item_filters entry 'release~(jammy'",
+        id="bad-regex",
+    ),
+    pytest.param(
+        {"mirror_list": "[{url: http://a/, max: 0}]"},
+        "mirror_list[0].max: Input should be greater than or equal to 1",
+        id="max-below-1",
+    ),
     pytest.param({"mirror_list": "[]"}, "mirror_list: List should have at least 1 item", id="no-mirrors"),
-    pytest.param({"frequency": "monthly"}, "frequency: Input should be 'hourly', 'daily' or 'weekly' "
-                 "(got 'monthly')", id="unknown-frequency"),
-    pytest.param({"visibility": "everyone"}, "visibility: Input should be 'public', 'private', 'community' "
-                 "or 'shared' (got 'everyone')", id="unknown-visibility"),
-    pytest.param({"custom_properties": "hw_firmware_type=uefi broken"},
-                 "custom_properties: 'broken' is not key=value", id="property-without-equals"),
-    pytest.param({"content_id_template": "auto.sync.{region}.{zone}"},
-                 "content_id_template: 'auto.sync.{region}.{zone}' may only use {region}", id="template-keys"),
+    pytest.param(
+        {"frequency": "monthly"},
+        "frequency: Input should be 'hourly', 'daily' or 'weekly' (got 'monthly')",
+        id="unknown-frequency",
+    ),
+    pytest.param(
+        {"visibility": "everyone"},
+        "visibility: Input should be 'public', 'private', 'community' or 'shared' (got 'everyone')",
+        id="unknown-visibility",
+    ),
+    pytest.param(
+        {"custom_properties": "hw_firmware_type=uefi broken"},
+        "custom_properties: 'broken' is not key=value",
+        id="property-without-equals",
+    ),
+    pytest.param(
+        {"content_id_template": "auto.sync.{region}.{zone}"},
+        "content_id_template: 'auto.sync.{region}.{zone}' may only use {region}",
+        id="template-keys",
+    ),
     pytest.param({"ssl_ca": "not base64!"}, "ssl_ca: not valid base64", id="ssl-ca-bad-base64"),
-    pytest.param({"ssl_ca": base64.b64encode(b"hello").decode()},
-                 "ssl_ca: does not decode to a PEM certificate", id="ssl-ca-not-pem"),
+    pytest.param(
+        {"ssl_ca": base64.b64encode(b"hello").decode()},
+        "ssl_ca: does not decode to a PEM certificate",
+        id="ssl-ca-not-pem",
+    ),
     pytest.param({"custom_keyring": "%%%"}, "custom_keyring: not valid base64", id="keyring-bad-base64"),
-    pytest.param({"max_parallel": 0}, "max_parallel: Input should be greater than or equal to 1",
-                 id="max-parallel-0"),
+    pytest.param({"max_parallel": 0}, "max_parallel: Input should be greater than or equal to 1", id="max-parallel-0"),
 ]
 
 
@@ -63,9 +87,10 @@ def test_invalid_option_rewrites_no_file_and_no_cron_entry(ctx, keystone, machin
     before = machine.snapshot()
     assert "etc/cron.d/glance-simplestreams-sync" in before
 
-    ctx.run(ctx.on.config_changed(),
-            testing.State(leader=True, config={"run": True, "frequency": "hourly", **options},
-                          relations=[keystone]))
+    ctx.run(
+        ctx.on.config_changed(),
+        testing.State(leader=True, config={"run": True, "frequency": "hourly", **options}, relations=[keystone]),
+    )
 
     assert machine.snapshot() == before
 
@@ -74,13 +99,21 @@ def test_options_are_converted_into_mirrors_yaml(ctx, machine):
     keyring = b"\x99\x01\x0d\x04binary-gpg-keyring"
     config = {
         "mirror_list": "[{url: 'https://mirror.example/releases/', name_prefix: 'ubuntu:released/', "
-                       "path: streams/v1/index.json, max: 2, item_filters: ['release~noble']}]",
+        "path: streams/v1/index.json, max: 2, item_filters: ['release~noble']}]",
         "custom_properties": "hw_firmware_type=uefi hw_vif_multiqueue_enabled=true",
         "custom_keyring": base64.b64encode(keyring).decode(),
-        "visibility": "community", "region": "RegionTwo", "content_id_template": "com.example.{region}",
-        "user_agent": "my-agent/1.0", "cloud_name": "prod", "name_prefix": "synced/",
-        "set_latest_property": True, "hypervisor_mapping": True, "image_import_conversion": True,
-        "use_swift": False, "ignore_proxy_for_object_store": False, "max_parallel": 4,
+        "visibility": "community",
+        "region": "RegionTwo",
+        "content_id_template": "com.example.{region}",
+        "user_agent": "my-agent/1.0",
+        "cloud_name": "prod",
+        "name_prefix": "synced/",
+        "set_latest_property": True,
+        "hypervisor_mapping": True,
+        "image_import_conversion": True,
+        "use_swift": False,
+        "ignore_proxy_for_object_store": False,
+        "max_parallel": 4,
     }
 
     ctx.run(ctx.on.config_changed(), testing.State(leader=True, config=config))
@@ -88,11 +121,21 @@ def test_options_are_converted_into_mirrors_yaml(ctx, machine):
     sync = load_sync_config(machine.paths.mirrors)
     (mirror,) = sync.mirror_list
     assert (mirror.url, mirror.name_prefix, mirror.path, mirror.max, mirror.item_filters) == (
-        "https://mirror.example/releases/", "ubuntu:released/", "streams/v1/index.json", 2, ["release~noble"])
+        "https://mirror.example/releases/",
+        "ubuntu:released/",
+        "streams/v1/index.json",
+        2,
+        ["release~noble"],
+    )
     assert sync.custom_properties == {"hw_firmware_type": "uefi", "hw_vif_multiqueue_enabled": "true"}
-    assert (sync.visibility, sync.region, sync.content_id, sync.user_agent, sync.cloud_name,
-            sync.name_prefix) == ("community", "RegionTwo", "com.example.RegionTwo", "my-agent/1.0", "prod",
-                                  "synced/")
+    assert (sync.visibility, sync.region, sync.content_id, sync.user_agent, sync.cloud_name, sync.name_prefix) == (
+        "community",
+        "RegionTwo",
+        "com.example.RegionTwo",
+        "my-agent/1.0",
+        "prod",
+        "synced/",
+    )
     assert sync.set_latest_property and sync.hypervisor_mapping and sync.image_import_conversion
     assert not sync.use_swift and not sync.ignore_proxy_for_object_store
     assert sync.max_parallel == 4

@@ -16,8 +16,11 @@ CRON_TIME = {
 
 
 def _entry(machine) -> str:
-    lines = [line for line in machine.paths.cron_file.read_text().splitlines()
-             if line and not line.startswith("#") and "=" not in line.split()[0]]
+    lines = [
+        line
+        for line in machine.paths.cron_file.read_text().splitlines()
+        if line and not line.startswith("#") and "=" not in line.split()[0]
+    ]
     (entry,) = lines
     return entry
 
@@ -42,8 +45,10 @@ def test_cron_runs_the_engine_with_the_charms_python_environment(ctx, keystone, 
     entry = _entry(machine)
     command = entry.split(" root ", 1)[1]
     assert re.search(r"PYTHONPATH=\S*/src\b", command)
-    assert f"{sys.executable} -m simplestreams_sync --mirrors {machine.paths.mirrors} " \
-           f"--identity {machine.paths.identity}" in command
+    assert (
+        f"{sys.executable} -m simplestreams_sync --mirrors {machine.paths.mirrors} "
+        f"--identity {machine.paths.identity}" in command
+    )
     assert command.endswith(f">> {machine.paths.log_file} 2>&1")
     assert "%" not in command
 
@@ -73,11 +78,15 @@ def test_model_proxy_settings_go_to_the_sync_not_to_the_cloud_apis(ctx, keystone
 
 
 def test_changing_frequency_replaces_the_entry(ctx, keystone, machine):
-    ctx.run(ctx.on.config_changed(), testing.State(leader=True, config={"run": True, "frequency": "daily"},
-                                                   relations=[keystone]))
+    ctx.run(
+        ctx.on.config_changed(),
+        testing.State(leader=True, config={"run": True, "frequency": "daily"}, relations=[keystone]),
+    )
 
-    ctx.run(ctx.on.config_changed(), testing.State(leader=True, config={"run": True, "frequency": "hourly"},
-                                                   relations=[keystone]))
+    ctx.run(
+        ctx.on.config_changed(),
+        testing.State(leader=True, config={"run": True, "frequency": "hourly"}, relations=[keystone]),
+    )
 
     assert re.match(CRON_TIME["hourly"] + " root ", _entry(machine))
     assert list(machine.paths.cron_file.parent.iterdir()) == [machine.paths.cron_file]
@@ -144,8 +153,10 @@ def test_losing_leadership_removes_the_entry(ctx, keystone, machine):
 
 
 def test_first_sync_starts_in_the_background_when_identity_completes(ctx, keystone, machine):
-    out = ctx.run(ctx.on.relation_changed(keystone, remote_unit=0),
-                  testing.State(leader=True, config={"run": True}, relations=[keystone]))
+    out = ctx.run(
+        ctx.on.relation_changed(keystone, remote_unit=0),
+        testing.State(leader=True, config={"run": True}, relations=[keystone]),
+    )
 
     assert len(machine.background_syncs) == 1
     assert "--dry-run" not in machine.background_syncs[0]
@@ -165,15 +176,19 @@ def test_first_sync_starts_only_once(ctx, keystone, machine):
 def test_no_first_sync_after_a_sync_already_ran(ctx, keystone, machine):
     machine.write_result(created=[{"id": "a", "name": "auto-sync/x"}])
 
-    ctx.run(ctx.on.relation_changed(keystone, remote_unit=0),
-            testing.State(leader=True, config={"run": True}, relations=[keystone]))
+    ctx.run(
+        ctx.on.relation_changed(keystone, remote_unit=0),
+        testing.State(leader=True, config={"run": True}, relations=[keystone]),
+    )
 
     assert machine.background_syncs == []
 
 
 def test_no_background_sync_when_run_is_false(ctx, keystone, machine):
-    ctx.run(ctx.on.relation_changed(keystone, remote_unit=0),
-            testing.State(leader=True, config={"run": False}, relations=[keystone]))
+    ctx.run(
+        ctx.on.relation_changed(keystone, remote_unit=0),
+        testing.State(leader=True, config={"run": False}, relations=[keystone]),
+    )
 
     assert machine.background_syncs == []
 
@@ -181,8 +196,10 @@ def test_no_background_sync_when_run_is_false(ctx, keystone, machine):
 def test_no_cron_entry_before_keystone_answers(ctx, machine):
     relation = testing.Relation("identity-service", remote_app_name="keystone")
 
-    ctx.run(ctx.on.relation_joined(relation, remote_unit=0),
-            testing.State(leader=True, config={"run": True}, relations=[relation]))
+    ctx.run(
+        ctx.on.relation_joined(relation, remote_unit=0),
+        testing.State(leader=True, config={"run": True}, relations=[relation]),
+    )
 
     assert not machine.paths.cron_file.exists()
     assert machine.background_syncs == []
@@ -202,8 +219,10 @@ def test_background_sync_runs_detached_with_output_to_the_log(ctx, keystone, mac
     monkeypatch.setattr(sync_process, "start_background_sync", machine.real_start_background_sync)
     engine = fake_engine(stdout=["created 1234: auto-sync/ubuntu-24.04"], result={"created": [{"id": "1234"}]})
 
-    ctx.run(ctx.on.relation_changed(keystone, remote_unit=0),
-            testing.State(leader=True, config={"run": True}, relations=[keystone]))
+    ctx.run(
+        ctx.on.relation_changed(keystone, remote_unit=0),
+        testing.State(leader=True, config={"run": True}, relations=[keystone]),
+    )
 
     deadline = time.monotonic() + 20
     while not (machine.paths.log_file.exists() and "created 1234" in machine.paths.log_file.read_text()):
@@ -217,7 +236,9 @@ def test_background_sync_runs_detached_with_output_to_the_log(ctx, keystone, mac
 def test_a_dry_run_does_not_count_as_the_first_sync(ctx, keystone, machine):
     machine.write_result(dry_run=True, would_create=[{}])
 
-    ctx.run(ctx.on.relation_changed(keystone, remote_unit=0),
-            testing.State(leader=True, config={"run": True}, relations=[keystone]))
+    ctx.run(
+        ctx.on.relation_changed(keystone, remote_unit=0),
+        testing.State(leader=True, config={"run": True}, relations=[keystone]),
+    )
 
     assert len(machine.background_syncs) == 1

@@ -19,15 +19,21 @@ def _public_url(out: testing.State, relation: testing.Relation) -> str:
     return out.get_relation(relation.id).local_unit_data["public_url"]
 
 
-def test_credentials_publish_empty_metadata_and_point_keystone_at_it_in_the_same_hook(ctx, keystone, machine,
-                                                                                        fake_engine):
+def test_credentials_publish_empty_metadata_and_point_keystone_at_it_in_the_same_hook(
+    ctx, keystone, machine, fake_engine
+):
     engine = fake_engine(metadata_url=METADATA_URL)
 
     out = ctx.run(ctx.on.relation_changed(keystone, remote_unit=0), testing.State(leader=True, relations=[keystone]))
 
     (run,) = engine.publish_calls
-    assert run["argv"] == ["--mirrors", str(machine.paths.mirrors), "--identity", str(machine.paths.identity),
-                           "--publish-only"]
+    assert run["argv"] == [
+        "--mirrors",
+        str(machine.paths.mirrors),
+        "--identity",
+        str(machine.paths.identity),
+        "--publish-only",
+    ]
     assert run["uid"] == pwd.getpwnam(host.SYNC_USER).pw_uid and (run["uid"] != 0 or not AS_ROOT)
     assert run["identity_readable"]
     assert engine.calls == []  # nothing synced
@@ -49,8 +55,9 @@ def test_once_a_url_is_known_nothing_is_published_again(ctx, keystone, machine, 
     assert len(engine.publish_calls) == 1
 
 
-def test_a_failed_publish_keeps_the_placeholder_logs_why_and_the_next_hook_tries_again(ctx, keystone, machine,
-                                                                                         fake_engine):
+def test_a_failed_publish_keeps_the_placeholder_logs_why_and_the_next_hook_tries_again(
+    ctx, keystone, machine, fake_engine
+):
     engine = fake_engine(metadata_url=None)
     state = testing.State(leader=True, relations=[keystone])
 
@@ -77,8 +84,10 @@ def test_the_url_a_later_sync_records_is_applied_by_the_next_event(ctx, keystone
 def test_no_publish_without_use_swift(ctx, keystone, fake_engine):
     engine = fake_engine(metadata_url=METADATA_URL)
 
-    out = ctx.run(ctx.on.relation_changed(keystone, remote_unit=0),
-                  testing.State(leader=True, config={"use_swift": False}, relations=[keystone]))
+    out = ctx.run(
+        ctx.on.relation_changed(keystone, remote_unit=0),
+        testing.State(leader=True, config={"use_swift": False}, relations=[keystone]),
+    )
 
     assert engine.publish_calls == []
     assert _public_url(out, keystone) == PLACEHOLDER

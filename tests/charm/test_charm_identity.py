@@ -28,8 +28,7 @@ def test_leader_requests_the_image_stream_service_for_its_region(ctx):
 def test_before_any_metadata_is_published_the_endpoint_is_the_classic_placeholder(ctx):
     relation = testing.Relation("identity-service", remote_app_name="keystone")
 
-    out = ctx.run(ctx.on.relation_joined(relation, remote_unit=0),
-                  testing.State(leader=True, relations=[relation]))
+    out = ctx.run(ctx.on.relation_joined(relation, remote_unit=0), testing.State(leader=True, relations=[relation]))
 
     request = _request(out.get_relation(relation.id))
     assert request["public_url"] == request["internal_url"] == request["admin_url"] == "http://192.0.2.0"
@@ -47,9 +46,12 @@ def test_once_published_the_endpoint_points_at_the_swift_metadata(ctx, keystone,
 
 
 def test_a_new_leader_keeps_the_published_endpoint(ctx, machine):
-    relation = testing.Relation("identity-service", remote_app_name="keystone",
-                                local_app_data={"metadata_url": METADATA_URL},
-                                remote_units_data={0: dict(KEYSTONE_V3)})
+    relation = testing.Relation(
+        "identity-service",
+        remote_app_name="keystone",
+        local_app_data={"metadata_url": METADATA_URL},
+        remote_units_data={0: dict(KEYSTONE_V3)},
+    )
 
     out = ctx.run(ctx.on.leader_elected(), testing.State(leader=True, relations=[relation]))
 
@@ -58,9 +60,12 @@ def test_a_new_leader_keeps_the_published_endpoint(ctx, machine):
 
 def test_a_run_that_did_not_publish_keeps_the_published_endpoint(ctx, machine):
     machine.write_result(published=False, errors=["swift: 503 Service Unavailable"])
-    relation = testing.Relation("identity-service", remote_app_name="keystone",
-                                local_app_data={"metadata_url": METADATA_URL},
-                                remote_units_data={0: dict(KEYSTONE_V3)})
+    relation = testing.Relation(
+        "identity-service",
+        remote_app_name="keystone",
+        local_app_data={"metadata_url": METADATA_URL},
+        remote_units_data={0: dict(KEYSTONE_V3)},
+    )
 
     out = ctx.run(ctx.on.update_status(), testing.State(leader=True, relations=[relation]))
 
@@ -68,9 +73,17 @@ def test_a_run_that_did_not_publish_keeps_the_published_endpoint(ctx, machine):
 
 
 def test_non_leader_withdraws_its_request(ctx):
-    relation = testing.Relation("identity-service", remote_app_name="keystone", local_unit_data={
-        "service": "image-stream", "region": "RegionOne", "public_url": "http://10.0.0.9",
-        "internal_url": "http://10.0.0.9", "admin_url": "http://10.0.0.9"})
+    relation = testing.Relation(
+        "identity-service",
+        remote_app_name="keystone",
+        local_unit_data={
+            "service": "image-stream",
+            "region": "RegionOne",
+            "public_url": "http://10.0.0.9",
+            "internal_url": "http://10.0.0.9",
+            "admin_url": "http://10.0.0.9",
+        },
+    )
 
     out = ctx.run(ctx.on.update_status(), testing.State(leader=False, relations=[relation]))
 
@@ -82,8 +95,7 @@ def test_keystone_credentials_are_written_to_identity_yaml(ctx, keystone, machin
 
     identity = load_identity(machine.paths.identity)
     assert identity.auth_url == "https://10.5.0.10:5000/v3"
-    assert (identity.username, identity.password, identity.project_name) == ("image-stream", "s3cret-pw",
-                                                                              "services")
+    assert (identity.username, identity.password, identity.project_name) == ("image-stream", "s3cret-pw", "services")
     assert identity.user_domain_name == identity.project_domain_name == "service_domain"
     assert (identity.region, identity.interface, identity.ca_file) == ("RegionOne", "public", None)
     assert machine.sync_readable(machine.paths.identity)
@@ -95,13 +107,19 @@ def test_use_internal_endpoints_selects_keystone_internal_auth_url(ctx, keystone
     ctx.run(ctx.on.relation_changed(keystone, remote_unit=0), state)
 
     identity = load_identity(machine.paths.identity)
-    assert (identity.auth_url, identity.interface, identity.region) == ("https://10.5.0.12:5000/v3", "internal",
-                                                                        "RegionTwo")
+    assert (identity.auth_url, identity.interface, identity.region) == (
+        "https://10.5.0.12:5000/v3",
+        "internal",
+        "RegionTwo",
+    )
 
 
 def test_keystone_defaults_to_http_and_default_domain(ctx, machine):
-    data = {key: value for key, value in KEYSTONE_V3.items()
-            if key not in ("service_protocol", "service_domain", "internal_host")}
+    data = {
+        key: value
+        for key, value in KEYSTONE_V3.items()
+        if key not in ("service_protocol", "service_domain", "internal_host")
+    }
     relation = testing.Relation("identity-service", remote_units_data={0: data})
 
     ctx.run(ctx.on.relation_changed(relation, remote_unit=0), testing.State(relations=[relation]))
@@ -127,23 +145,26 @@ def test_incomplete_answer_writes_no_identity_yaml_and_waits(ctx, machine):
     partial = {key: value for key, value in KEYSTONE_V3.items() if key != "service_password"}
     relation = testing.Relation("identity-service", remote_units_data={0: partial})
 
-    out = ctx.run(ctx.on.relation_changed(relation, remote_unit=0),
-                  testing.State(leader=True, config={"run": True}, relations=[relation]))
+    out = ctx.run(
+        ctx.on.relation_changed(relation, remote_unit=0),
+        testing.State(leader=True, config={"run": True}, relations=[relation]),
+    )
 
     assert not machine.paths.identity.exists()
     assert not machine.paths.cron_file.exists()
     assert out.unit_status == testing.WaitingStatus(
-        "Waiting for keystone to send service credentials on identity-service")
+        "Waiting for keystone to send service credentials on identity-service"
+    )
 
 
 def test_keystone_v2_blocks(ctx, machine):
     relation = testing.Relation("identity-service", remote_units_data={0: {**KEYSTONE_V3, "api_version": "2.0"}})
 
-    out = ctx.run(ctx.on.relation_changed(relation, remote_unit=0),
-                  testing.State(leader=True, relations=[relation]))
+    out = ctx.run(ctx.on.relation_changed(relation, remote_unit=0), testing.State(leader=True, relations=[relation]))
 
     assert out.unit_status == testing.BlockedStatus(
-        "Keystone offers API v2.0, the sync needs v3: juju config keystone preferred-api-version=3")
+        "Keystone offers API v2.0, the sync needs v3: juju config keystone preferred-api-version=3"
+    )
     assert not machine.paths.identity.exists()
 
 
@@ -151,15 +172,17 @@ def test_missing_identity_relation_blocks_with_the_command_to_run(ctx):
     out = ctx.run(ctx.on.config_changed(), testing.State(leader=True))
 
     assert out.unit_status == testing.BlockedStatus(
-        "Missing relation: juju integrate glance-simplestreams-sync:identity-service keystone:identity-service")
+        "Missing relation: juju integrate glance-simplestreams-sync:identity-service keystone:identity-service"
+    )
 
 
 def test_relation_broken_removes_credentials_and_cron(ctx, keystone, machine):
     ctx.run(ctx.on.config_changed(), testing.State(leader=True, config={"run": True}, relations=[keystone]))
     assert machine.paths.identity.exists() and machine.paths.cron_file.exists()
 
-    out = ctx.run(ctx.on.relation_broken(keystone), testing.State(leader=True, config={"run": True},
-                                                                  relations=[keystone]))
+    out = ctx.run(
+        ctx.on.relation_broken(keystone), testing.State(leader=True, config={"run": True}, relations=[keystone])
+    )
 
     assert not machine.paths.identity.exists()
     assert not machine.paths.cron_file.exists()

@@ -60,8 +60,11 @@ def test_default_mirror_list_is_the_last_four_lts_releases():
     assert mirror.url == "http://cloud-images.ubuntu.com/releases/"
     assert mirror.path == "streams/v1/index.sjson"
     assert mirror.max == 1
-    assert mirror.item_filters == ["release~(focal|jammy|noble|resolute)", "arch~(x86_64|amd64)",
-                                   "ftype~(disk1.img|disk.img)"]
+    assert mirror.item_filters == [
+        "release~(focal|jammy|noble|resolute)",
+        "arch~(x86_64|amd64)",
+        "ftype~(disk1.img|disk.img)",
+    ]
 
 
 def test_actions_yaml_declares_sync_images_with_dry_run():
@@ -75,8 +78,13 @@ def test_context_autoloads_the_real_metadata():
     assert state.config["frequency"] == "daily"
     assert state.config["use-internal-endpoints"] is False
     assert {relation.endpoint for relation in state.relations} == {
-        "identity-service", "certificates", "receive-ca-cert", "simplestreams-image-service", "image-modifier",
-        "nrpe-external-master"}
+        "identity-service",
+        "certificates",
+        "receive-ca-cert",
+        "simplestreams-image-service",
+        "image-modifier",
+        "nrpe-external-master",
+    }
 
 
 def _names(requirements_file: str) -> set[str]:

@@ -47,14 +47,21 @@ def command_line(machine) -> list[str]:
     return shlex.split(command)
 
 
-@pytest.mark.parametrize("frequency, max_age", [("hourly", "7200"), ("daily", "172800"),
-                                                ("weekly", "1209600")])
+@pytest.mark.parametrize("frequency, max_age", [("hourly", "7200"), ("daily", "172800"), ("weekly", "1209600")])
 def test_check_is_installed_with_twice_the_frequency(ctx, nrpe, machine, frequency, max_age):
-    ctx.run(ctx.on.relation_joined(nrpe),
-            testing.State(leader=True, config={"run": True, "frequency": frequency}, relations=[nrpe]))
+    ctx.run(
+        ctx.on.relation_joined(nrpe),
+        testing.State(leader=True, config={"run": True, "frequency": frequency}, relations=[nrpe]),
+    )
 
-    assert command_line(machine) == ["/usr/bin/python3", str(nagios_check.plugin_path()),
-                                     "--state-dir", str(machine.paths.state_dir), "--max-age-seconds", max_age]
+    assert command_line(machine) == [
+        "/usr/bin/python3",
+        str(nagios_check.plugin_path()),
+        "--state-dir",
+        str(machine.paths.state_dir),
+        "--max-age-seconds",
+        max_age,
+    ]
 
 
 def test_check_file_is_world_readable(ctx, nrpe, machine):
@@ -81,32 +88,41 @@ def test_monitors_on_the_relation(ctx, nrpe):
 
     data = out.get_relation(nrpe.id).local_unit_data
     assert yaml.safe_load(data["monitors"]) == {
-        "monitors": {"remote": {"nrpe": {"glance_simplestreams_sync": {"command": COMMAND}}}}}
+        "monitors": {"remote": {"nrpe": {"glance_simplestreams_sync": {"command": COMMAND}}}}
+    }
     assert data["nagios_hostname"] == "juju-glance-simplestreams-sync-0"
     assert data["nagios_host_context"] == "juju"
 
 
 def test_servicegroups_default_to_the_nagios_context(ctx, nrpe, machine):
-    ctx.run(ctx.on.relation_joined(nrpe),
-            testing.State(leader=True, config={"nagios_context": "prod"}, relations=[nrpe]))
+    ctx.run(
+        ctx.on.relation_joined(nrpe), testing.State(leader=True, config={"nagios_context": "prod"}, relations=[nrpe])
+    )
 
     assert "# servicegroups: prod\n" in check_file(machine).read_text()
 
 
 def test_servicegroups_option(ctx, nrpe, machine):
-    ctx.run(ctx.on.relation_joined(nrpe), testing.State(
-        leader=True, config={"nagios_context": "prod", "nagios_servicegroups": "prod,openstack"},
-        relations=[nrpe]))
+    ctx.run(
+        ctx.on.relation_joined(nrpe),
+        testing.State(
+            leader=True, config={"nagios_context": "prod", "nagios_servicegroups": "prod,openstack"}, relations=[nrpe]
+        ),
+    )
 
     assert "# servicegroups: prod,openstack\n" in check_file(machine).read_text()
 
 
 def test_frequency_change_rewrites_the_check(ctx, nrpe, machine):
-    ctx.run(ctx.on.relation_joined(nrpe),
-            testing.State(leader=True, config={"run": True, "frequency": "daily"}, relations=[nrpe]))
+    ctx.run(
+        ctx.on.relation_joined(nrpe),
+        testing.State(leader=True, config={"run": True, "frequency": "daily"}, relations=[nrpe]),
+    )
 
-    ctx.run(ctx.on.config_changed(),
-            testing.State(leader=True, config={"run": True, "frequency": "weekly"}, relations=[nrpe]))
+    ctx.run(
+        ctx.on.config_changed(),
+        testing.State(leader=True, config={"run": True, "frequency": "weekly"}, relations=[nrpe]),
+    )
 
     assert command_line(machine)[-1] == "1209600"
 
@@ -118,8 +134,10 @@ def test_unchanged_check_is_not_rewritten_nor_nrpe_reloaded(ctx, nrpe, machine, 
 
     ctx.run(ctx.on.update_status(), state)
 
-    assert (check_file(machine).stat().st_ino, check_file(machine).stat().st_mtime_ns) == (first.st_ino,
-                                                                                          first.st_mtime_ns)
+    assert (check_file(machine).stat().st_ino, check_file(machine).stat().st_mtime_ns) == (
+        first.st_ino,
+        first.st_mtime_ns,
+    )
     assert reloads() == 1
 
 
@@ -168,8 +186,10 @@ def test_invalid_config_leaves_the_check_as_it_is(ctx, nrpe, machine):
     ctx.run(ctx.on.relation_joined(nrpe), testing.State(leader=True, config={"run": True}, relations=[nrpe]))
     before = check_file(machine).read_text()
 
-    ctx.run(ctx.on.config_changed(),
-            testing.State(leader=True, config={"run": True, "frequency": "monthly"}, relations=[nrpe]))
+    ctx.run(
+        ctx.on.config_changed(),
+        testing.State(leader=True, config={"run": True, "frequency": "monthly"}, relations=[nrpe]),
+    )
 
     assert check_file(machine).read_text() == before
 
@@ -189,7 +209,8 @@ def test_install_time_is_recorded_once(ctx, nrpe, machine):
 def test_enabling_run_restarts_the_no_sync_grace_period(ctx, nrpe, machine):
     ctx.run(ctx.on.relation_joined(nrpe), testing.State(leader=True, config={"run": False}, relations=[nrpe]))
     machine.paths.nrpe_check_marker.write_text(
-        json.dumps({"installed": "2026-01-01T00:00:00Z", "expects_syncs": False}))
+        json.dumps({"installed": "2026-01-01T00:00:00Z", "expects_syncs": False})
+    )
 
     ctx.run(ctx.on.config_changed(), testing.State(leader=True, config={"run": True}, relations=[nrpe]))
 

@@ -10,10 +10,13 @@ from tests.charm.relation_data import CA_PEM, CHAIN_PEM, KEYSTONE_V3
 
 def test_request_strips_the_trailing_slash():
     request = identity_service.request("RegionOne", "https://swift:443/v1/AUTH_x/simplestreams/data/")
-    assert request == {"service": "image-stream", "region": "RegionOne",
-                       "public_url": "https://swift:443/v1/AUTH_x/simplestreams/data",
-                       "internal_url": "https://swift:443/v1/AUTH_x/simplestreams/data",
-                       "admin_url": "https://swift:443/v1/AUTH_x/simplestreams/data"}
+    assert request == {
+        "service": "image-stream",
+        "region": "RegionOne",
+        "public_url": "https://swift:443/v1/AUTH_x/simplestreams/data",
+        "internal_url": "https://swift:443/v1/AUTH_x/simplestreams/data",
+        "admin_url": "https://swift:443/v1/AUTH_x/simplestreams/data",
+    }
 
 
 def test_placeholder_url_brackets_ipv6():

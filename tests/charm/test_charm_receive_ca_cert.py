@@ -12,8 +12,11 @@ from tests.charm.relation_data import CA_PEM, CHAIN_PEM, OPERATOR_CA_B64, OPERAT
 
 def ca_transfer(*cas: str, remote_app_name: str = "self-signed-certificates") -> testing.Relation:
     """What a v1 provider puts in its application data."""
-    return testing.Relation("receive-ca-cert", remote_app_name=remote_app_name,
-                            remote_app_data={"certificates": json.dumps(sorted(cas)), "version": "1"})
+    return testing.Relation(
+        "receive-ca-cert",
+        remote_app_name=remote_app_name,
+        remote_app_data={"certificates": json.dumps(sorted(cas)), "version": "1"},
+    )
 
 
 def test_the_leader_tells_the_provider_it_speaks_v1(ctx):
@@ -36,9 +39,13 @@ def test_the_ca_is_trusted_and_given_to_the_sync(ctx, keystone, machine):
 
 
 def test_a_v0_provider_unit_data_is_read_too(ctx, keystone, machine):
-    relation = testing.Relation("receive-ca-cert", remote_app_name="manual-tls-certificates",
-                                remote_units_data={0: {"ca": json.dumps(CA_PEM), "certificate": json.dumps("x"),
-                                                       "chain": json.dumps([CA_PEM, CHAIN_PEM])}})
+    relation = testing.Relation(
+        "receive-ca-cert",
+        remote_app_name="manual-tls-certificates",
+        remote_units_data={
+            0: {"ca": json.dumps(CA_PEM), "certificate": json.dumps("x"), "chain": json.dumps([CA_PEM, CHAIN_PEM])}
+        },
+    )
 
     ctx.run(ctx.on.relation_changed(relation, remote_unit=0), testing.State(relations=[relation, keystone]))
 
@@ -48,8 +55,10 @@ def test_a_v0_provider_unit_data_is_read_too(ctx, keystone, machine):
 def test_every_ca_source_joins_one_bundle(ctx, keystone, vault, machine):
     relation = ca_transfer(SELF_SIGNED_CA_PEM, CA_PEM)  # vault's CA sent on both relations: trusted once
 
-    ctx.run(ctx.on.relation_changed(relation, remote_unit=0),
-            testing.State(config={"ssl_ca": OPERATOR_CA_B64}, relations=[relation, vault, keystone]))
+    ctx.run(
+        ctx.on.relation_changed(relation, remote_unit=0),
+        testing.State(config={"ssl_ca": OPERATOR_CA_B64}, relations=[relation, vault, keystone]),
+    )
 
     assert machine.paths.ca_bundle.read_text() == OPERATOR_CA_PEM + CA_PEM + CHAIN_PEM + SELF_SIGNED_CA_PEM
     assert len(list(machine.paths.ca_dir.glob("*.crt"))) == 4
@@ -58,11 +67,13 @@ def test_every_ca_source_joins_one_bundle(ctx, keystone, vault, machine):
 def test_waits_for_the_providers_ca(ctx, keystone):
     relation = testing.Relation("receive-ca-cert", remote_app_name="self-signed-certificates")
 
-    out = ctx.run(ctx.on.relation_joined(relation, remote_unit=0),
-                  testing.State(leader=True, relations=[relation, keystone]))
+    out = ctx.run(
+        ctx.on.relation_joined(relation, remote_unit=0), testing.State(leader=True, relations=[relation, keystone])
+    )
 
     assert out.unit_status == testing.WaitingStatus(
-        "Waiting for self-signed-certificates to send its CA on receive-ca-cert")
+        "Waiting for self-signed-certificates to send its CA on receive-ca-cert"
+    )
 
 
 def test_relation_broken_untrusts_its_cas(ctx, keystone, machine):

@@ -10,8 +10,9 @@ def ready(keystone) -> testing.State:
 
 
 def test_progress_of_a_running_sync(ctx, ready, machine):
-    machine.write_progress(item="ubuntu-24.04 amd64 disk1.img", item_index=3, item_count=8,
-                           bytes_done=410, bytes_total=1000)
+    machine.write_progress(
+        item="ubuntu-24.04 amd64 disk1.img", item_index=3, item_count=8, bytes_done=410, bytes_total=1000
+    )
 
     out = ctx.run(ctx.on.update_status(), ready)
 
@@ -40,19 +41,25 @@ def test_last_sync_time_and_result(ctx, ready, machine):
 
     out = ctx.run(ctx.on.update_status(), ready)
 
-    assert out.unit_status == testing.ActiveStatus("Unit is ready (last sync 2026-11-24 10:02 UTC: 8 created, "
-                                                   "0 failed)")
+    assert out.unit_status == testing.ActiveStatus(
+        "Unit is ready (last sync 2026-11-24 10:02 UTC: 8 created, 0 failed)"
+    )
 
 
 def test_a_failed_last_sync_blocks_with_when_why_and_what_next(ctx, ready, machine):
-    machine.write_result(finished="2026-11-24T10:02:41Z", created=[{"id": "1"}],
-                         failed=[{"name": "a", "error": "b"}], errors=["mirror http://x/: HTTP 404"])
+    machine.write_result(
+        finished="2026-11-24T10:02:41Z",
+        created=[{"id": "1"}],
+        failed=[{"name": "a", "error": "b"}],
+        errors=["mirror http://x/: HTTP 404"],
+    )
 
     out = ctx.run(ctx.on.update_status(), ready)
 
     assert out.unit_status == testing.BlockedStatus(
         "Last sync failed 2026-11-24 10:02 UTC (1 created, 1 failed): mirror http://x/: HTTP 404; "
-        "next try daily at 07:28, or run sync-images")
+        "next try daily at 07:28, or run sync-images"
+    )
 
 
 def test_a_failed_last_sync_without_cron_says_to_run_the_action(ctx, keystone, machine):
@@ -61,21 +68,25 @@ def test_a_failed_last_sync_without_cron_says_to_run_the_action(ctx, keystone, m
     out = ctx.run(ctx.on.update_status(), testing.State(leader=True, relations=[keystone]))
 
     assert out.unit_status == testing.BlockedStatus(
-        "Last sync failed 2026-11-24 10:02 UTC (0 created, 1 failed): ubuntu-noble: HTTP 500; run sync-images")
+        "Last sync failed 2026-11-24 10:02 UTC (0 created, 1 failed): ubuntu-noble: HTTP 500; run sync-images"
+    )
 
 
 def test_a_failure_reason_is_shortened_keeping_its_end(ctx, ready, machine):
-    error = ("keystone https://127.0.0.1:5000/v3: cannot connect (Unable to establish connection to "
-             "https://127.0.0.1:5000/v3/auth/tokens: HTTPSConnectionPool(host='127.0.0.1', port=5000): Max "
-             "retries exceeded with url: /v3/auth/tokens (Caused by NewConnectionError('<urllib3.connection."
-             "HTTPSConnection object at 0x7f3a>: Failed to establish a new connection: [Errno 111] Connection "
-             "refused')))")
+    error = (
+        "keystone https://127.0.0.1:5000/v3: cannot connect (Unable to establish connection to "
+        "https://127.0.0.1:5000/v3/auth/tokens: HTTPSConnectionPool(host='127.0.0.1', port=5000): Max "
+        "retries exceeded with url: /v3/auth/tokens (Caused by NewConnectionError('<urllib3.connection."
+        "HTTPSConnection object at 0x7f3a>: Failed to establish a new connection: [Errno 111] Connection "
+        "refused')))"
+    )
     machine.write_result(finished="2026-11-24T10:02:41Z", errors=[error])
 
     out = ctx.run(ctx.on.update_status(), ready)
 
-    assert out.unit_status.message.startswith("Last sync failed 2026-11-24 10:02 UTC (0 created, 0 failed): "
-                                              "keystone https://127.0.0.1:5000/v3")
+    assert out.unit_status.message.startswith(
+        "Last sync failed 2026-11-24 10:02 UTC (0 created, 0 failed): keystone https://127.0.0.1:5000/v3"
+    )
     assert "[Errno 111] Connection refused')))" in out.unit_status.message
 
 
@@ -85,28 +96,39 @@ def test_last_sync_was_a_dry_run(ctx, ready, machine):
     out = ctx.run(ctx.on.update_status(), ready)
 
     assert out.unit_status == testing.ActiveStatus(
-        "Unit is ready (last sync 2026-11-24 10:02 UTC: dry run, 2 would be created)")
+        "Unit is ready (last sync 2026-11-24 10:02 UTC: dry run, 2 would be created)"
+    )
 
 
 def test_object_store_missing_blocks_while_use_swift(ctx, ready, machine):
-    machine.write_result(published=False, object_store_missing=True, created=[{"id": "1"}], errors=[
-        "no object-store (Swift) endpoint in the catalog for region RegionOne; images were synced but no "
-        "metadata was published"])
+    machine.write_result(
+        published=False,
+        object_store_missing=True,
+        created=[{"id": "1"}],
+        errors=[
+            "no object-store (Swift) endpoint in the catalog for region RegionOne; images were synced but no "
+            "metadata was published"
+        ],
+    )
 
     out = ctx.run(ctx.on.update_status(), ready)
 
     assert out.unit_status == testing.BlockedStatus(
         "No object-store endpoint in keystone: images sync but no metadata is published; add swift or "
-        "ceph-radosgw, or set use_swift=false")
+        "ceph-radosgw, or set use_swift=false"
+    )
 
 
 def test_object_store_missing_is_fine_without_use_swift(ctx, keystone, machine):
-    machine.write_result(finished="2026-11-24T10:02:41Z", published=False, object_store_missing=True,
-                         created=[{"id": "1"}],
-                         errors=["no object-store (Swift) endpoint in the catalog for region RegionOne"])
+    machine.write_result(
+        finished="2026-11-24T10:02:41Z",
+        published=False,
+        object_store_missing=True,
+        created=[{"id": "1"}],
+        errors=["no object-store (Swift) endpoint in the catalog for region RegionOne"],
+    )
 
-    out = ctx.run(ctx.on.update_status(),
-                  testing.State(leader=True, config={"use_swift": False}, relations=[keystone]))
+    out = ctx.run(ctx.on.update_status(), testing.State(leader=True, config={"use_swift": False}, relations=[keystone]))
 
     assert out.unit_status.name == "active"
 
@@ -115,7 +137,8 @@ def test_no_sync_yet_with_run_false_says_how_to_sync(ctx, keystone):
     out = ctx.run(ctx.on.update_status(), testing.State(leader=True, relations=[keystone]))
 
     assert out.unit_status == testing.ActiveStatus(
-        "Unit is ready (no sync yet: set run=true or run the sync-images action)")
+        "Unit is ready (no sync yet: set run=true or run the sync-images action)"
+    )
 
 
 def test_non_leader_says_it_does_not_sync(ctx, keystone, machine):
@@ -129,47 +152,69 @@ def test_non_leader_says_it_does_not_sync(ctx, keystone, machine):
 def test_invalid_config_wins_over_everything(ctx, keystone, machine):
     machine.write_progress(item="x", item_index=1, item_count=2)
 
-    out = ctx.run(ctx.on.update_status(),
-                  testing.State(leader=True, config={"visibility": "all"}, relations=[keystone]))
+    out = ctx.run(
+        ctx.on.update_status(), testing.State(leader=True, config={"visibility": "all"}, relations=[keystone])
+    )
 
     assert out.unit_status.name == "blocked"
     assert out.unit_status.message.startswith("Invalid config: visibility:")
 
 
 def test_a_deactivated_image_is_named_as_needing_an_operators_decision(ctx, ready, machine):
-    machine.write_result(finished="2026-11-24T10:02:41Z", created=[{"id": "b2"}], needs_decision=[
-        {"id": "a1", "name": "auto-sync/ubuntu-24.04-amd64-disk1.img",
-         "reason": "deactivated: never published nor deleted by the sync; reactivate it "
-                   "(openstack image reactivate a1) or delete it"}])
+    machine.write_result(
+        finished="2026-11-24T10:02:41Z",
+        created=[{"id": "b2"}],
+        needs_decision=[
+            {
+                "id": "a1",
+                "name": "auto-sync/ubuntu-24.04-amd64-disk1.img",
+                "reason": "deactivated: never published nor deleted by the sync; reactivate it "
+                "(openstack image reactivate a1) or delete it",
+            }
+        ],
+    )
 
     out = ctx.run(ctx.on.update_status(), ready)
 
     assert out.unit_status == testing.ActiveStatus(
         "Unit is ready (last sync 2026-11-24 10:02 UTC: 1 created, 0 failed); 1 image needs an operator's "
-        "decision: auto-sync/ubuntu-24.04-amd64-disk1.img (a1) deactivated")
+        "decision: auto-sync/ubuntu-24.04-amd64-disk1.img (a1) deactivated"
+    )
 
 
 def test_every_image_needing_a_decision_is_counted(ctx, ready, machine):
-    machine.write_result(finished="2026-11-24T10:02:41Z", needs_decision=[
-        {"id": "a1", "name": "auto-sync/a", "reason": "deactivated: never published nor deleted by the sync"},
-        {"id": "c3", "name": "auto-sync/c",
-         "reason": "protected, but its bytes do not match the source: unprotect it (openstack image set "
-                   "--unprotected c3) and the next sync deletes it"}])
+    machine.write_result(
+        finished="2026-11-24T10:02:41Z",
+        needs_decision=[
+            {"id": "a1", "name": "auto-sync/a", "reason": "deactivated: never published nor deleted by the sync"},
+            {
+                "id": "c3",
+                "name": "auto-sync/c",
+                "reason": "protected, but its bytes do not match the source: unprotect it (openstack image set "
+                "--unprotected c3) and the next sync deletes it",
+            },
+        ],
+    )
 
     out = ctx.run(ctx.on.update_status(), ready)
 
     assert out.unit_status == testing.ActiveStatus(
         "Unit is ready (last sync 2026-11-24 10:02 UTC: 0 created, 0 failed); 2 images need an operator's "
         "decision: auto-sync/a (a1) deactivated; auto-sync/c (c3) protected, but its bytes do not match the "
-        "source")
+        "source"
+    )
 
 
 def test_a_failed_sync_says_its_failure_before_any_decision(ctx, ready, machine):
-    machine.write_result(finished="2026-11-24T10:02:41Z", errors=["mirror http://x/: HTTP 404"],
-                         needs_decision=[{"id": "a1", "name": "auto-sync/a", "reason": "deactivated: …"}])
+    machine.write_result(
+        finished="2026-11-24T10:02:41Z",
+        errors=["mirror http://x/: HTTP 404"],
+        needs_decision=[{"id": "a1", "name": "auto-sync/a", "reason": "deactivated: …"}],
+    )
 
     out = ctx.run(ctx.on.update_status(), ready)
 
     assert out.unit_status == testing.BlockedStatus(
         "Last sync failed 2026-11-24 10:02 UTC (0 created, 0 failed): mirror http://x/: HTTP 404; "
-        "next try daily at 07:28, or run sync-images")
+        "next try daily at 07:28, or run sync-images"
+    )

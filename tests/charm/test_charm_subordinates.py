@@ -6,8 +6,9 @@ from simplestreams_sync.config import load_sync_config
 
 
 def test_image_modifier_script_path_becomes_the_modify_hook(ctx, machine):
-    relation = testing.SubordinateRelation("image-modifier", remote_app_name="modifier",
-                                           remote_unit_data={"script-path": "/usr/local/bin/modify-image"})
+    relation = testing.SubordinateRelation(
+        "image-modifier", remote_app_name="modifier", remote_unit_data={"script-path": "/usr/local/bin/modify-image"}
+    )
 
     ctx.run(ctx.on.relation_changed(relation), testing.State(relations=[relation]))
 
@@ -15,8 +16,9 @@ def test_image_modifier_script_path_becomes_the_modify_hook(ctx, machine):
 
 
 def test_image_modifier_departing_removes_the_modify_hook(ctx, machine):
-    relation = testing.SubordinateRelation("image-modifier", remote_app_name="modifier",
-                                           remote_unit_data={"script-path": "/usr/local/bin/modify-image"})
+    relation = testing.SubordinateRelation(
+        "image-modifier", remote_app_name="modifier", remote_unit_data={"script-path": "/usr/local/bin/modify-image"}
+    )
     ctx.run(ctx.on.relation_changed(relation), testing.State(relations=[relation]))
 
     ctx.run(ctx.on.relation_broken(relation), testing.State(relations=[relation]))
@@ -25,23 +27,27 @@ def test_image_modifier_departing_removes_the_modify_hook(ctx, machine):
 
 
 def test_two_image_modifiers_block(ctx, machine):
-    first = testing.SubordinateRelation("image-modifier", remote_app_name="one",
-                                        remote_unit_data={"script-path": "/bin/one"})
-    second = testing.SubordinateRelation("image-modifier", remote_app_name="two",
-                                         remote_unit_data={"script-path": "/bin/two"})
+    first = testing.SubordinateRelation(
+        "image-modifier", remote_app_name="one", remote_unit_data={"script-path": "/bin/one"}
+    )
+    second = testing.SubordinateRelation(
+        "image-modifier", remote_app_name="two", remote_unit_data={"script-path": "/bin/two"}
+    )
 
     out = ctx.run(ctx.on.relation_changed(second), testing.State(relations=[first, second]))
 
     assert out.unit_status == testing.BlockedStatus(
-        "Only one image-modifier subordinate is supported, remove all but one of: one, two")
+        "Only one image-modifier subordinate is supported, remove all but one of: one, two"
+    )
     assert not machine.paths.mirrors.exists()
 
 
 def test_nrpe_gets_the_nagios_host_name(ctx):
     relation = testing.SubordinateRelation("nrpe-external-master", remote_app_name="nrpe")
 
-    out = ctx.run(ctx.on.relation_joined(relation), testing.State(config={"nagios_context": "prod"},
-                                                                  relations=[relation]))
+    out = ctx.run(
+        ctx.on.relation_joined(relation), testing.State(config={"nagios_context": "prod"}, relations=[relation])
+    )
 
     data = out.get_relation(relation.id).local_unit_data
     assert data["nagios_hostname"] == "prod-glance-simplestreams-sync-0"

@@ -63,11 +63,19 @@ def test_the_cron_job_runs_the_sync_as_its_user_and_roots_shell_opens_the_log(ct
     command = line.split(" root ", 1)[1]
     if AS_ROOT:
         account = pwd.getpwnam(host.SYNC_USER)
-        assert command.startswith(f"setpriv --reuid={host.SYNC_USER} --regid={machine.sync_group} --init-groups "
-                                  f"env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "
-                                  f"HOME={account.pw_dir} ")
-    process = subprocess.run(["/bin/sh", "-c", command.replace("\\%", "%")], env={"PATH": "/usr/bin:/bin"},
-                             cwd="/", capture_output=True, text=True, timeout=120)
+        assert command.startswith(
+            f"setpriv --reuid={host.SYNC_USER} --regid={machine.sync_group} --init-groups "
+            f"env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "
+            f"HOME={account.pw_dir} "
+        )
+    process = subprocess.run(
+        ["/bin/sh", "-c", command.replace("\\%", "%")],
+        env={"PATH": "/usr/bin:/bin"},
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
     assert process.returncode == 0, process.stderr
     (run,) = engine.calls
@@ -119,14 +127,17 @@ def test_an_existing_log_gets_the_sync_group_and_0640(ctx, state, machine):
 
 # --- the user itself ------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def useradd(tmp_path, monkeypatch):
     """A useradd that records its arguments and exits with the code in `exit.txt`."""
     calls = tmp_path / "useradd.calls"
     code = tmp_path / "exit.txt"
     code.write_text("0")
-    script = (f"import json, sys; open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n'); "
-              f"sys.stderr.write('useradd: cannot lock /etc/passwd\\n'); sys.exit(int(open({str(code)!r}).read()))")
+    script = (
+        f"import json, sys; open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n'); "
+        f"sys.stderr.write('useradd: cannot lock /etc/passwd\\n'); sys.exit(int(open({str(code)!r}).read()))"
+    )
     monkeypatch.setattr(host, "ADD_SYSTEM_USER", [sys.executable, "-c", script, "--system", "--user-group"])
     monkeypatch.setattr(host, "SYNC_USER", "gss-test-no-such-user")
 
@@ -149,8 +160,9 @@ def test_a_missing_user_is_created_as_a_system_user_with_its_group(machine, user
     with pytest.raises(RuntimeError) as raised:
         host.sync_account()  # the fake useradd adds no one
 
-    assert useradd() == [["--system", "--user-group", "--home-dir", str(machine.paths.state_dir),
-                          "gss-test-no-such-user"]]
+    assert useradd() == [
+        ["--system", "--user-group", "--home-dir", str(machine.paths.state_dir), "gss-test-no-such-user"]
+    ]
     assert "the system does not know the user gss-test-no-such-user" in str(raised.value)
 
 

@@ -39,35 +39,55 @@ def shown(seconds_ago: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(NOW - seconds_ago))
 
 
-def run_check(state_dir: Path, max_age: int = DAILY, *flags: str, python: str = sys.executable,
-              user: int | None = None, script: Path = SCRIPT) -> tuple[int, str]:
+def run_check(
+    state_dir: Path,
+    max_age: int = DAILY,
+    *flags: str,
+    python: str = sys.executable,
+    user: int | None = None,
+    script: Path = SCRIPT,
+) -> tuple[int, str]:
     """(exit code, the one line printed); `user`: run as that uid, as NRPE runs it as nagios."""
     ids = {} if user is None else {"user": user, "group": user, "extra_groups": []}
-    process = subprocess.run([python, str(script), "--state-dir", str(state_dir),
-                              "--max-age-seconds", str(max_age), *flags],
-                             capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "")}, **ids)
+    process = subprocess.run(
+        [python, str(script), "--state-dir", str(state_dir), "--max-age-seconds", str(max_age), *flags],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ.get("PATH", "")},
+        **ids,
+    )
     assert process.stderr == ""
     lines = process.stdout.splitlines()
     assert len(lines) == 1, process.stdout
     return process.returncode, lines[0]
 
 
-def write_result(state_dir: Path, finished_ago: float, failed=(), errors=(), last_success_ago=None,
-                 **extra) -> None:
+def write_result(state_dir: Path, finished_ago: float, failed=(), errors=(), last_success_ago=None, **extra) -> None:
     """last-sync.json as the engine writes it (ok run: last_success = finished)."""
     ok = not failed and not errors
     if last_success_ago is None and ok:
         last_success_ago = finished_ago
-    data = {"started": stamp(finished_ago + 60), "finished": stamp(finished_ago), "dry_run": False,
-            "created": [], "would_create": [], "deleted": [], "failed": list(failed), "errors": list(errors),
-            "published": True, "ok": ok,
-            "last_success": stamp(last_success_ago) if last_success_ago is not None else "", **extra}
+    data = {
+        "started": stamp(finished_ago + 60),
+        "finished": stamp(finished_ago),
+        "dry_run": False,
+        "created": [],
+        "would_create": [],
+        "deleted": [],
+        "failed": list(failed),
+        "errors": list(errors),
+        "published": True,
+        "ok": ok,
+        "last_success": stamp(last_success_ago) if last_success_ago is not None else "",
+        **extra,
+    }
     (state_dir / "last-sync.json").write_text(json.dumps(data))
 
 
 def write_installed(state_dir: Path, seconds_ago: float) -> None:
     (state_dir / "charm-nrpe-check.json").write_text(
-        json.dumps({"installed": stamp(seconds_ago), "expects_syncs": True}))
+        json.dumps({"installed": stamp(seconds_ago), "expects_syncs": True})
+    )
 
 
 @pytest.fixture
@@ -78,6 +98,7 @@ def state_dir(tmp_path: Path) -> Path:
 
 
 # --- OK ---------------------------------------------------------------------------------------------
+
 
 def test_recent_success_is_ok(state_dir):
     write_result(state_dir, finished_ago=3 * HOUR)
@@ -103,7 +124,9 @@ def test_run_disabled_with_an_old_success_is_ok(state_dir):
     write_result(state_dir, finished_ago=30 * DAY)
 
     assert run_check(state_dir, DAILY, "--run-disabled") == (
-        0, f"OK: scheduled sync disabled (run=false); last sync {shown(30 * DAY)} succeeded")
+        0,
+        f"OK: scheduled sync disabled (run=false); last sync {shown(30 * DAY)} succeeded",
+    )
 
 
 def test_standby_is_ok_whatever_the_state(state_dir):
@@ -113,6 +136,7 @@ def test_standby_is_ok_whatever_the_state(state_dir):
 
 
 # --- WARNING ----------------------------------------------------------------------------------------
+
 
 def test_no_sync_yet_within_the_threshold_of_the_install_warns(state_dir):
     write_installed(state_dir, seconds_ago=HOUR)
@@ -135,12 +159,16 @@ def test_a_dry_run_result_is_not_a_sync(state_dir):
 
 # --- CRITICAL ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("max_age, age, expected", [
-    (2 * HOUR, 2 * HOUR + 300, "is 2h old (limit 2h)"),  # hourly
-    (2 * DAY, 2 * DAY + 300, "is 48h old (limit 48h)"),  # daily
-    (14 * DAY, 14 * DAY + 300, "is 14d old (limit 14d)"),  # weekly
-    (2 * DAY, 5 * DAY, "is 5d old (limit 48h)"),
-])
+
+@pytest.mark.parametrize(
+    "max_age, age, expected",
+    [
+        (2 * HOUR, 2 * HOUR + 300, "is 2h old (limit 2h)"),  # hourly
+        (2 * DAY, 2 * DAY + 300, "is 48h old (limit 48h)"),  # daily
+        (14 * DAY, 14 * DAY + 300, "is 14d old (limit 14d)"),  # weekly
+        (2 * DAY, 5 * DAY, "is 5d old (limit 48h)"),
+    ],
+)
 def test_last_success_older_than_the_threshold_is_critical(state_dir, max_age, age, expected):
     write_result(state_dir, finished_ago=age)
 
@@ -148,14 +176,22 @@ def test_last_success_older_than_the_threshold_is_critical(state_dir, max_age, a
 
 
 def test_failed_images_are_named(state_dir):
-    write_result(state_dir, finished_ago=HOUR, last_success_ago=DAY + HOUR, failed=[
-        {"name": "ubuntu-24.04 amd64 disk1.img", "error": "checksum mismatch"},
-        {"name": "ubuntu-22.04 amd64 disk1.img", "error": "HTTP 503"}])
+    write_result(
+        state_dir,
+        finished_ago=HOUR,
+        last_success_ago=DAY + HOUR,
+        failed=[
+            {"name": "ubuntu-24.04 amd64 disk1.img", "error": "checksum mismatch"},
+            {"name": "ubuntu-22.04 amd64 disk1.img", "error": "HTTP 503"},
+        ],
+    )
 
     assert run_check(state_dir) == (
-        2, f"CRITICAL: last sync {shown(HOUR)} failed: 2 images failed (ubuntu-24.04 amd64 disk1.img, "
-           f"ubuntu-22.04 amd64 disk1.img); first error: ubuntu-24.04 amd64 disk1.img: checksum mismatch; "
-           f"last success: {shown(DAY + HOUR)}")
+        2,
+        f"CRITICAL: last sync {shown(HOUR)} failed: 2 images failed (ubuntu-24.04 amd64 disk1.img, "
+        f"ubuntu-22.04 amd64 disk1.img); first error: ubuntu-24.04 amd64 disk1.img: checksum mismatch; "
+        f"last success: {shown(DAY + HOUR)}",
+    )
 
 
 def test_many_failed_images_are_counted(state_dir):
@@ -169,12 +205,18 @@ def test_many_failed_images_are_counted(state_dir):
 
 
 def test_a_mirror_error_is_the_first_error(state_dir):
-    write_result(state_dir, finished_ago=HOUR, last_success_ago=2 * HOUR,
-                 errors=["mirror http://cloud-images.ubuntu.com/releases/: HTTP 404", "publish: 500"])
+    write_result(
+        state_dir,
+        finished_ago=HOUR,
+        last_success_ago=2 * HOUR,
+        errors=["mirror http://cloud-images.ubuntu.com/releases/: HTTP 404", "publish: 500"],
+    )
 
     assert run_check(state_dir) == (
-        2, f"CRITICAL: last sync {shown(HOUR)} failed: first error: mirror "
-           f"http://cloud-images.ubuntu.com/releases/: HTTP 404; last success: {shown(2 * HOUR)}")
+        2,
+        f"CRITICAL: last sync {shown(HOUR)} failed: first error: mirror "
+        f"http://cloud-images.ubuntu.com/releases/: HTTP 404; last success: {shown(2 * HOUR)}",
+    )
 
 
 def test_a_failed_run_is_critical_even_with_run_disabled(state_dir):
@@ -189,8 +231,7 @@ def test_a_failed_run_is_critical_even_with_run_disabled(state_dir):
 def test_no_sync_long_after_the_install_is_critical(state_dir):
     write_installed(state_dir, seconds_ago=3 * DAY)
 
-    assert run_check(state_dir) == (
-        2, f"CRITICAL: no sync has run in the 3d since {shown(3 * DAY)} (limit 48h)")
+    assert run_check(state_dir) == (2, f"CRITICAL: no sync has run in the 3d since {shown(3 * DAY)} (limit 48h)")
 
 
 def test_result_without_ok_or_last_success_of_an_older_engine(state_dir):
@@ -203,6 +244,7 @@ def test_result_without_ok_or_last_success_of_an_older_engine(state_dir):
 
 
 # --- last-sync.json unreadable by nagios -----------------------------------------------------------
+
 
 @dataclass
 class Unreadable:
@@ -245,11 +287,14 @@ def unreadable_result(state_dir):
 
 def test_unreadable_result_is_unknown_and_says_why(unreadable_result):
     assert unreadable_result.check() == (
-        3, f"UNKNOWN: cannot read {unreadable_result.state_dir / 'last-sync.json'}: permission denied (NRPE runs "
-           "this check as nagios, who must be able to read it)")
+        3,
+        f"UNKNOWN: cannot read {unreadable_result.state_dir / 'last-sync.json'}: permission denied (NRPE runs "
+        "this check as nagios, who must be able to read it)",
+    )
 
 
 # --- UNKNOWN ----------------------------------------------------------------------------------------
+
 
 def test_corrupt_result_is_unknown(state_dir):
     (state_dir / "last-sync.json").write_text("{not json")
@@ -261,8 +306,9 @@ def test_corrupt_result_is_unknown(state_dir):
 
 
 def test_bad_arguments_are_unknown_not_critical(state_dir):
-    process = subprocess.run([sys.executable, str(SCRIPT), "--state-dir", str(state_dir)],
-                             capture_output=True, text=True)
+    process = subprocess.run(
+        [sys.executable, str(SCRIPT), "--state-dir", str(state_dir)], capture_output=True, text=True
+    )
 
     assert process.returncode == 3
     assert process.stdout.startswith("UNKNOWN: bad arguments: ")
@@ -275,12 +321,14 @@ def test_non_positive_max_age_is_unknown(state_dir):
 
 def test_the_script_uses_the_standard_library_only():
     """NRPE runs it with the machine's python3: no charm venv, no engine."""
-    code = ("import sys, runpy; sys.argv = ['x', '--help']\n"
-            f"try:\n    runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "third = sorted(name for name in sys.modules if name.split('.')[0] in "
-            "('ops', 'yaml', 'pydantic', 'jinja2', 'simplestreams_sync', 'simplestreams', 'host', "
-            "'sync_process', 'nrpe'))\n"
-            "print(third)")
+    code = (
+        "import sys, runpy; sys.argv = ['x', '--help']\n"
+        f"try:\n    runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "third = sorted(name for name in sys.modules if name.split('.')[0] in "
+        "('ops', 'yaml', 'pydantic', 'jinja2', 'simplestreams_sync', 'simplestreams', 'host', "
+        "'sync_process', 'nrpe'))\n"
+        "print(third)"
+    )
     process = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
 
     assert process.stdout.splitlines()[-1] == "[]"

@@ -17,30 +17,51 @@ CONTENT_ID = "auto.sync"
 
 
 def image(image_id: str, **fields) -> dict:
-    return {"id": image_id, "name": f"auto-sync/{image_id}", "status": "active", "owner": PROJECT,
-            "content_id": CONTENT_ID, "updated_at": "2026-01-01T00:00:00Z", "size": 10,
-            "os_hash_algo": "sha512", "os_hash_value": "ab", "protected": False, "visibility": "public",
-            **fields}
+    return {
+        "id": image_id,
+        "name": f"auto-sync/{image_id}",
+        "status": "active",
+        "owner": PROJECT,
+        "content_id": CONTENT_ID,
+        "updated_at": "2026-01-01T00:00:00Z",
+        "size": 10,
+        "os_hash_algo": "sha512",
+        "os_hash_value": "ab",
+        "protected": False,
+        "visibility": "public",
+        **fields,
+    }
 
 
 def test_glance_fingerprint_ignores_order_and_images_that_are_not_ours():
     ours = [image("a"), image("b")]
     others = [image("c", owner="someone else"), image("d", content_id="other.sync")]
 
-    assert quick_check.glance_fingerprint(ours[::-1] + others, CONTENT_ID, PROJECT) == \
-        quick_check.glance_fingerprint(ours, CONTENT_ID, PROJECT)
+    assert quick_check.glance_fingerprint(ours[::-1] + others, CONTENT_ID, PROJECT) == quick_check.glance_fingerprint(
+        ours, CONTENT_ID, PROJECT
+    )
 
 
-@pytest.mark.parametrize("change", [{"updated_at": "2026-02-01T00:00:00Z"}, {"status": "deactivated"},
-                                    {"os_hash_value": "cd"}, {"protected": True}, {"latest": "true"}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"updated_at": "2026-02-01T00:00:00Z"},
+        {"status": "deactivated"},
+        {"os_hash_value": "cd"},
+        {"protected": True},
+        {"latest": "true"},
+    ],
+)
 def test_glance_fingerprint_moves_with_any_change_of_an_image(change):
-    assert quick_check.glance_fingerprint([image("a", **change)], CONTENT_ID, PROJECT) != \
-        quick_check.glance_fingerprint([image("a")], CONTENT_ID, PROJECT)
+    assert quick_check.glance_fingerprint(
+        [image("a", **change)], CONTENT_ID, PROJECT
+    ) != quick_check.glance_fingerprint([image("a")], CONTENT_ID, PROJECT)
 
 
 def test_glance_fingerprint_moves_when_an_image_goes():
-    assert quick_check.glance_fingerprint([image("a")], CONTENT_ID, PROJECT) != \
-        quick_check.glance_fingerprint([image("a"), image("b")], CONTENT_ID, PROJECT)
+    assert quick_check.glance_fingerprint([image("a")], CONTENT_ID, PROJECT) != quick_check.glance_fingerprint(
+        [image("a"), image("b")], CONTENT_ID, PROJECT
+    )
 
 
 class Server:
@@ -89,6 +110,7 @@ def recorded(tmp_path, served):
     """A state dir with a record of a run that read one source document and listed one image."""
     mirrors = tmp_path / "mirrors.yaml"
     mirrors.write_text("mirror_list: []\n")
+
     def answer(path: str) -> tuple[int, bytes]:
         if not path.startswith("/v2/images"):
             return 200, served["source"]
@@ -97,13 +119,18 @@ def recorded(tmp_path, served):
 
     with Server(answer) as server:
         record = quick_check.Record(
-            code=quick_check.code_fingerprint(), inputs=quick_check.input_digests([str(mirrors)]),
+            code=quick_check.code_fingerprint(),
+            inputs=quick_check.input_digests([str(mirrors)]),
             source=[{"url": f"{server.url}/streams/v1/index.json", "sha256": _sha256(SOURCE_DOC), "proxy": None}],
-            user_agent="test", token="t0k3n",
-            token_expires=(datetime.now(UTC) + timedelta(hours=1)).isoformat(), verify=True,
+            user_agent="test",
+            token="t0k3n",
+            token_expires=(datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+            verify=True,
             glance_list_url=quick_check.glance_list_url(server.url, PROJECT, CONTENT_ID),
             glance_images=quick_check.glance_fingerprint([image("a")], CONTENT_ID, PROJECT),
-            content_id=CONTENT_ID, project_id=PROJECT)
+            content_id=CONTENT_ID,
+            project_id=PROJECT,
+        )
         quick_check.save(tmp_path / "state", record)
         yield tmp_path / "state", mirrors, server
 
@@ -116,8 +143,10 @@ def test_a_record_whose_observations_hold_is_current(recorded):
     state_dir, _, server = recorded
 
     assert quick_check.still_current(state_dir) is not None
-    assert sorted(server.requests) == ["/streams/v1/index.json",
-                                       f"/v2/images?owner={PROJECT}&content_id={CONTENT_ID}&limit=100"]
+    assert sorted(server.requests) == [
+        "/streams/v1/index.json",
+        f"/v2/images?owner={PROJECT}&content_id={CONTENT_ID}&limit=100",
+    ]
 
 
 def test_a_changed_input_file_invalidates_without_a_request(recorded):
@@ -165,9 +194,11 @@ def test_a_changed_glance_listing_invalidates(recorded, served):
 def test_glance_pages_are_all_read(recorded, served):
     state_dir, _, server = recorded
     served["glance"] = {
-        "/v2/images?owner=p1&content_id=auto.sync&limit=100":
-            json.dumps({"images": [], "next": "/v2/images?marker=x"}).encode(),
-        "/v2/images?marker=x": json.dumps({"images": [image("a")]}).encode()}
+        "/v2/images?owner=p1&content_id=auto.sync&limit=100": json.dumps(
+            {"images": [], "next": "/v2/images?marker=x"}
+        ).encode(),
+        "/v2/images?marker=x": json.dumps({"images": [image("a")]}).encode(),
+    }
 
     assert quick_check.still_current(state_dir) is not None
     assert "/v2/images?marker=x" in server.requests
@@ -176,8 +207,9 @@ def test_glance_pages_are_all_read(recorded, served):
 def test_glance_fingerprint_is_the_same_for_raw_json_and_glanceclient_objects():
     raw = image("a", self="/v2/images/a")  # glanceclient's image objects have no "self"
 
-    assert quick_check.glance_fingerprint([raw], CONTENT_ID, PROJECT) == \
-        quick_check.glance_fingerprint([image("a")], CONTENT_ID, PROJECT)
+    assert quick_check.glance_fingerprint([raw], CONTENT_ID, PROJECT) == quick_check.glance_fingerprint(
+        [image("a")], CONTENT_ID, PROJECT
+    )
 
 
 @pytest.mark.parametrize("text", ["[]", '{"version": 1}', "{not json"])

@@ -62,8 +62,11 @@ def test_a_stalled_connection_resumes_from_the_last_whole_chunk_it_had(server, t
 def test_resumes_that_bring_nothing_end_in_a_clear_error(server, tree):
     _, item = tree
     server.set_faults({"/" + item.path: {"kind": "truncate", "after": 1000}})
-    with pytest.raises(SourceError, match=r"connection lost \(\w+\) after 1000 bytes; 5 attempts to resume "
-                                          "from there brought no more"):
+    with pytest.raises(
+        SourceError,
+        match=r"connection lost \(\w+\) after 1000 bytes; 5 attempts to resume "
+        "from there brought no more",
+    ):
         download(server, item)
     assert len(server.wait_for_requests(6)) == 6
 

@@ -50,8 +50,9 @@ class ObjectStore:
 
 
 def test_a_missing_container_is_created_readable_by_anyone():
-    store = ObjectStore(answer(404, "Not Found"), answer(201, "Created"),
-                        answer(204, "No Content", acl=".rlistings,.r:*"))
+    store = ObjectStore(
+        answer(404, "Not Found"), answer(201, "Created"), answer(204, "No Content", acl=".rlistings,.r:*")
+    )
 
     assert ensure_public_container(store, CONTAINER_URL) == (".rlistings,.r:*", None)  # as the store spells it
     assert store.requests == [("HEAD", None), ("PUT", PUBLIC_READ_ACL), ("HEAD", None)]
@@ -67,25 +68,31 @@ def test_a_container_anyone_may_read_and_list_is_left_alone(acl):
 
 @pytest.mark.parametrize("acl", [".r:example.com", ".r:*", ""])
 def test_a_drifted_read_acl_is_set_again_with_post(acl):
-    store = ObjectStore(answer(204, "No Content", acl=acl), answer(204, "No Content"),
-                        answer(204, "No Content", acl=PUBLIC_READ_ACL))
+    store = ObjectStore(
+        answer(204, "No Content", acl=acl), answer(204, "No Content"), answer(204, "No Content", acl=PUBLIC_READ_ACL)
+    )
 
     assert ensure_public_container(store, CONTAINER_URL) == (PUBLIC_READ_ACL, acl)
     assert store.requests == [("HEAD", None), ("POST", PUBLIC_READ_ACL), ("HEAD", None)]
 
 
 def test_rgw_409_to_the_put_of_a_container_made_meanwhile_falls_back_to_post():
-    store = ObjectStore(answer(404, "Not Found"), answer(409, "Conflict", "BucketAlreadyExists"),
-                        answer(204, "No Content", acl=".r:example.com"), answer(204, "No Content"),
-                        answer(204, "No Content", acl=PUBLIC_READ_ACL))
+    store = ObjectStore(
+        answer(404, "Not Found"),
+        answer(409, "Conflict", "BucketAlreadyExists"),
+        answer(204, "No Content", acl=".r:example.com"),
+        answer(204, "No Content"),
+        answer(204, "No Content", acl=PUBLIC_READ_ACL),
+    )
 
     assert ensure_public_container(store, CONTAINER_URL) == (PUBLIC_READ_ACL, ".r:example.com")
     assert [method for method, _ in store.requests] == ["HEAD", "PUT", "HEAD", "POST", "HEAD"]
 
 
 def test_rgw_409_for_a_bucket_of_another_account_says_so_and_what_to_do():
-    store = ObjectStore(answer(404, "Not Found"), answer(409, "Conflict", "BucketAlreadyExists"),
-                        answer(404, "Not Found"))
+    store = ObjectStore(
+        answer(404, "Not Found"), answer(409, "Conflict", "BucketAlreadyExists"), answer(404, "Not Found")
+    )
 
     with pytest.raises(CloudError) as raised:
         ensure_public_container(store, CONTAINER_URL)
@@ -109,12 +116,20 @@ def test_a_read_acl_that_cannot_be_set_names_the_container_the_acl_and_the_fix()
 
 
 def test_a_refused_head_is_an_error_with_its_reason():
-    store = ObjectStore(answer(401, "Unauthorized"),
-                        answer(401, "Unauthorized", "<html><h1>Unauthorized</h1><p>This server could not "
-                                                    "verify that you are authorized.</p></html>"))
+    store = ObjectStore(
+        answer(401, "Unauthorized"),
+        answer(
+            401,
+            "Unauthorized",
+            "<html><h1>Unauthorized</h1><p>This server could not verify that you are authorized.</p></html>",
+        ),
+    )
 
-    with pytest.raises(CloudError, match=r"GET \S+: HTTP 401 Unauthorized: This server could not verify that "
-                                         r"you are authorized\.; the object store did not accept"):
+    with pytest.raises(
+        CloudError,
+        match=r"GET \S+: HTTP 401 Unauthorized: This server could not verify that "
+        r"you are authorized\.; the object store did not accept",
+    ):
         ensure_public_container(store, CONTAINER_URL)
 
 
@@ -136,11 +151,14 @@ def test_grants_public_read_needs_both_read_and_listing():
     assert not grants_public_read(".r:example.com,.rlistings")
 
 
-@pytest.mark.parametrize("status, reason, advice", [
-    (503, "Service Unavailable", "the object store failed: see its logs; the next sync tries again"),
-    (507, "Insufficient Storage", "the object store is out of space"),
-    (418, "I'm a teapot", None),
-])
+@pytest.mark.parametrize(
+    "status, reason, advice",
+    [
+        (503, "Service Unavailable", "the object store failed: see its logs; the next sync tries again"),
+        (507, "Insufficient Storage", "the object store is out of space"),
+        (418, "I'm a teapot", None),
+    ],
+)
 def test_refusal_keeps_status_reason_and_says_what_to_do(status, reason, advice):
     message = refusal(answer(status, reason, "<html><h1>Oops</h1><p>Details &amp; more.</p></html>"))
 
@@ -167,7 +185,8 @@ def test_a_refused_connection_keeps_the_system_reason_and_the_url():
 
     assert unreachable(raised.value) == (
         f"cannot connect to {url} ([Errno 111] Connection refused): check that the object store (Swift proxy "
-        "or Ceph RGW) is running and reachable from this machine; the next sync publishes once it is")
+        "or Ceph RGW) is running and reachable from this machine; the next sync publishes once it is"
+    )
 
 
 def test_a_timeout_says_timed_out():

@@ -12,8 +12,15 @@ def wanted(version, product=FOCAL):
 
 
 def ours(image_id, version, product=FOCAL, **extra):
-    return {"id": image_id, "name": f"auto-sync/{version}", "source_content_id": SCID, "product_name": product,
-            "version_name": version, "item_name": "disk1.img", **extra}
+    return {
+        "id": image_id,
+        "name": f"auto-sync/{version}",
+        "source_content_id": SCID,
+        "product_name": product,
+        "version_name": version,
+        "item_name": "disk1.img",
+        **extra,
+    }
 
 
 def test_older_version_is_deleted_once_the_new_one_is_present():
@@ -32,8 +39,9 @@ def test_image_in_use_is_kept():
 
 
 def test_protected_image_is_kept():
-    plan = plan_retention([wanted("20240102")],
-                          [ours("old", "20240101", protected=True), ours("new", "20240102")], set())
+    plan = plan_retention(
+        [wanted("20240102")], [ours("old", "20240101", protected=True), ours("new", "20240102")], set()
+    )
     assert plan.delete == [] and plan.keep[0][1] == "superseded but protected"
 
 
@@ -55,8 +63,13 @@ def test_images_of_a_mirror_that_could_not_be_read_are_kept_with_that_reason():
 def test_what_glance_and_the_sources_show_is_settled_what_nova_shows_is_not():
     """A kept image is settled when the quick check observes everything that would change that (Glance's
     listing, the sources); Nova's servers it does not observe, nor a replacement still to come."""
-    verified = [ours("protected", "1", protected=True), ours("used", "2"), ours("new", "4"),
-                ours("newer", "5"), ours("bionic", "1", product="b")]
+    verified = [
+        ours("protected", "1", protected=True),
+        ours("used", "2"),
+        ours("new", "4"),
+        ours("newer", "5"),
+        ours("bionic", "1", product="b"),
+    ]
     plan = plan_retention([wanted("4")], verified, {"used"})
     settled = {kept.image["id"]: kept.settled for kept in plan.keep}
     assert settled == {"protected": True, "used": False, "newer": True, "bionic": True}

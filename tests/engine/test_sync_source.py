@@ -13,8 +13,12 @@ HTTP = HttpSession("test")
 
 
 def releases_2016(**overrides) -> MirrorSpec:
-    fields = {"url": (DATA / "releases-2016").as_uri() + "/", "path": "streams/v1/index.sjson", "max": 1,
-              "item_filters": ["release~(trusty|xenial)", "arch~(x86_64|amd64)", "ftype~(disk1.img|disk.img)"]}
+    fields = {
+        "url": (DATA / "releases-2016").as_uri() + "/",
+        "path": "streams/v1/index.sjson",
+        "max": 1,
+        "item_filters": ["release~(trusty|xenial)", "arch~(x86_64|amd64)", "ftype~(disk1.img|disk.img)"],
+    }
     return MirrorSpec(**{**fields, **overrides})
 
 
@@ -42,8 +46,9 @@ def test_selected_item_carries_checksums_url_and_public_name():
 
 
 def test_negated_filter_excludes_matches():
-    images = read_source(releases_2016(item_filters=["release=xenial", "arch!=amd64", "ftype=disk1.img"]),
-                         UBUNTU_KEYRING, HTTP)
+    images = read_source(
+        releases_2016(item_filters=["release=xenial", "arch!=amd64", "ftype=disk1.img"]), UBUNTU_KEYRING, HTTP
+    )
     assert {i.metadata["arch"] for i in images} == {"arm64", "armhf", "i386", "ppc64el", "powerpc", "s390x"}
 
 
@@ -75,9 +80,11 @@ def test_unsigned_json_path_is_read_without_a_keyring(tmp_path):
     (tree / "minimal.json").write_bytes((DATA / "canonical-minimal-images.json").read_bytes())
     (tree / "index.json").write_text(
         '{"format": "index:1.0", "index": {"com.ubuntu.cloud:released:download": {"datatype": '
-        '"image-downloads", "format": "products:1.0", "path": "streams/v1/minimal.json", "products": []}}}')
-    mirror = MirrorSpec(url=tmp_path.as_uri(), path="streams/v1/index.json", max=2,
-                        item_filters=["release=jammy", "ftype=disk1.img"])
+        '"image-downloads", "format": "products:1.0", "path": "streams/v1/minimal.json", "products": []}}}'
+    )
+    mirror = MirrorSpec(
+        url=tmp_path.as_uri(), path="streams/v1/index.json", max=2, item_filters=["release=jammy", "ftype=disk1.img"]
+    )
     images = read_source(mirror, "/not/needed", HTTP)
     assert sorted(i.version_name for i in images) == ["20231025", "20231030"]
     assert {i.product_name for i in images} == {"com.ubuntu.cloud:minimal:22.04:amd64"}

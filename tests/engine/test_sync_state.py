@@ -8,15 +8,17 @@ from simplestreams_sync.state import SyncAlreadyRunning, SyncLock, SyncResult, r
 
 def test_last_success_carries_over_a_failed_run(tmp_path):
     write_result(tmp_path, SyncResult(started="2026-11-24T10:00:00Z", finished="2026-11-24T10:02:00Z"))
-    write_result(tmp_path, SyncResult(started="2026-11-25T10:00:00Z", finished="2026-11-25T10:02:00Z",
-                                      errors=["keystone down"]))
+    write_result(
+        tmp_path, SyncResult(started="2026-11-25T10:00:00Z", finished="2026-11-25T10:02:00Z", errors=["keystone down"])
+    )
     result = read_result(tmp_path)
     assert (result.ok, result.last_success) == (False, "2026-11-24T10:02:00Z")
 
 
 def test_a_result_file_of_another_version_reads_what_it_knows(tmp_path):
-    (tmp_path / "last-sync.json").write_text('{"started": "2026-11-24T10:00:00Z", "created": [{"id": "a"}], '
-                                             '"from_a_newer_engine": 1}')
+    (tmp_path / "last-sync.json").write_text(
+        '{"started": "2026-11-24T10:00:00Z", "created": [{"id": "a"}], "from_a_newer_engine": 1}'
+    )
 
     assert read_result(tmp_path) == SyncResult(started="2026-11-24T10:00:00Z", created=[{"id": "a"}])
 
@@ -33,8 +35,13 @@ def test_result_file_is_readable_by_monitoring_but_not_writable(tmp_path):
 
 
 def test_metrics_in_prometheus_text_format(tmp_path):
-    result = SyncResult(started="2026-11-24T10:00:00Z", finished="2026-11-24T10:02:00Z",
-                        created=[{"id": "a", "name": "x"}], bytes_transferred=1234, duration_seconds=120.5)
+    result = SyncResult(
+        started="2026-11-24T10:00:00Z",
+        finished="2026-11-24T10:02:00Z",
+        created=[{"id": "a", "name": "x"}],
+        bytes_transferred=1234,
+        duration_seconds=120.5,
+    )
     write_result(tmp_path, result)
     write_metrics(tmp_path, result)
     text = (tmp_path / METRICS_FILE).read_text()
@@ -45,8 +52,11 @@ def test_metrics_in_prometheus_text_format(tmp_path):
 
 
 def test_second_lock_holder_is_refused_with_the_holders_pid(tmp_path):
-    with (SyncLock(tmp_path), pytest.raises(SyncAlreadyRunning, match=r"another sync is already running \(pid \d+\)"),
-          SyncLock(tmp_path)):
+    with (
+        SyncLock(tmp_path),
+        pytest.raises(SyncAlreadyRunning, match=r"another sync is already running \(pid \d+\)"),
+        SyncLock(tmp_path),
+    ):
         pass
     with SyncLock(tmp_path):  # released
         pass

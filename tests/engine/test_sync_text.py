@@ -2,9 +2,11 @@
 
 from simplestreams_sync.text import shorten
 
-REFUSED = ("keystone https://127.0.0.1:5000/v3: cannot connect (Unable to establish connection to "
-           "https://127.0.0.1:5000/v3/auth/tokens: Max retries exceeded with url: /v3/auth/tokens (Caused by "
-           "NewConnectionError('Failed to establish a new connection: [Errno 111] Connection refused')))")
+REFUSED = (
+    "keystone https://127.0.0.1:5000/v3: cannot connect (Unable to establish connection to "
+    "https://127.0.0.1:5000/v3/auth/tokens: Max retries exceeded with url: /v3/auth/tokens (Caused by "
+    "NewConnectionError('Failed to establish a new connection: [Errno 111] Connection refused')))"
+)
 
 
 def test_a_short_message_is_kept_whole_on_one_line():

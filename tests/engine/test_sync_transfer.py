@@ -15,20 +15,34 @@ DATA = b"x" * 3000 + b"y" * 3000
 
 
 def source_image(data=DATA, **overrides) -> SourceImage:
-    fields = {"source_content_id": "com.ubuntu.cloud:released:download",
-                  "product_name": "com.ubuntu.cloud:server:20.04:amd64", "version_name": "20210720",
-                  "item_name": "disk1.img", "url": "http://127.0.0.1/x.img", "size": len(data),
-                  "sha256": hashlib.sha256(data).hexdigest(), "md5": None,
-                  "metadata": {"arch": "amd64", "os": "ubuntu", "version": "20.04", "release": "focal",
-                            "ftype": "disk1.img", "pubname": "ubuntu-focal-20.04-amd64-server-20210720",
-                            "path": "server/x.img", "sha256": hashlib.sha256(data).hexdigest(),
-                            "size": str(len(data)), "item_name": "disk1.img"}}
+    fields = {
+        "source_content_id": "com.ubuntu.cloud:released:download",
+        "product_name": "com.ubuntu.cloud:server:20.04:amd64",
+        "version_name": "20210720",
+        "item_name": "disk1.img",
+        "url": "http://127.0.0.1/x.img",
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "md5": None,
+        "metadata": {
+            "arch": "amd64",
+            "os": "ubuntu",
+            "version": "20.04",
+            "release": "focal",
+            "ftype": "disk1.img",
+            "pubname": "ubuntu-focal-20.04-amd64-server-20210720",
+            "path": "server/x.img",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size": str(len(data)),
+            "item_name": "disk1.img",
+        },
+    }
     fields.update(overrides)
     return SourceImage(**fields)
 
 
 def chunks(data, size=1000):
-    return [data[i:i + size] for i in range(0, len(data), size)]
+    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 def test_matching_stream_passes_all_bytes_and_computes_glance_hash():
@@ -41,8 +55,15 @@ def test_glance_hashing_with_the_sources_algorithm_is_checked_with_the_same_dige
     stream = VerifyingStream(source_image(), chunks(DATA), "sha256")
     assert b"".join(stream) == DATA
     assert stream.glance_digest == hashlib.sha256(DATA).hexdigest()
-    stream.check_stored({"id": "i", "status": "active", "size": len(DATA), "os_hash_algo": "sha256",
-                         "os_hash_value": hashlib.sha256(DATA).hexdigest()})
+    stream.check_stored(
+        {
+            "id": "i",
+            "status": "active",
+            "size": len(DATA),
+            "os_hash_algo": "sha256",
+            "os_hash_value": hashlib.sha256(DATA).hexdigest(),
+        }
+    )
 
 
 def test_wrong_bytes_raise_before_the_last_chunk_is_passed_on():
@@ -110,5 +131,6 @@ def test_tls_errors_are_described_by_openssls_reason_not_cut_off():
         f"SSL exception connecting to https://{long_host}:9292/v2/images: HTTPSConnectionPool(host="
         f"'{long_host}', port=9292): Max retries exceeded (Caused by SSLError(SSLCertVerificationError(1, "
         "'[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer "
-        "certificate (_ssl.c:1006)')))")
+        "certificate (_ssl.c:1006)')))"
+    )
     assert describe(error) == "TLS certificate verify failed: unable to get local issuer certificate"

@@ -12,9 +12,17 @@ DATA = bytes(range(256)) * 1000  # 256,000 bytes
 
 
 def image_of(data: bytes) -> SourceImage:
-    return SourceImage(source_content_id="c", product_name="p", version_name="v", item_name="disk1.img",
-                       url="http://127.0.0.1/x.img", size=len(data), sha256=hashlib.sha256(data).hexdigest(),
-                       md5=None, metadata={})
+    return SourceImage(
+        source_content_id="c",
+        product_name="p",
+        version_name="v",
+        item_name="disk1.img",
+        url="http://127.0.0.1/x.img",
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        md5=None,
+        metadata={},
+    )
 
 
 def test_pieces_keep_every_byte_in_order_and_are_at_most_the_piece_size():
@@ -33,7 +41,7 @@ def test_no_byte_of_a_bad_last_chunk_is_passed_on():
     source = image_of(DATA)
     corrupted = DATA[:-1] + b"\x00"
     chunk = 32_000
-    stream = VerifyingStream(source, [corrupted[i:i + chunk] for i in range(0, len(corrupted), chunk)], "sha512")
+    stream = VerifyingStream(source, [corrupted[i : i + chunk] for i in range(0, len(corrupted), chunk)], "sha512")
     passed = []
     with pytest.raises(VerificationError, match="does not match"):
         for piece in _pieces(stream, size=1000):

@@ -94,15 +94,24 @@ class SyncRunner:
         return self.workdir / "state"
 
     def mirror(self, url: str, **fields) -> dict:
-        entry = {"url": url, "path": "streams/v1/index.sjson", "max": 1,
-                 "item_filters": ["arch~(x86_64|amd64)", "ftype~(disk1.img|disk.img)"]}
+        entry = {
+            "url": url,
+            "path": "streams/v1/index.sjson",
+            "max": 1,
+            "item_filters": ["arch~(x86_64|amd64)", "ftype~(disk1.img|disk.img)"],
+        }
         entry.update(fields)
         return entry
 
     def write_files(self, mirrors: list[dict]) -> tuple[Path, Path]:
-        config = {"mirror_list": mirrors, "keyring": str(self.keyring), "state_dir": str(self.state_dir),
-                  "content_id_template": self.content_id_template,
-                  "region": self.cloud.sync_identity["region"], **self.settings}
+        config = {
+            "mirror_list": mirrors,
+            "keyring": str(self.keyring),
+            "state_dir": str(self.state_dir),
+            "content_id_template": self.content_id_template,
+            "region": self.cloud.sync_identity["region"],
+            **self.settings,
+        }
         mirrors_file = self.workdir / "mirrors.yaml"
         identity_file = self.workdir / "identity.yaml"
         mirrors_file.write_text(yaml.safe_dump(config))
@@ -112,17 +121,31 @@ class SyncRunner:
 
     def command(self, mirrors: list[dict], *extra: str) -> list[str]:
         mirrors_file, identity_file = self.write_files(mirrors)
-        return [sys.executable, "-m", "simplestreams_sync", "--mirrors", str(mirrors_file),
-                "--identity", str(identity_file), *extra]
+        return [
+            sys.executable,
+            "-m",
+            "simplestreams_sync",
+            "--mirrors",
+            str(mirrors_file),
+            "--identity",
+            str(identity_file),
+            *extra,
+        ]
 
     def run(self, mirrors: list[dict], *extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(self.command(mirrors, *extra), capture_output=True, text=True,
-                              env=sync_environment(), timeout=600)
+        return subprocess.run(
+            self.command(mirrors, *extra), capture_output=True, text=True, env=sync_environment(), timeout=600
+        )
 
     def start(self, mirrors: list[dict], *extra: str) -> subprocess.Popen:
         """Start a sync in the background (stdout/stderr captured as text)."""
-        return subprocess.Popen(self.command(mirrors, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=sync_environment())
+        return subprocess.Popen(
+            self.command(mirrors, *extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=sync_environment(),
+        )
 
     def wait_for_progress(self, condition, timeout: float = 60.0) -> dict:
         """Poll progress.json until condition(progress) holds."""
@@ -152,8 +175,11 @@ def sync(tmp_path, cloud, test_key, request):
 
 def our_images(glance_client, content_id: str) -> list[dict]:
     """Every image with this content_id, whatever its status."""
-    return [dict(image) for image in glance_client.images.list(filters={"content_id": content_id})
-            if image.get("content_id") == content_id]
+    return [
+        dict(image)
+        for image in glance_client.images.list(filters={"content_id": content_id})
+        if image.get("content_id") == content_id
+    ]
 
 
 def created_ids(output: str) -> list[str]:
@@ -169,8 +195,12 @@ def published_products(cloud: LocalCloud, content_id: str) -> dict:
 
 
 def published_image_ids(products: dict) -> set[str]:
-    return {item["id"] for product in products["products"].values()
-            for version in product["versions"].values() for item in version["items"].values()}
+    return {
+        item["id"]
+        for product in products["products"].values()
+        for version in product["versions"].values()
+        for item in version["items"].values()
+    }
 
 
 UNFINISHED = {"queued", "saving", "killed", "uploading", "importing"}
@@ -201,6 +231,7 @@ def assert_cloud_is_clean(glance_client, cloud: LocalCloud, content_id: str, sou
 
 # -- Nova, as the sync asks it which images servers use ------------------------------------------
 
+
 class RecordedNova(BaseHTTPRequestHandler):
     """Nova cannot run here: this answers GET /servers/detail with a recorded response."""
 
@@ -229,8 +260,10 @@ def nova(cloud):
     keystone = keystone_client.Client(session=cloud.admin_session())
     service = keystone.services.create(name="nova", type="compute")
     url = f"http://127.0.0.1:{server.server_address[1]}/v2.1"
-    endpoints = [keystone.endpoints.create(service, url, interface=interface, region=cloud.sync_identity["region"])
-                 for interface in ("public", "internal", "admin")]
+    endpoints = [
+        keystone.endpoints.create(service, url, interface=interface, region=cloud.sync_identity["region"])
+        for interface in ("public", "internal", "admin")
+    ]
     RecordedNova.requests_seen = []
     try:
         yield RecordedNova
@@ -243,6 +276,7 @@ def nova(cloud):
 
 
 # -- the charm against the local cloud ---------------------------------------------------------
+
 
 @pytest.fixture
 def charm_machine(tmp_path, monkeypatch):
@@ -263,8 +297,9 @@ def keystone_relation(cloud, **overrides) -> testing.Relation:
     answer = keystone_answer(cloud)
     if "password" in overrides:
         answer["service_password"] = overrides.pop("password")
-    return testing.Relation("identity-service", remote_app_name="keystone",
-                            remote_units_data={0: {**answer, **overrides}})
+    return testing.Relation(
+        "identity-service", remote_app_name="keystone", remote_units_data={0: {**answer, **overrides}}
+    )
 
 
 def keystone_answer(cloud) -> dict:
@@ -272,10 +307,20 @@ def keystone_answer(cloud) -> dict:
     identity = cloud.sync_identity
     auth = urlparse(identity["auth_url"])
     return {
-        "service_host": auth.hostname, "service_port": str(auth.port), "service_protocol": auth.scheme,
-        "auth_host": auth.hostname, "auth_port": str(auth.port), "auth_protocol": auth.scheme,
-        "internal_host": auth.hostname, "internal_port": str(auth.port), "internal_protocol": auth.scheme,
-        "api_version": "3", "service_username": identity["username"], "service_password": identity["password"],
-        "service_tenant": identity["project_name"], "service_tenant_id": cloud.services_project_id,
-        "service_domain": identity["user_domain_name"], "service_domain_id": "default",
+        "service_host": auth.hostname,
+        "service_port": str(auth.port),
+        "service_protocol": auth.scheme,
+        "auth_host": auth.hostname,
+        "auth_port": str(auth.port),
+        "auth_protocol": auth.scheme,
+        "internal_host": auth.hostname,
+        "internal_port": str(auth.port),
+        "internal_protocol": auth.scheme,
+        "api_version": "3",
+        "service_username": identity["username"],
+        "service_password": identity["password"],
+        "service_tenant": identity["project_name"],
+        "service_tenant_id": cloud.services_project_id,
+        "service_domain": identity["user_domain_name"],
+        "service_domain_id": "default",
     }

@@ -24,8 +24,14 @@ pytestmark = pytest.mark.functional
 def test_sync_images_action_syncs_from_what_the_charm_rendered(charm_machine, cloud, source, test_key, glance):
     source.add_image(release="noble", version="24.04", serial="20261120", seed=200)
     source.write()
-    mirror_list = [{"url": source.url, "path": "streams/v1/index.sjson", "max": 1,
-                    "item_filters": ["release~(noble)", "arch~(x86_64|amd64)", "ftype~(disk1.img|disk.img)"]}]
+    mirror_list = [
+        {
+            "url": source.url,
+            "path": "streams/v1/index.sjson",
+            "max": 1,
+            "item_filters": ["release~(noble)", "arch~(x86_64|amd64)", "ftype~(disk1.img|disk.img)"],
+        }
+    ]
     content_id_template = "charm.test.{region}"
     config = {
         "mirror_list": yaml.safe_dump(mirror_list),
@@ -57,9 +63,13 @@ def test_no_secret_in_anything_the_charm_or_the_sync_writes(charm_machine, cloud
     """Scan files, logs, state, metrics, action results/logs and status for the service password."""
     source.add_image(release="noble", version="24.04", serial="20261121", seed=201)
     source.write()
-    config = {"mirror_list": yaml.safe_dump([{"url": source.url, "path": "streams/v1/index.sjson", "max": 1}]),
-              "custom_keyring": base64.b64encode(test_key.keyring.read_bytes()).decode(),
-              "region": cloud.sync_identity["region"], "content_id_template": "secrets.test", "run": True}
+    config = {
+        "mirror_list": yaml.safe_dump([{"url": source.url, "path": "streams/v1/index.sjson", "max": 1}]),
+        "custom_keyring": base64.b64encode(test_key.keyring.read_bytes()).decode(),
+        "region": cloud.sync_identity["region"],
+        "content_id_template": "secrets.test",
+        "run": True,
+    }
     password = cloud.sync_identity["password"]
     ctx = testing.Context(GlanceSimplestreamsSyncCharm)
     seen = []
@@ -84,8 +94,9 @@ def test_no_secret_in_anything_the_charm_or_the_sync_writes(charm_machine, cloud
         assert password not in text
 
 
-def test_credentials_alone_give_a_catalog_endpoint_that_serves_a_valid_index(charm_machine, cloud, glance,
-                                                                             product_streams_service):
+def test_credentials_alone_give_a_catalog_endpoint_that_serves_a_valid_index(
+    charm_machine, cloud, glance, product_streams_service
+):
     """No image synced, no sync run: the hook that brings keystone's credentials publishes empty metadata
     and asks for the endpoint; registered as keystone would, the catalog's URL serves it anonymously."""
     region = cloud.sync_identity["region"]
@@ -94,14 +105,17 @@ def test_credentials_alone_give_a_catalog_endpoint_that_serves_a_valid_index(cha
     keystone = keystone_relation(cloud)
     ctx = testing.Context(GlanceSimplestreamsSyncCharm)
 
-    out = ctx.run(ctx.on.relation_changed(keystone, remote_unit=0),
-                  testing.State(leader=True, config=config, relations=[keystone]))
+    out = ctx.run(
+        ctx.on.relation_changed(keystone, remote_unit=0),
+        testing.State(leader=True, config=config, relations=[keystone]),
+    )
 
     request = out.get_relation(keystone.id).local_unit_data
     assert request["public_url"] == f"{cloud.swift_url}/simplestreams/data"
     product_streams_service(request)
-    catalog_url = cloud.sync_session().get_endpoint(service_type="product-streams", interface="public",
-                                                    region_name=region)
+    catalog_url = cloud.sync_session().get_endpoint(
+        service_type="product-streams", interface="public", region_name=region
+    )
     index = requests.get(f"{catalog_url}/streams/v1/index.json", timeout=30)  # anonymous, as Juju reads it
     assert index.status_code == 200, index.text
     assert index.json()["format"] == "index:1.0"
@@ -113,8 +127,9 @@ def test_credentials_alone_give_a_catalog_endpoint_that_serves_a_valid_index(cha
     assert not (charm_machine.state_dir / "last-sync.json").exists()
 
     # the next hook publishes nothing again; a later sync's result keeps the same endpoint
-    again = ctx.run(ctx.on.update_status(), testing.State(leader=True, config=config,
-                                                          relations=[out.get_relation(keystone.id)]))
+    again = ctx.run(
+        ctx.on.update_status(), testing.State(leader=True, config=config, relations=[out.get_relation(keystone.id)])
+    )
     assert again.get_relation(keystone.id).local_unit_data["public_url"] == catalog_url
     assert charm_machine.log_file.read_text().count("# publish-only ") == 1
 

@@ -45,11 +45,15 @@ def test_glance_killed_mid_upload_then_next_sync_completes(source, sync, glance,
     assert_cloud_is_clean(glance, cloud, sync.content_id, source)
 
 
-@pytest.mark.parametrize("fault", [
-    {"kind": "truncate", "after": 300_000},
-    {"kind": "short", "bytes": 300_000},
-    {"kind": "replace", "with": "OTHER"},
-], ids=["closes-mid-image", "serves-fewer-bytes", "serves-different-bytes"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "truncate", "after": 300_000},
+        {"kind": "short", "bytes": 300_000},
+        {"kind": "replace", "with": "OTHER"},
+    ],
+    ids=["closes-mid-image", "serves-fewer-bytes", "serves-different-bytes"],
+)
 def test_bad_bytes_from_the_source_leave_nothing_behind(source, sync, glance, cloud, fault):
     item = source.add_image(seed=101)
     other = source.add_image(release="jammy", version="22.04", serial="20240101", seed=102)

@@ -32,6 +32,7 @@ def sync_two_versions(source, sync, glance, **mirror_fields) -> dict:
 
 # -- retention ------------------------------------------------------------------------------------
 
+
 def test_protected_superseded_image_is_kept_and_said_so(source, sync, glance):
     old = sync_two_versions(source, sync, glance)
     glance.images.update(old["id"], protected=True)
@@ -87,6 +88,7 @@ def test_product_dropped_from_the_filters_is_listed_not_deleted(source, sync, gl
 
 # -- latest, hypervisor mapping -------------------------------------------------------------------
 
+
 def test_latest_property_marks_only_the_newest_per_release_and_arch(source, sync, glance):
     sync.settings = {"set_latest_property": True}
     sync_two_versions(source, sync, glance, max=2)
@@ -104,17 +106,22 @@ def test_latest_property_is_scoped_to_each_source(source, sync, glance, tmp_path
     sync.settings = {"set_latest_property": True}
     source.add_image(serial="20210101", seed=320)
     source.write()
-    daily = SourceBuilder(tmp_path / "daily", test_key, content_id="com.ubuntu.cloud:daily:download",
-                          product_prefix="com.ubuntu.cloud.daily:server")
+    daily = SourceBuilder(
+        tmp_path / "daily",
+        test_key,
+        content_id="com.ubuntu.cloud:daily:download",
+        product_prefix="com.ubuntu.cloud.daily:server",
+    )
     daily.add_image(serial="20210301", seed=321)
     daily.write()
 
-    result = sync.run([sync.mirror(source.url),
-                       sync.mirror((tmp_path / "daily").as_uri(), image_name_prefix="daily/")])
+    result = sync.run([sync.mirror(source.url), sync.mirror((tmp_path / "daily").as_uri(), image_name_prefix="daily/")])
 
     assert result.returncode == 0, result.stderr
     assert {i["name"].split("/")[0]: i.get("latest") for i in our_images(glance, sync.content_id)} == {
-        "auto-sync": "true", "daily": "true"}
+        "auto-sync": "true",
+        "daily": "true",
+    }
 
 
 def test_hypervisor_mapping_sets_hypervisor_type_and_virt(source, sync, glance, cloud):
@@ -180,6 +187,7 @@ def test_failing_image_modifier_leaves_nothing(source, sync, glance, tmp_path):
 
 
 # -- proxies, endpoints ---------------------------------------------------------------------------
+
 
 def hosts(requests: list[dict]) -> set[str]:
     return {urlparse(r["url"]).netloc for r in requests}

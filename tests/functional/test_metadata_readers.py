@@ -28,8 +28,9 @@ def read_by_anyone(cloud, content_id: str) -> set[str]:
 def assert_readers_see_only_active_images(glance, cloud, content_id: str) -> set[str]:
     published = read_by_anyone(cloud, content_id)
     status = {image["id"]: image["status"] for image in our_images(glance, content_id)}
-    assert published and {image_id: status.get(image_id) for image_id in published} == \
-        dict.fromkeys(published, "active")
+    assert published and {image_id: status.get(image_id) for image_id in published} == dict.fromkeys(
+        published, "active"
+    )
     return published
 
 
@@ -64,11 +65,15 @@ def test_superseded_image_stays_until_metadata_without_it_is_published(source, s
 
     assert running.returncode == 1
     new_id = created_ids(stdout)[0]
-    assert f"kept {old_id}: auto-sync/ubuntu-focal-20.04-amd64-server-20210101-disk1.img " \
-           "(superseded, kept until metadata without it is published)" in stdout
+    assert (
+        f"kept {old_id}: auto-sync/ubuntu-focal-20.04-amd64-server-20210101-disk1.img "
+        "(superseded, kept until metadata without it is published)" in stdout
+    )
     assert f"deleted {old_id}" not in stdout
-    assert f"error: metadata not published: object store: cannot connect to {cloud.swift_url}/simplestreams " \
-           "([Errno 111] Connection refused): check that the object store" in stderr
+    assert (
+        f"error: metadata not published: object store: cannot connect to {cloud.swift_url}/simplestreams "
+        "([Errno 111] Connection refused): check that the object store" in stderr
+    )
     last = json.loads((sync.state_dir / "last-sync.json").read_text())
     assert [image["id"] for image in last["kept"]] == [old_id] and last["deleted"] == []
     assert assert_readers_see_only_active_images(glance, cloud, sync.content_id) == {old_id}
@@ -91,8 +96,9 @@ def test_a_drifted_read_acl_is_repaired_and_readers_read_again(source, sync, gla
     first = sync.run(mirrors)
     assert first.returncode == 0, first.stderr
     products_url = f"{cloud.swift_url}/simplestreams/data/streams/v1/{sync.content_id}.json"
-    drift = cloud.sync_session().post(f"{cloud.swift_url}/simplestreams",
-                                      headers={"X-Container-Read": ".r:example.com"})
+    drift = cloud.sync_session().post(
+        f"{cloud.swift_url}/simplestreams", headers={"X-Container-Read": ".r:example.com"}
+    )
     assert drift.status_code == 204
     assert requests.get(products_url, timeout=10).status_code == 401
 
@@ -100,11 +106,14 @@ def test_a_drifted_read_acl_is_repaired_and_readers_read_again(source, sync, gla
 
     assert result.returncode == 0, result.stderr
     assert QUICK not in result.stdout
-    assert "repaired the read ACL of container simplestreams: it was '.r:example.com', anonymous readers " \
-           f"need '{PUBLIC_READ_ACL}'" in result.stdout
+    assert (
+        "repaired the read ACL of container simplestreams: it was '.r:example.com', anonymous readers "
+        f"need '{PUBLIC_READ_ACL}'" in result.stdout
+    )
     assert container_read_acl(cloud) == PUBLIC_READ_ACL
-    assert assert_readers_see_only_active_images(glance, cloud, sync.content_id) == \
-        {image["id"] for image in our_images(glance, sync.content_id)}
+    assert assert_readers_see_only_active_images(glance, cloud, sync.content_id) == {
+        image["id"] for image in our_images(glance, sync.content_id)
+    }
 
     again = sync.run(mirrors)
 

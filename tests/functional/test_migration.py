@@ -34,20 +34,46 @@ CLOUD_NAME = "glance-simplestreams-sync-openstack"  # both charms' default cloud
 def run_classic_sync(cloud, source_url: str, keyring: Path, content_id: str, tmp_path: Path) -> None:
     """One mirror of the classic charm's sync: its sstream-mirror-glance command line and environment."""
     identity = cloud.sync_identity
-    env = {**os.environ, "TMPDIR": str(tmp_path), "OS_AUTH_URL": identity["auth_url"],
-           "OS_USERNAME": identity["username"], "OS_PASSWORD": identity["password"],
-           "OS_PROJECT_NAME": identity["project_name"], "OS_USER_DOMAIN_NAME": identity["user_domain_name"],
-           "OS_PROJECT_DOMAIN_NAME": identity["project_domain_name"], "OS_REGION_NAME": identity["region"],
-           "OS_IDENTITY_API_VERSION": "3"}
-    argv = [str(SSTREAM_MIRROR_GLANCE), "-vv", "--keep", "--max", "1", "--content-id", content_id,
-            "--cloud-name", CLOUD_NAME, "--path", "streams/v1/index.sjson", "--name-prefix", "auto-sync/",
-            "--keyring", str(keyring), "--output-swift", "simplestreams/data/", source_url, *FILTERS]
+    env = {
+        **os.environ,
+        "TMPDIR": str(tmp_path),
+        "OS_AUTH_URL": identity["auth_url"],
+        "OS_USERNAME": identity["username"],
+        "OS_PASSWORD": identity["password"],
+        "OS_PROJECT_NAME": identity["project_name"],
+        "OS_USER_DOMAIN_NAME": identity["user_domain_name"],
+        "OS_PROJECT_DOMAIN_NAME": identity["project_domain_name"],
+        "OS_REGION_NAME": identity["region"],
+        "OS_IDENTITY_API_VERSION": "3",
+    }
+    argv = [
+        str(SSTREAM_MIRROR_GLANCE),
+        "-vv",
+        "--keep",
+        "--max",
+        "1",
+        "--content-id",
+        content_id,
+        "--cloud-name",
+        CLOUD_NAME,
+        "--path",
+        "streams/v1/index.sjson",
+        "--name-prefix",
+        "auto-sync/",
+        "--keyring",
+        str(keyring),
+        "--output-swift",
+        "simplestreams/data/",
+        source_url,
+        *FILTERS,
+    ]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_a_classic_deployment_switched_to_this_charm_keeps_its_images(charm_machine, cloud, source, test_key,
-                                                                      glance, tmp_path):
+def test_a_classic_deployment_switched_to_this_charm_keeps_its_images(
+    charm_machine, cloud, source, test_key, glance, tmp_path
+):
     source.add_image(release="jammy", version="22.04", serial="20261101", seed=500)
     source.add_image(release="noble", version="24.04", serial="20261101", seed=501)
     source.write()
@@ -55,20 +81,34 @@ def test_a_classic_deployment_switched_to_this_charm_keeps_its_images(charm_mach
     content_id = content_id_template.format(region=cloud.sync_identity["region"])
     run_classic_sync(cloud, source.url, test_key.keyring, content_id, tmp_path)
     classic = {image["id"]: image["name"] for image in our_images(glance, content_id)}
-    assert sorted(classic.values()) == ["auto-sync/ubuntu-jammy-22.04-amd64-server-20261101-disk1.img",
-                                        "auto-sync/ubuntu-noble-24.04-amd64-server-20261101-disk1.img"]
+    assert sorted(classic.values()) == [
+        "auto-sync/ubuntu-jammy-22.04-amd64-server-20261101-disk1.img",
+        "auto-sync/ubuntu-noble-24.04-amd64-server-20261101-disk1.img",
+    ]
     assert published_image_ids(published_products(cloud, content_id)) == set(classic)
     source.server.clear_requests()
 
     # `juju refresh --switch`: the same options, the classic mirror_list's own name_prefix included
-    mirror_list = [{"url": source.url, "name_prefix": "ubuntu:released", "path": "streams/v1/index.sjson",
-                    "max": 1, "item_filters": FILTERS}]
-    config = {"mirror_list": yaml.safe_dump(mirror_list), "content_id_template": content_id_template,
-              "region": cloud.sync_identity["region"], "name_prefix": "auto-sync/",
-              "custom_keyring": base64.b64encode(test_key.keyring.read_bytes()).decode()}
+    mirror_list = [
+        {
+            "url": source.url,
+            "name_prefix": "ubuntu:released",
+            "path": "streams/v1/index.sjson",
+            "max": 1,
+            "item_filters": FILTERS,
+        }
+    ]
+    config = {
+        "mirror_list": yaml.safe_dump(mirror_list),
+        "content_id_template": content_id_template,
+        "region": cloud.sync_identity["region"],
+        "name_prefix": "auto-sync/",
+        "custom_keyring": base64.b64encode(test_key.keyring.read_bytes()).decode(),
+    }
     ctx = testing.Context(GlanceSimplestreamsSyncCharm)
-    ctx.run(ctx.on.action("sync-images"),
-            testing.State(leader=True, config=config, relations=[keystone_relation(cloud)]))
+    ctx.run(
+        ctx.on.action("sync-images"), testing.State(leader=True, config=config, relations=[keystone_relation(cloud)])
+    )
 
     assert ctx.action_results["created-count"] == 0
     assert ctx.action_results["failed-count"] == 0

@@ -17,12 +17,20 @@ pytestmark = pytest.mark.functional
 
 QUICK = "(quick check; --full-check redoes it all)"
 # What the sync sets on an image it creates and later reads back to recognise and verify it.
-SYNC_PROPERTIES = ("content_id", "source_content_id", "product_name", "version_name", "item_name", "os_distro",
-                   "os_version", "architecture", "simplestreams_metadata")
+SYNC_PROPERTIES = (
+    "content_id",
+    "source_content_id",
+    "product_name",
+    "version_name",
+    "item_name",
+    "os_distro",
+    "os_version",
+    "architecture",
+    "simplestreams_metadata",
+)
 
 
-def image_of_ours_with_other_bytes(source, sync, glance, cloud, tmp_path,
-                                   seed: int) -> tuple[list[dict], dict, str]:
+def image_of_ours_with_other_bytes(source, sync, glance, cloud, tmp_path, seed: int) -> tuple[list[dict], dict, str]:
     """Sync one image, then put in its place what an older tool (or a run that died before marking it
     verified) may leave: an image with our properties, not marked verified, whose bytes are not the source's
     (another valid qcow2: Glance checks the format). Returns the mirrors, that image, and how the sync
@@ -34,16 +42,22 @@ def image_of_ours_with_other_bytes(source, sync, glance, cloud, tmp_path,
     assert first.returncode == 0, first.stderr
     (synced,) = our_images(glance, sync.content_id)
     as_sync_user = glanceclient.Client("2", session=cloud.sync_session())
-    wrong = as_sync_user.images.create(name=synced["name"], disk_format="qcow2", container_format="bare",
-                                       **{key: synced[key] for key in SYNC_PROPERTIES if key in synced})
+    wrong = as_sync_user.images.create(
+        name=synced["name"],
+        disk_format="qcow2",
+        container_format="bare",
+        **{key: synced[key] for key in SYNC_PROPERTIES if key in synced},
+    )
     other = tmp_path / "other.img"
     make_qcow2(other, 256 << 10, seed=seed + 1000)
     with open(other, "rb") as stream:
         as_sync_user.images.upload(wrong["id"], stream)
     glance.images.delete(synced["id"])
     expected = json.loads(synced["simplestreams_metadata"])["sha256"]
-    mismatch = (f"its bytes (sha256:{hashlib.sha256(other.read_bytes()).hexdigest()}) do not match the source "
-                f"(sha256:{expected})")
+    mismatch = (
+        f"its bytes (sha256:{hashlib.sha256(other.read_bytes()).hexdigest()}) do not match the source "
+        f"(sha256:{expected})"
+    )
     return mirrors, dict(glance.images.get(wrong["id"])), mismatch
 
 
@@ -60,7 +74,8 @@ def published_ids(cloud, sync) -> set[str]:
 
 
 def test_protected_image_whose_bytes_do_not_match_stays_with_a_warning_and_is_never_published(
-        source, sync, glance, cloud, tmp_path):
+    source, sync, glance, cloud, tmp_path
+):
     mirrors, wrong, mismatch = image_of_ours_with_other_bytes(source, sync, glance, cloud, tmp_path, seed=800)
     glance.images.update(wrong["id"], protected=True)
     try:
@@ -72,16 +87,20 @@ def test_protected_image_whose_bytes_do_not_match_stays_with_a_warning_and_is_ne
         glance.images.update(wrong["id"], protected=False)
     unprotected = sync.run(mirrors)
 
-    warning = (f"warning: kept {wrong['id']}: {wrong['name']} ({mismatch}; protected, so not deleted and "
-               f"not published: unprotect it (openstack image set --unprotected {wrong['id']}) and the next sync "
-               "deletes it)")
+    warning = (
+        f"warning: kept {wrong['id']}: {wrong['name']} ({mismatch}; protected, so not deleted and "
+        f"not published: unprotect it (openstack image set --unprotected {wrong['id']}) and the next sync "
+        "deletes it)"
+    )
     assert first.returncode == 0, first.stderr
     assert lines_naming(wrong, first.stdout) == [warning]
     (replacement,) = created_ids(first.stdout)
     assert published_ids(cloud, sync) == {replacement}
     assert recorded["ok"] and [entry["id"] for entry in recorded["kept"]] == [wrong["id"]]
-    assert decisions_summary(recorded) == (f"1 image needs an operator's decision: {wrong['name']} ({wrong['id']}) "
-                                           "protected, but its bytes do not match the source")
+    assert decisions_summary(recorded) == (
+        f"1 image needs an operator's decision: {wrong['name']} ({wrong['id']}) "
+        "protected, but its bytes do not match the source"
+    )
 
     assert again.returncode == 0, again.stderr
     assert QUICK in again.stdout and lines_naming(wrong, again.stdout) == [warning]
@@ -93,8 +112,9 @@ def test_protected_image_whose_bytes_do_not_match_stays_with_a_warning_and_is_ne
     assert last_sync(sync)["needs_decision"] == []
 
 
-def test_image_whose_bytes_do_not_match_is_not_deleted_while_a_server_uses_it(source, sync, glance, cloud, nova,
-                                                                              tmp_path):
+def test_image_whose_bytes_do_not_match_is_not_deleted_while_a_server_uses_it(
+    source, sync, glance, cloud, nova, tmp_path
+):
     mirrors, wrong, mismatch = image_of_ours_with_other_bytes(source, sync, glance, cloud, tmp_path, seed=801)
     nova.servers = [{"id": "vm-1", "image": {"id": wrong["id"]}}]
 
@@ -107,7 +127,8 @@ def test_image_whose_bytes_do_not_match_is_not_deleted_while_a_server_uses_it(so
     assert used.returncode == 0, used.stderr
     assert lines_naming(wrong, used.stdout) == [
         f"warning: kept {wrong['id']}: {wrong['name']} ({mismatch}; in use by a server, so not deleted and "
-        "not published until no server uses it)"]
+        "not published until no server uses it)"
+    ]
     (replacement,) = created_ids(used.stdout)
     assert any("all_tenants=1" in path for path in nova.requests_seen)
     assert after_used == {wrong["id"], replacement}
@@ -120,8 +141,7 @@ def test_image_whose_bytes_do_not_match_is_not_deleted_while_a_server_uses_it(so
     assert published_ids(cloud, sync) == {replacement}
 
 
-def test_image_whose_bytes_do_not_match_is_deleted_after_the_metadata_without_it(source, sync, glance, cloud,
-                                                                                  tmp_path):
+def test_image_whose_bytes_do_not_match_is_deleted_after_the_metadata_without_it(source, sync, glance, cloud, tmp_path):
     mirrors, wrong, mismatch = image_of_ours_with_other_bytes(source, sync, glance, cloud, tmp_path, seed=802)
 
     result = sync.run(mirrors)
@@ -148,19 +168,24 @@ def test_deactivated_image_is_named_for_an_operators_decision_and_never_publishe
     recorded = last_sync(sync)
     again = sync.run(mirrors)
 
-    warning = (f"warning: {deactivated['id']}: {deactivated['name']} needs an operator's decision (deactivated: "
-               "never published nor deleted by the sync; reactivate it (openstack image reactivate "
-               f"{deactivated['id']}) or delete it)")
+    warning = (
+        f"warning: {deactivated['id']}: {deactivated['name']} needs an operator's decision (deactivated: "
+        "never published nor deleted by the sync; reactivate it (openstack image reactivate "
+        f"{deactivated['id']}) or delete it)"
+    )
     assert lines_naming(deactivated, dry.stdout) == [warning]
     assert first.returncode == 0, first.stderr
     assert lines_naming(deactivated, first.stdout) == [warning]
     (replacement,) = created_ids(first.stdout)
     assert published_ids(cloud, sync) == {replacement}
     assert {image["id"]: image["status"] for image in our_images(glance, sync.content_id)} == {
-        deactivated["id"]: "deactivated", replacement: "active"}
+        deactivated["id"]: "deactivated",
+        replacement: "active",
+    }
     assert [entry["id"] for entry in recorded["needs_decision"]] == [deactivated["id"]] and recorded["ok"]
-    assert decisions_summary(recorded) == (f"1 image needs an operator's decision: {deactivated['name']} "
-                                           f"({deactivated['id']}) deactivated")
+    assert decisions_summary(recorded) == (
+        f"1 image needs an operator's decision: {deactivated['name']} ({deactivated['id']}) deactivated"
+    )
 
     assert again.returncode == 0, again.stderr
     assert QUICK in again.stdout and lines_naming(deactivated, again.stdout) == [warning]
@@ -171,8 +196,9 @@ def test_protected_image_left_unfinished_stays_with_a_warning(source, sync, glan
     source.add_image(seed=804)
     source.write()
     as_sync_user = glanceclient.Client("2", session=cloud.sync_session())
-    left = as_sync_user.images.create(name="auto-sync/left-queued", disk_format="qcow2", container_format="bare",
-                                      content_id=sync.content_id)
+    left = as_sync_user.images.create(
+        name="auto-sync/left-queued", disk_format="qcow2", container_format="bare", content_id=sync.content_id
+    )
     glance.images.update(left["id"], protected=True)
     try:
         protected = sync.run([sync.mirror(source.url)])
@@ -183,7 +209,8 @@ def test_protected_image_left_unfinished_stays_with_a_warning(source, sync, glan
     assert protected.returncode == 0, protected.stderr
     assert lines_naming(left, protected.stdout) == [
         f"warning: kept {left['id']}: auto-sync/left-queued (left queued by an interrupted sync, but protected: "
-        f"unprotect it (openstack image set --unprotected {left['id']}) and the next sync deletes it)"]
+        f"unprotect it (openstack image set --unprotected {left['id']}) and the next sync deletes it)"
+    ]
     assert unprotected.returncode == 0, unprotected.stderr
     assert f"deleted {left['id']}: auto-sync/left-queued (left queued by an interrupted sync)" in unprotected.stdout
     assert [image["status"] for image in our_images(glance, sync.content_id)] == ["active"]

@@ -47,10 +47,16 @@ TRUST_STORE_OUTPUTS = ("/etc/ssl/certs/", "/var/lib/ca-certificates-java/", "/va
 def packed_charm(tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("packed")
     state = tmp_path_factory.mktemp("charmcraft-home")
-    env = {**os.environ, "XDG_STATE_HOME": str(state / "state"), "XDG_DATA_HOME": str(state / "data"),
-           "XDG_CONFIG_HOME": str(state / "config"), "XDG_RUNTIME_DIR": str(state / "run")}
-    process = subprocess.run([str(ROOT / "scripts" / "pack"), str(output)], env=env, capture_output=True,
-                             text=True, timeout=1200)
+    env = {
+        **os.environ,
+        "XDG_STATE_HOME": str(state / "state"),
+        "XDG_DATA_HOME": str(state / "data"),
+        "XDG_CONFIG_HOME": str(state / "config"),
+        "XDG_RUNTIME_DIR": str(state / "run"),
+    }
+    process = subprocess.run(
+        [str(ROOT / "scripts" / "pack"), str(output)], env=env, capture_output=True, text=True, timeout=1200
+    )
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
     (charm,) = output.glob("*.charm")
     return charm
@@ -77,9 +83,26 @@ def test_every_pin_has_a_wheel_for_every_declared_platform(tmp_path):
         arch = ARCHITECTURES[platform]
         tags = [f"--platform=manylinux_2_{minor}_{arch}" for minor in (17, 28, 31, 34, 35, 39)]
         process = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-             f"--python-version={CHARM_PYTHON}", "--implementation=cp", *tags, "-d", str(tmp_path / platform),
-             "-r", str(ROOT / "requirements-charm.txt")], capture_output=True, text=True, timeout=600)
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+                f"--python-version={CHARM_PYTHON}",
+                "--implementation=cp",
+                *tags,
+                "-d",
+                str(tmp_path / platform),
+                "-r",
+                str(ROOT / "requirements-charm.txt"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert process.returncode == 0, f"{platform}: {process.stderr[-2000:]}"
 
 
@@ -87,16 +110,21 @@ def test_the_packed_venv_holds_exactly_the_pins_and_passes_pip_check(tmp_path, p
     with zipfile.ZipFile(packed_charm) as charm:
         charm.extractall(tmp_path)
     (site,) = (tmp_path / "venv").glob("lib/python3.*/site-packages")
-    installed = dict(canonical_pin(path.name.removesuffix(".dist-info").rsplit("-", 1))
-                     for path in site.glob("*.dist-info"))
-    pins = dict(canonical_pin(line.split("==")) for line in (ROOT / "requirements-charm.txt").read_text().splitlines()
-                if "==" in line)
+    installed = dict(
+        canonical_pin(path.name.removesuffix(".dist-info").rsplit("-", 1)) for path in site.glob("*.dist-info")
+    )
+    pins = dict(
+        canonical_pin(line.split("=="))
+        for line in (ROOT / "requirements-charm.txt").read_text().splitlines()
+        if "==" in line
+    )
     assert installed == pins
     python = tmp_path / "venv" / "bin" / "python"
     python.parent.mkdir(exist_ok=True)
     python.symlink_to("/usr/bin/python3")  # as the charm's dispatch does on the machine
-    check = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "check"], capture_output=True,
-                           text=True, timeout=120)
+    check = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "check"], capture_output=True, text=True, timeout=120
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -113,7 +141,7 @@ def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, tes
         status, text = machine.unit_status
         statuses.append((run.calls[0]["hook"] if run.calls else "?", status, text))
         assert status == expected_status, text
-        assert (message.search(text) if isinstance(message, re.Pattern) else message in text), text
+        assert message.search(text) if isinstance(message, re.Pattern) else message in text, text
         return run
 
     source.add_image(release="noble", version="24.04", serial="20261101", seed=301)
@@ -130,10 +158,21 @@ def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, tes
     step(machine.hook("leader-elected"), "blocked", "Missing relation")
 
     machine.set_config(
-        mirror_list=yaml.safe_dump([{"url": source.url, "path": "streams/v1/index.sjson", "max": 1,
-                                     "item_filters": ["arch~(x86_64|amd64)", "ftype~(disk1.img|disk.img)"]}]),
+        mirror_list=yaml.safe_dump(
+            [
+                {
+                    "url": source.url,
+                    "path": "streams/v1/index.sjson",
+                    "max": 1,
+                    "item_filters": ["arch~(x86_64|amd64)", "ftype~(disk1.img|disk.img)"],
+                }
+            ]
+        ),
         custom_keyring=base64.b64encode(test_key.keyring.read_bytes()).decode(),
-        region=region, content_id_template=CONTENT_ID_TEMPLATE, visibility="private")
+        region=region,
+        content_id_template=CONTENT_ID_TEMPLATE,
+        visibility="private",
+    )
     step(machine.hook("config-changed"), "blocked", "Missing relation")
     # the sync's own system user, created by the charm; the files the sync reads, and its state dir
     _name, _, uid, gid, _, home, shell = machine.run(["getent", "passwd", SYNC_USER]).stdout.strip().split(":")
@@ -212,8 +251,11 @@ def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, tes
     with tls_cloud.service_down("keystone"):
         run, action = machine.action("sync-images", **{"full-check": True})
     assert "Connection refused" in action["failed"]
-    step(machine.hook("update-status"), "blocked",
-         re.compile(r"^Last sync failed .*Connection refused.*; next try daily at \d\d:\d\d, or run sync-images$"))
+    step(
+        machine.hook("update-status"),
+        "blocked",
+        re.compile(r"^Last sync failed .*Connection refused.*; next try daily at \d\d:\d\d, or run sync-images$"),
+    )
 
     # an invalid option: Blocked naming it, the machine left as it was
     cron_before = machine.read_text(CRON_FILE)
@@ -222,8 +264,9 @@ def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, tes
     assert machine.read_text(CRON_FILE) == cron_before
 
     # the published metadata names exactly the active images
-    assert published_image_ids(published_products_over_tls(tls_cloud, content_id)) == \
-        {image["id"] for image in our_images(glance_over_tls, content_id) if image["status"] == "active"}
+    assert published_image_ids(published_products_over_tls(tls_cloud, content_id)) == {
+        image["id"] for image in our_images(glance_over_tls, content_id) if image["status"] == "active"
+    }
 
     # remove: only the sync log (root's, with the sync's group) and the system user are left, and no link
     # in the trust store dangles
@@ -240,8 +283,9 @@ def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, tes
 
 
 # What useradd writes for the system user (and the backups it keeps), which remove leaves.
-USER_DATABASE = tuple(f"/etc/{name}{suffix}" for name in ("passwd", "group", "shadow", "gshadow")
-                      for suffix in ("", "-"))
+USER_DATABASE = tuple(
+    f"/etc/{name}{suffix}" for name in ("passwd", "group", "shadow", "gshadow") for suffix in ("", "-")
+)
 
 
 def assert_written_by_the_sync_user(machine: JujuMachine) -> None:

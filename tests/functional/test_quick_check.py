@@ -99,8 +99,9 @@ def test_metadata_deleted_in_swift_is_published_again(source, sync, glance, clou
 
     assert result.returncode == 0, result.stderr
     assert QUICK not in result.stdout
-    assert published_image_ids(published_products(cloud, sync.content_id)) == \
-        {i["id"] for i in our_images(glance, sync.content_id)}
+    assert published_image_ids(published_products(cloud, sync.content_id)) == {
+        i["id"] for i in our_images(glance, sync.content_id)
+    }
 
 
 def test_changed_settings_mean_a_full_check(source, sync):
@@ -113,8 +114,11 @@ def test_changed_settings_mean_a_full_check(source, sync):
     assert QUICK not in result.stdout
 
 
-@pytest.mark.parametrize("damage", [{"token_expires": "2000-01-01T00:00:00+00:00"},
-                                    {"token": "not-a-token-glance-knows"}], ids=["expired", "refused"])
+@pytest.mark.parametrize(
+    "damage",
+    [{"token_expires": "2000-01-01T00:00:00+00:00"}, {"token": "not-a-token-glance-knows"}],
+    ids=["expired", "refused"],
+)
 def test_a_token_past_use_means_a_full_check(source, sync, damage):
     mirrors = first_sync(source, sync, seed=708 if "token" in damage else 709)
     data = record(sync)

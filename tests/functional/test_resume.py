@@ -33,8 +33,9 @@ def test_dropped_connections_resume_where_they_stopped(source, sync, glance, clo
     assert "restarting" not in result.stdout
     assert result.stderr.count("resuming from there") == len(drops)
     served = image_requests(source, item)
-    assert [(entry["status"], entry["range"]) for entry in served] == \
-        [(200, None)] + [(206, f"bytes={offset}-") for offset in drops]
+    assert [(entry["status"], entry["range"]) for entry in served] == [(200, None)] + [
+        (206, f"bytes={offset}-") for offset in drops
+    ]
     served_bytes = sum(entry["bytes_sent"] for entry in served)
     print(f"source bytes served / image size: {served_bytes} / {item.size} = {served_bytes / item.size:.4f}")
     assert served_bytes == item.size
@@ -43,10 +44,14 @@ def test_dropped_connections_resume_where_they_stopped(source, sync, glance, clo
     assert_cloud_is_clean(glance, cloud, sync.content_id, source)
 
 
-@pytest.mark.parametrize("fault, said", [
-    ({"ranges": False}, "with HTTP 200, not 206"),
-    ({"new_etag_after_drop": True}, "changed since the download began"),
-], ids=["source-ignores-ranges", "source-changed-meanwhile"])
+@pytest.mark.parametrize(
+    "fault, said",
+    [
+        ({"ranges": False}, "with HTTP 200, not 206"),
+        ({"new_etag_after_drop": True}, "changed since the download began"),
+    ],
+    ids=["source-ignores-ranges", "source-changed-meanwhile"],
+)
 def test_a_source_that_cannot_resume_restarts_the_image_cleanly(source, sync, glance, cloud, fault, said):
     item = source.add_image(seed=131, size=4 * MIB, incompressible=True)
     source.add_image(release="jammy", version="22.04", seed=132)

@@ -100,8 +100,9 @@ def test_first_publish_makes_the_container_and_juju_reads_it_anonymously(source,
     assert missing.status_code == 404  # RGW: 404 NoSuchBucket (Swift: 401) for a missing container
     index = requests.get(object_url(cloud, "index.json"), timeout=10).json()
     assert index["index"][sync.content_id]["path"] == f"streams/v1/{sync.content_id}.json"
-    assert published_image_ids(published_products(cloud, sync.content_id)) == \
-        {i["id"] for i in our_images(glance, sync.content_id)}
+    assert published_image_ids(published_products(cloud, sync.content_id)) == {
+        i["id"] for i in our_images(glance, sync.content_id)
+    }
     acl = cloud.sync_session().head(container_url(cloud)).headers.get("X-Container-Read")
     assert acl == PUBLIC_READ_ACL
     # The container URL without its trailing slash: RGW redirects to it with the slash, then lists.
@@ -123,8 +124,10 @@ def test_a_rerun_rewrites_nothing(source, sync, cloud):
     assert "is up to date" in result.stdout
     after = {path: session.head(object_url(cloud, path)).headers for path in paths}
     for path in paths:  # X-Timestamp: the object's write time, to the microsecond
-        assert (after[path]["etag"], after[path]["X-Timestamp"]) == \
-               (before[path]["etag"], before[path]["X-Timestamp"]), f"{path} was rewritten"
+        assert (after[path]["etag"], after[path]["X-Timestamp"]) == (
+            before[path]["etag"],
+            before[path]["X-Timestamp"],
+        ), f"{path} was rewritten"
 
 
 def test_the_quick_check_records_and_compares_rgws_etags(source, sync, cloud):
@@ -169,8 +172,9 @@ def test_a_container_whose_read_acl_was_removed_is_made_public_again(source, syn
     assert result.returncode == 0, result.stderr
     assert "repaired the read ACL of container simplestreams" in result.stdout
     assert requests.get(object_url(cloud, "index.json"), timeout=10).status_code == 200
-    assert published_image_ids(published_products(cloud, sync.content_id)) == \
-        {i["id"] for i in our_images(glance, sync.content_id) if i["status"] == "active"}
+    assert published_image_ids(published_products(cloud, sync.content_id)) == {
+        i["id"] for i in our_images(glance, sync.content_id) if i["status"] == "active"
+    }
     assert again.returncode == 0 and "unchanged since the sync of" in again.stdout
 
 

@@ -48,7 +48,8 @@ def other_project_session(cloud):
 
 
 def test_a_container_of_the_same_name_in_another_project_stops_the_publish_and_is_named(
-        source, sync, cloud, other_project_session):
+    source, sync, cloud, other_project_session
+):
     assert cloud.swift_url.endswith("/swift/v1")  # as the charm registers it: no account in the URL
     empty_and_delete_container(cloud)
     other_project_session.put(container_url(cloud))
@@ -62,6 +63,8 @@ def test_a_container_of_the_same_name_in_another_project_stops_the_publish_and_i
     assert result.returncode == 1
     assert len(created_ids(result.stdout)) == 1  # the images are synced all the same
     assert "error: metadata not published" in result.stderr
-    refusal = (rf"{re.escape(container_url(cloud))}\S*: "
-               r"HTTP (403 Forbidden: AccessDenied|409 Conflict: BucketAlreadyExists)")
+    refusal = (
+        rf"{re.escape(container_url(cloud))}\S*: "
+        r"HTTP (403 Forbidden: AccessDenied|409 Conflict: BucketAlreadyExists)"
+    )
     assert re.search(refusal, result.stderr), result.stderr  # RGW's reason, named

@@ -32,17 +32,26 @@ def test_first_sync_creates_images_with_names_properties_and_visibility(source, 
 
     assert result.returncode == 0, result.stderr
     images = {image["name"]: image for image in our_images(glance, sync.content_id)}
-    assert sorted(images) == ["auto-sync/ubuntu-focal-20.04-amd64-server-20210720-disk1.img",
-                              "auto-sync/ubuntu-jammy-22.04-amd64-server-20240101-disk1.img"]
+    assert sorted(images) == [
+        "auto-sync/ubuntu-focal-20.04-amd64-server-20210720-disk1.img",
+        "auto-sync/ubuntu-jammy-22.04-amd64-server-20240101-disk1.img",
+    ]
     image = images["auto-sync/ubuntu-focal-20.04-amd64-server-20210720-disk1.img"]
     assert f"created {image['id']}: {image['name']}" in result.stdout.splitlines()
     assert (image["status"], image["visibility"], image["disk_format"]) == ("active", "private", "qcow2")
     assert image["size"] == focal.size
     assert image["os_hash_value"] == hashlib.sha512((source.builder.root / focal.path).read_bytes()).hexdigest()
-    expected_properties = {"content_id": sync.content_id, "source_content_id": "com.ubuntu.cloud:released:download",
-                           "product_name": FOCAL, "version_name": "20210720", "item_name": "disk1.img",
-                           "os_distro": "ubuntu", "os_version": "20.04", "architecture": "x86_64",
-                           "hw_rng_model": "virtio"}
+    expected_properties = {
+        "content_id": sync.content_id,
+        "source_content_id": "com.ubuntu.cloud:released:download",
+        "product_name": FOCAL,
+        "version_name": "20210720",
+        "item_name": "disk1.img",
+        "os_distro": "ubuntu",
+        "os_version": "20.04",
+        "architecture": "x86_64",
+        "hw_rng_model": "virtio",
+    }
     assert {key: image.get(key) for key in expected_properties} == expected_properties
     assert json.loads(image["simplestreams_metadata"])["sha256"] == focal.sha256
 
@@ -75,8 +84,10 @@ def test_newer_version_is_added_and_the_superseded_one_deleted(source, sync, gla
     assert result.returncode == 0, result.stderr
     versions = [image["version_name"] for image in our_images(glance, sync.content_id)]
     assert versions == ["20210801"]
-    assert f"deleted {old_id}: auto-sync/ubuntu-focal-20.04-amd64-server-20210720-disk1.img " \
-           "(superseded by a newer version)" in result.stdout
+    assert (
+        f"deleted {old_id}: auto-sync/ubuntu-focal-20.04-amd64-server-20210720-disk1.img "
+        "(superseded by a newer version)" in result.stdout
+    )
 
 
 def test_max_keeps_that_many_newest_versions(source, sync, glance):
@@ -93,8 +104,12 @@ def test_max_keeps_that_many_newest_versions(source, sync, glance):
 def test_two_mirrors_in_one_run(source, sync, glance, tmp_path, test_key):
     source.add_image(release="focal", version="20.04", serial="20210720", seed=20)
     source.write()
-    daily = SourceBuilder(tmp_path / "daily", test_key, content_id="com.ubuntu.cloud:daily:download",
-                          product_prefix="com.ubuntu.cloud.daily:server")
+    daily = SourceBuilder(
+        tmp_path / "daily",
+        test_key,
+        content_id="com.ubuntu.cloud:daily:download",
+        product_prefix="com.ubuntu.cloud.daily:server",
+    )
     daily.add_image(release="jammy", version="22.04", serial="20240301", seed=21)
     daily.write()
     daily_url = (tmp_path / "daily").as_uri() + "/"  # an air-gapped mirror on local disk
@@ -103,8 +118,10 @@ def test_two_mirrors_in_one_run(source, sync, glance, tmp_path, test_key):
 
     assert result.returncode == 0, result.stderr
     names = sorted(i["name"] for i in our_images(glance, sync.content_id))
-    assert names == ["auto-sync/ubuntu-focal-20.04-amd64-server-20210720-disk1.img",
-                     "daily/ubuntu-jammy-22.04-amd64-server-20240301-disk1.img"]
+    assert names == [
+        "auto-sync/ubuntu-focal-20.04-amd64-server-20210720-disk1.img",
+        "daily/ubuntu-jammy-22.04-amd64-server-20240301-disk1.img",
+    ]
 
 
 def test_tampered_signed_index_is_refused(source, sync, glance):
@@ -198,9 +215,17 @@ def test_sstream_query_reads_the_published_metadata(source, sync, cloud):
     image_id = created_ids(result.stdout)[0]
 
     query = subprocess.run(
-        [str(Path(sys.executable).parent / "sstream-query"), "--no-verify", "--output-format=%(id)s",
-         f"{cloud.swift_url}/simplestreams/data/streams/v1/index.json", f"content_id={sync.content_id}"],
-        capture_output=True, text=True, timeout=60)
+        [
+            str(Path(sys.executable).parent / "sstream-query"),
+            "--no-verify",
+            "--output-format=%(id)s",
+            f"{cloud.swift_url}/simplestreams/data/streams/v1/index.json",
+            f"content_id={sync.content_id}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert query.returncode == 0, query.stderr
     assert query.stdout.split() == [image_id]
@@ -213,8 +238,9 @@ def test_dry_run_lists_what_would_be_created_and_creates_nothing(source, sync, g
     result = sync.run([sync.mirror(source.url)], "--dry-run")
 
     assert result.returncode == 0, result.stderr
-    assert (f"would create {FOCAL} 20210720 disk1.img: "
-            "auto-sync/ubuntu-focal-20.04-amd64-server-20210720-disk1.img") in result.stdout
+    assert (
+        f"would create {FOCAL} 20210720 disk1.img: auto-sync/ubuntu-focal-20.04-amd64-server-20210720-disk1.img"
+    ) in result.stdout
     assert our_images(glance, sync.content_id) == []
 
 
@@ -223,10 +249,23 @@ def test_dry_run_against_a_source_alone_needs_no_cloud(source, sync):
     source.write()
     mirrors_file, _ = sync.write_files([sync.mirror(source.url)])
 
-    result = subprocess.run([sys.executable, "-m", "simplestreams_sync", "--mirrors", str(mirrors_file),
-                             "--identity", "/nonexistent", "--dry-run", "--assume-empty-glance"],
-                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(sync_src())},
-                            timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simplestreams_sync",
+            "--mirrors",
+            str(mirrors_file),
+            "--identity",
+            "/nonexistent",
+            "--dry-run",
+            "--assume-empty-glance",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(sync_src())},
+        timeout=60,
+    )
 
     assert result.returncode == 0, result.stderr
     assert "would create" in result.stdout

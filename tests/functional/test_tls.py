@@ -51,8 +51,13 @@ def tls_glance(tls_cloud):
 def tls_sync(tmp_path, tls_cloud, test_key, request):
     """A SyncRunner against the TLS cloud, given its CA in identity.yaml's ca_file."""
     test_name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
-    runner = SyncRunner(tmp_path / "sync", tls_cloud, test_key.keyring, f"tls.{test_name}.{{region}}",
-                        identity_override={**tls_cloud.sync_identity, "ca_file": str(tls_cloud.ca_file)})
+    runner = SyncRunner(
+        tmp_path / "sync",
+        tls_cloud,
+        test_key.keyring,
+        f"tls.{test_name}.{{region}}",
+        identity_override={**tls_cloud.sync_identity, "ca_file": str(tls_cloud.ca_file)},
+    )
     runner.workdir.mkdir()
     return runner
 
@@ -98,8 +103,9 @@ def test_sync_over_tls_with_the_ca(source, tls_sync, tls_cloud, tls_glance):
 
 
 @pytest.mark.parametrize("ca", ["wrong", "none", "missing"])
-def test_sync_refuses_a_cloud_its_ca_does_not_vouch_for(ca, source, tls_sync, tls_cloud, tls_glance, wrong_ca,
-                                                        tmp_path):
+def test_sync_refuses_a_cloud_its_ca_does_not_vouch_for(
+    ca, source, tls_sync, tls_cloud, tls_glance, wrong_ca, tmp_path
+):
     source.add_image(release="noble", version="24.04", serial="20261202", seed=301)
     source.write()
     identity = dict(tls_cloud.sync_identity)  # "none": no ca_file, the machine's trust store
@@ -117,9 +123,9 @@ def test_sync_refuses_a_cloud_its_ca_does_not_vouch_for(ca, source, tls_sync, tl
     assert error.startswith(f"error: keystone {tls_cloud.auth_url}: "), error
     expected = {
         "wrong": f"TLS certificate verify failed: unable to get local issuer certificate "
-                 f"(trusting the CAs in ca_file {wrong_ca})",
+        f"(trusting the CAs in ca_file {wrong_ca})",
         "none": "TLS certificate verify failed: unable to get local issuer certificate "
-                "(trusting the system's CAs (no ca_file))",
+        "(trusting the system's CAs (no ca_file))",
         "missing": f"Could not find a suitable TLS CA certificate bundle, invalid path: {tmp_path}/no-such-ca.pem",
     }[ca]
     assert error.endswith(expected), error
@@ -138,8 +144,9 @@ def test_without_ca_file_the_sync_trusts_the_machines_store(tls_cloud, monkeypat
     with pytest.raises(CloudError, match="certificate verify failed"):
         Cloud(identity)
     default_paths = ssl.get_default_verify_paths()
-    monkeypatch.setattr(ssl, "get_default_verify_paths",
-                        lambda: default_paths._replace(openssl_cafile=str(tls_cloud.ca_file)))
+    monkeypatch.setattr(
+        ssl, "get_default_verify_paths", lambda: default_paths._replace(openssl_cafile=str(tls_cloud.ca_file))
+    )
 
     cloud = Cloud(identity)
 
@@ -166,13 +173,28 @@ def test_charm_syncs_over_tls_with_the_ca_from(given_by, charm_machine, tls_clou
     keystone = keystone_relation(tls_cloud, **HTTPS)
     relations = [keystone]
     if given_by == "vault":
-        relations.append(testing.Relation("certificates", remote_app_name="vault", remote_units_data={0: {
-            "ca": ca_pem,
-            "glance-simplestreams-sync_0.processed_requests": json.dumps({"juju-0": {"cert": "x", "key": "y"}}),
-        }}))
+        relations.append(
+            testing.Relation(
+                "certificates",
+                remote_app_name="vault",
+                remote_units_data={
+                    0: {
+                        "ca": ca_pem,
+                        "glance-simplestreams-sync_0.processed_requests": json.dumps(
+                            {"juju-0": {"cert": "x", "key": "y"}}
+                        ),
+                    }
+                },
+            )
+        )
     elif given_by == "receive-ca-cert":
-        relations.append(testing.Relation("receive-ca-cert", remote_app_name="self-signed-certificates",
-                                          remote_app_data={"certificates": json.dumps([ca_pem]), "version": "1"}))
+        relations.append(
+            testing.Relation(
+                "receive-ca-cert",
+                remote_app_name="self-signed-certificates",
+                remote_app_data={"certificates": json.dumps([ca_pem]), "version": "1"},
+            )
+        )
     else:
         config["ssl_ca"] = base64.b64encode(ca_pem.encode()).decode()
     ctx = testing.Context(GlanceSimplestreamsSyncCharm)
@@ -194,5 +216,9 @@ def test_charm_syncs_over_tls_with_the_ca_from(given_by, charm_machine, tls_clou
 
 
 def source_mirror(url: str) -> dict:
-    return {"url": url, "path": "streams/v1/index.sjson", "max": 1,
-            "item_filters": ["release~(noble)", "arch~(x86_64|amd64)", "ftype~(disk1.img|disk.img)"]}
+    return {
+        "url": url,
+        "path": "streams/v1/index.sjson",
+        "max": 1,
+        "item_filters": ["release~(noble)", "arch~(x86_64|amd64)", "ftype~(disk1.img|disk.img)"],
+    }

@@ -30,8 +30,10 @@ def cloud(tmp_path_factory):
 
 
 def test_a_sync_outlives_several_tokens_and_the_quick_check_falls_through(source, sync, glance, cloud):
-    items = [source.add_image(release=release, version=version, seed=140 + n, size=4 * MIB)
-             for n, (release, version) in enumerate([("focal", "20.04"), ("jammy", "22.04"), ("noble", "24.04")])]
+    items = [
+        source.add_image(release=release, version=version, seed=140 + n, size=4 * MIB)
+        for n, (release, version) in enumerate([("focal", "20.04"), ("jammy", "22.04"), ("noble", "24.04")])
+    ]
     source.write()
     source.server.set_faults({"/" + item.path: {"kind": "slow", "bytes_per_second": THROTTLE} for item in items})
 

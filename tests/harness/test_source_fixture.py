@@ -25,8 +25,7 @@ from tests.localcloud.source import (
 )
 from tests.localcloud.source_server import SourceServer
 
-needs_qemu_img = pytest.mark.skipif(
-    not qemu_img_available(), reason="qemu-img missing: apt-get install qemu-utils")
+needs_qemu_img = pytest.mark.skipif(not qemu_img_available(), reason="qemu-img missing: apt-get install qemu-utils")
 
 UA = "gss-fixture-test/1.0"
 
@@ -79,8 +78,7 @@ def test_signed_index_and_products_verify_with_simplestreams(tarball_source, key
     assert index["format"] == "index:1.0"
     assert entry["datatype"] == "image-downloads"
     assert entry["path"] == "streams/v1/com.ubuntu.cloud:released:download.sjson"
-    assert entry["products"] == ["com.ubuntu.cloud:server:20.04:amd64",
-                                 "com.ubuntu.cloud:server:22.04:amd64"]
+    assert entry["products"] == ["com.ubuntu.cloud:server:20.04:amd64", "com.ubuntu.cloud:server:22.04:amd64"]
 
     products = read_signed_file(tarball_source.root / entry["path"], key.keyring)
     assert products == json.loads((streams / "com.ubuntu.cloud:released:download.json").read_text())
@@ -99,7 +97,9 @@ def test_builder_without_key_writes_only_json(tmp_path):
     builder.add_image(ftype="root.tar.xz", size=10, seed=1)
     assert builder.write() == tmp_path / "streams/v1/index.json"
     assert sorted(p.name for p in (tmp_path / "streams/v1").iterdir()) == [
-        "com.ubuntu.cloud:released:download.json", "index.json"]
+        "com.ubuntu.cloud:released:download.json",
+        "index.json",
+    ]
 
 
 def test_tampered_sjson_is_rejected(tarball_source, key, tmp_path):
@@ -117,20 +117,24 @@ def test_sjson_signed_by_another_key_is_rejected(tarball_source, other_key):
 
 
 def test_products_list_items_as_the_real_catalog(tarball_source):
-    products = json.loads(
-        (tarball_source.root / "streams/v1/com.ubuntu.cloud:released:download.json").read_text())
+    products = json.loads((tarball_source.root / "streams/v1/com.ubuntu.cloud:released:download.json").read_text())
     product = products["products"]["com.ubuntu.cloud:server:20.04:amd64"]
     assert {k: v for k, v in product.items() if k != "versions"} == {
-        "aliases": "20.04,f,focal", "arch": "amd64", "os": "ubuntu", "release": "focal",
-        "release_codename": "Focal Fossa", "release_title": "20.04 LTS",
-        "support_eol": "2025-05-29", "supported": True, "version": "20.04",
+        "aliases": "20.04,f,focal",
+        "arch": "amd64",
+        "os": "ubuntu",
+        "release": "focal",
+        "release_codename": "Focal Fossa",
+        "release_title": "20.04 LTS",
+        "support_eol": "2025-05-29",
+        "supported": True,
+        "version": "20.04",
     }
     version = product["versions"]["20210720"]
     assert version["pubname"] == "ubuntu-focal-20.04-amd64-server-20210720"
     assert version["label"] == "release"
     item = version["items"]["root.tar.xz"]
-    assert item["path"] == (
-        "server/releases/focal/release-20210720/ubuntu-20.04-server-cloudimg-amd64-root.tar.xz")
+    assert item["path"] == ("server/releases/focal/release-20210720/ubuntu-20.04-server-cloudimg-amd64-root.tar.xz")
     sha256, md5, size = file_digests(tarball_source.root / item["path"])
     assert (item["sha256"], item["md5"], item["size"]) == (sha256, md5, size)
 
@@ -205,10 +209,17 @@ def test_server_serves_file_bytes_and_logs_user_agent(server, tarball_source):
     assert response.status_code == 200
     assert response.headers["Content-Length"] == str(item.size)
     assert hashlib.sha256(response.content).hexdigest() == item.sha256
-    assert server.wait_for_requests(1) == [{
-        "method": "GET", "path": "/" + item.path, "user_agent": UA, "status": 200,
-        "bytes_sent": item.size, "fault": None, "range": None,
-    }]
+    assert server.wait_for_requests(1) == [
+        {
+            "method": "GET",
+            "path": "/" + item.path,
+            "user_agent": UA,
+            "status": 200,
+            "bytes_sent": item.size,
+            "fault": None,
+            "range": None,
+        }
+    ]
 
 
 def test_server_answers_404_outside_root_and_for_missing_files(server):

@@ -84,11 +84,22 @@ class JujuMachine:
         for tool in _tool_names():
             (self.tools_dir / tool).symlink_to(HOOK_TOOLS)
         options = yaml.safe_load((charm_dir / "config.yaml").read_text())["options"]
-        self._save({"leader": False, "address": self.address, "relations": {}, "state": {}, "version": "",
-                    "config": {name: spec["default"] for name, spec in options.items() if "default" in spec},
-                    "status": {"unit": {"status": "maintenance", "message": ""},
-                               "app": {"status": "unknown", "message": ""}},
-                    "action": {"params": {}, "results": {}, "failed": None, "log": []}, "packages": []})
+        self._save(
+            {
+                "leader": False,
+                "address": self.address,
+                "relations": {},
+                "state": {},
+                "version": "",
+                "config": {name: spec["default"] for name, spec in options.items() if "default" in spec},
+                "status": {
+                    "unit": {"status": "maintenance", "message": ""},
+                    "app": {"status": "unknown", "message": ""},
+                },
+                "action": {"params": {}, "results": {}, "failed": None, "log": []},
+                "packages": [],
+            }
+        )
         self.calls_file.touch()
         self._start_namespace()
         return self
@@ -104,11 +115,17 @@ class JujuMachine:
             layer = self.workdir / "overlay" / directory.strip("/")
             (layer / "upper").mkdir(parents=True, exist_ok=True)
             (layer / "work").mkdir()
-            mounts.append(f"mount -t overlay overlay -o lowerdir={directory},upperdir={layer / 'upper'},"
-                          f"workdir={layer / 'work'} {directory}")
+            mounts.append(
+                f"mount -t overlay overlay -o lowerdir={directory},upperdir={layer / 'upper'},"
+                f"workdir={layer / 'work'} {directory}"
+            )
         script = " && ".join(mounts) + " && echo ready && exec sleep infinity"
-        self._holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
-                                         script], stdout=subprocess.PIPE, text=True, start_new_session=True)
+        self._holder = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         if self._holder.stdout.readline().strip() != "ready":
             self._holder.wait()
             raise RuntimeError("could not make the machine's private mount namespace (needs root)")
@@ -146,26 +163,49 @@ class JujuMachine:
 
     # --- running things on the machine ---------------------------------------------------------
 
-    def run(self, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 900) -> subprocess.CompletedProcess:
+    def run(
+        self, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 900
+    ) -> subprocess.CompletedProcess:
         """Run a command inside the machine (its view of /etc, /usr, /var, /root), with exactly `env`."""
         assert self._holder is not None, "the machine is not started"
         environment = [f"{key}={value}" for key, value in (env or {"PATH": SYSTEM_PATH}).items()]
         # env changes the directory inside the namespace (nsenter's --wd opens it before entering)
-        return subprocess.run(["nsenter", f"--mount=/proc/{self._holder.pid}/ns/mnt", "--", "env", "-i",
-                               f"--chdir={cwd or '/'}", *environment, *argv], capture_output=True, text=True,
-                              timeout=timeout, cwd="/")
+        return subprocess.run(
+            [
+                "nsenter",
+                f"--mount=/proc/{self._holder.pid}/ns/mnt",
+                "--",
+                "env",
+                "-i",
+                f"--chdir={cwd or '/'}",
+                *environment,
+                *argv,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd="/",
+        )
 
     def dispatch(self, path: str, **juju_env: str) -> Dispatched:
         """Run the charm's `dispatch` for `hooks/NAME` or `actions/NAME` as the unit agent does."""
         env = {
-            "PATH": f"{self.tools_dir}:{SYSTEM_PATH}", "HOME": "/root", "LANG": "C.UTF-8",
-            "JUJU_DISPATCH_PATH": path, "JUJU_HOOK_NAME": path.split("/", 1)[1] if path.startswith("hooks/") else "",
-            "JUJU_UNIT_NAME": self.unit, "JUJU_MODEL_NAME": "test", "JUJU_MODEL_UUID": self.model_uuid,
-            "JUJU_MACHINE_ID": "1", "JUJU_AVAILABILITY_ZONE": "", "JUJU_VERSION": JUJU_VERSION,
-            "JUJU_CHARM_DIR": str(self.charm_dir), "CHARM_DIR": str(self.charm_dir),
+            "PATH": f"{self.tools_dir}:{SYSTEM_PATH}",
+            "HOME": "/root",
+            "LANG": "C.UTF-8",
+            "JUJU_DISPATCH_PATH": path,
+            "JUJU_HOOK_NAME": path.split("/", 1)[1] if path.startswith("hooks/") else "",
+            "JUJU_UNIT_NAME": self.unit,
+            "JUJU_MODEL_NAME": "test",
+            "JUJU_MODEL_UUID": self.model_uuid,
+            "JUJU_MACHINE_ID": "1",
+            "JUJU_AVAILABILITY_ZONE": "",
+            "JUJU_VERSION": JUJU_VERSION,
+            "JUJU_CHARM_DIR": str(self.charm_dir),
+            "CHARM_DIR": str(self.charm_dir),
             "JUJU_CONTEXT_ID": f"{self.unit}-{path}-{uuid.uuid4().hex[:8]}",
-            "JUJU_AGENT_MODEL": str(self.model_file), "JUJU_AGENT_CALLS": str(self.calls_file),
+            "JUJU_AGENT_MODEL": str(self.model_file),
+            "JUJU_AGENT_CALLS": str(self.calls_file),
             **juju_env,
         }
         logged = self.calls_file.stat().st_size
@@ -180,8 +220,11 @@ class JujuMachine:
 
     def relation_hook(self, rid: int, event: str, remote_unit: str | None = None) -> Dispatched:
         relation = self.model()["relations"][str(rid)]
-        env = {"JUJU_RELATION": relation["endpoint"], "JUJU_RELATION_ID": f"{relation['endpoint']}:{rid}",
-               "JUJU_REMOTE_APP": relation["app"]}
+        env = {
+            "JUJU_RELATION": relation["endpoint"],
+            "JUJU_RELATION_ID": f"{relation['endpoint']}:{rid}",
+            "JUJU_REMOTE_APP": relation["app"],
+        }
         if remote_unit:
             env["JUJU_REMOTE_UNIT"] = remote_unit
         if event == "departed":
@@ -190,8 +233,7 @@ class JujuMachine:
 
     def action(self, name: str, **params) -> tuple[Dispatched, dict]:
         """Run an action; return the run and {results, failed, log}."""
-        self._update(lambda model: model.update(action={"params": params, "results": {}, "failed": None,
-                                                         "log": []}))
+        self._update(lambda model: model.update(action={"params": params, "results": {}, "failed": None, "log": []}))
         run = self.dispatch(f"actions/{name}", JUJU_ACTION_NAME=name, JUJU_ACTION_UUID=str(int(time.time())))
         return run, self.model()["action"]
 
@@ -217,8 +259,12 @@ class JujuMachine:
     def add_relation(self, endpoint: str, app: str) -> int:
         rid = self._next_relation_id
         self._next_relation_id += 1
-        self._update(lambda model: model["relations"].setdefault(str(rid), {
-            "endpoint": endpoint, "app": app, "units": {}, "app_data": {}, "local_unit": {}, "local_app": {}}))
+        self._update(
+            lambda model: model["relations"].setdefault(
+                str(rid),
+                {"endpoint": endpoint, "app": app, "units": {}, "app_data": {}, "local_unit": {}, "local_app": {}},
+            )
+        )
         return rid
 
     def set_remote_unit_data(self, rid: int, unit: str, data: dict[str, str]) -> None:
@@ -287,8 +333,14 @@ class JujuMachine:
         """Run a job as cron does: its user, /bin/sh -c, cron's bare environment plus the file's variables."""
         assert "%" not in job.command.replace("\\%", ""), "unescaped % (cron would cut the command there)"
         home = self.run(["getent", "passwd", job.user]).stdout.split(":")[5]
-        env = {"HOME": home, "LOGNAME": job.user, "USER": job.user, "SHELL": "/bin/sh", "PATH": "/usr/bin:/bin",
-               **job.variables}
+        env = {
+            "HOME": home,
+            "LOGNAME": job.user,
+            "USER": job.user,
+            "SHELL": "/bin/sh",
+            "PATH": "/usr/bin:/bin",
+            **job.variables,
+        }
         argv = [env["SHELL"], "-c", job.command.replace("\\%", "%")]
         if job.user != "root":
             argv = ["setpriv", f"--reuid={job.user}", f"--regid={job.user}", "--init-groups", *argv]
@@ -296,8 +348,13 @@ class JujuMachine:
 
 
 def _tool_names() -> list[str]:
-    process = subprocess.run(["/usr/bin/python3", "-c", "import hooktools; print(' '.join(hooktools.TOOLS))"],
-                             cwd=HOOK_TOOLS.parent, capture_output=True, text=True, check=True)
+    process = subprocess.run(
+        ["/usr/bin/python3", "-c", "import hooktools; print(' '.join(hooktools.TOOLS))"],
+        cwd=HOOK_TOOLS.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return process.stdout.split()
 
 
@@ -305,9 +362,8 @@ def _same_entry(upper: Path, real: Path) -> bool:
     if upper.is_symlink() or real.is_symlink():
         return upper.is_symlink() and real.is_symlink() and os.readlink(upper) == os.readlink(real)
     try:
-        return real.is_file() and upper.read_bytes() == real.read_bytes() and \
-            upper.stat().st_mode == real.stat().st_mode
+        return (
+            real.is_file() and upper.read_bytes() == real.read_bytes() and upper.stat().st_mode == real.stat().st_mode
+        )
     except OSError:
         return False
-
-

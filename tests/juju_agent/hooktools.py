@@ -29,7 +29,7 @@ def option(args: list[str], name: str) -> str | None:
     for index, arg in enumerate(args):
         if arg == name:
             value = args[index + 1]
-            del args[index:index + 2]
+            del args[index : index + 2]
             return value
         if arg.startswith(name + "="):
             del args[index]
@@ -45,7 +45,7 @@ def flag(args: list[str], name: str) -> bool:
 
 
 def after_double_dash(args: list[str]) -> list[str]:
-    return args[args.index("--") + 1:] if "--" in args else args
+    return args[args.index("--") + 1 :] if "--" in args else args
 
 
 def relation_id(model: dict, args: list[str]) -> str:
@@ -73,8 +73,7 @@ def config_get(model, args, stdin):
 def relation_ids(model, args, stdin):
     option(args, "--format")
     (endpoint,) = args
-    return [f"{endpoint}:{rid}" for rid, relation in model["relations"].items()
-            if relation["endpoint"] == endpoint]
+    return [f"{endpoint}:{rid}" for rid, relation in model["relations"].items() if relation["endpoint"] == endpoint]
 
 
 def relation_list(model, args, stdin):
@@ -175,9 +174,17 @@ def state_delete(model, args, stdin):
 
 def network_get(model, args, stdin):
     address = model["address"]
-    return {"bind-addresses": [{"mac-address": "", "interface-name": "lo",
-                                "addresses": [{"hostname": "", "value": address, "cidr": f"{address}/32"}]}],
-            "egress-subnets": [f"{address}/32"], "ingress-addresses": [address]}
+    return {
+        "bind-addresses": [
+            {
+                "mac-address": "",
+                "interface-name": "lo",
+                "addresses": [{"hostname": "", "value": address, "cidr": f"{address}/32"}],
+            }
+        ],
+        "egress-subnets": [f"{address}/32"],
+        "ingress-addresses": [address],
+    }
 
 
 def application_version_set(model, args, stdin):
@@ -210,14 +217,30 @@ def apt_get(model, args, stdin):
 
 
 TOOLS = {
-    "is-leader": is_leader, "config-get": config_get, "relation-ids": relation_ids,
-    "relation-list": relation_list, "relation-get": relation_get, "relation-set": relation_set,
-    "relation-model-get": relation_model_get, "status-set": status_set, "status-get": status_get,
-    "juju-log": juju_log, "action-get": action_get, "action-set": action_set, "action-log": action_log,
-    "action-fail": action_fail, "state-get": state_get, "state-set": state_set, "state-delete": state_delete,
-    "network-get": network_get, "application-version-set": application_version_set,
-    "goal-state": goal_state, "opened-ports": opened_ports,
-    "dpkg": dpkg, "apt-cache": apt_cache, "apt-get": apt_get,
+    "is-leader": is_leader,
+    "config-get": config_get,
+    "relation-ids": relation_ids,
+    "relation-list": relation_list,
+    "relation-get": relation_get,
+    "relation-set": relation_set,
+    "relation-model-get": relation_model_get,
+    "status-set": status_set,
+    "status-get": status_get,
+    "juju-log": juju_log,
+    "action-get": action_get,
+    "action-set": action_set,
+    "action-log": action_log,
+    "action-fail": action_fail,
+    "state-get": state_get,
+    "state-set": state_set,
+    "state-delete": state_delete,
+    "network-get": network_get,
+    "application-version-set": application_version_set,
+    "goal-state": goal_state,
+    "opened-ports": opened_ports,
+    "dpkg": dpkg,
+    "apt-cache": apt_cache,
+    "apt-get": apt_get,
 }
 
 
@@ -234,8 +257,10 @@ def main() -> int:
     with open(model_path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         with open(os.environ["JUJU_AGENT_CALLS"], "a") as calls:
-            calls.write(json.dumps({"tool": tool, "args": args, "stdin": stdin,
-                                    "hook": os.environ.get("JUJU_DISPATCH_PATH")}) + "\n")
+            calls.write(
+                json.dumps({"tool": tool, "args": args, "stdin": stdin, "hook": os.environ.get("JUJU_DISPATCH_PATH")})
+                + "\n"
+            )
         model = json.loads(model_path.read_text())
         try:
             answer = TOOLS[tool](model, list(args), stdin)

@@ -148,9 +148,17 @@ class _Service:
 
 
 class LocalCloud:
-    def __init__(self, workdir: Path, region: str = "RegionOne", image_conversion: bool = False,
-                 tls: bool = False, token_lifetime: int | None = None, glance_options: dict | None = None,
-                 object_store: str = "swift", rgw_namespace_tenants: bool = True):
+    def __init__(
+        self,
+        workdir: Path,
+        region: str = "RegionOne",
+        image_conversion: bool = False,
+        tls: bool = False,
+        token_lifetime: int | None = None,
+        glance_options: dict | None = None,
+        object_store: str = "swift",
+        rgw_namespace_tenants: bool = True,
+    ):
         if object_store not in OBJECT_STORE_SERVICES:
             raise ValueError(f"object_store must be one of {', '.join(OBJECT_STORE_SERVICES)}, not {object_store!r}")
         if tls and object_store != "swift":
@@ -207,9 +215,13 @@ class LocalCloud:
         self.glance_url = self._services["glance"].url
         self.postgres_port = self._services["postgres"].port
         if self.object_store == "rgw":
-            self._ceph = rgw.CephRgw(self.workdir / "ceph", self._services["ceph-mon"].port,
-                                     self._services["rgw"].port, self._keystone_for_rgw(),
-                                     namespace_tenants=self.rgw_namespace_tenants)
+            self._ceph = rgw.CephRgw(
+                self.workdir / "ceph",
+                self._services["ceph-mon"].port,
+                self._services["rgw"].port,
+                self._keystone_for_rgw(),
+                namespace_tenants=self.rgw_namespace_tenants,
+            )
         self._write_configs()
         self._define_commands()
         atexit.register(self.stop)
@@ -352,8 +364,13 @@ class LocalCloud:
         self._start_and_wait("rgw")  # PITFALL: started before the OSD is up, radosgw waits 5 s for it
 
     def _keystone_for_rgw(self) -> rgw.KeystoneForRgw:
-        return rgw.KeystoneForRgw(url=self.auth_url.removesuffix("/v3"), user="swift",
-                                  password=self._passwords["swift"], project=SERVICES_PROJECT, domain=DOMAIN)
+        return rgw.KeystoneForRgw(
+            url=self.auth_url.removesuffix("/v3"),
+            user="swift",
+            password=self._passwords["swift"],
+            project=SERVICES_PROJECT,
+            domain=DOMAIN,
+        )
 
     def _bring_up_postgres(self) -> None:
         pg = self.workdir / "postgres"
@@ -490,8 +507,10 @@ class LocalCloud:
         return {
             "DEFAULT": {"use_stderr": "true"},
             "database": {"connection": f"sqlite:///{keystone}/keystone.db"},
-            "token": {"provider": "fernet",
-                      **({"expiration": str(self.token_lifetime)} if self.token_lifetime else {})},
+            "token": {
+                "provider": "fernet",
+                **({"expiration": str(self.token_lifetime)} if self.token_lifetime else {}),
+            },
             "fernet_tokens": {"key_repository": f"{keystone}/fernet-keys"},
             "fernet_receipts": {"key_repository": f"{keystone}/fernet-keys"},
             "credential": {"key_repository": f"{keystone}/credential-keys"},
@@ -513,8 +532,10 @@ class LocalCloud:
                 **{name: str(value) for name, value in self.glance_options.items()},
             },
             # PITFALL: not sqlite: concurrent uploads/updates got 500 "database is locked" there.
-            "database": {"connection": f"postgresql+psycopg2://{GLANCE_DB}:{self._passwords['glance-db']}"
-                                       f"@{HOST}:{self._services['postgres'].port}/{GLANCE_DB}"},
+            "database": {
+                "connection": f"postgresql+psycopg2://{GLANCE_DB}:{self._passwords['glance-db']}"
+                f"@{HOST}:{self._services['postgres'].port}/{GLANCE_DB}"
+            },
             "glance_store": {"default_backend": "local"},
             "local": {"filesystem_store_datadir": f"{glance}/images"},
             "os_glance_staging_store": {"filesystem_store_datadir": f"{glance}/staging"},
@@ -731,8 +752,9 @@ class TlsFiles:
     key: Path  # the server certificate's private key (PEM, unencrypted, mode 0600)
 
 
-def make_tls_files(directory: Path, name: str = "LocalCloud", hosts: tuple[str, ...] = (HOST, "localhost"),
-                   days: int = 2) -> TlsFiles:
+def make_tls_files(
+    directory: Path, name: str = "LocalCloud", hosts: tuple[str, ...] = (HOST, "localhost"), days: int = 2
+) -> TlsFiles:
     """A throw-away CA and a server certificate for `hosts` (IP addresses and DNS names) signed by it,
     written to directory/ca.pem, server.pem and server-key.pem (replacing what is there)."""
     from cryptography import x509
@@ -1030,15 +1052,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--region", default="RegionOne")
     parser.add_argument("--image-conversion", action="store_true", help="enable Glance's image_conversion plugin")
     parser.add_argument("--tls", action="store_true", help="Keystone, Glance and Swift over HTTPS (throw-away CA)")
-    parser.add_argument("--object-store", choices=sorted(OBJECT_STORE_SERVICES), default="swift",
-                        help="OpenStack Swift, or a Ceph RGW serving the Swift API")
+    parser.add_argument(
+        "--object-store",
+        choices=sorted(OBJECT_STORE_SERVICES),
+        default="swift",
+        help="OpenStack Swift, or a Ceph RGW serving the Swift API",
+    )
     args = parser.parse_args(argv)
 
     stop_requested = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop_requested.set())
-    cloud = LocalCloud(args.workdir, region=args.region, image_conversion=args.image_conversion, tls=args.tls,
-                       object_store=args.object_store)
+    cloud = LocalCloud(
+        args.workdir,
+        region=args.region,
+        image_conversion=args.image_conversion,
+        tls=args.tls,
+        object_store=args.object_store,
+    )
     try:
         cloud.start()
         print(f"# started in {cloud.startup_seconds:.1f} s; glance {cloud.glance_url}; "

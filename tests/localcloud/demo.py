@@ -30,8 +30,11 @@ BIN = Path(sys.executable).parent
 
 def build_source(root: Path, key) -> None:
     builder = SourceBuilder(root, key)
-    for release, version, serial, seed in (("focal", "20.04", "20250101", 1), ("jammy", "22.04", "20250102", 2),
-                                           ("noble", "24.04", "20250103", 3)):
+    for release, version, serial, seed in (
+        ("focal", "20.04", "20250101", 1),
+        ("jammy", "22.04", "20250102", 2),
+        ("noble", "24.04", "20250103", 3),
+    ):
         builder.add_image(release=release, version=version, serial=serial, seed=seed, size=8 << 20)
         builder.add_image(release=release, version=version, serial=serial, ftype="root.tar.xz", size=4096)
     builder.write()
@@ -40,10 +43,17 @@ def build_source(root: Path, key) -> None:
 def write_sync_files(etc: Path, cloud: LocalCloud, source_url: str, keyring: Path, state_dir: Path) -> None:
     etc.mkdir(parents=True, exist_ok=True)
     mirrors = {
-        "mirror_list": [{"url": source_url, "path": "streams/v1/index.sjson", "max": 1,
-                         "item_filters": ["release~(focal|jammy|noble)", "arch~(x86_64|amd64)",
-                                          "ftype~(disk1.img|disk.img)"]}],
-        "keyring": str(keyring), "state_dir": str(state_dir), "region": cloud.sync_identity["region"],
+        "mirror_list": [
+            {
+                "url": source_url,
+                "path": "streams/v1/index.sjson",
+                "max": 1,
+                "item_filters": ["release~(focal|jammy|noble)", "arch~(x86_64|amd64)", "ftype~(disk1.img|disk.img)"],
+            }
+        ],
+        "keyring": str(keyring),
+        "state_dir": str(state_dir),
+        "region": cloud.sync_identity["region"],
     }
     (etc / "mirrors.yaml").write_text(yaml.safe_dump(mirrors))
     identity = etc / "identity.yaml"
@@ -53,23 +63,50 @@ def write_sync_files(etc: Path, cloud: LocalCloud, source_url: str, keyring: Pat
 
 def run_sync(etc: Path) -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    command = [sys.executable, "-m", "simplestreams_sync", "--mirrors", str(etc / "mirrors.yaml"),
-               "--identity", str(etc / "identity.yaml")]
-    print(f"\n$ python -m simplestreams_sync --mirrors {etc}/mirrors.yaml --identity {etc}/identity.yaml",
-          flush=True)
+    command = [
+        sys.executable,
+        "-m",
+        "simplestreams_sync",
+        "--mirrors",
+        str(etc / "mirrors.yaml"),
+        "--identity",
+        str(etc / "identity.yaml"),
+    ]
+    print(f"\n$ python -m simplestreams_sync --mirrors {etc}/mirrors.yaml --identity {etc}/identity.yaml", flush=True)
     return subprocess.run(command, env=env).returncode
 
 
 def show_images(cloud: LocalCloud) -> None:
     identity = cloud.sync_identity
-    env = {**os.environ, "OS_AUTH_URL": identity["auth_url"], "OS_USERNAME": identity["username"],
-           "OS_PASSWORD": identity["password"], "OS_PROJECT_NAME": identity["project_name"],
-           "OS_USER_DOMAIN_NAME": identity["user_domain_name"],
-           "OS_PROJECT_DOMAIN_NAME": identity["project_domain_name"], "OS_REGION_NAME": identity["region"],
-           "OS_IDENTITY_API_VERSION": "3"}
+    env = {
+        **os.environ,
+        "OS_AUTH_URL": identity["auth_url"],
+        "OS_USERNAME": identity["username"],
+        "OS_PASSWORD": identity["password"],
+        "OS_PROJECT_NAME": identity["project_name"],
+        "OS_USER_DOMAIN_NAME": identity["user_domain_name"],
+        "OS_PROJECT_DOMAIN_NAME": identity["project_domain_name"],
+        "OS_REGION_NAME": identity["region"],
+        "OS_IDENTITY_API_VERSION": "3",
+    }
     print("\n$ openstack image list --long -c Name -c Status -c Size -c Visibility", flush=True)
-    subprocess.run([str(BIN / "openstack"), "image", "list", "--long", "-c", "Name", "-c", "Status",
-                    "-c", "Size", "-c", "Visibility"], env=env)
+    subprocess.run(
+        [
+            str(BIN / "openstack"),
+            "image",
+            "list",
+            "--long",
+            "-c",
+            "Name",
+            "-c",
+            "Status",
+            "-c",
+            "Size",
+            "-c",
+            "Visibility",
+        ],
+        env=env,
+    )
 
 
 def show_metadata(cloud: LocalCloud) -> None:

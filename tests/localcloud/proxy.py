@@ -24,8 +24,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 CHUNK = 1 << 20
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer",
-              "transfer-encoding", "upgrade"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+}
 
 
 class ProxyHandler(BaseHTTPRequestHandler):
@@ -130,8 +138,19 @@ class HttpProxy:
         root = Path(__file__).resolve().parents[2]
         env = {**os.environ, "PYTHONPATH": str(root)}
         routes = [f"--route={host}={address}" for host, address in self.routes.items()]
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.localcloud.proxy", "--port-file",
-                                         str(self.port_file), "--log", str(self.log_file), *routes], env=env)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.localcloud.proxy",
+                "--port-file",
+                str(self.port_file),
+                "--log",
+                str(self.log_file),
+                *routes,
+            ],
+            env=env,
+        )
         deadline = time.monotonic() + 10
         while not self.port_file.exists() or not self.port_file.read_text():
             if time.monotonic() > deadline or self.process.poll() is not None:

@@ -75,8 +75,10 @@ cluster.shutdown()
 def missing_programs() -> list[str]:
     """The Ceph programs (and Python module) this needs that are not installed."""
     missing = [name for name in ("ceph-mon", "ceph-osd", "radosgw", "monmaptool") if not shutil.which(name)]
-    if not Path(SYSTEM_PYTHON).exists() or subprocess.run([SYSTEM_PYTHON, "-c", "import rados"],
-                                                          capture_output=True, timeout=60).returncode != 0:
+    if (
+        not Path(SYSTEM_PYTHON).exists()
+        or subprocess.run([SYSTEM_PYTHON, "-c", "import rados"], capture_output=True, timeout=60).returncode != 0
+    ):
         missing.append(f"{SYSTEM_PYTHON}'s rados module")
     return missing
 
@@ -138,28 +140,40 @@ class CephRgw:
                 "fsid": self.fsid,
                 "mon host": f"v2:127.0.0.1:{self.mon_port}",
                 # PITFALL: without `cluster addr` the OSD binds 0.0.0.0.
-                "public addr": "127.0.0.1", "cluster addr": "127.0.0.1",
+                "public addr": "127.0.0.1",
+                "cluster addr": "127.0.0.1",
                 "ms bind msgr1": "false",
-                "ms bind port min": str(port_min), "ms bind port max": str(port_min + OSD_PORTS - 1),
-                "auth cluster required": "none", "auth service required": "none", "auth client required": "none",
+                "ms bind port min": str(port_min),
+                "ms bind port max": str(port_min + OSD_PORTS - 1),
+                "auth cluster required": "none",
+                "auth service required": "none",
+                "auth client required": "none",
                 "keyring": "/dev/null",
                 # PITFALL: radosgw asks the monitor for `secure` mode by default, which auth none cannot give:
                 # it loops on "get_initial_auth_request returned -13".
                 "ms mon client mode": "crc secure",
-                "osd pool default size": "1", "osd pool default min size": "1",
-                "osd pool default pg num": str(PG_NUM), "osd pool default pgp num": str(PG_NUM),
+                "osd pool default size": "1",
+                "osd pool default min size": "1",
+                "osd pool default pg num": str(PG_NUM),
+                "osd pool default pgp num": str(PG_NUM),
                 "osd pool default pg autoscale mode": "off",
                 "osd crush chooseleaf type": "0",
-                "mon allow pool size one": "true", "mon max pg per osd": "1000",
+                "mon allow pool size one": "true",
+                "mon max pg per osd": "1000",
                 "mon warn on pool no redundancy": "false",
                 "mon warn on insecure global id reclaim allowed": "false",
                 # PITFALL: by default the monitor shuts itself down when the disk has under 5 % free.
-                "mon data avail warn": "1", "mon data avail crit": "0",
+                "mon data avail warn": "1",
+                "mon data avail crit": "0",
                 "paxos propose interval": "0.05",  # every map change waits for it (default 1 s)
-                "mon data": f"{d}/mon/$cluster-$id", "osd data": f"{d}/osd/$cluster-$id",
-                "run dir": f"{d}/run", "admin socket": f"{d}/run/$cluster-$name.$pid.asok",
+                "mon data": f"{d}/mon/$cluster-$id",
+                "osd data": f"{d}/osd/$cluster-$id",
+                "run dir": f"{d}/run",
+                "admin socket": f"{d}/run/$cluster-$name.$pid.asok",
                 "crash dir": f"{d}/crash",
-                "log to file": "false", "log to stderr": "true", "err to stderr": "true",
+                "log to file": "false",
+                "log to stderr": "true",
+                "err to stderr": "true",
                 "mon cluster log to file": "false",
             },
             "osd": {"osd objectstore": "memstore", "memstore device bytes": str(512 << 20)},
@@ -219,8 +233,16 @@ class CephRgw:
 
     def _admin_succeeds(self, env: dict, action: str) -> bool:
         try:
-            return subprocess.run(self.admin_command(action), env=env, stdin=subprocess.DEVNULL,
-                                  capture_output=True, timeout=ADMIN_TIMEOUT * 2).returncode == 0
+            return (
+                subprocess.run(
+                    self.admin_command(action),
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    timeout=ADMIN_TIMEOUT * 2,
+                ).returncode
+                == 0
+            )
         except subprocess.TimeoutExpired:
             return False
 

@@ -53,7 +53,12 @@ class TestKey:
 
     def clearsign(self, text: str) -> str:
         return _gpg(
-            self.home, "--local-user", self.fingerprint, "--digest-algo", "SHA512", "--clearsign",
+            self.home,
+            "--local-user",
+            self.fingerprint,
+            "--digest-algo",
+            "SHA512",
+            "--clearsign",
             stdin=text,
         )
 
@@ -62,7 +67,9 @@ class TestKey:
         (`gpgconf --kill` only asks them to exit); what still runs after a while is killed."""
         subprocess.run(
             ["gpgconf", "--homedir", str(self.home), "--kill", "all"],
-            env=_gpg_env(self.home), capture_output=True, check=False,
+            env=_gpg_env(self.home),
+            capture_output=True,
+            check=False,
         )
         deadline = time.monotonic() + AGENT_EXIT_WAIT
         while (pids := processes_mentioning(str(self.home))) and time.monotonic() < deadline:
@@ -102,7 +109,9 @@ def make_test_key(gnupg_home: Path, name: str = "Test Image Signer") -> TestKey:
     keyring = gnupg_home / "exported-public-keyring.gpg"
     exported = subprocess.run(
         ["gpg", "--batch", "--export", fingerprint],
-        env=_gpg_env(gnupg_home), capture_output=True, check=True,
+        env=_gpg_env(gnupg_home),
+        capture_output=True,
+        check=True,
     )
     keyring.write_bytes(exported.stdout)
     return TestKey(home=gnupg_home, fingerprint=fingerprint, keyring=keyring)
@@ -115,7 +124,12 @@ def _gpg_env(home: Path) -> dict[str, str]:
 def _gpg(home: Path, *args: str, stdin: str | None = None) -> str:
     cmd = ["gpg", "--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", "", *args]
     done = subprocess.run(
-        cmd, env=_gpg_env(home), input=stdin, capture_output=True, text=True, check=False,
+        cmd,
+        env=_gpg_env(home),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr}")
@@ -151,9 +165,7 @@ def make_qcow2(path: Path, size_bytes: int, seed: int | None, incompressible: bo
     seed-specific pattern that compresses to almost nothing.
     """
     if not qemu_img_available():
-        raise QemuImgMissing(
-            "qemu-img not found: install Debian's qemu-utils (apt-get install -y qemu-utils)"
-        )
+        raise QemuImgMissing("qemu-img not found: install Debian's qemu-utils (apt-get install -y qemu-utils)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     virtual_size = -(-size_bytes // QCOW2_CLUSTER_SIZE) * QCOW2_CLUSTER_SIZE
@@ -162,7 +174,8 @@ def make_qcow2(path: Path, size_bytes: int, seed: int | None, incompressible: bo
         write_filler(raw, virtual_size, seed, incompressible)
         subprocess.run(
             ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(path)],
-            capture_output=True, check=True,
+            capture_output=True,
+            check=True,
         )
     finally:
         raw.unlink(missing_ok=True)
@@ -200,9 +213,7 @@ KNOWN_RELEASES = {
     "bionic": Release("18.04", "Bionic Beaver", "18.04 LTS", "2023-05-31", "18.04,b,bionic"),
     "focal": Release("20.04", "Focal Fossa", "20.04 LTS", "2025-05-29", "20.04,f,focal"),
     "jammy": Release("22.04", "Jammy Jellyfish", "22.04 LTS", "2027-06-01", "22.04,j,jammy"),
-    "noble": Release(
-        "24.04", "Noble Numbat", "24.04 LTS", "2029-05-31", "24.04,default,lts,n,noble"
-    ),
+    "noble": Release("24.04", "Noble Numbat", "24.04 LTS", "2029-05-31", "24.04,default,lts,n,noble"),
 }
 
 # How cloud-images names each ftype's file: ubuntu-<version>-server-cloudimg-<arch><suffix>
@@ -248,8 +259,11 @@ class SourceItem:
 
     def as_metadata(self) -> dict:
         return {
-            "ftype": self.ftype, "path": self.path, "sha256": self.sha256,
-            "md5": self.md5, "size": self.size,
+            "ftype": self.ftype,
+            "path": self.path,
+            "sha256": self.sha256,
+            "md5": self.md5,
+            "size": self.size,
         }
 
 
@@ -285,9 +299,7 @@ class SourceBuilder:
             write_filler(file, size, seed, incompressible)
         sha256, md5, real_size = file_digests(file)
         item = SourceItem(product_id, serial, ftype, path, sha256, md5, real_size)
-        self._version_entry(product_id, release, version, arch, serial)["items"][ftype] = (
-            item.as_metadata()
-        )
+        self._version_entry(product_id, release, version, arch, serial)["items"][ftype] = item.as_metadata()
         self.items = [i for i in self.items if i.key != item.key] + [item]
         return item
 
@@ -341,23 +353,29 @@ class SourceBuilder:
 
     def _version_entry(self, product_id, release, version, arch, serial) -> dict:
         info = release_info(release, version)
-        product = self.products.setdefault(product_id, {
-            "aliases": info.aliases,
-            "arch": arch,
-            "os": "ubuntu",
-            "release": release,
-            "release_codename": info.codename,
-            "release_title": info.title,
-            "support_eol": info.support_eol,
-            "supported": True,
-            "version": version,
-            "versions": {},
-        })
-        return product["versions"].setdefault(serial, {
-            "items": {},
-            "label": "release",
-            "pubname": f"ubuntu-{release}-{version}-{arch}-server-{serial}",
-        })
+        product = self.products.setdefault(
+            product_id,
+            {
+                "aliases": info.aliases,
+                "arch": arch,
+                "os": "ubuntu",
+                "release": release,
+                "release_codename": info.codename,
+                "release_title": info.title,
+                "support_eol": info.support_eol,
+                "supported": True,
+                "version": version,
+                "versions": {},
+            },
+        )
+        return product["versions"].setdefault(
+            serial,
+            {
+                "items": {},
+                "label": "release",
+                "pubname": f"ubuntu-{release}-{version}-{arch}-server-{serial}",
+            },
+        )
 
 
 def dump_json(data: dict) -> str:
@@ -390,7 +408,7 @@ def tamper_signed_file(path: Path) -> None:
     for i in range(body_start, body_end):
         if text[i].isdigit():
             replacement = "1" if text[i] != "1" else "2"
-            path.write_text(text[:i] + replacement + text[i + 1:])
+            path.write_text(text[:i] + replacement + text[i + 1 :])
             return
     raise ValueError(f"no digit to change in the payload of {path}")
 

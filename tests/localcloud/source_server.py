@@ -208,8 +208,9 @@ class SourceRequestHandler(BaseHTTPRequestHandler):
         ranged = ranges_honoured and self._range_applies(etag, last_modified)
         start, end = self._requested_range(size) if ranged else (0, size)
         if start >= size and size > 0:
-            return self._send_message(416, f"range not satisfiable: {self.headers.get('Range')}", entry,
-                                      {"Content-Range": f"bytes */{size}"})
+            return self._send_message(
+                416, f"range not satisfiable: {self.headers.get('Range')}", entry, {"Content-Range": f"bytes */{size}"}
+            )
         if kind == "short":
             start, end = 0, min(fault["bytes"], size)
         body_end = max(start, min(fault["after"], end)) if kind == "truncate" else end
@@ -253,12 +254,13 @@ class SourceRequestHandler(BaseHTTPRequestHandler):
         """A single byte range was asked for, and If-Range (if any) names the current file."""
         header = self.headers.get("Range", "")
         if_range = self.headers.get("If-Range")
-        return (re.fullmatch(r"bytes=\d+-\d*", header) is not None
-                and (if_range is None or if_range in (etag, last_modified)))
+        return re.fullmatch(r"bytes=\d+-\d*", header) is not None and (
+            if_range is None or if_range in (etag, last_modified)
+        )
 
     def _requested_range(self, size: int) -> tuple[int, int]:
         """[start, end) of the file that the Range header asks for."""
-        first, _, last = self.headers["Range"][len("bytes="):].partition("-")
+        first, _, last = self.headers["Range"][len("bytes=") :].partition("-")
         return int(first), min(int(last) + 1, size) if last else size
 
     def _stall(self, seconds: float) -> None:
@@ -370,8 +372,12 @@ class SourceServer:
         self.log_file.write_text("")
         with open(self.stderr_file, "wb") as stderr:
             self.process = subprocess.Popen(
-                self._command(), cwd=REPO_ROOT, env=self._environment(),
-                stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
+                self._command(),
+                cwd=REPO_ROOT,
+                env=self._environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
             )
         self.port = self._wait_for_port(timeout)
         return self
@@ -431,12 +437,19 @@ class SourceServer:
 
     def _command(self) -> list[str]:
         return [
-            sys.executable, "-m", "tests.localcloud.source_server",
-            "--root", str(self.root.resolve()),
-            "--port", str(self.requested_port),
-            "--port-file", str(self.port_file),
-            "--log", str(self.log_file),
-            "--faults", str(self.faults_file),
+            sys.executable,
+            "-m",
+            "tests.localcloud.source_server",
+            "--root",
+            str(self.root.resolve()),
+            "--port",
+            str(self.requested_port),
+            "--port-file",
+            str(self.port_file),
+            "--log",
+            str(self.log_file),
+            "--faults",
+            str(self.faults_file),
         ]
 
     def _environment(self) -> dict[str, str]:
