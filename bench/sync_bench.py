@@ -44,6 +44,7 @@ import glanceclient
 import yaml
 
 from tests.localcloud.cloud import LocalCloud
+from tests.localcloud.engine_cli import engine_argv, engine_env, openstack_env
 from tests.localcloud.source import SourceBuilder, make_test_key
 from tests.localcloud.source_server import SourceServer
 
@@ -161,17 +162,8 @@ class Bench:
             (etc / "identity.yaml").write_text(yaml.safe_dump(self.cloud.sync_identity))
             (etc / "identity.yaml").chmod(0o600)
         (etc / "mirrors.yaml").write_text(yaml.safe_dump(mirrors))
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-        argv = [
-            sys.executable,
-            "-m",
-            "simplestreams_sync",
-            "--mirrors",
-            str(etc / "mirrors.yaml"),
-            "--identity",
-            str(etc / "identity.yaml"),
-            *extra,
-        ]
+        env = engine_env()
+        argv = engine_argv(etc / "mirrors.yaml", etc / "identity.yaml", *extra)
         return self._side("ours", workload, rnd, argv, env, server)
 
     def floor(
@@ -206,18 +198,7 @@ class Bench:
         identity = self.cloud.sync_identity
         tmp = self.workdir / "peer-tmp"  # its whole-image temp files: on local disk, emptied after each run
         tmp.mkdir(exist_ok=True)
-        env = {
-            **os.environ,
-            "TMPDIR": str(tmp),
-            "OS_AUTH_URL": identity["auth_url"],
-            "OS_USERNAME": identity["username"],
-            "OS_PASSWORD": identity["password"],
-            "OS_PROJECT_NAME": identity["project_name"],
-            "OS_USER_DOMAIN_NAME": identity["user_domain_name"],
-            "OS_PROJECT_DOMAIN_NAME": identity["project_domain_name"],
-            "OS_REGION_NAME": identity["region"],
-            "OS_IDENTITY_API_VERSION": "3",
-        }
+        env = openstack_env(identity, TMPDIR=str(tmp))
         argv = [
             str(BIN / "sstream-mirror-glance"),
             f"--keyring={self.keyring}",

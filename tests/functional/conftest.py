@@ -31,6 +31,7 @@ from ops import testing
 import host
 import sync_process
 from tests.localcloud.cloud import LocalCloud
+from tests.localcloud.engine_cli import engine_argv, engine_env
 from tests.localcloud.source import SourceBuilder
 from tests.localcloud.source_server import SourceServer
 
@@ -121,16 +122,7 @@ class SyncRunner:
 
     def command(self, mirrors: list[dict], *extra: str) -> list[str]:
         mirrors_file, identity_file = self.write_files(mirrors)
-        return [
-            sys.executable,
-            "-m",
-            "simplestreams_sync",
-            "--mirrors",
-            str(mirrors_file),
-            "--identity",
-            str(identity_file),
-            *extra,
-        ]
+        return engine_argv(mirrors_file, identity_file, *extra)
 
     def run(self, mirrors: list[dict], *extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -162,7 +154,7 @@ class SyncRunner:
 
 
 def sync_environment() -> dict:
-    return {**os.environ, "PYTHONPATH": str(SRC)}
+    return engine_env()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ create nothing, and publish metadata that lists the same image ids.
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from ops import testing
 
 from charm import GlanceSimplestreamsSyncCharm
 from tests.functional.conftest import keystone_relation, our_images, published_image_ids, published_products
+from tests.localcloud.engine_cli import openstack_env
 
 pytestmark = pytest.mark.functional
 
@@ -34,18 +34,7 @@ CLOUD_NAME = "glance-simplestreams-sync-openstack"  # both charms' default cloud
 def run_classic_sync(cloud, source_url: str, keyring: Path, content_id: str, tmp_path: Path) -> None:
     """One mirror of the classic charm's sync: its sstream-mirror-glance command line and environment."""
     identity = cloud.sync_identity
-    env = {
-        **os.environ,
-        "TMPDIR": str(tmp_path),
-        "OS_AUTH_URL": identity["auth_url"],
-        "OS_USERNAME": identity["username"],
-        "OS_PASSWORD": identity["password"],
-        "OS_PROJECT_NAME": identity["project_name"],
-        "OS_USER_DOMAIN_NAME": identity["user_domain_name"],
-        "OS_PROJECT_DOMAIN_NAME": identity["project_domain_name"],
-        "OS_REGION_NAME": identity["region"],
-        "OS_IDENTITY_API_VERSION": "3",
-    }
+    env = openstack_env(identity, TMPDIR=str(tmp_path))
     argv = [
         str(SSTREAM_MIRROR_GLANCE),
         "-vv",

@@ -11,7 +11,6 @@ everything it started.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import requests
 import yaml
 
 from tests.localcloud.cloud import LocalCloud
+from tests.localcloud.engine_cli import engine_argv, engine_env, openstack_env
 from tests.localcloud.source import SourceBuilder, make_test_key
 from tests.localcloud.source_server import SourceServer
 
@@ -62,33 +62,15 @@ def write_sync_files(etc: Path, cloud: LocalCloud, source_url: str, keyring: Pat
 
 
 def run_sync(etc: Path) -> int:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    command = [
-        sys.executable,
-        "-m",
-        "simplestreams_sync",
-        "--mirrors",
-        str(etc / "mirrors.yaml"),
-        "--identity",
-        str(etc / "identity.yaml"),
-    ]
+    env = engine_env()
+    command = engine_argv(etc / "mirrors.yaml", etc / "identity.yaml")
     print(f"\n$ python -m simplestreams_sync --mirrors {etc}/mirrors.yaml --identity {etc}/identity.yaml", flush=True)
     return subprocess.run(command, env=env).returncode
 
 
 def show_images(cloud: LocalCloud) -> None:
     identity = cloud.sync_identity
-    env = {
-        **os.environ,
-        "OS_AUTH_URL": identity["auth_url"],
-        "OS_USERNAME": identity["username"],
-        "OS_PASSWORD": identity["password"],
-        "OS_PROJECT_NAME": identity["project_name"],
-        "OS_USER_DOMAIN_NAME": identity["user_domain_name"],
-        "OS_PROJECT_DOMAIN_NAME": identity["project_domain_name"],
-        "OS_REGION_NAME": identity["region"],
-        "OS_IDENTITY_API_VERSION": "3",
-    }
+    env = openstack_env(identity)
     print("\n$ openstack image list --long -c Name -c Status -c Size -c Visibility", flush=True)
     subprocess.run(
         [
