@@ -9,6 +9,7 @@ import json
 import glanceclient
 import pytest
 
+from simplestreams_sync.state import SyncResult
 from sync_report import decisions_summary
 from tests.functional.conftest import created_ids, our_images, published_image_ids, published_products
 from tests.localcloud.source import make_qcow2
@@ -97,7 +98,7 @@ def test_protected_image_whose_bytes_do_not_match_stays_with_a_warning_and_is_ne
     (replacement,) = created_ids(first.stdout)
     assert published_ids(cloud, sync) == {replacement}
     assert recorded["ok"] and [entry["id"] for entry in recorded["kept"]] == [wrong["id"]]
-    assert decisions_summary(recorded) == (
+    assert decisions_summary(SyncResult.from_dict(recorded)) == (
         f"1 image needs an operator's decision: {wrong['name']} ({wrong['id']}) "
         "protected, but its bytes do not match the source"
     )
@@ -183,7 +184,7 @@ def test_deactivated_image_is_named_for_an_operators_decision_and_never_publishe
         replacement: "active",
     }
     assert [entry["id"] for entry in recorded["needs_decision"]] == [deactivated["id"]] and recorded["ok"]
-    assert decisions_summary(recorded) == (
+    assert decisions_summary(SyncResult.from_dict(recorded)) == (
         f"1 image needs an operator's decision: {deactivated['name']} ({deactivated['id']}) deactivated"
     )
 
