@@ -113,6 +113,18 @@ class SyncRun:
         # a quick check repeats it.
         self._settled_lines: list[str] = []
         self.record: Record | None = None  # what a clean run observed, for the quick check
+        self._cloud: Cloud | None = None  # once the run has authenticated
+        self._glance: GlanceStore | None = None
+
+    @property
+    def cloud(self) -> Cloud:
+        assert self._cloud is not None, "only once the run has authenticated"
+        return self._cloud
+
+    @property
+    def glance(self) -> GlanceStore:
+        assert self._glance is not None, "only once the run has authenticated"
+        return self._glance
 
     def run(self) -> SyncResult:
         started = time.monotonic()
@@ -157,44 +169,45 @@ class SyncRun:
             if self.config.use_swift and not self.dry_run:
                 threading.Thread(target=SwiftPublisher.warm_up, args=(cloud,), daemon=True).start()
             glance = GlanceStore(cloud)
+            self._cloud, self._glance = cloud, glance
             owned = glance.owned_images(self.content_id)
             hash_algo = glance.hash_algo(owned)
         except CloudError as error:
             self._error(str(error))
             return
-        verified = self._settle_existing(glance, owned)
+        verified = self._settle_existing(owned)
         have = {_image_key(image) for image in verified}
         missing = [image for image in desired if image.key not in have]
         if self.dry_run:
             self._report_would_create(missing)
-            for image in self._plan_retention(cloud, desired, verified):
-                self._delete(glance, image, SUPERSEDED)
+            for image in self._plan_retention(desired, verified):
+                self._delete(image, SUPERSEDED)
             return
-        created = self._upload_all(glance, missing, hash_algo)
+        created = self._upload_all(missing, hash_algo)
         verified.extend(created)
-        superseded = self._plan_retention(cloud, desired, verified)
+        superseded = self._plan_retention(desired, verified)
         superseded_ids = {image["id"] for image in superseded}
         remaining = [image for image in verified if image["id"] not in superseded_ids]
         to_delete = [
             ToDelete(image, SUPERSEDED, "superseded, kept until metadata without it is published")
             for image in superseded
-        ] + self._deletable_mismatches(cloud)
+        ] + self._deletable_mismatches()
         if self.config.set_latest_property:
-            self._mark_latest(glance, remaining)
+            self._mark_latest(remaining)
         with ThreadPoolExecutor(max_workers=1) as pool:
             # Glance as this run leaves it, for the next run's quick check: listed while publishing, or
             # once the images to delete are gone.
             final_listing = (
                 pool.submit(glance.owned_images, self.content_id) if self._clean() and not to_delete else None
             )
-            publisher = self._publish(cloud, remaining) if self.config.use_swift else None
-            self._retire(glance, to_delete, metadata_updated=publisher is not None or not self.config.use_swift)
+            publisher = self._publish(remaining) if self.config.use_swift else None
+            self._retire(to_delete, metadata_updated=publisher is not None or not self.config.use_swift)
             if to_delete and self._clean():
                 final_listing = pool.submit(glance.owned_images, self.content_id)
         if final_listing is not None and self._clean():
-            self._record_observations(cloud, glance, final_listing, publisher, len(remaining))
+            self._record_observations(final_listing, publisher, len(remaining))
 
-    def _settle_existing(self, glance: GlanceStore, owned: list[dict]) -> list[dict]:
+    def _settle_existing(self, owned: list[dict]) -> list[dict]:
         """Delete what an interrupted run left, adopt unmarked active images if their bytes check out,
         name the deactivated ones; return the verified images."""
         verified = []
@@ -208,16 +221,14 @@ class SyncRun:
                 self._kept(image, reason, settled=True, warning=True)
                 self._needs_decision(image, reason)
             elif status in UNFINISHED_STATUSES:
-                self._delete(glance, image, f"left {status} by an interrupted sync")
+                self._delete(image, f"left {status} by an interrupted sync")
             elif status == "deactivated":
                 self._deactivated(image)
-            elif status == "active" and (
-                image.get(VERIFIED_PROPERTY) or (not self.dry_run and self._adopt(glance, image))
-            ):
+            elif status == "active" and (image.get(VERIFIED_PROPERTY) or (not self.dry_run and self._adopt(image))):
                 verified.append(image)
         return verified
 
-    def _adopt(self, glance: GlanceStore, image: dict) -> bool:
+    def _adopt(self, image: dict) -> bool:
         """An active image of ours without the verified mark (a run died before marking it, or an
         older tool made it): hash what Glance serves and keep it only if it matches the source."""
         expected = _expected_source_digest(image)
@@ -230,24 +241,24 @@ class SyncRun:
             self._unsettled = True
             return False
         try:
-            actual = glance.stored_digest(image["id"], expected.split(":")[0])
+            actual = self.glance.stored_digest(image["id"], expected.split(":")[0])
         except CloudError as error:
             self._error(f"could not verify existing image {image['id']}: {error}")
             return False
         if actual != expected:
             self._mismatched.append((image, f"its bytes ({actual}) do not match the source ({expected})"))
             return False
-        glance.mark_verified(image["id"], expected)
+        self.glance.mark_verified(image["id"], expected)
         image[VERIFIED_PROPERTY] = expected
         return True
 
-    def _delete(self, glance: GlanceStore, image: dict, reason: str) -> bool:
+    def _delete(self, image: dict, reason: str) -> bool:
         """Delete one of our images and say so; True when it is gone."""
         if self.dry_run:
             self.out(f"would delete {image['id']}: {image.get('name')} ({reason})")
             return False
         try:
-            glance.delete(image["id"])
+            self.glance.delete(image["id"])
         except CloudError as error:
             self._error(f"could not delete image {image['id']} ({reason}): {error}")
             return False
@@ -288,23 +299,23 @@ class SyncRun:
             )
 
     # -- upload -----------------------------------------------------------------------------------
-    def _upload_all(self, glance: GlanceStore, images: list[SourceImage], hash_algo: str) -> list[dict]:
+    def _upload_all(self, images: list[SourceImage], hash_algo: str) -> list[dict]:
         self.progress.start_uploads(images)
         with ThreadPoolExecutor(max_workers=self.config.max_parallel) as pool:
-            stored = list(pool.map(lambda image: self._upload_one(glance, image, hash_algo), images))
+            stored = list(pool.map(lambda image: self._upload_one(image, hash_algo), images))
         return [image for image in stored if image is not None]
 
-    def _upload_one(self, glance: GlanceStore, image: SourceImage, hash_algo: str) -> dict | None:
+    def _upload_one(self, image: SourceImage, hash_algo: str) -> dict | None:
         name = self._names[image.key]
         self.progress.item_started(name)
         try:
             if self.config.modify_hook:
-                stored = self._upload_modified(glance, image, name, hash_algo, self.config.modify_hook)
+                stored = self._upload_modified(image, name, hash_algo, self.config.modify_hook)
             else:
                 properties = image_properties(
                     image, self.content_id, self.config.custom_properties, self.config.hypervisor_mapping
                 )
-                stored = self._upload_from(glance, image, name, properties, hash_algo)
+                stored = self._upload_from(image, name, properties, hash_algo)
         except (SourceError, VerificationError, CloudError, ModifyHookError) as error:
             self._failed(name, str(error))
             return None
@@ -318,9 +329,7 @@ class SyncRun:
         self.out(f"created {stored['id']}: {name}")
         return stored
 
-    def _upload_from(
-        self, glance: GlanceStore, image: SourceImage, name: str, properties: dict, hash_algo: str
-    ) -> dict:
+    def _upload_from(self, image: SourceImage, name: str, properties: dict, hash_algo: str) -> dict:
         """Stream `image.url` into Glance, verified on the way; from the first byte again, into a new
         Glance image, when the source cannot resume a dropped download."""
         convert_timeout = self.config.import_timeout if self.config.image_import_conversion else None
@@ -330,7 +339,7 @@ class SyncRun:
             stream = None
             try:
                 stream = VerifyingStream(image, chunks, hash_algo, on_bytes=self.progress.add_bytes)
-                return glance.upload(image, name, properties, self.config.visibility, stream, convert_timeout)
+                return self.glance.upload(image, name, properties, self.config.visibility, stream, convert_timeout)
             except SourceChanged as error:
                 self.progress.add_bytes(-stream.size if stream else 0)
                 if restarts == RESTARTS:
@@ -340,9 +349,7 @@ class SyncRun:
             finally:
                 close()
 
-    def _upload_modified(
-        self, glance: GlanceStore, image: SourceImage, name: str, hash_algo: str, modify_hook: str
-    ) -> dict:
+    def _upload_modified(self, image: SourceImage, name: str, hash_algo: str, modify_hook: str) -> dict:
         """The image-modifier case: a verified local copy goes through the script, then to Glance."""
         with tempfile.TemporaryDirectory(prefix="gss-modify-") as workdir:
             local = Path(workdir) / "image"
@@ -358,17 +365,17 @@ class SyncRun:
             properties = image_properties(
                 modified, self.content_id, self.config.custom_properties, self.config.hypervisor_mapping
             )
-            return self._upload_from(glance, modified, name, properties, hash_algo)
+            return self._upload_from(modified, name, properties, hash_algo)
 
     # -- after upload -----------------------------------------------------------------------------
-    def _plan_retention(self, cloud: Cloud, desired: list[SourceImage], verified: list[dict]) -> list[dict]:
+    def _plan_retention(self, desired: list[SourceImage], verified: list[dict]) -> list[dict]:
         """Say which images are kept although not selected, and why; return the superseded ones to delete
         (never protected or in-use ones)."""
         all_read = not self._unreadable_mirrors
         plan = plan_retention(desired, verified, in_use=set(), all_sources_read=all_read)
         if plan.delete:
             try:
-                plan = plan_retention(desired, verified, in_use=self._images_in_use(cloud), all_sources_read=all_read)
+                plan = plan_retention(desired, verified, in_use=self._images_in_use(), all_sources_read=all_read)
             except CloudError as error:
                 self._error(f"superseded images not deleted: {error}")
                 return []
@@ -376,7 +383,7 @@ class SyncRun:
             self._kept(kept.image, kept.reason, kept.settled)
         return plan.delete
 
-    def _deletable_mismatches(self, cloud: Cloud) -> list[ToDelete]:
+    def _deletable_mismatches(self) -> list[ToDelete]:
         """The images whose bytes do not match the source that may go; a protected or used one stays,
         with a warning, and is never published."""
         deletable = []
@@ -403,7 +410,7 @@ class SyncRun:
         if not deletable:
             return []
         try:
-            in_use = self._images_in_use(cloud)
+            in_use = self._images_in_use()
         except CloudError as error:
             self._error(f"images whose bytes do not match the source not deleted: {error}")
             return []
@@ -417,21 +424,21 @@ class SyncRun:
             deletable.remove(used)
         return deletable
 
-    def _images_in_use(self, cloud: Cloud) -> set[str]:
+    def _images_in_use(self) -> set[str]:
         if self._in_use is None:
-            self._in_use = image_ids_in_use(cloud)
+            self._in_use = image_ids_in_use(self.cloud)
         return self._in_use
 
-    def _retire(self, glance: GlanceStore, to_delete: list[ToDelete], metadata_updated: bool) -> None:
+    def _retire(self, to_delete: list[ToDelete], metadata_updated: bool) -> None:
         """Delete the images once the published metadata no longer names them: readers of
         the metadata never get the id of a deleted image."""
         for image, reason, waiting in to_delete:
             if metadata_updated:
-                self._delete(glance, image, reason)
+                self._delete(image, reason)
             else:
                 self._kept(image, waiting, settled=False)
 
-    def _mark_latest(self, glance: GlanceStore, images: list[dict]) -> None:
+    def _mark_latest(self, images: list[dict]) -> None:
         """`latest=true` on the newest image of each source + os_version + architecture, off the others."""
         newest: dict[tuple, dict] = {}
         for image in images:
@@ -442,17 +449,19 @@ class SyncRun:
         for image in images:
             try:
                 if image["id"] in latest_ids and image.get("latest") != "true":
-                    glance.set_properties(image["id"], latest="true")
+                    self.glance.set_properties(image["id"], latest="true")
                 elif image["id"] not in latest_ids and "latest" in image:
-                    glance.remove_properties(image["id"], "latest")
+                    self.glance.remove_properties(image["id"], "latest")
             except CloudError as error:
                 self._error(f"could not update the latest property of {image['id']}: {error}")
 
-    def _publish(self, cloud: Cloud, images: list[dict]) -> SwiftPublisher | None:
+    def _publish(self, images: list[dict]) -> SwiftPublisher | None:
         self.progress.phase("publishing metadata")
         try:
-            publisher = SwiftPublisher(cloud, self.observed)
-            tree = image_ids_tree(self.content_id, images, cloud.region, cloud.auth_url, self.config.hypervisor_mapping)
+            publisher = SwiftPublisher(self.cloud, self.observed)
+            tree = image_ids_tree(
+                self.content_id, images, self.cloud.region, self.cloud.auth_url, self.config.hypervisor_mapping
+            )
             changed = publisher.publish(tree, self.config.cloud_name)
         except CloudError as error:
             self.result.object_store_missing = isinstance(error, ObjectStoreMissing)
@@ -473,8 +482,6 @@ class SyncRun:
 
     def _record_observations(
         self,
-        cloud: Cloud,
-        glance: GlanceStore,
         final_listing: Future,
         publisher: SwiftPublisher | None,
         image_count: int,
@@ -482,7 +489,7 @@ class SyncRun:
         """After a clean run, what the next run's quick check compares (quick_check.py)."""
         try:
             images = final_listing.result()
-            token, expires = cloud.token()
+            token, expires = self.cloud.token()
         except CloudError as error:
             LOG.info("no quick check for the next run: %s", error)
             return
@@ -494,15 +501,15 @@ class SyncRun:
             source=[{"url": url, **document} for url, document in observed.source.items()],
             token=token,
             token_expires=expires.isoformat(),
-            verify=cloud.verify,
-            glance_list_url=glance_list_url(glance.endpoint, cloud.project_id, self.content_id),
-            glance_images=glance_fingerprint(images, self.content_id, cloud.project_id),
+            verify=self.cloud.verify,
+            glance_list_url=glance_list_url(self.glance.endpoint, self.cloud.project_id, self.content_id),
+            glance_images=glance_fingerprint(images, self.content_id, self.cloud.project_id),
             content_id=self.content_id,
-            project_id=cloud.project_id,
+            project_id=self.cloud.project_id,
             swift_objects=observed.objects,
             swift_container=observed.container_url,
             swift_read_acl=observed.read_acl,
-            swift_proxy=cloud.object_store_proxy(publisher.storage_url) if publisher else None,
+            swift_proxy=self.cloud.object_store_proxy(publisher.storage_url) if publisher else None,
             metadata_url=publisher.metadata_url if publisher else "",
             image_count=image_count,
             said=self._settled_lines,
