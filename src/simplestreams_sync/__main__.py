@@ -185,9 +185,8 @@ def _publish_only(args: argparse.Namespace) -> int:
     if not config.use_swift:
         _print_err(f"error: use_swift is false in {args.mirrors}: no metadata is published")
         return EXIT_CONFIG
-    proxies = None if config.ignore_proxy_for_object_store else config.source_proxy.for_requests()
     try:
-        cloud = Cloud(identity, proxies)
+        cloud = Cloud(identity, config.object_store_proxies())
         publisher = SwiftPublisher(cloud)
         index_url = f"{publisher.metadata_url}/{INDEX_PATH}"
         try:

@@ -148,6 +148,10 @@ class SyncConfig(SyncOptions):
     def keyring_for(self, mirror: MirrorSpec) -> str:
         return mirror.keyring or self.keyring
 
+    def object_store_proxies(self) -> dict[str, str] | None:
+        """The proxies for the object store: the source's, unless ignore_proxy_for_object_store."""
+        return None if self.ignore_proxy_for_object_store else self.source_proxy.for_requests()
+
 
 class IdentityConfig(BaseModel):
     """identity.yaml: how to reach Keystone (and through its catalog, Glance and Swift)."""

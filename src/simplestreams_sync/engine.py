@@ -161,11 +161,8 @@ class SyncRun:
     def _sync_with_cloud(self, desired: list[SourceImage]) -> None:
         self.progress.phase("checking glance")
         try:
-            object_store_proxies = None
-            if not self.config.ignore_proxy_for_object_store:
-                object_store_proxies = self.config.source_proxy.for_requests()
             assert self.identity is not None, "only --assume-empty-glance runs without identity.yaml"
-            cloud = Cloud(self.identity, object_store_proxies)
+            cloud = Cloud(self.identity, self.config.object_store_proxies())
             if self.config.use_swift and not self.dry_run:
                 threading.Thread(target=SwiftPublisher.warm_up, args=(cloud,), daemon=True).start()
             glance = GlanceStore(cloud)
