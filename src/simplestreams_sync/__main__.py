@@ -251,6 +251,7 @@ def _run_and_record(config, identity, args) -> SyncResult:
         progress.close()
     if sync.record is not None:
         sync.record.inputs = inputs
+        sync.record.identity_file = args.identity
         quick_check.save(config.state_dir, sync.record)
     return result
 

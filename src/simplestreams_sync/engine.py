@@ -486,18 +486,24 @@ class SyncRun:
         """After a clean run, what the next run's quick check compares (quick_check.py)."""
         try:
             images = final_listing.result()
-            token, expires = self.cloud.token()
         except CloudError as error:
             LOG.info("no quick check for the next run: %s", error)
             return
         observed = self.observed
+        identity = self.cloud.identity
         self.record = Record(
             code=code_fingerprint(),
             inputs={},
             user_agent=self.config.user_agent,
             source=[{"url": url, **document} for url, document in observed.source.items()],
-            token=token,
-            token_expires=expires.isoformat(),
+            identity_file="",
+            keystone={
+                "token_url": identity.auth_url.rstrip("/") + "/auth/tokens",  # as keystoneauth's v3.Password
+                "user": identity.username,
+                "user_domain": identity.user_domain_name,
+                "project": identity.project_name,
+                "project_domain": identity.project_domain_name,
+            },
             verify=self.cloud.verify,
             glance_list_url=glance_list_url(self.glance.endpoint, self.cloud.project_id, self.content_id),
             glance_images=glance_fingerprint(images, self.content_id, self.cloud.project_id),
