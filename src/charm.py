@@ -9,6 +9,7 @@ reports the sync's progress and results in `juju status`.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import ops
 import pydantic
@@ -28,6 +29,7 @@ from sync_report import (
     decisions_summary,
     failed_sync_summary,
     last_sync_summary,
+    next_try_summary,
     progress_message,
     sync_failed,
 )
@@ -178,6 +180,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
             "state_dir": str(host.PATHS.state_dir),
             "modify_hook": modify_hook,
             "source_proxy": host.model_proxy(),
+            "frequency": config.frequency if config.run else None,  # retries back off up to its period
             **({"keyring": keyring} if keyring else {}),
         }
         host.write_config_file(host.PATHS.mirrors, config.sync_config(**machine), self.unit.name, account)
@@ -346,7 +349,9 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         if sync_failed(result, publishing=config.use_swift):
             retry = "run sync-images"
             if config.run:
-                retry = f"next try {sync_process.cron_description(config.frequency, self.unit.name)}, or {retry}"
+                next_try = next_try_summary(result, datetime.now(UTC))
+                next_try = next_try or f"next try {sync_process.cron_description(config.frequency, self.unit.name)}"
+                retry = f"{next_try}, or {retry}"
             return ops.BlockedStatus(f"{failed_sync_summary(result)}; {retry}")
         decisions = decisions_summary(result)
         if decisions:
