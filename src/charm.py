@@ -21,6 +21,7 @@ import identity_service
 import nrpe
 import sync_process
 from charm_config import CharmConfig, format_errors
+from simplestreams_sync import quick_check
 from simplestreams_sync.state import utc_now
 from simplestreams_sync.text import shorten
 from sync_report import (
@@ -57,9 +58,9 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         framework.observe(self._ca_transfer.on.certificate_set_updated, self._on_reconcile)
         framework.observe(self._ca_transfer.on.certificates_removed, self._on_reconcile)
         framework.observe(self.on.config_changed, self._on_config_changed)
+        framework.observe(self.on.upgrade_charm, self._on_upgrade_charm)
         for event in (
             self.on.start,
-            self.on.upgrade_charm,
             self.on.leader_elected,
             self.on.leader_settings_changed,
             self.on.update_status,
@@ -79,6 +80,15 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
 
     def _on_install(self, event: ops.InstallEvent) -> None:
         host.install_packages()
+        sync_process.remove_classic_cron_files()
+        self._reconcile()
+
+    def _on_upgrade_charm(self, event: ops.UpgradeCharmEvent) -> None:
+        """Also what switching from the classic charm runs: its cron files go, and no earlier version's
+        quick-check record keeps a token."""
+        sync_process.remove_classic_cron_files()
+        if quick_check.drop_token(host.PATHS.state_dir):
+            logger.info("removed the Keystone token an earlier version kept in the quick check's record")
         self._reconcile()
 
     def _on_reconcile(self, event: ops.EventBase) -> None:

@@ -250,3 +250,37 @@ def write_cron(entry: str | None) -> bool:
         return host.remove_file(paths.cron_file)
     host.write_file(paths.logrotate_file, host.render_template("logrotate.j2", log_file=paths.log_file), mode=0o644)
     return host.write_file(paths.cron_file, entry, mode=0o644)
+
+
+# --- the classic charm's cron files -----------------------------------------------------------------
+
+# What the classic charm writes: in /etc/cron.<frequency>/, a link to its wrapper script; in /etc/cron.d/,
+# a copy of its every-minute poll (tests/data/classic-charm).
+CLASSIC_WRAPPER = "/usr/share/glance-simplestreams-sync/glance-simplestreams-sync.sh"
+CLASSIC_FASTPOLL = f"* * * * * root {CLASSIC_WRAPPER}\n".encode()
+
+
+def remove_classic_cron_files() -> list[Path]:
+    """Remove the cron files a classic charm left on the machine (they would go on running its sync next
+    to ours), each only when it is exactly as the classic charm writes it; return those removed."""
+    removed = []
+    for path in host.PATHS.classic_cron_files:
+        if not path.is_symlink() and not path.exists():
+            continue
+        if _written_by_classic_charm(path):
+            path.unlink()
+            logger.info("removed the classic charm's cron file %s", path)
+            removed.append(path)
+        else:
+            logger.warning(
+                "left %s alone: it is not as the classic charm writes it (remove it if it still runs the "
+                "classic charm's sync)",
+                path,
+            )
+    return removed
+
+
+def _written_by_classic_charm(path: Path) -> bool:
+    if path.parent.name == "cron.d":
+        return not path.is_symlink() and path.read_bytes() == CLASSIC_FASTPOLL
+    return path.is_symlink() and os.readlink(path) == CLASSIC_WRAPPER
