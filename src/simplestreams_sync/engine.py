@@ -11,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+from . import verdicts
 from .config import IdentityConfig, SyncConfig
 from .glance import GlanceStore, ImageInUseByStore, image_properties
 from .modify import ModifyHookError, modified_image, run_modify_hook
@@ -154,10 +155,12 @@ class SyncRun:
         except CloudError as error:
             self._error(str(error))
             return
+        owned = tuple(GlanceImage.from_glance(image) for image in listed)
         facts = Facts(
             desired=tuple(desired),
-            owned=tuple(GlanceImage.from_glance(image) for image in listed),
+            owned=owned,
             all_sources_read=not self._unreadable_mirrors,
+            mismatched=verdicts.remembered_mismatches(self.config.state_dir, owned),
         )
         if self.dry_run:
             self._report_plan(make_plan(self._with_servers_in_use(facts)))
@@ -216,6 +219,8 @@ class SyncRun:
                 adopted.add(image.id)
             else:
                 mismatched[image.id] = f"its bytes ({actual}) do not match the source ({image.source_digest})"
+        mismatched = {**facts.mismatched, **mismatched}
+        verdicts.remember(self.config.state_dir, facts.owned, mismatched)
         return replace(facts, adopted=frozenset(adopted), mismatched=mismatched, not_verified=frozenset(not_verified))
 
     def _carry_out(self, facts: Facts) -> Plan:
