@@ -187,13 +187,10 @@ def still_current(state_dir: str | Path) -> Record | None:
         return None
     if any(file_digest(path) != digest for path, digest in record.inputs.items()):
         return None
-    with ThreadPoolExecutor(max_workers=len(record.source) + len(record.swift_objects) + 3) as pool:
+    with ThreadPoolExecutor(max_workers=len(record.source) + 3) as pool:
         token = pool.submit(_new_token, record)  # Glance's and Swift's checks wait for it
         checks: list[Callable[[], bool]] = [partial(_source_unchanged, record, doc) for doc in record.source]
-        checks.append(partial(_glance_unchanged, record, token))
-        checks += [partial(_swift_unchanged, record, token, url, etag) for url, etag in record.swift_objects.items()]
-        if record.swift_container:
-            checks.append(partial(_swift_acl_unchanged, record, token))
+        checks += [partial(_glance_unchanged, record, token), partial(_swift_all_unchanged, record, token)]
         results = list(pool.map(_safely, checks))
     return record if all(results) else None
 
@@ -268,6 +265,14 @@ def _glance_unchanged(record: Record, token: Future[str]) -> bool:
         images.extend(page.get("images", []))
         url = base + page["next"] if page.get("next") else None
     return glance_fingerprint(images, record.content_id, record.project_id) == record.glance_images
+
+
+def _swift_all_unchanged(record: Record, token: Future[str]) -> bool:
+    """The container's ACL, then each object: one after the other, so that Swift validates the new token
+    once (the first request) rather than once per concurrent request."""
+    if record.swift_container and not _swift_acl_unchanged(record, token):
+        return False
+    return all(_swift_unchanged(record, token, url, etag) for url, etag in record.swift_objects.items())
 
 
 def _swift_unchanged(record: Record, token: Future[str], url: str, etag: str) -> bool:
