@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         return _sync(args)  # changes nothing: no lock
     state_dir = _state_dir(args.mirrors)
     if state_dir is None:  # not a readable mapping: the full load names the problem, before any change
+        if args.retry:  # the scheduled run names it; every minute would flood the log
+            return EXIT_OK
         return _publish_only(args) if args.publish_only else _sync(args)
     if args.retry and not _retry_due(state_dir):
         return EXIT_OK

@@ -142,3 +142,12 @@ def test_retry_while_another_sync_holds_the_lock_does_nothing_and_says_nothing(c
 
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     assert read_result(state_dir).failures_in_a_row == 1
+
+
+def test_retry_with_a_mirrors_yaml_it_cannot_read_says_nothing(config_files):
+    _, mirrors, identity = config_files
+    mirrors.write_text("- not a mapping\n")
+
+    result = run_retry(mirrors, identity)
+
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
