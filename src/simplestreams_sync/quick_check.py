@@ -165,7 +165,8 @@ def drop_token(state_dir: str | Path) -> bool:
     if not isinstance(data, dict) or not any(name in data for name in TOKEN_FIELDS):
         return False
     write_atomically(path, json.dumps({k: v for k, v in data.items() if k not in TOKEN_FIELDS}), mode=0o600)
-    os.chown(path, owner.st_uid, owner.st_gid)
+    with contextlib.suppress(PermissionError):  # only root gives a file away; the sync's own stays its own
+        os.chown(path, owner.st_uid, owner.st_gid)
     return True
 
 
