@@ -132,7 +132,7 @@ def _quick_noop(state_dir: str) -> int | None:
     result = SyncResult(
         started=started,
         finished=utc_now(),
-        published=bool(record.swift_objects),
+        published=bool(record.swift_objects or record.local_files),
         metadata_url=record.metadata_url,
         kept=record.kept,
         needs_decision=record.needs_decision,
@@ -141,7 +141,7 @@ def _quick_noop(state_dir: str) -> int | None:
     write_result(state_dir, result)
     write_metrics(state_dir, result)
     what = f"the source, our {record.image_count} images in Glance"
-    what += f" and the metadata at {record.metadata_url}" if record.swift_objects else ""
+    what += f" and the metadata at {record.metadata_url}" if record.swift_objects or record.local_files else ""
     for line in record.said:
         _print(line)
     _print(f"unchanged since the sync of {record.recorded}: {what} (quick check; --full-check redoes it all)")
@@ -182,6 +182,8 @@ def _publish_only(args: argparse.Namespace) -> int:
     except ConfigError as error:
         _print_err(f"error: {error}")
         return EXIT_CONFIG
+    if config.local_metadata is not None:
+        return _publish_only_locally(config, identity)
     if not config.use_swift:
         _print_err(f"error: use_swift is false in {args.mirrors}: no metadata is published")
         return EXIT_CONFIG
@@ -199,6 +201,29 @@ def _publish_only(args: argparse.Namespace) -> int:
             logging.info("%s already lists %s: left as it is", index_url, config.content_id)
         else:
             tree = image_ids_tree(config.content_id, [], cloud.region, cloud.auth_url, config.hypervisor_mapping)
+            publisher.publish(tree, config.cloud_name)
+            logging.info("published an empty image list for %s to %s", config.content_id, publisher.metadata_url)
+    except CloudError as error:
+        _print_err(f"error: metadata not published: {error}")
+        return EXIT_FAILED
+    _print(publisher.metadata_url)
+    return EXIT_OK
+
+
+def _publish_only_locally(config, identity) -> int:
+    """--publish-only when the unit serves the metadata: the same, into the served directory."""
+    from .openstack import CloudError, system_ca_certificates
+    from .publish import INDEX_PATH, image_ids_tree
+    from .publish_local import LocalPublisher
+
+    local = config.local_metadata
+    verify = identity.ca_file or system_ca_certificates()
+    publisher = LocalPublisher(local.directory, local.url, identity.region, identity.auth_url, verify)
+    try:
+        if config.content_id in (publisher.read(INDEX_PATH).get("index") or {}):
+            logging.info("%s already lists %s: left as it is", publisher.url_of(INDEX_PATH), config.content_id)
+        else:
+            tree = image_ids_tree(config.content_id, [], identity.region, identity.auth_url, config.hypervisor_mapping)
             publisher.publish(tree, config.cloud_name)
             logging.info("published an empty image list for %s to %s", config.content_id, publisher.metadata_url)
     except CloudError as error:

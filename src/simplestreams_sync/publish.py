@@ -6,6 +6,7 @@ import html
 import json
 import logging
 import re
+from typing import Protocol
 
 from keystoneauth1 import exceptions as ks_exceptions
 
@@ -67,6 +68,20 @@ def index_entry(tree: dict, region: str, endpoint: str, cloud_name: str) -> dict
         "cloudname": cloud_name,
         "clouds": [{"region": region, "endpoint": endpoint}],
     }
+
+
+class Publisher(Protocol):
+    """Where the metadata goes: Swift (SwiftPublisher) or the unit's own web server (LocalPublisher)."""
+
+    @property
+    def metadata_url(self) -> str:
+        """What the product-streams endpoint should point at."""
+        ...
+
+    def publish(self, tree: dict, cloud_name: str) -> bool:
+        """Products file first, index last, each replaced whole, then read back as Juju reads them;
+        False when what is published already says the same. Raises CloudError when it could not."""
+        ...
 
 
 class ObjectStoreMissing(CloudError):
