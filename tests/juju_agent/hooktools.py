@@ -216,6 +216,11 @@ def apt_get(model, args, stdin):
     model["packages"].append(args)
 
 
+def systemctl(model, args, stdin):
+    """What the charm asks of systemd is recorded, not done: a test starts the service itself."""
+    model.setdefault("systemctl", []).append(args)
+
+
 TOOLS = {
     "is-leader": is_leader,
     "config-get": config_get,
@@ -241,6 +246,7 @@ TOOLS = {
     "dpkg": dpkg,
     "apt-cache": apt_cache,
     "apt-get": apt_get,
+    "systemctl": systemctl,
 }
 
 
