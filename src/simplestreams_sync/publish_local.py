@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ._simplestreams import util
 from .openstack import CloudError
-from .publish import INDEX_PATH, index_entry, products_path
+from .publish import INDEX_PATH, index_entry, misread_path, products_path
 from .quick_check import Observations
 from .raw_http import open_url
 from .state import write_atomically
@@ -89,14 +89,10 @@ class LocalPublisher:
     def _check_served(self, content_id: str, products: dict, entry: dict) -> None:
         """Read without credentials, as Juju does: our products file and our entry of the index must be
         what the directory holds; record what the quick check compares."""
-        path = products_path(content_id)
-        if self._read_served(path) != products:
-            raise self._served_otherwise(path)
-        index = self._read_served(INDEX_PATH)
-        entries = index.get("index") if isinstance(index, dict) else None
-        if not isinstance(entries, dict) or entries.get(content_id) != entry:
-            raise self._served_otherwise(INDEX_PATH)
-        for served in (path, INDEX_PATH):
+        misread = misread_path(self._read_served, content_id, products, entry)
+        if misread:
+            raise self._served_otherwise(misread)
+        for served in (products_path(content_id), INDEX_PATH):
             file = self.directory / served
             self.observations.local_file(str(file), _sha256(file), self.url_of(served))
 

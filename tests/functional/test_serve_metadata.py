@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,16 +89,22 @@ def ids_in_files(directory: Path, content_id: str) -> set[str]:
     return published_image_ids(json.loads((directory / products_path(content_id)).read_text()))
 
 
-def test_a_sync_publishes_to_the_served_directory_and_reads_it_back(source, serving_sync, served, bare_glance):
-    source.add_image(serial="20250101", seed=901)
+def first_sync(source, serving_sync, seed: int) -> tuple[list[dict], subprocess.CompletedProcess, str]:
+    """One image in the source, synced: (the mirror list, the run, the image's id)."""
+    source.add_image(serial="20250101", seed=seed)
     source.write()
     mirrors = [serving_sync.mirror(source.url)]
-    content_id = serving_sync.content_id
-
     run = serving_sync.run(mirrors)
-
     assert run.returncode == 0, run.stderr
     (image_id,) = created_ids(run.stdout)
+    return mirrors, run, image_id
+
+
+def test_a_sync_publishes_to_the_served_directory_and_reads_it_back(source, serving_sync, served, bare_glance):
+    content_id = serving_sync.content_id
+
+    mirrors, run, image_id = first_sync(source, serving_sync, seed=901)
+
     assert f"published metadata for 1 images to {served.url}\n" in run.stdout
     last = json.loads((serving_sync.state_dir / "last-sync.json").read_text())
     assert (last["published"], last["metadata_url"], last["object_store_missing"]) == (True, served.url, False)
@@ -167,13 +174,8 @@ def test_the_products_file_is_replaced_first_the_index_last_each_whole(served, m
 def test_a_web_server_down_between_upload_and_publish_never_serves_a_deleted_image(
     source, serving_sync, served, bare_glance, tmp_path
 ):
-    source.add_image(serial="20250101", seed=911)
-    source.write()
-    mirrors = [serving_sync.mirror(source.url)]
     content_id = serving_sync.content_id
-    first = serving_sync.run(mirrors)
-    assert first.returncode == 0, first.stderr
-    (old_id,) = created_ids(first.stdout)
+    mirrors, _, old_id = first_sync(source, serving_sync, seed=911)
 
     newer = source.add_image(serial="20250201", seed=912)
     source.write()
