@@ -392,7 +392,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         if config.use_swift and not config.serve_metadata and result.object_store_missing:
             return ops.BlockedStatus(
                 "No object-store endpoint in keystone: images sync but no metadata is "
-                "published; add swift or ceph-radosgw, or set use_swift=false"
+                "published; add swift or ceph-radosgw, or set serve_metadata=true (or use_swift=false)"
             )
         if sync_failed(result, publishing=config.publishes_metadata):
             retry = "run sync-images"
