@@ -112,6 +112,9 @@ def test_a_sync_publishes_to_the_served_directory_and_reads_it_back(source, serv
     assert served.image_ids(content_id) == active_ids(bare_glance, content_id) == {image_id}
     index = served.get(INDEX_PATH)
     assert index.headers["Content-Type"] == "application/json"
+    assert (index.headers["Cache-Control"], index.headers["X-Content-Type-Options"]) == ("no-cache", "nosniff")
+    assert index.headers["Server"] == "nginx"  # no version
+    assert "ETag" in index.headers and "Last-Modified" in index.headers
     assert index.json()["index"][content_id]["path"] == products_path(content_id)
     # only the two files, each the sync's own and not world-readable; no listing, nothing else served
     files = sorted(str(path.relative_to(served.directory)) for path in served.directory.rglob("*") if path.is_file())
