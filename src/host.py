@@ -62,6 +62,7 @@ class Paths:
     ca_dir: Path
     nrpe_dir: Path
     nrpe_plugin_dir: Path
+    nginx_site: Path
 
     @classmethod
     def under(cls, root: str | Path) -> Paths:
@@ -75,6 +76,7 @@ class Paths:
             ca_dir=root / "usr/local/share/ca-certificates",
             nrpe_dir=root / "etc/nagios/nrpe.d",
             nrpe_plugin_dir=root / "usr/local/lib/nagios/plugins",
+            nginx_site=root / "etc/nginx/conf.d/glance-simplestreams-sync.conf",
         )
 
     @property
@@ -109,6 +111,19 @@ class Paths:
         etc = self.cron_file.parent.parent
         scheduled = [etc / f"cron.{frequency}" / "glance_simplestreams_sync" for frequency in CLASSIC_FREQUENCIES]
         return [*scheduled, etc / "cron.d" / "glance_simplestreams_sync_fastpoll"]
+
+    @property
+    def served_dir(self) -> Path:
+        """The image metadata the unit serves itself (serve_metadata)."""
+        return self.state_dir / "metadata"
+
+    @property
+    def served_certificate(self) -> Path:
+        return self.config_dir / "metadata-server.pem"
+
+    @property
+    def served_key(self) -> Path:
+        return self.config_dir / "metadata-server-key.pem"
 
     @property
     def nrpe_server_config(self) -> Path:

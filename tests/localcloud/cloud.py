@@ -13,6 +13,8 @@ or, from a shell:  python -m tests.localcloud.cloud --workdir DIR [--tls] [--obj
 The object store is OpenStack Swift, or with object_store="rgw" a real Ceph RGW serving the Swift API
 (tests/localcloud/rgw.py), registered in Keystone as the ceph-radosgw charm registers it, by default as
 with its namespace-tenants=true (rgw_namespace_tenants=False: as with the charm's default, false).
+With object_store=None there is none, and no object-store endpoint in the catalog (a cloud whose unit
+serves the metadata itself).
 
 With tls=True, LocalCloud makes a throw-away CA (workdir/tls/ca.pem, `cloud.ca_file`) and a server
 certificate for 127.0.0.1 and localhost signed by it, and Keystone, Glance and the Swift proxy answer
@@ -83,6 +85,7 @@ OBJECT_STORE_SERVICES = {
         ("swift-proxy", "/healthcheck"),
     ),
     "rgw": rgw.RGW_SERVICES,
+    None: (),
 }
 # The service that answers the object-store API, per object store.
 OBJECT_STORE_ENDPOINT_SERVICE = {"swift": "swift-proxy", "rgw": "rgw"}
@@ -156,13 +159,14 @@ class LocalCloud:
         tls: bool = False,
         token_lifetime: int | None = None,
         glance_options: dict | None = None,
-        object_store: str = "swift",
+        object_store: str | None = "swift",
         rgw_namespace_tenants: bool = True,
     ):
         if object_store not in OBJECT_STORE_SERVICES:
-            raise ValueError(f"object_store must be one of {', '.join(OBJECT_STORE_SERVICES)}, not {object_store!r}")
-        if tls and object_store != "swift":
-            raise ValueError("tls=True is only implemented with object_store='swift'")
+            choices = ", ".join(map(repr, OBJECT_STORE_SERVICES))
+            raise ValueError(f"object_store must be one of {choices}, not {object_store!r}")
+        if tls and object_store == "rgw":
+            raise ValueError("tls=True is only implemented with object_store='swift' or None")
         self.workdir = Path(workdir).resolve()
         self.object_store = object_store
         self.rgw_namespace_tenants = rgw_namespace_tenants
@@ -208,7 +212,8 @@ class LocalCloud:
             self._tls_files = make_tls_files(self.workdir / "tls", "LocalCloud")
             self.ca_file = self._tls_files.ca
             for name in TLS_SERVICES:
-                self._services[name].scheme = "https"
+                if name in self._services:
+                    self._services[name].scheme = "https"
         self._passwords = {user: secrets.token_urlsafe(16) for user in ("admin", "glance", "swift", SYNC_USER)}
         self._passwords["glance-db"] = secrets.token_urlsafe(16)
         self.auth_url = f"{self._services['keystone'].url}/v3"
@@ -227,8 +232,9 @@ class LocalCloud:
         atexit.register(self.stop)
         try:
             with ThreadPoolExecutor(3) as pool:
-                bring_up_object_store = self._bring_up_rgw if self._ceph else self._bring_up_swift
-                bring_ups = (self._bring_up_keystone, self._bring_up_glance, bring_up_object_store)
+                bring_ups = [self._bring_up_keystone, self._bring_up_glance]
+                if self.object_store is not None:
+                    bring_ups.append(self._bring_up_rgw if self._ceph else self._bring_up_swift)
                 for future in [pool.submit(bring_up) for bring_up in bring_ups]:
                     future.result()
         except BaseException:
@@ -299,6 +305,8 @@ class LocalCloud:
     @property
     def object_store_service(self) -> str:
         """The name of the service answering the object-store API (for stop_service and service_down)."""
+        if self.object_store is None:
+            raise ValueError("this cloud has no object store")
         return OBJECT_STORE_ENDPOINT_SERVICE[self.object_store]
 
     # ------------------------------------------------------------------ sessions
@@ -437,14 +445,15 @@ class LocalCloud:
             user_id = self._ensure_user(ks, user, project)
             for role in roles:
                 ks.roles.grant(role, user=user_id, project=project)
-        if self._ceph is not None:
-            object_store_url = self._ceph.swift_url_template()
-        else:
-            object_store_url = f"{self._services['swift-proxy'].url}/v1/AUTH_%(project_id)s"
         self._ensure_endpoints(ks, "image", "glance", self.glance_url)
-        self._ensure_endpoints(ks, "object-store", "swift", object_store_url)
         self.services_project_id = project.id
-        self.swift_url = re.sub(r"[$%]\(project_id\)s", project.id, object_store_url)  # Keystone takes either form
+        if self.object_store is not None:
+            if self._ceph is not None:
+                object_store_url = self._ceph.swift_url_template()
+            else:
+                object_store_url = f"{self._services['swift-proxy'].url}/v1/AUTH_%(project_id)s"
+            self._ensure_endpoints(ks, "object-store", "swift", object_store_url)
+            self.swift_url = re.sub(r"[$%]\(project_id\)s", project.id, object_store_url)  # Keystone takes either form
         self.sync_identity = self._credentials(SYNC_USER, SERVICES_PROJECT)
 
     def _ensure_user(self, ks, name: str, project) -> str:
@@ -495,6 +504,8 @@ class LocalCloud:
         shutil.copyfile(_glance_paste_ini(), glance_dir / "glance-api-paste.ini")
         if self._ceph is not None:
             self._ceph.write_config()
+            return
+        if self.object_store is None:
             return
         (swift_dir / "devices" / "d1").mkdir(parents=True, exist_ok=True)
         _write_ini(swift_dir / "swift.conf", _swift_conf())
@@ -641,6 +652,8 @@ class LocalCloud:
                 service = self._services[name]
                 service.argv, service.ready = argv, ready_checks.get(name)
                 service.stop_signal = signal.SIGKILL  # throw-away data; an OSD whose monitor left lingers 5 s
+            return
+        if self.object_store is None:
             return
         for kind in (*SWIFT_BACKENDS, "proxy"):
             binary = BIN_DIR / f"swift-{kind}-server"
@@ -1054,9 +1067,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls", action="store_true", help="Keystone, Glance and Swift over HTTPS (throw-away CA)")
     parser.add_argument(
         "--object-store",
-        choices=sorted(OBJECT_STORE_SERVICES),
+        choices=["swift", "rgw", "none"],
         default="swift",
-        help="OpenStack Swift, or a Ceph RGW serving the Swift API",
+        help="OpenStack Swift, a Ceph RGW serving the Swift API, or none",
     )
     args = parser.parse_args(argv)
 
@@ -1068,7 +1081,7 @@ def main(argv: list[str] | None = None) -> int:
         region=args.region,
         image_conversion=args.image_conversion,
         tls=args.tls,
-        object_store=args.object_store,
+        object_store=None if args.object_store == "none" else args.object_store,
     )
     try:
         cloud.start()
