@@ -270,7 +270,7 @@ def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, tes
     step(
         machine.hook("update-status"),
         "blocked",
-        re.compile(r"^Last sync failed .*Connection refused.*; next try daily at \d\d:\d\d, or run sync-images$"),
+        re.compile(r"^Last sync failed .*Connection refused.*; next try in [1-5] min \(retry 1\), or run sync-images$"),
     )
 
     # an invalid option: Blocked naming it, the machine left as it was
