@@ -329,6 +329,23 @@ class LocalCloud:
         """The Ceph cluster's ceph.conf (with RGW or Glance on RBD), else None."""
         return self._ceph.conf if self._ceph is not None else None
 
+    @contextmanager
+    def image_endpoints_at(self, url: str):
+        """Glance's catalog endpoints (every interface) at `url` for the block, e.g. a proxy in front of
+        Glance; back to Glance itself after it (even on error). Clients see it from their next token."""
+        from keystoneclient.v3 import client as keystone_v3
+
+        ks = keystone_v3.Client(session=self.admin_session(), interface="public")
+        service = _first(ks.services.list(type="image"))
+        endpoints = ks.endpoints.list(service=service, region=self.region)
+        try:
+            for endpoint in endpoints:
+                ks.endpoints.update(endpoint, url=url)
+            yield
+        finally:
+            for endpoint in endpoints:
+                ks.endpoints.update(endpoint, url=endpoint.url)
+
     @property
     def object_store_service(self) -> str:
         """The name of the service answering the object-store API (for stop_service and service_down)."""
@@ -476,7 +493,7 @@ class LocalCloud:
             user_id = self._ensure_user(ks, user, project)
             for role in roles:
                 ks.roles.grant(role, user=user_id, project=project)
-        if self._ceph is not None:
+        if self.object_store == "rgw":
             object_store_url = self._ceph.swift_url_template()
         else:
             object_store_url = f"{self._services['swift-proxy'].url}/v1/AUTH_%(project_id)s"
