@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
-from typing import NamedTuple
 
 from .config import IdentityConfig, SyncConfig
-from .glance import UNFINISHED_STATUSES, VERIFIED_PROPERTY, GlanceStore, image_properties
+from .glance import GlanceStore, ImageInUseByStore, image_properties
 from .modify import ModifyHookError, modified_image, run_modify_hook
 from .openstack import Cloud, CloudError, image_ids_in_use
+from .plan import Facts, GlanceImage, Plan, make_plan
 from .publish import CONTAINER, PUBLIC_READ_ACL, ObjectStoreMissing, SwiftPublisher, image_ids_tree
 from .quick_check import Observations, Record, code_fingerprint, glance_fingerprint, glance_list_url
-from .retention import is_protected, plan_retention
 from .source import HttpSession, SourceChanged, SourceError, SourceImage, open_url_chunks, read_source
 from .state import ProgressFile, SyncResult, utc_now
 from .transfer import VerificationError, VerifyingStream
@@ -26,20 +25,8 @@ from .transfer import VerificationError, VerifyingStream
 LOG = logging.getLogger(__name__)
 
 Output = Callable[[str], None]
-SUPERSEDED = "superseded by a newer version"
-DEACTIVATED = (
-    "deactivated: never published nor deleted by the sync; reactivate it (openstack image reactivate {id}) or delete it"
-)
 
 RESTARTS = 2  # times an image starts again from its first byte when its source cannot resume a download
-
-
-class ToDelete(NamedTuple):
-    """An image to delete once the published metadata no longer names it."""
-
-    image: dict
-    reason: str  # why it goes, as the deletion is reported
-    waiting: str  # why it is kept when the metadata could not be published
 
 
 class Progress:
@@ -104,11 +91,6 @@ class SyncRun:
         self._result_lock = threading.Lock()
         self._names: dict[tuple, str] = {}  # Glance name of each source image, by SourceImage.key
         self._unreadable_mirrors: list[str] = []
-        self._mismatched: list[tuple[dict, str]] = []  # active images of ours whose bytes are not the source's
-        self._in_use: set[str] | None = None  # ids of images Nova servers use, asked once per run
-        # Set when this run leaves something a later run may settle differently (an image kept because
-        # it is in use, one that cannot be verified): the next run must then not skip the full sync.
-        self._unsettled = False
         # What this run said about images it leaves as they are for as long as Glance stays as it is:
         # a quick check repeats it.
         self._settled_lines: list[str] = []
@@ -167,125 +149,148 @@ class SyncRun:
                 threading.Thread(target=SwiftPublisher.warm_up, args=(cloud,), daemon=True).start()
             glance = GlanceStore(cloud)
             self._cloud, self._glance = cloud, glance
-            owned = glance.owned_images(self.content_id)
-            hash_algo = glance.hash_algo(owned)
+            listed = glance.owned_images(self.content_id)
+            hash_algo = glance.hash_algo(listed)
         except CloudError as error:
             self._error(str(error))
             return
-        verified = self._settle_existing(owned)
-        have = {_image_key(image) for image in verified}
-        missing = [image for image in desired if image.key not in have]
+        facts = Facts(
+            desired=tuple(desired),
+            owned=tuple(GlanceImage.from_glance(image) for image in listed),
+            all_sources_read=not self._unreadable_mirrors,
+        )
         if self.dry_run:
-            self._report_would_create(missing)
-            for image in self._plan_retention(desired, verified):
-                self._delete(image, SUPERSEDED)
+            self._report_plan(make_plan(self._with_servers_in_use(facts)))
             return
-        created = self._upload_all(missing, hash_algo)
-        verified.extend(created)
-        superseded = self._plan_retention(desired, verified)
-        superseded_ids = {image["id"] for image in superseded}
-        remaining = [image for image in verified if image["id"] not in superseded_ids]
-        to_delete = [
-            ToDelete(image, SUPERSEDED, "superseded, kept until metadata without it is published")
-            for image in superseded
-        ] + self._deletable_mismatches()
+        facts = self._settle_existing(facts)
+        created = self._upload_all(make_plan(facts).upload, hash_algo)
+        facts = self._with_servers_in_use(replace(facts, owned=facts.owned + tuple(created)))
+        plan = make_plan(facts)
         if self.config.set_latest_property:
-            self._mark_latest(remaining)
+            self._mark_latest(plan.publish)
         with ThreadPoolExecutor(max_workers=1) as pool:
-            # Glance as this run leaves it, for the next run's quick check: listed while publishing, or
-            # once the images to delete are gone.
+            # Glance as this run leaves it, for the next run's quick check: listed while publishing when
+            # nothing changes it after that, or once the images to delete are gone.
+            changes_after_publish = plan.delete_after_publish or plan.hide or plan.unhide
             final_listing = (
-                pool.submit(glance.owned_images, self.content_id) if self._clean() and not to_delete else None
+                pool.submit(glance.owned_images, self.content_id)
+                if self._clean(plan) and not changes_after_publish
+                else None
             )
-            publisher = self._publish(remaining) if self.config.use_swift else None
-            self._retire(to_delete, metadata_updated=publisher is not None or not self.config.use_swift)
-            if to_delete and self._clean():
+            publisher = self._publish(plan.publish) if self.config.use_swift else None
+            facts = replace(facts, metadata_published=publisher is not None or not self.config.use_swift)
+            plan = self._carry_out(facts)
+            if changes_after_publish and self._clean(plan):
                 final_listing = pool.submit(glance.owned_images, self.content_id)
-        if final_listing is not None and self._clean():
-            self._record_observations(final_listing, publisher, len(remaining))
+        if final_listing is not None and self._clean(plan):
+            self._record_observations(final_listing, publisher, len(plan.publish))
 
-    def _settle_existing(self, owned: list[dict]) -> list[dict]:
-        """Delete what an interrupted run left, adopt unmarked active images if their bytes check out,
-        name the deactivated ones; return the verified images."""
-        verified = []
-        for image in owned:
-            status = image.get("status")
-            if status in UNFINISHED_STATUSES and is_protected(image):
-                reason = (
-                    f"left {status} by an interrupted sync, but protected: unprotect it "
-                    f"(openstack image set --unprotected {image['id']}) and the next sync deletes it"
-                )
-                self._kept(image, reason, settled=True, warning=True)
-                self._needs_decision(image, reason)
-            elif status in UNFINISHED_STATUSES:
-                self._delete(image, f"left {status} by an interrupted sync")
-            elif status == "deactivated":
-                self._deactivated(image)
-            elif status == "active" and (image.get(VERIFIED_PROPERTY) or (not self.dry_run and self._adopt(image))):
-                verified.append(image)
-        return verified
+    def _with_servers_in_use(self, facts: Facts) -> Facts:
+        """The facts with which images Nova's servers use, when the plan depends on that (asked once)."""
+        if facts.servers_use is not None or facts.servers_unknown or not make_plan(facts).ask_servers:
+            return facts
+        try:
+            return replace(facts, servers_use=frozenset(image_ids_in_use(self.cloud)))
+        except CloudError as error:
+            self._error(f"superseded images not deleted: {error}")
+            return replace(facts, servers_unknown=True)
 
-    def _adopt(self, image: dict) -> bool:
-        """An active image of ours without the verified mark (a run died before marking it, or an
-        older tool made it): hash what Glance serves and keep it only if it matches the source."""
-        expected = _expected_source_digest(image)
-        if expected is None:
+    def _settle_existing(self, facts: Facts) -> Facts:
+        """Delete what an interrupted run left, and hash the unmarked active images of ours (a run died
+        before marking them, or an older tool made them): the facts with what that found."""
+        plan = make_plan(facts)
+        for deletion in plan.delete_now:
+            self._delete(deletion.image, deletion.reason)
+        adopted, mismatched, not_verified = set(), {}, set()
+        for image in plan.adopt:
+            assert image.source_digest is not None
+            try:
+                actual = self.glance.stored_digest(image.id, image.source_digest.split(":")[0])
+                if actual == image.source_digest:
+                    self.glance.mark_verified(image.id, image.source_digest)
+            except CloudError as error:
+                self._error(f"could not verify existing image {image.id}: {error}")
+                not_verified.add(image.id)
+                continue
+            if actual == image.source_digest:
+                adopted.add(image.id)
+            else:
+                mismatched[image.id] = f"its bytes ({actual}) do not match the source ({image.source_digest})"
+        return replace(facts, adopted=frozenset(adopted), mismatched=mismatched, not_verified=frozenset(not_verified))
+
+    def _carry_out(self, facts: Facts) -> Plan:
+        """Delete what the published metadata no longer names, hide what is kept only because it is in
+        use, say what is kept and why; return the plan as it stands after what the deletions answered."""
+        plan = make_plan(facts)
+        refused = {
+            deletion.image.id
+            for deletion in plan.delete_after_publish
+            if self._delete(deletion.image, deletion.reason) is ImageInUseByStore
+        }
+        if refused:
+            plan = make_plan(replace(facts, store_uses=frozenset(refused)))
+        for image in plan.hide:
+            self._set_hidden(image, True)
+        for image in plan.unhide:
+            self._set_hidden(image, False)
+        self._report_kept(plan)
+        return plan
+
+    def _set_hidden(self, image: GlanceImage, hidden: bool) -> None:
+        try:
+            self.glance.set_hidden(image.id, hidden)
+        except CloudError as error:
+            self._error(f"could not {'hide' if hidden else 'show'} image {image.id}: {error}")
+
+    def _delete(self, image: GlanceImage, reason: str) -> bool | type[ImageInUseByStore]:
+        """Delete one of our images and say so; True when it is gone, ImageInUseByStore when the image
+        store refused because it still uses it."""
+        try:
+            self.glance.delete(image.id)
+        except ImageInUseByStore:
+            return ImageInUseByStore
+        except CloudError as error:
+            self._error(f"could not delete image {image.id} ({reason}): {error}")
+            return False
+        self.out(f"deleted {image.id}: {image.name} ({reason})")
+        self.result.deleted.append({"id": image.id, "name": image.name, "reason": reason})
+        return True
+
+    def _report_kept(self, plan: Plan) -> None:
+        """Say what the run keeps and leaves to an operator, and record it in the result."""
+        for image in plan.unverifiable:
             LOG.warning(
-                "image %s (%s) has no source checksum to verify; left alone, not published",
-                image["id"],
-                image.get("name"),
+                "image %s (%s) has no source checksum to verify; left alone, not published", image.id, image.name
             )
-            self._unsettled = True
-            return False
-        try:
-            actual = self.glance.stored_digest(image["id"], expected.split(":")[0])
-        except CloudError as error:
-            self._error(f"could not verify existing image {image['id']}: {error}")
-            return False
-        if actual != expected:
-            self._mismatched.append((image, f"its bytes ({actual}) do not match the source ({expected})"))
-            return False
-        self.glance.mark_verified(image["id"], expected)
-        image[VERIFIED_PROPERTY] = expected
-        return True
+        for kept in plan.keep:
+            line = f"kept {kept.image.id}: {kept.image.name} ({kept.reason})"
+            self._say(f"warning: {line}" if kept.warning else line, kept.settled)
+            self.result.kept.append({"id": kept.image.id, "name": kept.image.name, "reason": kept.reason})
+        for decision in plan.needs_decision:
+            image = decision.image
+            if decision.announce:
+                self._say(f"warning: {image.id}: {image.name} needs an operator's decision ({decision.reason})", True)
+            self.result.needs_decision.append({"id": image.id, "name": image.name, "reason": decision.reason})
 
-    def _delete(self, image: dict, reason: str) -> bool:
-        """Delete one of our images and say so; True when it is gone."""
-        if self.dry_run:
-            self.out(f"would delete {image['id']}: {image.get('name')} ({reason})")
-            return False
-        try:
-            self.glance.delete(image["id"])
-        except CloudError as error:
-            self._error(f"could not delete image {image['id']} ({reason}): {error}")
-            return False
-        self.out(f"deleted {image['id']}: {image.get('name')} ({reason})")
-        self.result.deleted.append({"id": image["id"], "name": image.get("name"), "reason": reason})
-        return True
-
-    def _kept(self, image: dict, reason: str, settled: bool, warning: bool = False) -> None:
-        """Report an image that is not deleted although not wanted. `settled`: it stays kept for the same
-        reason for as long as Glance and the sources stay as they are (the quick check watches those)."""
-        line = f"kept {image['id']}: {image.get('name')} ({reason})"
-        self._say(f"warning: {line}" if warning else line, settled)
-        with self._result_lock:
-            self.result.kept.append({"id": image["id"], "name": image.get("name"), "reason": reason})
-
-    def _deactivated(self, image: dict) -> None:
-        reason = DEACTIVATED.format(id=image["id"])
-        self._say(f"warning: {image['id']}: {image.get('name')} needs an operator's decision ({reason})", settled=True)
-        self._needs_decision(image, reason)
-
-    def _needs_decision(self, image: dict, reason: str) -> None:
-        with self._result_lock:
-            self.result.needs_decision.append({"id": image["id"], "name": image.get("name"), "reason": reason})
+    def _report_plan(self, plan: Plan) -> None:
+        """A dry run: what a real run would do, as far as it can be known without changing anything."""
+        for deletion in plan.delete_now:
+            self.out(f"would delete {deletion.image.id}: {deletion.image.name} ({deletion.reason})")
+        for image in plan.adopt:
+            self.out(f"would adopt {image.id}: {image.name} (once its bytes are found to match the source)")
+        self._report_would_create(plan.upload)
+        for deletion in plan.delete_after_publish:
+            self.out(f"would delete {deletion.image.id}: {deletion.image.name} ({deletion.reason})")
+        for image in plan.hide:
+            self.out(f"would hide {image.id}: {image.name}")
+        for image in plan.unhide:
+            self.out(f"would show {image.id}: {image.name} again")
+        self._report_kept(plan)
 
     def _say(self, line: str, settled: bool) -> None:
         self.out(line)
         if settled:
             self._settled_lines.append(line)
-        else:
-            self._unsettled = True
 
     def _report_would_create(self, images: list[SourceImage]) -> None:
         for image in images:
@@ -296,11 +301,11 @@ class SyncRun:
             )
 
     # -- upload -----------------------------------------------------------------------------------
-    def _upload_all(self, images: list[SourceImage], hash_algo: str) -> list[dict]:
+    def _upload_all(self, images: list[SourceImage], hash_algo: str) -> list[GlanceImage]:
         self.progress.start_uploads(images)
         with ThreadPoolExecutor(max_workers=self.config.max_parallel) as pool:
             stored = list(pool.map(lambda image: self._upload_one(image, hash_algo), images))
-        return [image for image in stored if image is not None]
+        return [GlanceImage.from_glance(image) for image in stored if image is not None]
 
     def _upload_one(self, image: SourceImage, hash_algo: str) -> dict | None:
         name = self._names[image.key]
@@ -365,99 +370,33 @@ class SyncRun:
             return self._upload_from(modified, name, properties, hash_algo)
 
     # -- after upload -----------------------------------------------------------------------------
-    def _plan_retention(self, desired: list[SourceImage], verified: list[dict]) -> list[dict]:
-        """Say which images are kept although not selected, and why; return the superseded ones to delete
-        (never protected or in-use ones)."""
-        all_read = not self._unreadable_mirrors
-        plan = plan_retention(desired, verified, in_use=set(), all_sources_read=all_read)
-        if plan.delete:
-            try:
-                plan = plan_retention(desired, verified, in_use=self._images_in_use(), all_sources_read=all_read)
-            except CloudError as error:
-                self._error(f"superseded images not deleted: {error}")
-                return []
-        for kept in plan.keep:
-            self._kept(kept.image, kept.reason, kept.settled)
-        return plan.delete
-
-    def _deletable_mismatches(self) -> list[ToDelete]:
-        """The images whose bytes do not match the source that may go; a protected or used one stays,
-        with a warning, and is never published."""
-        deletable = []
-        for image, mismatch in self._mismatched:
-            if is_protected(image):
-                unprotect = (
-                    f"unprotect it (openstack image set --unprotected {image['id']}) and the next sync deletes it"
-                )
-                self._kept(
-                    image,
-                    f"{mismatch}; protected, so not deleted and not published: {unprotect}",
-                    settled=True,
-                    warning=True,
-                )
-                self._needs_decision(image, f"protected, but its bytes do not match the source: {unprotect}")
-            else:
-                deletable.append(
-                    ToDelete(
-                        image,
-                        mismatch,
-                        "its bytes do not match the source, kept until metadata without it is published",
-                    )
-                )
-        if not deletable:
-            return []
-        try:
-            in_use = self._images_in_use()
-        except CloudError as error:
-            self._error(f"images whose bytes do not match the source not deleted: {error}")
-            return []
-        for used in [candidate for candidate in deletable if candidate.image["id"] in in_use]:
-            self._kept(
-                used.image,
-                f"{used.reason}; in use by a server, so not deleted and not published until no server uses it",
-                settled=False,
-                warning=True,
-            )
-            deletable.remove(used)
-        return deletable
-
-    def _images_in_use(self) -> set[str]:
-        if self._in_use is None:
-            self._in_use = image_ids_in_use(self.cloud)
-        return self._in_use
-
-    def _retire(self, to_delete: list[ToDelete], metadata_updated: bool) -> None:
-        """Delete the images once the published metadata no longer names them: readers of
-        the metadata never get the id of a deleted image."""
-        for image, reason, waiting in to_delete:
-            if metadata_updated:
-                self._delete(image, reason)
-            else:
-                self._kept(image, waiting, settled=False)
-
-    def _mark_latest(self, images: list[dict]) -> None:
+    def _mark_latest(self, images: list[GlanceImage]) -> None:
         """`latest=true` on the newest image of each source + os_version + architecture, off the others."""
-        newest: dict[tuple, dict] = {}
+        newest: dict[tuple, GlanceImage] = {}
         for image in images:
-            group = (image.get("source_content_id"), image.get("os_version"), image.get("architecture"))
-            if group not in newest or image["version_name"] > newest[group]["version_name"]:
+            group = (image.source_content_id, image.properties.get("os_version"), image.properties.get("architecture"))
+            if group not in newest or image.version_name > newest[group].version_name:
                 newest[group] = image
-        latest_ids = {image["id"] for image in newest.values()}
+        latest_ids = {image.id for image in newest.values()}
         for image in images:
             try:
-                if image["id"] in latest_ids and image.get("latest") != "true":
-                    self.glance.set_properties(image["id"], latest="true")
-                elif image["id"] not in latest_ids and "latest" in image:
-                    self.glance.remove_properties(image["id"], "latest")
+                if image.id in latest_ids and image.properties.get("latest") != "true":
+                    self.glance.set_properties(image.id, latest="true")
+                elif image.id not in latest_ids and "latest" in image.properties:
+                    self.glance.remove_properties(image.id, "latest")
             except CloudError as error:
-                self._error(f"could not update the latest property of {image['id']}: {error}")
+                self._error(f"could not update the latest property of {image.id}: {error}")
 
-    def _publish(self, images: list[dict]) -> SwiftPublisher | None:
+    def _publish(self, images: list[GlanceImage]) -> SwiftPublisher | None:
         self.progress.phase("publishing metadata")
         try:
             publisher = SwiftPublisher(self.cloud, self.observed)
             tree = image_ids_tree(
-                self.content_id, images, self.cloud.region, self.cloud.auth_url, self.config.hypervisor_mapping
+                self.content_id,
+                [dict(image.properties) for image in images],
+                self.cloud.region,
+                self.cloud.auth_url,
+                self.config.hypervisor_mapping,
             )
             changed = publisher.publish(tree, self.config.cloud_name)
         except CloudError as error:
@@ -514,9 +453,9 @@ class SyncRun:
             needs_decision=self.result.needs_decision,
         )
 
-    def _clean(self) -> bool:
+    def _clean(self, plan: Plan) -> bool:
         """Nothing failed so far and nothing is left for a later run: what the quick check needs."""
-        return self.result.ok and not self._unsettled
+        return self.result.ok and plan.settled
 
     # -- reporting --------------------------------------------------------------------------------
     def _error(self, message: str) -> None:
@@ -528,23 +467,3 @@ class SyncRun:
         with self._result_lock:
             self.result.failed.append({"name": name, "error": message})
         self.err(f"failed {name}: {message}")
-
-
-def _image_key(image: dict) -> tuple:
-    return (
-        image.get("source_content_id"),
-        image.get("product_name"),
-        image.get("version_name"),
-        image.get("item_name"),
-    )
-
-
-def _expected_source_digest(image: dict) -> str | None:
-    try:
-        metadata = json.loads(image.get("simplestreams_metadata") or "{}")
-    except ValueError:
-        return None
-    for algo in ("sha256", "md5"):
-        if metadata.get(algo):
-            return f"{algo}:{metadata[algo].lower()}"
-    return None

@@ -15,16 +15,15 @@ from glanceclient import exc as glance_exc
 from keystoneauth1 import exceptions as ks_exceptions
 
 from .openstack import USER_AGENT, Cloud, CloudError, describe
+from .plan import HIDDEN_PROPERTY, VERIFIED_PROPERTY
 from .raw_http import chunked_put
 from .source import SourceImage
 from .transfer import VerificationError, VerifyingStream
 
 LOG = logging.getLogger(__name__)
 
-# Set once Glance's stored image has been checked against the bytes that came from the source.
-VERIFIED_PROPERTY = "verified_source_hash"
-# Left by an interrupted upload of ours; safe to delete because the sync lock excludes a concurrent run.
-UNFINISHED_STATUSES = {"queued", "saving", "killed", "uploading", "importing"}
+# What Glance's 409 to a DELETE says when the image store (RBD) still has clones of the image.
+IN_USE_IN_STORE = "because it is in use"
 DEFAULT_HASH_ALGO = "sha512"
 DELETE_ATTEMPTS = 5
 RETRY_ATTEMPTS = 3  # of a call that changes nothing when repeated (a read, a JSON-patch PATCH)
@@ -111,6 +110,10 @@ def _pieces(chunks: Iterable[bytes], size: int = UPLOAD_PIECE) -> Iterator[memor
             yield view[start : start + size]
 
 
+class ImageInUseByStore(CloudError):
+    """Glance refused to delete an image because its store still uses it (RBD clones of its snapshot)."""
+
+
 def _pointer(name: str) -> str:
     """The JSON pointer (RFC 6901) to an image's property."""
     return "/" + name.replace("~", "~0").replace("/", "~1")
@@ -157,12 +160,15 @@ class GlanceStore:
         raise AssertionError("unreachable")
 
     def owned_images(self, content_id: str) -> list[dict]:
-        """Every image of our project carrying our content_id, whatever its status."""
+        """Every image of our project carrying our content_id, whatever its status, hidden ones too
+        (Glance lists those only when asked for them alone)."""
+        ours = {"owner": self.cloud.project_id, "content_id": content_id}
         images = self._retried(
             "list images",
             lambda: [
                 dict(image)
-                for image in self.client.images.list(filters={"owner": self.cloud.project_id, "content_id": content_id})
+                for hidden in (False, True)
+                for image in self.client.images.list(filters={**ours, **({"os_hidden": True} if hidden else {})})
             ],
         )
         # Filter again: a Glance that ignores unknown filters must not make us claim others' images.
@@ -221,7 +227,7 @@ class GlanceStore:
                 self._send_data(image_id, "stage", stream)
                 stored = self._import_and_wait(image_id, convert_timeout)
             self.mark_verified(image_id, stream.source_digest)
-            return stored
+            return {**stored, VERIFIED_PROPERTY: stream.source_digest}
         except BaseException:
             self.delete_quietly(image_id)
             raise
@@ -296,7 +302,8 @@ class GlanceStore:
 
     def delete(self, image_id: str) -> None:
         """Delete an image, retrying briefly: a busy database (500) or a conflict (409) while Glance
-        still finishes an aborted upload must not leave the image behind."""
+        still finishes an aborted upload must not leave the image behind. A 409 because the image store
+        still uses the image is no passing state: ImageInUseByStore, at once."""
         delay = 0.5
         for attempt in range(1, DELETE_ATTEMPTS + 1):
             try:
@@ -305,6 +312,8 @@ class GlanceStore:
             except glance_exc.HTTPNotFound:
                 return
             except (*TRANSIENT_ERRORS, glance_exc.HTTPConflict) as error:
+                if isinstance(error, glance_exc.HTTPConflict) and IN_USE_IN_STORE in str(error):
+                    raise ImageInUseByStore(f"glance: delete {image_id}: {describe(error)}") from None
                 if attempt == DELETE_ATTEMPTS:
                     raise CloudError(f"glance: delete {image_id}: {describe(error)}") from None
                 LOG.warning("glance: delete %s failed (%s); retrying in %.1fs", image_id, type(error).__name__, delay)
@@ -339,6 +348,14 @@ class GlanceStore:
             data=json.dumps(operations),
         )
         return image
+
+    def set_hidden(self, image_id: str, hidden: bool) -> None:
+        """Hide an image from image lists (os_hidden), marked as hidden by us; or show it again."""
+        if hidden:
+            self.set_properties(image_id, os_hidden=True, **{HIDDEN_PROPERTY: "true"})
+        else:
+            self._patch(image_id, [{"op": "add", "path": "/os_hidden", "value": False},
+                                   {"op": "remove", "path": _pointer(HIDDEN_PROPERTY)}])  # fmt: skip
 
     def mark_verified(self, image_id: str, digest: str) -> None:
         self.set_properties(image_id, **{VERIFIED_PROPERTY: digest})

@@ -166,7 +166,17 @@ def sync(tmp_path, cloud, test_key, request):
 
 
 def our_images(glance_client, content_id: str) -> list[dict]:
-    """Every image with this content_id, whatever its status."""
+    """Every image with this content_id, whatever its status, hidden or not."""
+    return [
+        dict(image)
+        for hidden in ({}, {"os_hidden": True})
+        for image in glance_client.images.list(filters={"content_id": content_id, **hidden})
+        if image.get("content_id") == content_id
+    ]
+
+
+def visible_images(glance_client, content_id: str) -> list[dict]:
+    """The images with this content_id that `openstack image list` shows."""
     return [
         dict(image)
         for image in glance_client.images.list(filters={"content_id": content_id})

@@ -10,7 +10,13 @@ from urllib.parse import urlparse
 import pytest
 from simplestreams import util
 
-from tests.functional.conftest import created_ids, our_images, published_products
+from tests.functional.conftest import (
+    created_ids,
+    our_images,
+    published_image_ids,
+    published_products,
+    visible_images,
+)
 from tests.localcloud.proxy import HttpProxy
 
 pytestmark = pytest.mark.functional
@@ -53,9 +59,31 @@ def test_superseded_image_in_use_by_a_server_is_kept(source, sync, glance, nova)
     result = sync.run([sync.mirror(source.url)])
 
     assert result.returncode == 0, result.stderr
-    assert f"kept {old['id']}: {old['name']} (superseded but in use by a server)" in result.stdout
+    assert f"kept {old['id']}: {old['name']} (superseded but in use by a server; hidden)" in result.stdout
     assert any("all_tenants=1" in path for path in nova.requests_seen)
     assert len(our_images(glance, sync.content_id)) == 2
+
+
+def test_superseded_image_in_use_is_hidden_active_and_unpublished(source, sync, glance, nova, cloud):
+    """Kept only because a server uses it: hidden from image lists, still active (bootable by id, as Nova
+    needs), out of the metadata; the next run still finds it (hidden) and Nova's answer keeps it."""
+    old = sync_two_versions(source, sync, glance)
+    nova.servers = [{"id": "vm-1", "image": {"id": old["id"]}}]
+    kept = f"kept {old['id']}: {old['name']} (superseded but in use by a server; hidden)"
+
+    first = sync.run([sync.mirror(source.url)])
+    hidden = glance.images.get(old["id"])
+    again = sync.run([sync.mirror(source.url)])
+    nova.servers = []
+    unused = sync.run([sync.mirror(source.url)])
+
+    assert first.returncode == again.returncode == unused.returncode == 0
+    assert (hidden["status"], hidden["os_hidden"], hidden["hidden_by_sync"]) == ("active", True, "true")
+    assert old["id"] not in {image["id"] for image in visible_images(glance, sync.content_id)}
+    assert old["id"] not in published_image_ids(published_products(cloud, sync.content_id))
+    assert kept in first.stdout.splitlines() and kept in again.stdout.splitlines()
+    assert f"deleted {old['id']}: {old['name']} (superseded by a newer version)" in unused.stdout.splitlines()
+    assert old["id"] not in {image["id"] for image in our_images(glance, sync.content_id)}
 
 
 def test_superseded_image_not_in_use_is_deleted_when_nova_says_so(source, sync, glance, nova):

@@ -128,7 +128,7 @@ def test_image_whose_bytes_do_not_match_is_not_deleted_while_a_server_uses_it(
     assert used.returncode == 0, used.stderr
     assert lines_naming(wrong, used.stdout) == [
         f"warning: kept {wrong['id']}: {wrong['name']} ({mismatch}; in use by a server, so not deleted and "
-        "not published until no server uses it)"
+        "not published until no server uses it; hidden)"
     ]
     (replacement,) = created_ids(used.stdout)
     assert any("all_tenants=1" in path for path in nova.requests_seen)
@@ -215,3 +215,16 @@ def test_protected_image_left_unfinished_stays_with_a_warning(source, sync, glan
     assert unprotected.returncode == 0, unprotected.stderr
     assert f"deleted {left['id']}: auto-sync/left-queued (left queued by an interrupted sync)" in unprotected.stdout
     assert [image["status"] for image in our_images(glance, sync.content_id)] == ["active"]
+
+
+def test_a_dry_run_names_the_unmarked_images_a_real_run_would_hash(source, sync, glance, cloud, tmp_path):
+    mirrors, unmarked, _ = image_of_ours_with_other_bytes(source, sync, glance, cloud, tmp_path, seed=851)
+
+    dry = sync.run(mirrors, "--dry-run")
+
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines() == [
+        f"would adopt {unmarked['id']}: {unmarked['name']} (once its bytes are found to match the source)",
+        "dry run: 0 would be created, 0 errors",
+    ]
+    assert "verified_source_hash" not in glance.images.get(unmarked["id"])
