@@ -194,3 +194,86 @@ def test_a_dropped_connection_to_glance_is_retried(source, sync, glance, cloud, 
     image_id = old["id"] if method == "DELETE" else new["id"]
     dropped_then_retried = [s for m, p, s in glance_requests(proxy) if m == method and p == f"/v2/images/{image_id}"]
     assert dropped_then_retried[:2] == ["reset", 204 if method == "DELETE" else 200]
+
+
+# -- retention: superseded images that Cinder/Nova-style clones still use ------------------------------
+
+KEPT_IN_STORE = "superseded; in use in the image store by volumes or disks cloned from it; hidden"
+QUICK = "(quick check; --full-check redoes it all)"
+
+
+def sync_a_newer_version(source, sync, glance, cloud, old_serial: str, new_serial: str, seed: int):
+    source.add_image(serial=new_serial, seed=seed)
+    source.write()
+    result = run_sync(sync, source, glance, cloud)
+    (new,) = [i for i in our_images(glance, sync.content_id) if i["version_name"] == new_serial]
+    assert created_ids(result.stdout) == [new["id"]]
+    return result, new
+
+
+@pytest.mark.parametrize("conversion", [False, True], ids=["uploaded", "imported-as-raw"])
+def test_a_superseded_image_with_a_format_1_clone_is_kept_hidden_then_deleted_once_the_clone_is_gone(
+    source, sync, glance, cloud, conversion
+):
+    if conversion:
+        sync.settings = {"image_import_conversion": True, "import_timeout": IMPORT_TIMEOUT}
+    source.add_image(serial="20210101", seed=1730 + conversion)
+    source.write()
+    run_sync(sync, source, glance, cloud)
+    (old,) = our_images(glance, sync.content_id)
+    clone = rbd_clones.clone_image(cloud, old["id"], f"f1-{old['id'][:8]}", clone_format=1)
+    try:
+        kept_line = f"kept {old['id']}: {old['name']} ({KEPT_IN_STORE})"
+
+        result, new = sync_a_newer_version(source, sync, glance, cloud, "20210101", "20210201", seed=1732 + conversion)
+
+        assert kept_line in result.stdout.splitlines()
+        assert "sync finished: 1 created, 0 failed, 0 deleted, 0 errors" in result.stdout
+        assert "glance: delete" not in result.stderr  # no retries spent on it
+        still = glance.images.get(old["id"])
+        assert (still["status"], still["os_hidden"]) == ("active", True)  # hidden, still bootable by id
+        assert [i["id"] for i in glance.images.list(filters={"content_id": sync.content_id})] == [new["id"]]
+        assert published_image_ids(published_products(cloud, sync.content_id)) == {new["id"]}
+        assert rbd_clones.children(cloud, old["id"]) == [clone.name]
+
+        again = run_sync(sync, source, glance, cloud)  # nothing new: not settled, so no quick check
+
+        assert QUICK not in again.stdout
+        assert kept_line in again.stdout.splitlines()
+    finally:
+        clone.remove()
+
+    after = run_sync(sync, source, glance, cloud)
+
+    assert f"deleted {old['id']}: {old['name']} (superseded by a newer version)" in after.stdout.splitlines()
+    assert [i["id"] for i in our_images(glance, sync.content_id)] == [new["id"]]
+    assert old["id"] not in rbd_clones.rbd_images(cloud)
+    assert old["id"] not in rbd_clones.trash(cloud).values()
+
+
+def test_a_superseded_image_with_a_format_2_clone_is_deleted_and_its_rbd_image_goes_to_the_trash(
+    source, sync, glance, cloud
+):
+    source.add_image(serial="20210101", seed=1740)
+    source.write()
+    run_sync(sync, source, glance, cloud)
+    (old,) = our_images(glance, sync.content_id)
+    clone = rbd_clones.clone_image(cloud, old["id"], f"f2-{old['id'][:8]}", clone_format=2)
+    try:
+        result, new = sync_a_newer_version(source, sync, glance, cloud, "20210101", "20210201", seed=1741)
+
+        # Glance answers 204: for the sync and for Glance the image is gone ...
+        assert f"deleted {old['id']}: {old['name']} (superseded by a newer version)" in result.stdout.splitlines()
+        assert "sync finished: 1 created, 0 failed, 1 deleted, 0 errors" in result.stdout
+        assert [i["id"] for i in our_images(glance, sync.content_id)] == [new["id"]]
+        # ... but glance_store moved the RBD image to the trash, where the clone still uses it.
+        assert old["id"] not in rbd_clones.rbd_images(cloud)
+        assert old["id"] in rbd_clones.trash(cloud).values()
+        parent = clone.parent()  # (its snapshot, removed, lives on in RBD's trash namespace under a new name)
+        assert (parent["image"], parent["trash"]) == (old["id"], True)
+    finally:
+        clone.remove()
+    # The clone gone, the trashed image stays until an operator purges the trash.
+    assert old["id"] in rbd_clones.trash(cloud).values()
+    rbd_clones.purge_trash(cloud)
+    assert old["id"] not in rbd_clones.trash(cloud).values()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.functional.test_glance_rbd import (  # noqa: F401
+    test_a_superseded_image_with_a_format_1_clone_is_kept_hidden_then_deleted_once_the_clone_is_gone,
     test_a_sync_stores_each_image_in_rbd_with_its_snapshot_and_direct_url,
-    test_import_conversion_stores_raw_in_rbd_which_clones_copy_on_write,
 )
 from tests.functional.test_quick_check import test_nothing_changed_stops_at_the_quick_check  # noqa: F401
 from tests.localcloud.cloud import LocalCloud

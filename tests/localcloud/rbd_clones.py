@@ -26,6 +26,10 @@ class Clone:
     def remove(self) -> None:
         self.cloud.rbd("rm", "--no-progress", self.name)
 
+    def parent(self) -> dict:
+        """The clone's parent: {"pool", "image", "snapshot", "trash": whether the parent is in the trash}."""
+        return json.loads(self.cloud.rbd("info", "--format", "json", self.name))["parent"]
+
 
 def clone_image(cloud: LocalCloud, image_id: str, volume: str, clone_format: int = 1) -> Clone:
     """A volume cloned from the image's snapshot as Cinder makes one: volumes/volume-<volume>."""
@@ -49,7 +53,7 @@ def snapshots(cloud: LocalCloud, image_id: str) -> list[dict]:
 
 
 def children(cloud: LocalCloud, image_id: str) -> list[str]:
-    """pool/image of every clone of the image's snapshot, trashed parents included."""
+    """pool/image of every clone of the image's snapshot (an image in the trash has no name to ask by)."""
     listed = json.loads(cloud.rbd("children", "--format", "json", snapshot_spec(image_id)))
     return sorted(f"{child['pool']}/{child['image']}" for child in listed)
 
