@@ -17,9 +17,7 @@ from contextlib import contextmanager
 import pytest
 
 from tests.functional.conftest import created_ids, our_images, published_image_ids, published_products
-from tests.functional.test_faults import test_bad_bytes_from_the_source_leave_nothing_behind  # noqa: F401
 from tests.functional.test_quick_check import test_nothing_changed_stops_at_the_quick_check  # noqa: F401
-from tests.functional.test_sync import test_second_sync_creates_nothing  # noqa: F401
 from tests.localcloud import rbd_clones
 from tests.localcloud.cloud import LocalCloud
 from tests.localcloud.proxy import HttpProxy
@@ -101,17 +99,31 @@ def test_an_upload_without_its_size_is_resized_as_it_arrives(glance, cloud):
         glance.images.delete(image.id)
 
 
-def test_bytes_that_fail_verification_leave_no_rbd_image(source, sync, glance, cloud):
-    """Fewer bytes than the size sent with the upload: the stream fails, Glance keeps nothing, nor does RBD."""
+@pytest.mark.parametrize("sent", ["fewer", "more"])
+def test_a_source_sending_another_byte_count_than_the_size_sent_leaves_no_image(source, sync, glance, cloud, sent):
+    """The upload announced the source's size; the stream fails before Glance has it all: Glance keeps
+    nothing, nor does RBD."""
     item = source.add_image(seed=1701, size=2 * MIB)
+    larger = source.add_image(release="jammy", version="22.04", seed=1702, size=3 * MIB)
+    source.builder.remove_version(larger.product_id, larger.serial)  # its file only, served in the item's place
     source.write()
-    source.server.set_faults({"/" + item.path: {"kind": "short", "bytes": MIB}})
+    fault = (
+        {"kind": "short", "bytes": MIB}
+        if sent == "fewer"
+        else {"kind": "replace", "with": str(source.builder.root / larger.path)}
+    )
+    source.server.set_faults({"/" + item.path: fault})
     rbd_before = rbd_clones.rbd_images(cloud)
 
     result = sync.run([sync.mirror(source.url)])
 
     assert result.returncode == 1
-    assert f"got {MIB} bytes, the source lists {item.size}" in result.stderr
+    expected = (
+        f"got {MIB} bytes, the source lists {item.size}"
+        if sent == "fewer"
+        else f"source sent more than the {item.size} bytes its metadata lists"
+    )
+    assert expected in result.stderr
     assert our_images(glance, sync.content_id) == []
     assert rbd_clones.rbd_images(cloud) == rbd_before
 
