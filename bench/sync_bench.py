@@ -78,6 +78,15 @@ GLANCE_STORES = ("file", "rbd")
 WORKLOAD_NAMES = {"a": "a fresh", "a-rbd": "a rbd", "a-many": "a many", "a-many-rbd": "many rbd", "b": "b no-op",
                   "b-full": "b full", "c": "c plan", "rss": "rss 2GiB"}  # fmt: skip
 FLOOR_SIDES = ("floor", "floor+s", "floor+v")
+# How the summary's figures are printed beside each workload.
+RATIO_LABELS = (
+    ("ours_over_floor", "ours/floor {:.3f}"),
+    ("ours_over_verifying_floor", "ours/floor+v {:.3f}"),
+    ("ours_over_peer", "ours/peer {:.3f}"),
+    ("floor_with_size_over_floor", "floor+s/floor {:.3f}"),
+    ("ms_per_image_over_floor", "ours {:.0f} ms/image over floor"),
+    ("ms_per_image_over_verifying_floor", "{:.0f} over floor+v"),
+)
 
 
 @dataclass
@@ -544,19 +553,7 @@ def print_table(summary: dict, args) -> None:
             )
     print()
     for workload, entry in summary.items():
-        ratios = []
-        if "ours_over_floor" in entry:
-            ratios.append(f"ours/floor {entry['ours_over_floor']:.3f}")
-        if "ours_over_verifying_floor" in entry:
-            ratios.append(f"ours/floor+v {entry['ours_over_verifying_floor']:.3f}")
-        if "ours_over_peer" in entry:
-            ratios.append(f"ours/peer {entry['ours_over_peer']:.3f}")
-        if "floor_with_size_over_floor" in entry:
-            ratios.append(f"floor+s/floor {entry['floor_with_size_over_floor']:.3f}")
-        if "ms_per_image_over_floor" in entry:
-            ratios.append(f"ours {entry['ms_per_image_over_floor']:.0f} ms/image over floor")
-        if "ms_per_image_over_verifying_floor" in entry:
-            ratios.append(f"{entry['ms_per_image_over_verifying_floor']:.0f} over floor+v")
+        ratios = [label.format(entry[key]) for key, label in RATIO_LABELS if key in entry]
         verdict = {True: "MET", False: "MISSED", None: "-"}[entry["met"]]
         print(f"{names[workload]:<9} {', '.join(ratios) or '':<58} target: {entry['target']}  -> {verdict}")
 

@@ -143,14 +143,15 @@ class GlanceStore:
         except (glance_exc.BaseException, glance_exc.ClientException, ks_exceptions.ClientException) as error:
             raise CloudError(f"glance: {what}: {describe(error)}") from None
 
-    def _retried(self, what: str, function, *args, **kwargs):
-        """_call for a call that changes nothing more when repeated: tried again on TRANSIENT_ERRORS."""
+    def _retried(self, what: str, function, *args, attempts: int = RETRY_ATTEMPTS, also_retried: tuple = (), **kwargs):
+        """_call for a call that changes nothing more when repeated: tried again on TRANSIENT_ERRORS (and
+        `also_retried`), up to `attempts` times in all."""
         delay = RETRY_DELAY
-        for attempt in range(1, RETRY_ATTEMPTS + 1):
+        for attempt in range(1, attempts + 1):
             try:
                 return function(*args, **kwargs)
-            except TRANSIENT_ERRORS as error:
-                if attempt == RETRY_ATTEMPTS:
+            except (*TRANSIENT_ERRORS, *also_retried) as error:
+                if attempt == attempts:
                     raise CloudError(f"glance: {what}: {describe(error)}") from None
                 LOG.warning("glance: %s failed (%s); retrying in %.1fs", what, type(error).__name__, delay)
                 time.sleep(delay)
@@ -304,23 +305,23 @@ class GlanceStore:
         """Delete an image, retrying briefly: a busy database (500) or a conflict (409) while Glance
         still finishes an aborted upload must not leave the image behind. A 409 because the image store
         still uses the image is no passing state: ImageInUseByStore, at once."""
-        delay = 0.5
-        for attempt in range(1, DELETE_ATTEMPTS + 1):
-            try:
-                self.client.images.delete(image_id)
-                return
-            except glance_exc.HTTPNotFound:
-                return
-            except (*TRANSIENT_ERRORS, glance_exc.HTTPConflict) as error:
-                if isinstance(error, glance_exc.HTTPConflict) and IN_USE_IN_STORE in str(error):
-                    raise ImageInUseByStore(f"glance: delete {image_id}: {describe(error)}") from None
-                if attempt == DELETE_ATTEMPTS:
-                    raise CloudError(f"glance: delete {image_id}: {describe(error)}") from None
-                LOG.warning("glance: delete %s failed (%s); retrying in %.1fs", image_id, type(error).__name__, delay)
-                time.sleep(delay)
-                delay *= 2
-            except (glance_exc.BaseException, glance_exc.ClientException, ks_exceptions.ClientException) as error:
-                raise CloudError(f"glance: delete {image_id}: {describe(error)}") from None
+        self._retried(
+            f"delete {image_id}",
+            self._delete_once,
+            image_id,
+            attempts=DELETE_ATTEMPTS,
+            also_retried=(glance_exc.HTTPConflict,),
+        )
+
+    def _delete_once(self, image_id: str) -> None:
+        try:
+            self.client.images.delete(image_id)
+        except glance_exc.HTTPNotFound:
+            return
+        except glance_exc.HTTPConflict as error:
+            if IN_USE_IN_STORE in str(error):
+                raise ImageInUseByStore(f"glance: delete {image_id}: {describe(error)}") from None
+            raise
 
     def delete_quietly(self, image_id: str) -> None:
         """Delete after a failed upload; a failure is logged (the next run cleans up what is left)."""
