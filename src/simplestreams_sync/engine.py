@@ -199,8 +199,9 @@ class SyncRun:
         """Delete what an interrupted run left, and hash the unmarked active images of ours (a run died
         before marking them, or an older tool made them): the facts with what that found."""
         plan = make_plan(facts)
-        for deletion in plan.delete_now:
-            self._delete(deletion.image, deletion.reason)
+        gone = {
+            deletion.image.id for deletion in plan.delete_now if self._delete(deletion.image, deletion.reason) is True
+        }
         adopted, mismatched, not_verified = set(), {}, set()
         for image in plan.adopt:
             assert image.source_digest is not None
@@ -216,7 +217,13 @@ class SyncRun:
                 adopted.add(image.id)
             else:
                 mismatched[image.id] = f"its bytes ({actual}) do not match the source ({image.source_digest})"
-        return replace(facts, adopted=frozenset(adopted), mismatched=mismatched, not_verified=frozenset(not_verified))
+        return replace(
+            facts,
+            owned=tuple(image for image in facts.owned if image.id not in gone),
+            adopted=frozenset(adopted),
+            mismatched=mismatched,
+            not_verified=frozenset(not_verified),
+        )
 
     def _carry_out(self, facts: Facts) -> Plan:
         """Delete what the published metadata no longer names, hide what is kept only because it is in
