@@ -1,8 +1,9 @@
 """The vault charm's `tls-certificates` unit-data protocol, requirer side (no ops here).
 
-We only need vault's CA (and intermediate chain), to trust keystone/glance/swift; vault sends it along
+We need vault's CA (and intermediate chain), to trust keystone/glance/swift; vault sends it along
 with its answer to a certificate request, so we request one certificate for the unit, as the classic
-charm does.
+charm does. When the unit serves the image metadata itself (serve_metadata), that certificate, for the
+served addresses, is the web server's.
 """
 
 from __future__ import annotations
@@ -38,3 +39,19 @@ def read_ca_certificates(units_data: Iterable[Mapping[str, str]]) -> list[str]:
         if ca:
             return ca + [cert for cert in split_pem(data.get("chain", "")) if cert not in ca]
     return []
+
+
+def read_server_certificate(units_data: Iterable[Mapping[str, str]], unit_name: str, common_name: str):
+    """(certificate with vault's chain, key) that vault issued for our request, PEM; None until it has.
+    Vault answers on its unit data under `<unit_name>.processed_requests`: {"<cn>": {"cert", "key"}}."""
+    key = f"{relation_unit_name(unit_name)}.processed_requests"
+    for data in units_data:
+        try:
+            processed = json.loads(data.get(key) or "{}")
+        except ValueError:
+            continue
+        issued = processed.get(common_name) if isinstance(processed, dict) else None
+        if isinstance(issued, dict) and issued.get("cert") and issued.get("key"):
+            chain = [cert for cert in split_pem(data.get("chain", "")) if cert not in split_pem(issued["cert"])]
+            return "".join(split_pem(issued["cert"]) + chain), issued["key"].strip() + "\n"
+    return None

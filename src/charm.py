@@ -17,9 +17,11 @@ from charmlibs.interfaces.certificate_transfer import CertificateTransferRequire
 import certificates
 import host
 import identity_service
+import metadata_server
 import nrpe
 import sync_process
 from charm_config import CharmConfig, format_errors
+from simplestreams_sync.config import LocalMetadata
 from simplestreams_sync.state import utc_now
 from simplestreams_sync.text import shorten
 from sync_report import (
@@ -39,6 +41,7 @@ CERTIFICATES = "certificates"
 RECEIVE_CA = "receive-ca-cert"
 IMAGE_MODIFIER = "image-modifier"
 NRPE = "nrpe-external-master"
+ENDPOINT_INTERFACES = ("public", "internal", "admin")  # keystone's URLs, each served on the binding of its name
 PROGRESS_INTERVAL = 10.0  # seconds between status updates while the action syncs
 
 
@@ -92,6 +95,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         """Undo what the charm wrote: everything but the sync log."""
         sync_process.write_cron(None)
         nrpe.remove_check()
+        metadata_server.stop_serving()
         host.remove_files()
 
     def _on_collect_status(self, event: ops.CollectStatusEvent) -> None:
@@ -174,18 +178,20 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         host.install_trusted_cas(cas)
         ca_file = host.write_ca_bundle(cas, account)
         keyring = host.write_keyring(config.custom_keyring, account)
+        served_urls = self._reconcile_metadata_server(config, account)
         machine = {
             "state_dir": str(host.PATHS.state_dir),
             "modify_hook": modify_hook,
             "source_proxy": host.model_proxy(),
             **({"keyring": keyring} if keyring else {}),
+            **({"local_metadata": self._local_metadata(served_urls)} if served_urls else {}),
         }
         host.write_config_file(host.PATHS.mirrors, config.sync_config(**machine), self.unit.name, account)
         identity = None
         if credentials is not None and credentials.v3:
             identity = credentials.identity_config(region=config.region, interface=config.interface, ca_file=ca_file)
         host.write_config_file(host.PATHS.identity, identity, self.unit.name, account)
-        self._send_requests(config, can_publish=identity is not None and config.use_swift)
+        self._send_requests(config, can_publish=identity is not None and config.publishes_metadata, served=served_urls)
         scheduled = identity is not None and config.run and self.unit.is_leader()
         entry = sync_process.cron_entry(config.frequency, self.unit.name, self.charm_dir) if scheduled else None
         sync_process.write_cron(entry)
@@ -201,10 +207,15 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         pid = sync_process.start_background_sync(self.charm_dir)
         sync_process.mark_first_sync_requested(pid)
 
-    def _send_requests(self, config: CharmConfig, can_publish: bool) -> None:
+    def _send_requests(self, config: CharmConfig, can_publish: bool, served: dict[str, str] | None) -> None:
         identity = self._relation(IDENTITY)
         if identity is not None:
-            if self.unit.is_leader():
+            if served is not None:
+                if can_publish and not metadata_server.has_published():
+                    self._publish_empty_metadata(identity)
+                urls = {"internal_url": served["internal"], "admin_url": served["admin"]}
+                identity.data[self.unit].update(identity_service.request(config.region, served["public"], **urls))
+            elif self.unit.is_leader():
                 placeholder = identity_service.placeholder_url(self._address(identity))
                 metadata_url = self._metadata_url(identity)
                 if metadata_url is None and can_publish:
@@ -215,7 +226,47 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
                 identity.data[self.unit].update(identity_service.withdrawn())
         vault = self._relation(CERTIFICATES)
         if vault is not None:
-            vault.data[self.unit].update(certificates.request(self.unit.name, host.hostname(), [self._address(vault)]))
+            sans = [self._address(vault)]
+            if config.serve_metadata and self.unit.is_leader():
+                sans += [address for binding in self._served_bindings() for address in binding.addresses]
+            vault.data[self.unit].update(certificates.request(self.unit.name, host.hostname(), sans))
+
+    def _reconcile_metadata_server(self, config: CharmConfig, account: host.Account) -> dict[str, str] | None:
+        """With serve_metadata the leader serves the metadata from its own web server (over HTTPS once
+        vault issued its certificate); the URLs by interface. Other units serve nothing: keystone
+        points at the leader only, and a new leader publishes before it is registered."""
+        if not (config.serve_metadata and self.unit.is_leader()):
+            metadata_server.stop_serving()
+            return None
+        certificate = self._server_certificate()
+        tls = certificate is not None
+        port = config.serve_metadata_https_port if tls else config.serve_metadata_http_port
+        bindings = self._served_bindings()
+        listen = metadata_server.listen_addresses(bindings, port)
+        metadata_server.serve(self.unit.name, listen, certificate, account)
+        return {binding.interface: metadata_server.url(binding.ingress_address, port, tls) for binding in bindings}
+
+    def _local_metadata(self, served_urls: dict[str, str]) -> LocalMetadata:
+        """What the sync needs to publish to the served directory and read it back as Juju does."""
+        return LocalMetadata(directory=str(host.PATHS.served_dir), url=served_urls["public"])
+
+    def _served_bindings(self) -> list[metadata_server.Binding]:
+        bindings = []
+        for interface in ENDPOINT_INTERFACES:
+            binding = self.model.get_binding(interface)
+            network = binding.network if binding is not None else None
+            bind = str(network.bind_address) if network is not None and network.bind_address else None
+            ingress = str(network.ingress_address) if network is not None and network.ingress_address else None
+            bind = bind or ingress or host.hostname()
+            bindings.append(metadata_server.Binding(interface, bind, ingress or bind))
+        return bindings
+
+    def _server_certificate(self) -> metadata_server.ServerCertificate | None:
+        vault = self._relation(CERTIFICATES)
+        if vault is None:
+            return None
+        issued = certificates.read_server_certificate(self._units_data(vault), self.unit.name, host.hostname())
+        return metadata_server.ServerCertificate(*issued) if issued else None
 
     def _reconcile_nrpe(self, config: CharmConfig | None) -> None:
         """With nrpe-external-master: the Nagios check of the last sync in nrpe.d and `monitors` for the
@@ -338,12 +389,12 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
             if config.run:
                 return ops.ActiveStatus(f"Unit is ready (first sync pending, log: {host.PATHS.log_file})")
             return ops.ActiveStatus("Unit is ready (no sync yet: set run=true or run the sync-images action)")
-        if config.use_swift and result.object_store_missing:
+        if config.use_swift and not config.serve_metadata and result.object_store_missing:
             return ops.BlockedStatus(
                 "No object-store endpoint in keystone: images sync but no metadata is "
-                "published; add swift or ceph-radosgw, or set use_swift=false"
+                "published; add swift or ceph-radosgw, or set serve_metadata=true (or use_swift=false)"
             )
-        if sync_failed(result, publishing=config.use_swift):
+        if sync_failed(result, publishing=config.publishes_metadata):
             retry = "run sync-images"
             if config.run:
                 retry = f"next try {sync_process.cron_description(config.frequency, self.unit.name)}, or {retry}"

@@ -35,6 +35,9 @@ class CharmConfig(SyncOptions):
     use_internal_endpoints: bool = False
     ssl_ca: str | None = None  # the decoded PEM text
     custom_keyring: bytes | None = None  # the decoded keyring
+    serve_metadata: bool = False
+    serve_metadata_http_port: int = pydantic.Field(default=80, ge=1, le=65535)
+    serve_metadata_https_port: int = pydantic.Field(default=443, ge=1, le=65535)
     nagios_context: str = "juju"
     nagios_servicegroups: str = ""
     # The classic charm's options that mean nothing here, accepted so that its bundles deploy unchanged.
@@ -102,6 +105,11 @@ class CharmConfig(SyncOptions):
         """The content of mirrors.yaml: these options, and what only the machine knows (keyring path,
         state dir, image-modifier hook, the model's proxy)."""
         return SyncConfig(**self.sync_options(), **machine)
+
+    @property
+    def publishes_metadata(self) -> bool:
+        """serve_metadata wins over use_swift; use_swift=false alone publishes nothing."""
+        return self.serve_metadata or self.use_swift
 
     @property
     def interface(self) -> Literal["public", "internal"]:

@@ -61,6 +61,7 @@ class Paths:
     ca_dir: Path
     nrpe_dir: Path
     nrpe_plugin_dir: Path
+    nginx_site: Path
 
     @classmethod
     def under(cls, root: str | Path) -> Paths:
@@ -74,6 +75,7 @@ class Paths:
             ca_dir=root / "usr/local/share/ca-certificates",
             nrpe_dir=root / "etc/nagios/nrpe.d",
             nrpe_plugin_dir=root / "usr/local/lib/nagios/plugins",
+            nginx_site=root / "etc/nginx/conf.d/glance-simplestreams-sync.conf",
         )
 
     @property
@@ -100,6 +102,19 @@ class Paths:
     def nrpe_check_marker(self) -> Path:
         """When the check began expecting scheduled syncs (read by src/nrpe_check_sync.py)."""
         return self.state_dir / "charm-nrpe-check.json"
+
+    @property
+    def served_dir(self) -> Path:
+        """The image metadata the unit serves itself (serve_metadata)."""
+        return self.state_dir / "metadata"
+
+    @property
+    def served_certificate(self) -> Path:
+        return self.config_dir / "metadata-server.pem"
+
+    @property
+    def served_key(self) -> Path:
+        return self.config_dir / "metadata-server-key.pem"
 
     @property
     def nrpe_server_config(self) -> Path:

@@ -29,10 +29,19 @@ REQUIRED_KEYS = (
 )
 
 
-def request(region: str, endpoint_url: str) -> dict[str, str]:
-    """What we set on our unit data: the service and the URL the product-streams endpoint points at."""
+def request(
+    region: str, endpoint_url: str, internal_url: str | None = None, admin_url: str | None = None
+) -> dict[str, str]:
+    """What we set on our unit data: the service and the URLs the product-streams endpoint points at
+    (the public one for all three unless told otherwise)."""
     url = endpoint_url.rstrip("/")
-    return {"service": SERVICE, "region": region, "public_url": url, "internal_url": url, "admin_url": url}
+    return {
+        "service": SERVICE,
+        "region": region,
+        "public_url": url,
+        "internal_url": (internal_url or url).rstrip("/"),
+        "admin_url": (admin_url or url).rstrip("/"),
+    }
 
 
 def withdrawn() -> dict[str, str]:

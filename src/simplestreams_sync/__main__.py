@@ -132,7 +132,7 @@ def _quick_noop(state_dir: str) -> int | None:
     result = SyncResult(
         started=started,
         finished=utc_now(),
-        published=bool(record.swift_objects),
+        published=bool(record.swift_objects or record.local_files),
         metadata_url=record.metadata_url,
         kept=record.kept,
         needs_decision=record.needs_decision,
@@ -141,7 +141,7 @@ def _quick_noop(state_dir: str) -> int | None:
     write_result(state_dir, result)
     write_metrics(state_dir, result)
     what = f"the source, our {record.image_count} images in Glance"
-    what += f" and the metadata at {record.metadata_url}" if record.swift_objects else ""
+    what += f" and the metadata at {record.metadata_url}" if record.swift_objects or record.local_files else ""
     for line in record.said:
         _print(line)
     _print(f"unchanged since the sync of {record.recorded}: {what} (quick check; --full-check redoes it all)")
@@ -174,7 +174,7 @@ def _publish_only(args: argparse.Namespace) -> int:
 
     from .config import ConfigError, load_identity, load_sync_config
     from .openstack import Cloud, CloudError, describe
-    from .publish import INDEX_PATH, SwiftPublisher, image_ids_tree
+    from .publish import INDEX_PATH, SwiftPublisher
 
     try:
         config = load_sync_config(args.mirrors)
@@ -182,23 +182,59 @@ def _publish_only(args: argparse.Namespace) -> int:
     except ConfigError as error:
         _print_err(f"error: {error}")
         return EXIT_CONFIG
+    if config.local_metadata is not None:
+        return _publish_only_locally(config, identity)
     if not config.use_swift:
         _print_err(f"error: use_swift is false in {args.mirrors}: no metadata is published")
         return EXIT_CONFIG
     try:
         cloud = Cloud(identity, config.object_store_proxies())
         publisher = SwiftPublisher(cloud)
-        index_url = f"{publisher.metadata_url}/{INDEX_PATH}"
+    except CloudError as error:
+        _print_err(f"error: metadata not published: {error}")
+        return EXIT_FAILED
+    index_url = f"{publisher.metadata_url}/{INDEX_PATH}"
+
+    def listed() -> set[str]:
         try:
             response = publisher.session.request(index_url, "GET", raise_exc=False)
         except ks_exceptions.ClientException as error:
             raise CloudError(f"swift: GET {index_url}: {describe(error)}") from None
         if response.status_code not in (200, 404):
             raise CloudError(f"swift: GET {index_url}: HTTP {response.status_code}")
-        if response.status_code == 200 and config.content_id in _listed_content_ids(response):
+        return _listed_content_ids(response) if response.status_code == 200 else set()
+
+    return _publish_empty_unless_listed(publisher, listed, index_url, config, cloud.region, cloud.auth_url)
+
+
+def _publish_only_locally(config, identity) -> int:
+    """--publish-only when the unit serves the metadata: the same, into the served directory."""
+    from .openstack import system_ca_certificates
+    from .publish import INDEX_PATH
+    from .publish_local import LocalPublisher
+
+    local = config.local_metadata
+    verify = identity.ca_file or system_ca_certificates()
+    publisher = LocalPublisher(local.directory, local.url, identity.region, identity.auth_url, verify)
+
+    def listed() -> set[str]:
+        return set(publisher.read(INDEX_PATH).get("index") or {})
+
+    index_url = publisher.url_of(INDEX_PATH)
+    return _publish_empty_unless_listed(publisher, listed, index_url, config, identity.region, identity.auth_url)
+
+
+def _publish_empty_unless_listed(publisher, listed, index_url: str, config, region: str, auth_url: str) -> int:
+    """Publish an empty image list for our content id unless `listed()` (the content ids the index
+    lists) has it; print the metadata URL."""
+    from .openstack import CloudError
+    from .publish import image_ids_tree
+
+    try:
+        if config.content_id in listed():
             logging.info("%s already lists %s: left as it is", index_url, config.content_id)
         else:
-            tree = image_ids_tree(config.content_id, [], cloud.region, cloud.auth_url, config.hypervisor_mapping)
+            tree = image_ids_tree(config.content_id, [], region, auth_url, config.hypervisor_mapping)
             publisher.publish(tree, config.cloud_name)
             logging.info("published an empty image list for %s to %s", config.content_id, publisher.metadata_url)
     except CloudError as error:

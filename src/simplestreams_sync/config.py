@@ -127,6 +127,22 @@ class SyncOptions(BaseModel):
         return {name: getattr(self, name) for name in SyncOptions.model_fields}
 
 
+class LocalMetadata(BaseModel):
+    """Where the sync writes the metadata when the unit serves it itself, and the URL it is served at."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    directory: str  # what a web server serves at `url`: streams/v1/index.json and the products files
+    url: str  # ends with /simplestreams/data, as the Swift layout
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.match(r"^https?://", url):
+            raise ValueError(f"url {url!r} must start with http:// or https://")
+        return url.rstrip("/")
+
+
 class SyncConfig(SyncOptions):
     """mirrors.yaml: the shared options, and what only the charm's machine knows."""
 
@@ -135,6 +151,16 @@ class SyncConfig(SyncOptions):
     modify_hook: str | None = None  # image-modifier script, run on a local copy of each image
     import_timeout: int = Field(default=1800, ge=10)  # seconds to wait for Glance's import (conversion)
     source_proxy: ProxySettings = Field(default_factory=ProxySettings)
+    # When set, the metadata goes to this directory, served by the unit's web server, instead of Swift.
+    local_metadata: LocalMetadata | None = None
+
+    @property
+    def publishes_metadata(self) -> bool:
+        return self.local_metadata is not None or self.use_swift
+
+    @property
+    def publishes_to_swift(self) -> bool:
+        return self.local_metadata is None and self.use_swift
 
     @property
     def content_id(self) -> str:

@@ -16,7 +16,8 @@ from .glance import GlanceStore, ImageInUseByStore, image_properties
 from .modify import ModifyHookError, modified_image, run_modify_hook
 from .openstack import Cloud, CloudError, image_ids_in_use
 from .plan import Facts, GlanceImage, Plan, make_plan
-from .publish import CONTAINER, PUBLIC_READ_ACL, ObjectStoreMissing, SwiftPublisher, image_ids_tree
+from .publish import CONTAINER, PUBLIC_READ_ACL, ObjectStoreMissing, Publisher, SwiftPublisher, image_ids_tree
+from .publish_local import LocalPublisher
 from .quick_check import Observations, Record, code_fingerprint, glance_fingerprint, glance_list_url
 from .source import HttpSession, SourceChanged, SourceError, SourceImage, open_url_chunks, read_source
 from .state import ProgressFile, SyncResult, utc_now
@@ -145,7 +146,7 @@ class SyncRun:
         try:
             assert self.identity is not None, "only --assume-empty-glance runs without identity.yaml"
             cloud = Cloud(self.identity, self.config.object_store_proxies())
-            if self.config.use_swift and not self.dry_run:
+            if self.config.publishes_to_swift and not self.dry_run:
                 threading.Thread(target=SwiftPublisher.warm_up, args=(cloud,), daemon=True).start()
             glance = GlanceStore(cloud)
             self._cloud, self._glance = cloud, glance
@@ -177,8 +178,8 @@ class SyncRun:
                 if self._clean(plan) and not changes_after_publish
                 else None
             )
-            publisher = self._publish(plan.publish) if self.config.use_swift else None
-            facts = replace(facts, metadata_published=publisher is not None or not self.config.use_swift)
+            publisher = self._publish(plan.publish) if self.config.publishes_metadata else None
+            facts = replace(facts, metadata_published=publisher is not None or not self.config.publishes_metadata)
             plan = self._carry_out(facts)
             if changes_after_publish and self._clean(plan):
                 final_listing = pool.submit(glance.owned_images, self.content_id)
@@ -394,10 +395,18 @@ class SyncRun:
             except CloudError as error:
                 self._error(f"could not update the latest property of {image.id}: {error}")
 
-    def _publish(self, images: list[GlanceImage]) -> SwiftPublisher | None:
+    def _publisher(self) -> Publisher:
+        """The unit's own web server when the charm serves the metadata, else Swift."""
+        local = self.config.local_metadata
+        if local is not None:
+            cloud = self.cloud
+            return LocalPublisher(local.directory, local.url, cloud.region, cloud.auth_url, cloud.verify, self.observed)
+        return SwiftPublisher(self.cloud, self.observed)
+
+    def _publish(self, images: list[GlanceImage]) -> Publisher | None:
         self.progress.phase("publishing metadata")
         try:
-            publisher = SwiftPublisher(self.cloud, self.observed)
+            publisher = self._publisher()
             tree = image_ids_tree(
                 self.content_id,
                 [dict(image.properties) for image in images],
@@ -412,7 +421,7 @@ class SyncRun:
             return None
         self.result.published = True
         self.result.metadata_url = publisher.metadata_url
-        if publisher.repaired_acl is not None:
+        if isinstance(publisher, SwiftPublisher) and publisher.repaired_acl is not None:
             self.out(
                 f"repaired the read ACL of container {CONTAINER}: it was {publisher.repaired_acl!r}, "
                 f"anonymous readers need {PUBLIC_READ_ACL!r}"
@@ -426,7 +435,7 @@ class SyncRun:
     def _record_observations(
         self,
         final_listing: Future,
-        publisher: SwiftPublisher | None,
+        publisher: Publisher | None,
         image_count: int,
     ) -> None:
         """After a clean run, what the next run's quick check compares (quick_check.py)."""
@@ -452,7 +461,11 @@ class SyncRun:
             swift_objects=observed.objects,
             swift_container=observed.container_url,
             swift_read_acl=observed.read_acl,
-            swift_proxy=self.cloud.object_store_proxy(publisher.storage_url) if publisher else None,
+            swift_proxy=(
+                self.cloud.object_store_proxy(publisher.storage_url) if isinstance(publisher, SwiftPublisher) else None
+            ),
+            local_files=observed.local_files,
+            served_files=observed.served_files,
             metadata_url=publisher.metadata_url if publisher else "",
             image_count=image_count,
             said=self._settled_lines,

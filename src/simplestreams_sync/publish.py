@@ -6,6 +6,8 @@ import html
 import json
 import logging
 import re
+from collections.abc import Callable
+from typing import Protocol
 
 from keystoneauth1 import exceptions as ks_exceptions
 
@@ -67,6 +69,33 @@ def index_entry(tree: dict, region: str, endpoint: str, cloud_name: str) -> dict
         "cloudname": cloud_name,
         "clouds": [{"region": region, "endpoint": endpoint}],
     }
+
+
+def misread_path(read: Callable[[str], object], content_id: str, products: dict, entry: dict) -> str | None:
+    """The first of our metadata files that `read(path)` (a reader's view) gets otherwise than published:
+    our products file, then our entry of the index (other clouds' entries may change meanwhile)."""
+    path = products_path(content_id)
+    if read(path) != products:
+        return path
+    index = read(INDEX_PATH)
+    entries = index.get("index") if isinstance(index, dict) else None
+    if not isinstance(entries, dict) or entries.get(content_id) != entry:
+        return INDEX_PATH
+    return None
+
+
+class Publisher(Protocol):
+    """Where the metadata goes: Swift (SwiftPublisher) or the unit's own web server (LocalPublisher)."""
+
+    @property
+    def metadata_url(self) -> str:
+        """What the product-streams endpoint should point at."""
+        ...
+
+    def publish(self, tree: dict, cloud_name: str) -> bool:
+        """Products file first, index last, each replaced whole, then read back as Juju reads them;
+        False when what is published already says the same. Raises CloudError when it could not."""
+        ...
 
 
 class ObjectStoreMissing(CloudError):
@@ -150,13 +179,9 @@ class SwiftPublisher:
     def _check_anonymous_reads(self, content_id: str, products: dict, entry: dict) -> None:
         """Read without a token, as Juju does, our products file and our entry of the index (other
         clouds' entries may change meanwhile) must be what the object store holds for us."""
-        path = products_path(content_id)
-        if self._read_anonymously(path) != products:
-            raise self._served_otherwise(path)
-        index = self._read_anonymously(INDEX_PATH)
-        entries = index.get("index") if isinstance(index, dict) else None
-        if not isinstance(entries, dict) or entries.get(content_id) != entry:
-            raise self._served_otherwise(INDEX_PATH)
+        misread = misread_path(self._read_anonymously, content_id, products, entry)
+        if misread:
+            raise self._served_otherwise(misread)
 
     def _served_otherwise(self, path: str) -> CloudError:
         return CloudError(

@@ -7,7 +7,8 @@ failed, nothing left for a later run to finish), it records what it observed in 
 - the bytes of its inputs (mirrors.yaml, identity.yaml, keyrings, CA file) and of this package's code;
 - the sha256 of every source document it read (index and products files);
 - what Glance listed of our images at the end of the run (every field of each);
-- the ETags of the metadata objects it published to Swift, and the container's read ACL;
+- the ETags of the metadata objects it published to Swift, and the container's read ACL; or, when the
+  unit serves the metadata itself, the sha256 of the files it wrote and of what the web server serves;
 - its token, the endpoints and how to reach them (CA, proxy).
 The next run first checks every one of those observations again, with the same token, all at once:
 the same source bytes (signed by the same keyring: the signature result cannot differ), the same
@@ -54,6 +55,8 @@ class Observations:
     objects: dict[str, str] = field(default_factory=dict)  # object URL -> ETag, as last read or written
     container_url: str = ""
     read_acl: str = ""
+    local_files: dict[str, str] = field(default_factory=dict)  # path -> sha256: metadata the unit serves
+    served_files: dict[str, str] = field(default_factory=dict)  # URL -> sha256: the same, as served
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def source_document(self, url: str, content: bytes, proxy: str | None) -> None:
@@ -63,6 +66,11 @@ class Observations:
     def metadata_object(self, url: str, etag: str) -> None:
         with self._lock:
             self.objects[url] = etag
+
+    def local_file(self, path: str, sha256: str, url: str) -> None:
+        with self._lock:
+            self.local_files[path] = sha256
+            self.served_files[url] = sha256
 
     def container(self, url: str, read_acl: str) -> None:
         with self._lock:
@@ -88,6 +96,8 @@ class Record:
     swift_container: str = ""  # URL of the metadata's container ...
     swift_read_acl: str = ""  # ... and its X-Container-Read, as the run left it
     swift_proxy: str | None = None
+    local_files: dict[str, str] = field(default_factory=dict)  # path -> sha256 of the metadata the unit serves
+    served_files: dict[str, str] = field(default_factory=dict)  # URL -> sha256 of the same files, as served
     metadata_url: str = ""
     image_count: int = 0
     # What the run said about images it left as they are (protected, deactivated, ...), and its result's
@@ -169,6 +179,8 @@ def still_current(state_dir: str | Path) -> Record | None:
         return None
     if any(file_digest(path) != digest for path, digest in record.inputs.items()):
         return None
+    if any(file_digest(path) != digest for path, digest in record.local_files.items()):
+        return None
     if datetime.fromisoformat(record.token_expires) - TOKEN_MARGIN <= datetime.now(UTC):
         return None
     checks: list[Callable[[], bool]] = [partial(_source_unchanged, record, doc) for doc in record.source]
@@ -176,6 +188,7 @@ def still_current(state_dir: str | Path) -> Record | None:
     checks += [partial(_swift_unchanged, record, url, etag) for url, etag in record.swift_objects.items()]
     if record.swift_container:
         checks.append(partial(_swift_acl_unchanged, record))
+    checks += [partial(_served_unchanged, record, url, digest) for url, digest in record.served_files.items()]
     with ThreadPoolExecutor(max_workers=len(checks)) as pool:
         results = list(pool.map(_safely, checks))
     return record if all(results) else None
@@ -214,6 +227,12 @@ def _swift_unchanged(record: Record, url: str, etag: str) -> bool:
         url, {"X-Auth-Token": record.token}, method="HEAD", proxy=record.swift_proxy, verify=record.verify
     ) as response:
         return response.headers.get("ETag", "").strip('"') == etag
+
+
+def _served_unchanged(record: Record, url: str, digest: str) -> bool:
+    """The unit's web server still serves that file, anonymously."""
+    with _open(url, {}, verify=record.verify) as response:
+        return hashlib.sha256(response.read()).hexdigest() == digest
 
 
 def _swift_acl_unchanged(record: Record) -> bool:

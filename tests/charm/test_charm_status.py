@@ -115,7 +115,7 @@ def test_object_store_missing_blocks_while_use_swift(ctx, ready, machine):
 
     assert out.unit_status == testing.BlockedStatus(
         "No object-store endpoint in keystone: images sync but no metadata is published; add swift or "
-        "ceph-radosgw, or set use_swift=false"
+        "ceph-radosgw, or set serve_metadata=true (or use_swift=false)"
     )
 
 

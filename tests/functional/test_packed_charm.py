@@ -19,11 +19,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from tests.functional.conftest import keystone_answer, our_images, published_image_ids
 from tests.juju_agent.agent import JujuMachine
-from tests.localcloud.cloud import LocalCloud
+from tests.localcloud.cloud import LocalCloud, make_tls_files
+from tests.localcloud.web_server import NginxServer, free_port
 
 pytestmark = pytest.mark.functional
 
@@ -41,6 +43,8 @@ CHARM_PYTHON = "3.12"  # ubuntu@24.04's
 # What update-ca-certificates (--fresh) regenerates from the system's CA list, with its hooks (Java's
 # keystore) and the dpkg trigger it raises: rebuilt by the system's tool, not left by the charm.
 TRUST_STORE_OUTPUTS = ("/etc/ssl/certs/", "/var/lib/ca-certificates-java/", "/var/lib/dpkg/triggers/")
+NGINX_SITE = "/etc/nginx/conf.d/glance-simplestreams-sync.conf"
+SERVED_DIR = f"{STATE_DIR}/metadata"
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +69,13 @@ def packed_charm(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tls_cloud(tmp_path_factory):
     with LocalCloud(tmp_path_factory.mktemp("packed-cloud"), tls=True) as local_cloud:
+        yield local_cloud
+
+
+@pytest.fixture(scope="module")
+def bare_cloud(tmp_path_factory):
+    """Keystone and Glance, and no object store: the unit serves the metadata itself."""
+    with LocalCloud(tmp_path_factory.mktemp("packed-bare-cloud"), object_store=None) as local_cloud:
         yield local_cloud
 
 
@@ -324,3 +335,128 @@ def wait_for_exit(pid: int, timeout: float = 600) -> None:
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not Path(f"/proc/{pid}").exists(), f"the background sync {pid} still runs after {timeout}s"
+
+
+def test_the_packed_charm_serves_the_metadata_itself(machine, bare_cloud, source, test_key, tmp_path):
+    """serve_metadata on a cloud without an object store: the charm writes nginx's site and asks systemd
+    for nginx (recorded); the test runs the real nginx with exactly that site, as systemd would (workers
+    as www-data), on the ports the options name, on 127.0.0.1 (the unit's address here)."""
+    source.add_image(release="noble", version="24.04", serial="20261101", seed=311)
+    source.write()
+    region = bare_cloud.sync_identity["region"]
+    content_id = CONTENT_ID_TEMPLATE.format(region=region)
+    http_port, https_port = free_port(), free_port()
+    served_url = f"http://127.0.0.1:{http_port}/simplestreams/data"
+    glance = glanceclient_for(bare_cloud)
+
+    assert machine.hook("install").returncode == 0
+    machine.set_leader(True)
+    machine.set_config(
+        mirror_list=yaml.safe_dump([{"url": source.url, "item_filters": ["ftype~(disk1.img|disk.img)"]}]),
+        custom_keyring=base64.b64encode(test_key.keyring.read_bytes()).decode(),
+        region=region,
+        content_id_template=CONTENT_ID_TEMPLATE,
+        visibility="private",
+        serve_metadata=True,
+        serve_metadata_http_port=http_port,
+        serve_metadata_https_port=https_port,
+    )
+    run = machine.hook("config-changed")
+    assert run.returncode == 0, run.output[-3000:]
+    assert ["nginx"] in [[args[-1].split("=")[0]] for args in run.called("apt-get") if "install" in args]
+    assert run.called("systemctl") == [["enable", "nginx"], ["reload-or-restart", "nginx"]]
+    assert f"listen 127.0.0.1:{http_port};" in machine.read_text(NGINX_SITE)
+    assert machine.stat(SERVED_DIR) == ("2750", SYNC_USER, "www-data")
+
+    nginx = NginxServer(tmp_path / "nginx", NGINX_SITE, http_port, user="www-data", prefix=machine.enter_argv())
+    try:
+        nginx.start()
+        # keystone's credentials: empty metadata in the served directory, and keystone pointed at it
+        keystone = machine.add_relation("identity-service", "keystone")
+        machine.set_remote_unit_data(keystone, "keystone/0", keystone_answer(bare_cloud))
+        run = machine.relation_hook(keystone, "changed", "keystone/0")
+        assert run.returncode == 0, run.output[-3000:]
+        request = machine.local_unit_data(keystone)
+        assert request["public_url"] == request["internal_url"] == request["admin_url"] == served_url
+        assert anonymous_get(f"{served_url}/streams/v1/index.json")["index"][content_id]["products"] == []
+
+        # a sync: the image in Glance, the metadata served, found as Juju finds it
+        run, action = machine.action("sync-images")
+        assert run.returncode == 0 and action["failed"] is None, run.output[-3000:]
+        assert action["results"]["created-count"] == "1"
+        active = {image["id"] for image in our_images(glance, content_id) if image["status"] == "active"}
+        assert len(active) == 1
+        assert juju_image_lookup(served_url, region, bare_cloud.auth_url, verify=True) == active
+        for name in ("streams/v1/index.json", f"streams/v1/{content_id}.json"):
+            assert machine.stat(f"{SERVED_DIR}/{name}") == ("640", SYNC_USER, "www-data")
+            response = requests.get(f"{served_url}/{name}", timeout=10)
+            assert (response.status_code, response.headers["Content-Type"]) == (200, "application/json")
+        assert requests.get(f"{served_url}/streams/v1/", timeout=10).status_code == 403
+
+        # vault issues the certificate asked for the served address: HTTPS only, verified with vault's CA
+        vault_files = make_tls_files(tmp_path / "vault", "vault", hosts=("127.0.0.1",))
+        vault = machine.add_relation("certificates", "vault")
+        assert machine.relation_hook(vault, "joined", "vault/0").returncode == 0
+        (common_name,) = json.loads(machine.local_unit_data(vault)["cert_requests"])
+        assert json.loads(machine.local_unit_data(vault)["cert_requests"])[common_name] == {"sans": ["127.0.0.1"]}
+        issued = {common_name: {"cert": vault_files.cert.read_text(), "key": vault_files.key.read_text()}}
+        answer = {
+            "ca": vault_files.ca.read_text(),
+            "glance-simplestreams-sync_0.processed_requests": json.dumps(issued),
+        }
+        machine.set_remote_unit_data(vault, "vault/0", answer)
+        run = machine.relation_hook(vault, "changed", "vault/0")
+        assert run.returncode == 0, run.output[-3000:]
+        assert run.called("systemctl") == [["enable", "nginx"], ["reload-or-restart", "nginx"]]
+        assert f"listen 127.0.0.1:{https_port} ssl;" in machine.read_text(NGINX_SITE)
+        served_url = f"https://127.0.0.1:{https_port}/simplestreams/data"
+        assert machine.local_unit_data(keystone)["public_url"] == served_url
+        nginx.stop()
+        nginx = NginxServer(
+            tmp_path / "nginx-tls", NGINX_SITE, https_port, user="www-data", prefix=machine.enter_argv()
+        )
+        nginx.start()
+        run, action = machine.action("sync-images", **{"full-check": True})  # reads back over HTTPS
+        assert run.returncode == 0 and action["failed"] is None, run.output[-3000:]
+        assert juju_image_lookup(served_url, region, bare_cloud.auth_url, verify=str(vault_files.ca)) == active
+        last = json.loads(machine.read_text(f"{STATE_DIR}/last-sync.json"))
+        assert (last["published"], last["metadata_url"], last["errors"]) == (True, served_url, [])
+    finally:
+        nginx.stop()
+
+    # remove: nginx asked to stop, its site and the served files gone
+    run = machine.hook("remove")
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.called("systemctl") == [["disable", "--now", "nginx"]]
+    assert not machine.exists(NGINX_SITE) and not machine.exists(SERVED_DIR)
+
+
+def glanceclient_for(cloud: LocalCloud):
+    import glanceclient
+
+    return glanceclient.Client("2", session=cloud.admin_session())
+
+
+def anonymous_get(url: str, verify: str | bool = True) -> dict:
+    response = requests.get(url, timeout=30, verify=verify)
+    response.raise_for_status()
+    return response.json()
+
+
+def juju_image_lookup(metadata_url: str, region: str, endpoint: str, verify: str | bool) -> set[str]:
+    """The image ids Juju finds for this cloud, as its simplestreams image lookup does: the index's
+    image-ids entries for the cloud (region and keystone endpoint), then their products files' items
+    for that cloud; anonymously."""
+    index = anonymous_get(f"{metadata_url}/streams/v1/index.json", verify)
+    found = set()
+    for entry in index["index"].values():
+        clouds = [(cloud["region"], cloud["endpoint"].rstrip("/")) for cloud in entry.get("clouds", [])]
+        if entry.get("datatype") != "image-ids" or (region, endpoint.rstrip("/")) not in clouds:
+            continue
+        products = anonymous_get(f"{metadata_url}/{entry['path']}", verify)
+        for product_id in entry["products"]:
+            for version in products["products"][product_id]["versions"].values():
+                for item in version["items"].values():
+                    if (item["region"], item["endpoint"].rstrip("/")) == (region, endpoint.rstrip("/")):
+                        found.add(item["id"])
+    return found

@@ -163,6 +163,12 @@ class JujuMachine:
 
     # --- running things on the machine ---------------------------------------------------------
 
+    def enter_argv(self) -> list[str]:
+        """The prefix that runs a command in the machine's mount namespace (e.g. a server a test starts
+        there and stops by its PID, which is the command's own)."""
+        assert self._holder is not None, "the machine is not started"
+        return ["nsenter", f"--mount=/proc/{self._holder.pid}/ns/mnt", "--"]
+
     def run(
         self, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 900
     ) -> subprocess.CompletedProcess:
@@ -172,9 +178,7 @@ class JujuMachine:
         # env changes the directory inside the namespace (nsenter's --wd opens it before entering)
         return subprocess.run(
             [
-                "nsenter",
-                f"--mount=/proc/{self._holder.pid}/ns/mnt",
-                "--",
+                *self.enter_argv(),
                 "env",
                 "-i",
                 f"--chdir={cwd or '/'}",

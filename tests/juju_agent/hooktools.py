@@ -4,8 +4,9 @@
 Installed as one symlink per tool name (`is-leader`, `relation-get`, …) in a directory put first on
 the hook's PATH. The model (config, relations, leadership, statuses, action params and results) lives
 in the JSON file named by $JUJU_AGENT_MODEL; every call is appended to $JUJU_AGENT_CALLS as a JSON line
-{tool, args, stdin, hook}. Only the standard library: it runs on the machine's python3, like the
-charm's own dispatch. Formats follow ops' hook command wrappers (ops/hookcmds).
+{tool, args, stdin, hook}. Besides Juju's tools, the machine commands a test must not let run for real
+are recorded too: apt-get (and what charmlibs.apt asks of dpkg and apt-cache) and systemctl. Only the
+standard library: it runs on the machine's python3, like the charm's own dispatch. Formats follow ops' hook command wrappers (ops/hookcmds).
 """
 
 from __future__ import annotations
@@ -216,6 +217,11 @@ def apt_get(model, args, stdin):
     model["packages"].append(args)
 
 
+def systemctl(model, args, stdin):
+    """What the charm asks of systemd is recorded, not done: a test starts the service itself."""
+    model.setdefault("systemctl", []).append(args)
+
+
 TOOLS = {
     "is-leader": is_leader,
     "config-get": config_get,
@@ -241,6 +247,7 @@ TOOLS = {
     "dpkg": dpkg,
     "apt-cache": apt_cache,
     "apt-get": apt_get,
+    "systemctl": systemctl,
 }
 
 

@@ -13,6 +13,8 @@ or, from a shell:  python -m tests.localcloud.cloud --workdir DIR [--tls] [--obj
 The object store is OpenStack Swift, or with object_store="rgw" a real Ceph RGW serving the Swift API
 (tests/localcloud/rgw.py), registered in Keystone as the ceph-radosgw charm registers it, by default as
 with its namespace-tenants=true (rgw_namespace_tenants=False: as with the charm's default, false).
+With object_store=None there is none, and no object-store endpoint in the catalog (a cloud whose unit
+serves the metadata itself).
 
 Glance stores images on its file store, or with glance_store="rbd" in the RBD pool `images` of a local Ceph
 cluster, configured as the glance charm configures it when related to ceph-mon (show_image_direct_url, its
@@ -88,6 +90,7 @@ OBJECT_STORE_SERVICES = {
         ("swift-proxy", "/healthcheck"),
     ),
     "rgw": rgw.RGW_SERVICES,
+    None: (),
 }
 GLANCE_STORES = ("file", "rbd")
 # The service that answers the object-store API, per object store.
@@ -163,16 +166,17 @@ class LocalCloud:
         tls: bool = False,
         token_lifetime: int | None = None,
         glance_options: dict | None = None,
-        object_store: str = "swift",
+        object_store: str | None = "swift",
         rgw_namespace_tenants: bool = True,
         glance_store: str = "file",
     ):
         if object_store not in OBJECT_STORE_SERVICES:
-            raise ValueError(f"object_store must be one of {', '.join(OBJECT_STORE_SERVICES)}, not {object_store!r}")
+            choices = ", ".join(map(repr, OBJECT_STORE_SERVICES))
+            raise ValueError(f"object_store must be one of {choices}, not {object_store!r}")
         if glance_store not in GLANCE_STORES:
             raise ValueError(f"glance_store must be one of {', '.join(GLANCE_STORES)}, not {glance_store!r}")
-        if tls and (object_store, glance_store) != ("swift", "file"):
-            raise ValueError("tls=True is only implemented with object_store='swift' and glance_store='file'")
+        if tls and (object_store == "rgw" or glance_store != "file"):
+            raise ValueError("tls=True is only implemented with object_store='swift' or None and glance_store='file'")
         self.workdir = Path(workdir).resolve()
         self.object_store = object_store
         self.glance_store = glance_store
@@ -222,7 +226,8 @@ class LocalCloud:
             self._tls_files = make_tls_files(self.workdir / "tls", "LocalCloud")
             self.ca_file = self._tls_files.ca
             for name in TLS_SERVICES:
-                self._services[name].scheme = "https"
+                if name in self._services:
+                    self._services[name].scheme = "https"
         self._passwords = {user: secrets.token_urlsafe(16) for user in ("admin", "glance", "swift", SYNC_USER)}
         self._passwords["glance-db"] = secrets.token_urlsafe(16)
         self.auth_url = f"{self._services['keystone'].url}/v3"
@@ -243,8 +248,9 @@ class LocalCloud:
         try:
             with ThreadPoolExecutor(4) as pool:
                 ceph = pool.submit(self._bring_up_ceph) if self._ceph else None
-                bring_up_object_store = self._bring_up_rgw if self.object_store == "rgw" else self._bring_up_swift
-                bring_ups = (self._bring_up_keystone, self._bring_up_glance, bring_up_object_store)
+                bring_ups = [self._bring_up_keystone, self._bring_up_glance]
+                if self.object_store is not None:
+                    bring_ups.append(self._bring_up_rgw if self.object_store == "rgw" else self._bring_up_swift)
                 futures = [pool.submit(bring_up, ceph) for bring_up in bring_ups]
                 for future in [*futures, *([ceph] if ceph else [])]:
                     future.result()
@@ -349,6 +355,8 @@ class LocalCloud:
     @property
     def object_store_service(self) -> str:
         """The name of the service answering the object-store API (for stop_service and service_down)."""
+        if self.object_store is None:
+            raise ValueError("this cloud has no object store")
         return OBJECT_STORE_ENDPOINT_SERVICE[self.object_store]
 
     # ------------------------------------------------------------------ sessions
@@ -493,14 +501,15 @@ class LocalCloud:
             user_id = self._ensure_user(ks, user, project)
             for role in roles:
                 ks.roles.grant(role, user=user_id, project=project)
-        if self.object_store == "rgw":
-            object_store_url = self._ceph.swift_url_template()
-        else:
-            object_store_url = f"{self._services['swift-proxy'].url}/v1/AUTH_%(project_id)s"
         self._ensure_endpoints(ks, "image", "glance", self.glance_url)
-        self._ensure_endpoints(ks, "object-store", "swift", object_store_url)
         self.services_project_id = project.id
-        self.swift_url = re.sub(r"[$%]\(project_id\)s", project.id, object_store_url)  # Keystone takes either form
+        if self.object_store is not None:
+            if self.object_store == "rgw":
+                object_store_url = self._ceph.swift_url_template()
+            else:
+                object_store_url = f"{self._services['swift-proxy'].url}/v1/AUTH_%(project_id)s"
+            self._ensure_endpoints(ks, "object-store", "swift", object_store_url)
+            self.swift_url = re.sub(r"[$%]\(project_id\)s", project.id, object_store_url)  # Keystone takes either form
         self.sync_identity = self._credentials(SYNC_USER, SERVICES_PROJECT)
 
     def _ensure_user(self, ks, name: str, project) -> str:
@@ -1138,9 +1147,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--object-store",
-        choices=sorted(OBJECT_STORE_SERVICES),
+        choices=["swift", "rgw", "none"],
         default="swift",
-        help="OpenStack Swift, or a Ceph RGW serving the Swift API",
+        help="OpenStack Swift, a Ceph RGW serving the Swift API, or none",
     )
     args = parser.parse_args(argv)
 
@@ -1152,7 +1161,7 @@ def main(argv: list[str] | None = None) -> int:
         region=args.region,
         image_conversion=args.image_conversion,
         tls=args.tls,
-        object_store=args.object_store,
+        object_store=None if args.object_store == "none" else args.object_store,
         glance_store=args.glance_store,
     )
     try:

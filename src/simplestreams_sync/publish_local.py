@@ -1,0 +1,140 @@
+"""Juju-readable image-ids metadata written to a directory that the unit's own web server serves.
+
+For clouds without an object store. The guarantees are Swift's (publish.py): the products file is
+written before the index that points at it, each file replaces the previous one in one rename (a
+reader gets the old file or the new one, never a part), and both are then read back through the
+served URL, anonymously, as Juju reads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+from pathlib import Path
+
+from ._simplestreams import util
+from .openstack import CloudError
+from .publish import INDEX_PATH, index_entry, misread_path, products_path
+from .quick_check import Observations
+from .raw_http import open_url
+from .state import write_atomically
+
+LOG = logging.getLogger(__name__)
+
+SERVED_FILE_MODE = 0o640  # the sync's user writes, the web server's group reads, nobody else
+READ_BACK_TIMEOUT = 30  # seconds
+
+
+class LocalPublisher:
+    """Writes the metadata files under `directory` and proves that `url` serves them."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        url: str,
+        region: str,
+        auth_url: str,
+        verify: str | bool,
+        observations: Observations | None = None,
+    ):
+        self.directory = Path(directory)
+        self.metadata_url = url.rstrip("/")
+        self.region = region
+        self.auth_url = auth_url
+        self.verify = verify  # CAs to check the served URL with, when it is https
+        self.observations = observations or Observations()  # what the quick check will compare
+
+    def publish(self, tree: dict, cloud_name: str) -> bool:
+        """Products file first, then the index; then both read back through the served URL.
+
+        Returns False when what is published already says the same (nothing is rewritten then)."""
+        content_id = tree["content_id"]
+        path = products_path(content_id)
+        entry = index_entry(tree, self.region, self.auth_url, cloud_name)
+        index = self.read(INDEX_PATH)
+        if not isinstance(index.get("index"), dict):
+            if index:
+                LOG.warning("replacing unreadable %s", self.directory / INDEX_PATH)
+            index = {"format": "index:1.0", "index": {}}
+        published_entry = index["index"].get(content_id)
+        if published_entry and _without_updated(published_entry) == _without_updated(entry):
+            published = self.read(path)
+            if _without_updated(published) == _without_updated(tree):
+                self._check_served(content_id, published, published_entry)
+                return False
+        self._write(path, tree)
+        index["index"][content_id] = entry
+        index["updated"] = tree["updated"]
+        self._write(INDEX_PATH, index)
+        self._check_served(content_id, tree, entry)
+        return True
+
+    def read(self, path: str) -> dict:
+        """A published file as a dict; {} when it is missing or not a JSON object."""
+        try:
+            data = json.loads((self.directory / path).read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write(self, path: str, data: dict) -> None:
+        target = self.directory / path
+        try:
+            write_atomically(target, util.dump_data(data).decode(), mode=SERVED_FILE_MODE)
+        except OSError as error:
+            raise CloudError(f"cannot write {target}: {error.strerror or error}") from None
+
+    def _check_served(self, content_id: str, products: dict, entry: dict) -> None:
+        """Read without credentials, as Juju does: our products file and our entry of the index must be
+        what the directory holds; record what the quick check compares."""
+        misread = misread_path(self._read_served, content_id, products, entry)
+        if misread:
+            raise self._served_otherwise(misread)
+        for served in (products_path(content_id), INDEX_PATH):
+            file = self.directory / served
+            self.observations.local_file(str(file), _sha256(file), self.url_of(served))
+
+    def url_of(self, path: str) -> str:
+        return f"{self.metadata_url}/{path}"
+
+    def _read_served(self, path: str):
+        url = self.url_of(path)
+        try:
+            with open_url(url, {"Accept": "application/json"}, verify=self.verify, timeout=READ_BACK_TIMEOUT) as answer:
+                body = answer.read()
+        except OSError as error:  # urllib's HTTPError and URLError are OSErrors
+            raise CloudError(
+                f"the unit's web server does not serve {url}: {_reason(error)}; check that it runs "
+                "(systemctl status nginx) and that the charm's site config is in place"
+            ) from None
+        except http.client.HTTPException as error:
+            raise CloudError(f"the unit's web server answers {url} with no valid HTTP: {error}") from None
+        try:
+            return json.loads(body)
+        except ValueError:
+            return None
+
+    def _served_otherwise(self, path: str) -> CloudError:
+        return CloudError(
+            f"{self.url_of(path)} serves other content than the sync wrote to {self.directory / path}: "
+            "the web server must serve that directory"
+        )
+
+
+def _reason(error: OSError) -> str:
+    code = getattr(error, "code", None)
+    if code is not None:
+        return f"HTTP {code} {getattr(error, 'reason', '')}".strip()
+    reason = getattr(error, "reason", None) or error.strerror or error
+    return " ".join(str(reason).split())
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def _without_updated(data: dict) -> dict:
+    return {key: value for key, value in data.items() if key != "updated"}
