@@ -3,7 +3,7 @@
 One RGW cloud for the module: the `cloud` fixture is overridden here, so `sync`, `glance` and the Swift
 tests imported below run against it. Those are the tests that exercise the object store (publish,
 anonymous reads, re-runs, the quick check, stale tokens, the object store down then back); the tests
-written here cover where RGW answers differently from Swift (see README, "Ceph RGW"). The last test stops
+written here cover where RGW answers differently from Swift (see docs/how-to/ceph-rgw.md). The last test stops
 the cloud.
 """
 
