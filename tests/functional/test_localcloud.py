@@ -229,7 +229,8 @@ def children_of(pids: list[int]) -> list[int]:
     return [pid for pid, stat in stats.items() if stat is not None and stat[1] in pids]
 
 
-def test_stop_leaves_nothing_running(cloud):
+def test_stop_leaves_nothing_running(own_cloud):
+    cloud = own_cloud
     pids = [int(line) for line in (cloud.workdir / "pids").read_text().split()]
     ports = [int(url.rsplit(":", 1)[1].split("/")[0]) for url in (cloud.auth_url, cloud.glance_url, cloud.swift_url)]
     ports.append(cloud.postgres_port)
