@@ -24,14 +24,20 @@ def nrpe() -> testing.SubordinateRelation:
 
 
 @pytest.fixture
-def reloads(machine, monkeypatch):
+def reload_attempts(machine, monkeypatch):
+    """The reload command recorded instead of run; the result, called, says how often it ran."""
+    record = machine.root.parent / "nrpe-reloads"
+    monkeypatch.setattr(nagios_check, "RELOAD_NRPE", [sys.executable, "-c", f"open({str(record)!r}, 'a').write('x')"])
+    return lambda: len(record.read_text()) if record.exists() else 0
+
+
+@pytest.fixture
+def reloads(machine, reload_attempts):
     """NRPE as the nrpe subordinate installs it (nrpe.cfg exists); the result, called, says how often it
     reloaded."""
     machine.paths.nrpe_server_config.parent.mkdir(parents=True, exist_ok=True)
     machine.paths.nrpe_server_config.write_text("include_dir=/etc/nagios/nrpe.d/\n")
-    record = machine.root.parent / "nrpe-reloads"
-    monkeypatch.setattr(nagios_check, "RELOAD_NRPE", [sys.executable, "-c", f"open({str(record)!r}, 'a').write('x')"])
-    return lambda: len(record.read_text()) if record.exists() else 0
+    return reload_attempts
 
 
 def check_file(machine) -> Path:
@@ -149,12 +155,11 @@ def test_changed_check_reloads_nrpe(ctx, nrpe, machine, reloads):
     assert reloads() == 2
 
 
-def test_no_reload_before_nrpe_is_installed(ctx, nrpe, machine, monkeypatch):
-    monkeypatch.setattr(nagios_check, "RELOAD_NRPE", ["/nonexistent/systemctl"])
-
+def test_no_reload_before_nrpe_is_installed(ctx, nrpe, machine, reload_attempts):
     ctx.run(ctx.on.relation_joined(nrpe), testing.State(leader=True, relations=[nrpe]))
 
-    assert check_file(machine).exists()  # and the missing command was never run
+    assert command_line(machine)[0:2] == ["/usr/bin/python3", str(nagios_check.plugin_path())]
+    assert reload_attempts() == 0
 
 
 def test_relation_broken_removes_the_check(ctx, nrpe, machine, reloads):
