@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import calendar
 import json
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -229,5 +231,8 @@ def test_installed_check_warns_until_the_first_sync(ctx, nrpe, machine):
     argv = [sys.executable, str(SCRIPT), *command_line(machine)[2:]]
     process = subprocess.run(argv, capture_output=True, text=True)
 
+    installed = json.loads(machine.paths.nrpe_check_marker.read_text())["installed"]
+    critical_from = calendar.timegm(time.strptime(installed, "%Y-%m-%dT%H:%M:%SZ")) + 2 * 86400  # daily
+    shown = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(critical_from))
     assert process.returncode == 1
-    assert process.stdout.startswith("WARNING: no sync has run yet (CRITICAL from ")
+    assert process.stdout == f"WARNING: no sync has run yet (CRITICAL from {shown})\n"
