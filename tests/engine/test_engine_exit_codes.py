@@ -40,30 +40,36 @@ def state_files(state_dir) -> dict[str, str]:
     return {path.name: path.read_text() for path in sorted(state_dir.iterdir()) if path.name != "sync.lock"}
 
 
+INVALID = [
+    pytest.param(
+        "mirrors.yaml",
+        "mirror_list: [{url: 'http://127.0.0.1:9/', max: 0}]\nstate_dir: STATE_DIR\n",
+        "mirror_list.0.max: Input should be greater than or equal to 1",
+        id="invalid-option",
+    ),
+    pytest.param(
+        "identity.yaml",
+        "auth_url: http://127.0.0.1:5000/v3\n",
+        "username: Field required; password: Field required; project_name: Field required",
+        id="incomplete-identity",
+    ),
+]
+
+
 @pytest.mark.parametrize("extra", [[], ["--publish-only"], ["--full-check"]], ids=["sync", "publish-only", "full"])
-def test_an_invalid_option_exits_2_naming_the_file_and_the_option_and_changes_nothing(files, extra):
+@pytest.mark.parametrize("name, text, problem", INVALID)
+def test_an_invalid_config_file_exits_2_naming_the_file_and_the_problem_and_changes_nothing(
+    files, extra, name, text, problem
+):
     mirrors, identity, state_dir = files
-    mirrors.write_text(mirrors.read_text().replace("url: 'http://127.0.0.1:9/'", "url: 'http://127.0.0.1:9/', max: 0"))
+    invalid = {"mirrors.yaml": mirrors, "identity.yaml": identity}[name]
+    invalid.write_text(text.replace("STATE_DIR", str(state_dir)))
     before = state_files(state_dir)
 
     result = run(mirrors, identity, *extra)
 
     assert (result.returncode, result.stdout) == (EXIT_CONFIG, "")
-    assert result.stderr == f"error: {mirrors}: mirror_list.0.max: Input should be greater than or equal to 1\n"
-    assert state_files(state_dir) == before
-
-
-def test_an_incomplete_identity_exits_2_naming_what_is_missing(files):
-    mirrors, identity, state_dir = files
-    identity.write_text("auth_url: http://127.0.0.1:5000/v3\n")
-    before = state_files(state_dir)
-
-    result = run(mirrors, identity)
-
-    assert (result.returncode, result.stdout) == (EXIT_CONFIG, "")
-    assert result.stderr == (
-        f"error: {identity}: username: Field required; password: Field required; project_name: Field required\n"
-    )
+    assert result.stderr == f"error: {invalid}: {problem}\n"
     assert state_files(state_dir) == before
 
 
