@@ -94,6 +94,11 @@ class SyncRunner:
     def state_dir(self) -> Path:
         return self.workdir / "state"
 
+    @property
+    def metadata_url(self) -> str:
+        """Where the sync publishes the metadata."""
+        return f"{self.cloud.swift_url}/simplestreams/data"
+
     def mirror(self, url: str, **fields) -> dict:
         entry = {
             "url": url,
@@ -182,6 +187,23 @@ def visible_images(glance_client, content_id: str) -> list[dict]:
         for image in glance_client.images.list(filters={"content_id": content_id})
         if image.get("content_id") == content_id
     ]
+
+
+QUICK = "(quick check; --full-check redoes it all)"
+
+
+def assert_full_run(result: subprocess.CompletedProcess, sync: SyncRunner, *, images: int, published: bool) -> None:
+    """The full sync ran, not just the quick check: it ended by publishing the metadata of `images` images
+    (published) or by finding that metadata up to date, as only the full run does."""
+    if published:
+        expected = f"published metadata for {images} images to {sync.metadata_url}"
+    else:
+        expected = f"metadata for {images} images at {sync.metadata_url} is up to date"
+    said = [
+        line for line in result.stdout.splitlines() if line.startswith(("published metadata for ", "metadata for "))
+    ]
+    assert said == [expected], result.stdout
+    assert QUICK not in result.stdout
 
 
 def created_ids(output: str) -> list[str]:
