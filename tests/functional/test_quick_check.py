@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import stat
+from pathlib import Path
 
 import pytest
 import requests
@@ -112,6 +113,27 @@ def test_metadata_deleted_in_swift_is_published_again(source, sync, glance, clou
 def test_changed_settings_mean_a_full_check(source, sync):
     mirrors = first_sync(source, sync, seed=707)
     sync.settings = {"custom_properties": {"hw_rng_model": "virtio"}}
+
+    result = sync.run(mirrors)
+
+    assert result.returncode == 0, result.stderr
+    assert_full_run(result, sync, images=1, published=False)
+
+
+@pytest.mark.parametrize("changed", ["keyring", "ca_file"])
+def test_a_changed_keyring_or_ca_file_means_a_full_check(source, sync, cloud, test_key, other_key, tmp_path, changed):
+    keyring = tmp_path / "keyring.gpg"
+    keyring.write_bytes(test_key.keyring.read_bytes())
+    ca_file = tmp_path / "ca-bundle.pem"
+    ca_file.write_text(Path("/etc/ssl/certs/ca-certificates.crt").read_text())
+    sync.keyring = keyring
+    sync.identity_override = {**cloud.sync_identity, "ca_file": str(ca_file)}
+    mirrors = first_sync(source, sync, seed=717 if changed == "keyring" else 718)
+    assert QUICK in sync.run(mirrors).stdout
+    if changed == "keyring":  # the same key and another one: the source still verifies
+        keyring.write_bytes(test_key.keyring.read_bytes() + other_key.keyring.read_bytes())
+    else:
+        ca_file.write_text(ca_file.read_text() + "\n")
 
     result = sync.run(mirrors)
 
