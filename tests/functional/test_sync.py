@@ -67,7 +67,10 @@ def test_second_sync_creates_nothing(source, sync, glance):
     assert first.returncode == 0 and second.returncode == 0, second.stderr
     assert len(created_ids(first.stdout)) == 1 and created_ids(second.stdout) == []
     assert "0 created, 0 failed" in second.stdout
-    assert not [r for r in source.server.requests() if r["path"].endswith(".img")], "image bytes fetched again"
+    fetched = sorted(request["path"] for request in source.server.wait_for_requests(2))
+    assert fetched == ["/streams/v1/com.ubuntu.cloud:released:download.sjson", "/streams/v1/index.sjson"], (
+        "image bytes fetched again"
+    )
     assert len(our_images(glance, sync.content_id)) == 1
 
 
