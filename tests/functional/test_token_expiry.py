@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.functional.conftest import assert_cloud_is_clean, created_ids, our_images
+from tests.functional.conftest import assert_cloud_is_clean, assert_full_run, created_ids, our_images
 from tests.localcloud.cloud import LocalCloud
 
 pytestmark = pytest.mark.functional
@@ -62,5 +62,5 @@ def test_a_sync_outlives_several_tokens_and_the_quick_check_falls_through(source
     again = sync.run([sync.mirror(source.url)])
 
     assert again.returncode == 0, again.stderr
-    assert "unchanged since" not in again.stdout
+    assert_full_run(again, sync, images=3, published=False)
     assert created_ids(again.stdout) == [] and "0 created, 0 failed" in again.stdout

@@ -711,8 +711,9 @@ class LocalCloud:
             str(_postgres_bin_dir() / "postgres"), "-D", f"{DIR_FD}/data",
             "-c", f"listen_addresses={HOST}", "-c", f"port={postgres.port}",
             "-c", f"unix_socket_directories={DIR_FD}/run",  # not /var/run/postgresql
-            # A throw-away test database: durability is not worth the time.
-            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+            # A throw-away test database: no fsync. Commits still reach the page cache before they
+            # return (synchronous_commit stays on), so a killed postgres keeps them, as a crash would.
+            "-c", "fsync=off", "-c", "full_page_writes=off",
         ]  # fmt: skip
         postgres.stop_signal = signal.SIGINT  # "fast" shutdown; SIGTERM would wait for Glance to disconnect
         postgres.dir_fd = self.workdir / "postgres"
