@@ -6,9 +6,10 @@ SPEC (written by bench.sync_bench) holds the Keystone credentials, the content_i
 the concurrency and the items (url, name, size). For each item, with `parallel` at a time: create
 the image, then stream the bytes from the source HTTP server straight into `PUT /v2/images/<id>/file`:
 large reads from the source, sent chunked in 64 KiB HTTP chunks, the transport that costs Glance the least
-CPU here (a Content-Length body or 1 MiB chunks cost its server about a fifth more per image, see the
-README's benchmark section). Nothing is hashed or checked on the client: that is the point
-of a floor.
+CPU here (a Content-Length body or 1 MiB chunks cost its server about a fifth more per image, see
+bench/README.md). Nothing is hashed or checked on the client: that is the point of a floor. With
+"verify", the client computes the two digests the sync computes on the stream; with "send_size", each
+upload carries the image's size (X-Openstack-Image-Size), as the sync's do.
 Prints `created <id>: <name>` per image; exit code 1 if any upload failed.
 """
 
@@ -64,10 +65,11 @@ def main(argv: list[str]) -> int:
         with source.get(item["url"], stream=True, timeout=(30, 300)) as response:
             response.raise_for_status()
             pieces = _pieces(response, spec.get("verify", False))
+            size = {"X-Openstack-Image-Size": str(item["size"])} if spec.get("send_size") else {}
             session.put(
                 f"{glance}/v2/images/{created['id']}/file",
                 data=pieces,
-                headers={"Content-Type": "application/octet-stream"},
+                headers={"Content-Type": "application/octet-stream", **size},
             )
         print(f"created {created['id']}: {item['name']}", flush=True)
         return created["id"]

@@ -1,17 +1,24 @@
 """How fast the sync gets images into Glance, next to Glance's own floor and to sstream-mirror-glance.
 
-    bench/run [--rounds 3] [--image-mib 512] [--images 4] [--only a,b,c,rss] [--workdir DIR] [--keep]
+    bench/run [--rounds 3] [--image-mib 512] [--images 4] [--only a,b,many,c,rss] [--glance-stores file,rbd]
+              [--workdir DIR] [--keep]
 
 Starts the test fixture's local cloud (Keystone, Glance, Swift on 127.0.0.1) and a signed simplestreams
 source of incompressible qcow2 images served over HTTP by a separate process, then runs, round after
-round in the same session, each side of each workload:
+round in the same session, each side of each workload. Workloads a and many run once per Glance store
+(--glance-stores): on its file store, then on Ceph RBD (a second local cloud, LocalCloud(glance_store="rbd"),
+started once the first is stopped); their results on RBD are named a-rbd and a-many-rbd.
 
   (a) N images x M MiB, fresh Glance content (a unique content_id) for every side and round:
       floor - bench/floor.py, a bare client: create image + stream the source's bytes into Glance,
               with the same concurrency as ours (max_parallel); what Glance itself can ingest here;
       ours  - python -m simplestreams_sync (verifies sha256 and Glance's sha512, publishes to Swift);
       peer  - sstream-mirror-glance (python-simplestreams), same source and filters, --max 1.
-  (b) the same again with nothing new: ours and peer re-run against what (a) just created.
+      floor+s, floor+v - the floor sending each image's size (X-Openstack-Image-Size, as ours does), and
+              that plus the two digests the sync computes on the stream: the floor ours is held to;
+  (b) the same again with nothing new: ours and peer re-run against what (a) just created (file store).
+  (many) --many-images x --many-image-kib (64 x 1 MiB): the cost per image beyond the bytes (requests to
+      Glance, Keystone, properties): ms per image of ours over the floor.
   (c) plan only on the real signed 2016 Canonical catalog (7,008 items), file:// mirror,
       `--dry-run --assume-empty-glance`: signature check + filters + selection.
   rss one 2 GiB image through ours: peak RSS and the bytes it wrote to local disk.
@@ -58,6 +65,9 @@ RELEASES = [("xenial", "16.04"), ("bionic", "18.04"), ("focal", "20.04"), ("jamm
 CLOUD_NAME = "bench"
 TARGETS = {
     "a": "ours <= 1.15 x floor and <= 0.5 x peer",
+    "a-rbd": "ours <= 1.10 x floor+v (the verifying floor, sending sizes) and <= 0.5 x peer",
+    "a-many": "ours <= 30 ms per image over the floor",
+    "a-many-rbd": "ours <= 30 ms per image over the floor",
     "b": "zero image bytes moved; ours <= 0.25 x peer",
     "b-full": "none (shown for comparison: the full check the quick one skips)",
     "b-cron": "zero image bytes moved; ours <= 0.5 x peer",
@@ -70,6 +80,19 @@ RUN_TIMEOUT = 1800
 # DONT_FAKE_MONOTONIC, breaks Python's timed waits: time.sleep fails, lock waits spin.)
 AN_HOUR_LATER = ["faketime", "-f", "+61m"]
 QUICK_CHECK_LINE = "(quick check; --full-check redoes it all)"
+GLANCE_STORES = ("file", "rbd")
+WORKLOAD_NAMES = {"a": "a fresh", "a-rbd": "a rbd", "a-many": "a many", "a-many-rbd": "many rbd", "b": "b no-op",
+                  "b-full": "b full", "b-cron": "b cron", "c": "c plan", "rss": "rss 2GiB"}  # fmt: skip
+FLOOR_SIDES = ("floor", "floor+s", "floor+v")
+# How the summary's figures are printed beside each workload.
+RATIO_LABELS = (
+    ("ours_over_floor", "ours/floor {:.3f}"),
+    ("ours_over_verifying_floor", "ours/floor+v {:.3f}"),
+    ("ours_over_peer", "ours/peer {:.3f}"),
+    ("floor_with_size_over_floor", "floor+s/floor {:.3f}"),
+    ("ms_per_image_over_floor", "ours {:.0f} ms/image over floor"),
+    ("ms_per_image_over_verifying_floor", "{:.0f} over floor+v"),
+)
 
 
 @dataclass
@@ -184,7 +207,7 @@ class Bench:
         *,
         parallel: int,
         server: SourceServer,
-        verify: bool = False,
+        side: str = "floor",
     ) -> Run:
         spec = self.workdir / "floor" / f"{content_id}.json"
         spec.parent.mkdir(parents=True, exist_ok=True)
@@ -195,12 +218,12 @@ class Bench:
                     "content_id": content_id,
                     "parallel": parallel,
                     "items": items,
-                    "verify": verify,
+                    "verify": side == "floor+v",
+                    "send_size": side in ("floor+s", "floor+v"),
                 }
             )
         )
         argv = [sys.executable, "-m", "bench.floor", str(spec)]
-        side = "floor+v" if verify else "floor"
         return self._side(side, workload, rnd, argv, {**os.environ, "PYTHONPATH": str(ROOT)}, server)
 
     def peer(self, source_url: str, content_id: str, workload: str, rnd: int, *, server: SourceServer) -> Run:
@@ -352,75 +375,70 @@ def build_source(root: Path, key, count: int, size: int, seed0: int) -> list:
 # --- workloads ----------------------------------------------------------------------------------
 
 
-def workload_ab(bench: Bench, key, only: set[str]) -> None:
+def workload_fresh(bench: Bench, key, name: str, count: int, size: int, sides: list[str], with_b: bool) -> None:
+    """`count` images of `size` bytes into fresh Glance content, each side in turn, round after round; with_b:
+    ours and the peer then run again on what they made (b, b-full)."""
     args = bench.args
-    size = args.image_mib * MIB
     t0 = time.monotonic()
-    items = build_source(bench.workdir / "source-a", key, args.images, size, seed0=100)
+    items = build_source(bench.workdir / f"source-{name}", key, count, size, seed0=100)
     print(
-        f"source: {args.images} x {args.image_mib} MiB incompressible qcow2 built in {time.monotonic() - t0:.1f} s",
+        f"source: {count} x {size / MIB:g} MiB incompressible qcow2 built in {time.monotonic() - t0:.1f} s",
         flush=True,
     )
-    with SourceServer(bench.workdir / "source-a", bench.workdir / "server-a") as server:
+    with SourceServer(bench.workdir / f"source-{name}", bench.workdir / f"server-{name}") as server:
         floor_items = [
             {"url": server.url + item.path, "name": f"bench-floor/{Path(item.path).name}", "size": item.size}
             for item in items
         ]
-        sides = ["floor", "floor+v", "ours", "peer"]
         for rnd in range(1, args.rounds + 1):
             order = sides[rnd - 1 :] + sides[: rnd - 1]  # rotate who goes first
             for side in order:
-                content_id = f"bench.a.r{rnd}.{side.replace('+', '-')}"
+                content_id = f"bench.{name}.r{rnd}.{side.replace('+', '-')}"
                 try:
-                    if side in ("floor", "floor+v"):
+                    if side in FLOOR_SIDES:
                         run = bench.floor(
-                            floor_items,
-                            content_id,
-                            "a",
-                            rnd,
-                            parallel=args.parallel,
-                            server=server,
-                            verify=side == "floor+v",
+                            floor_items, content_id, name, rnd, parallel=args.parallel, server=server, side=side
                         )
                     elif side == "ours":
-                        run = bench.ours(server.url, content_id, "a", rnd, parallel=args.parallel, server=server)
+                        run = bench.ours(server.url, content_id, name, rnd, parallel=args.parallel, server=server)
                     else:
-                        run = bench.peer(server.url, content_id, "a", rnd, server=server)
+                        run = bench.peer(server.url, content_id, name, rnd, server=server)
                     active = bench.count_active(content_id)
                     if active != len(items):
                         run.problem = f"{active} of {len(items)} images active"
                         print(f"  ! {side}: {run.problem}", flush=True)
-                    if "b" in only and side in ("ours", "peer"):
-                        if side == "ours":
-                            bench.ours(server.url, content_id, "b", rnd, parallel=args.parallel, server=server)
-                            bench.ours(
-                                server.url,
-                                content_id,
-                                "b-full",
-                                rnd,
-                                parallel=args.parallel,
-                                server=server,
-                                extra=("--full-check",),
-                            )
-                            cron = bench.ours(
-                                server.url,
-                                content_id,
-                                "b-cron",
-                                rnd,
-                                parallel=args.parallel,
-                                server=server,
-                                an_hour_later=True,
-                            )
-                            if QUICK_CHECK_LINE not in (bench.workdir / "logs" / f"b-cron-ours-r{rnd}.out").read_text():
-                                cron.problem = "did not end at the quick check"
-                                print(f"  ! ours: {cron.problem}", flush=True)
-                        else:
-                            bench.peer(server.url, content_id, "b", rnd, server=server)
-                            # The peer keeps no token between runs: an hour later its no-op is the same
-                            # run (and a clock ahead of Keystone's would only make it re-authenticate).
-                            bench.peer(server.url, content_id, "b-cron", rnd, server=server)
+                    if with_b and side == "ours":
+                        bench.ours(server.url, content_id, "b", rnd, parallel=args.parallel, server=server)
+                        bench.ours(server.url, content_id, "b-full", rnd, parallel=args.parallel, server=server,
+                                   extra=("--full-check",))  # fmt: skip
+                        cron = bench.ours(server.url, content_id, "b-cron", rnd, parallel=args.parallel,
+                                          server=server, an_hour_later=True)  # fmt: skip
+                        if QUICK_CHECK_LINE not in (bench.workdir / "logs" / f"b-cron-ours-r{rnd}.out").read_text():
+                            cron.problem = "did not end at the quick check"
+                            print(f"  ! ours: {cron.problem}", flush=True)
+                    elif with_b and side == "peer":
+                        bench.peer(server.url, content_id, "b", rnd, server=server)
+                        # The peer keeps no token between runs: an hour later its no-op is the same run
+                        # (and a clock ahead of Keystone's would only make it re-authenticate).
+                        bench.peer(server.url, content_id, "b-cron", rnd, server=server)
                 finally:
                     bench.delete_content(content_id)
+    shutil.rmtree(bench.workdir / f"source-{name}", ignore_errors=True)
+
+
+def workloads_on(bench: Bench, key, store: str) -> None:
+    """Workloads a (and b on the file store) and many, on a local cloud whose Glance uses `store`."""
+    args, only = bench.args, bench.args.only_set
+    suffix = "" if store == "file" else f"-{store}"
+    if only & {"a", "b"}:
+        sides = (
+            ["floor", "floor+s", "floor+v", "ours", "peer"] if store == "rbd" else ["floor", "floor+v", "ours", "peer"]
+        )
+        with_b = "b" in only and store == "file"
+        workload_fresh(bench, key, f"a{suffix}", args.images, args.image_mib * MIB, sides, with_b)
+    if "many" in only:
+        sides = ["floor", "floor+v", "ours"]
+        workload_fresh(bench, key, f"a-many{suffix}", args.many_images, args.many_image_kib * 1024, sides, False)
 
 
 def workload_c(bench: Bench) -> None:
@@ -461,12 +479,12 @@ def workload_rss(bench: Bench, key) -> None:
 
 def summarize(runs: list[Run], args) -> dict:
     summary = {}
-    for workload in ("a", "b", "b-full", "b-cron", "c", "rss"):
+    for workload in WORKLOAD_NAMES:
         mine = [r for r in runs if r.workload == workload]
         if not mine:
             continue
         entry = {"target": TARGETS[workload], "sides": {}}
-        for side in ("floor", "floor+v", "ours", "peer"):
+        for side in (*FLOOR_SIDES, "ours", "peer"):
             side_runs = [r for r in mine if r.side == side]
             if not side_runs:
                 continue
@@ -488,6 +506,16 @@ def summarize(runs: list[Run], args) -> dict:
             )
         if "ours" in sides and "peer" in sides:
             entry["ours_over_peer"] = round(sides["ours"]["median_wall_s"] / sides["peer"]["median_wall_s"], 3)
+        if "floor+s" in sides:  # what sending the size does to Glance's own floor
+            entry["floor_with_size_over_floor"] = round(
+                sides["floor+s"]["median_wall_s"] / sides["floor"]["median_wall_s"], 3
+            )
+        if workload.startswith("a-many") and "ours" in sides:
+            count = args.many_images
+            for floor, key in (("floor", "ms_per_image_over_floor"), ("floor+v", "ms_per_image_over_verifying_floor")):
+                if floor in sides:
+                    over = sides["ours"]["median_wall_s"] - sides[floor]["median_wall_s"]
+                    entry[key] = round(over / count * 1000, 1)
         if workload == "b-full" and "peer" in summary.get("b", {}).get("sides", {}) and "ours" in sides:
             entry["ours_over_peer"] = round(
                 sides["ours"]["median_wall_s"] / summary["b"]["sides"]["peer"]["median_wall_s"], 3
@@ -504,6 +532,10 @@ def _met(workload: str, entry: dict, args) -> bool | None:
     ok = ours["failed_runs"] == 0
     if workload == "a":
         return ok and entry.get("ours_over_floor", 99) <= 1.15 and entry.get("ours_over_peer", 99) <= 0.5
+    if workload == "a-rbd":
+        return ok and entry.get("ours_over_verifying_floor", 99) <= 1.10 and entry.get("ours_over_peer", 99) <= 0.5
+    if workload.startswith("a-many"):
+        return ok and entry.get("ms_per_image_over_floor", 999) <= 30
     if workload == "b":
         return ok and ours["image_bytes_moved"] == 0 and entry.get("ours_over_peer", 99) <= 0.25
     if workload == "b-cron":
@@ -519,7 +551,8 @@ def print_table(summary: dict, args) -> None:
     print()
     print(
         f"sync benchmark: rounds {args.rounds}, workload a = {args.images} x {args.image_mib} MiB, "
-        f"rss = 1 x {args.rss_image_mib} MiB, concurrency {args.parallel}"
+        f"many = {args.many_images} x {args.many_image_kib} KiB, rss = 1 x {args.rss_image_mib} MiB, "
+        f"concurrency {args.parallel}, Glance stores {args.glance_stores}"
     )
     header = (
         f"{'workload':<9}{'side':<8}{'median s':>9}  {'runs s':<26}{'img MiB moved':>14}"
@@ -527,7 +560,7 @@ def print_table(summary: dict, args) -> None:
     )
     print(header)
     print("-" * len(header))
-    names = {"a": "a fresh", "b": "b no-op", "b-full": "b full", "b-cron": "b cron", "c": "c plan", "rss": "rss 2GiB"}
+    names = WORKLOAD_NAMES
     for workload, entry in summary.items():
         for side, s in entry["sides"].items():
             walls = ", ".join(f"{w:.2f}" for w in s["walls_s"])
@@ -539,13 +572,7 @@ def print_table(summary: dict, args) -> None:
             )
     print()
     for workload, entry in summary.items():
-        ratios = []
-        if "ours_over_floor" in entry:
-            ratios.append(f"ours/floor {entry['ours_over_floor']:.3f}")
-        if "ours_over_verifying_floor" in entry:
-            ratios.append(f"ours/floor+v {entry['ours_over_verifying_floor']:.3f}")
-        if "ours_over_peer" in entry:
-            ratios.append(f"ours/peer {entry['ours_over_peer']:.3f}")
+        ratios = [label.format(entry[key]) for key, label in RATIO_LABELS if key in entry]
         verdict = {True: "MET", False: "MISSED", None: "-"}[entry["met"]]
         print(f"{names[workload]:<9} {', '.join(ratios) or '':<58} target: {entry['target']}  -> {verdict}")
 
@@ -567,17 +594,42 @@ def parse_args(argv):
         default=4,
         help="concurrency of ours (max_parallel) and of the floors (default: %(default)s, the engine's)",
     )
-    parser.add_argument("--only", default="a,b,c,rss", help="workloads to run (default: %(default)s)")
+    parser.add_argument("--many-images", type=int, default=64, help="workload many: images (default: %(default)s)")
+    parser.add_argument(
+        "--many-image-kib", type=int, default=1024, help="workload many: KiB each (default: %(default)s)"
+    )
+    parser.add_argument("--only", default="a,b,many,c,rss", help="workloads to run (default: %(default)s)")
+    parser.add_argument(
+        "--glance-stores", default=",".join(GLANCE_STORES), help="Glance stores for a and many (default: %(default)s)"
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT / ".work" / "bench")
     parser.add_argument("--keep", action="store_true", help="keep the workdir (images, logs) at the end")
     args = parser.parse_args(argv)
     args.only_set = {w.strip() for w in args.only.split(",") if w.strip()}
-    unknown = args.only_set - {"a", "b", "c", "rss"}
+    unknown = args.only_set - {"a", "b", "many", "c", "rss"}
     if unknown or not args.only_set:
-        parser.error(f"--only takes a comma-separated subset of a,b,c,rss (got {args.only!r})")
+        parser.error(f"--only takes a comma-separated subset of a,b,many,c,rss (got {args.only!r})")
+    args.store_list = [store.strip() for store in args.glance_stores.split(",") if store.strip()]
+    if not args.store_list or set(args.store_list) - set(GLANCE_STORES):
+        parser.error(f"--glance-stores takes a comma-separated subset of {','.join(GLANCE_STORES)}")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     return args
+
+
+@contextlib.contextmanager
+def start_cloud(bench: Bench, store: str):
+    """The local cloud with Glance on `store` as bench.cloud for the block, stopped after it."""
+    t0 = time.monotonic()
+    bench.cloud = LocalCloud(bench.workdir / f"cloud-{store}", glance_store=store)
+    try:
+        bench.cloud.start()
+        print(f"local cloud up in {time.monotonic() - t0:.1f} s (glance on {store}, {bench.cloud.glance_url})",
+              flush=True)  # fmt: skip
+        yield bench.cloud
+    finally:
+        bench.cloud.stop()
+        bench.cloud = None
 
 
 def _interrupt(*_) -> None:
@@ -587,7 +639,8 @@ def _interrupt(*_) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = args.workdir.resolve()
-    LocalCloud.kill_leftovers(workdir / "cloud")
+    for store in GLANCE_STORES:
+        LocalCloud.kill_leftovers(workdir / f"cloud-{store}")
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     bench = Bench(args, workdir)
@@ -598,27 +651,30 @@ def main(argv: list[str] | None = None) -> int:
         with ExitStack() as stack:
             key = stack.enter_context(make_test_key(workdir / "gpg"))
             bench.keyring = key.keyring
-            if only & {"a", "b", "rss"}:
-                t0 = time.monotonic()
-                bench.cloud = LocalCloud(workdir / "cloud")
-                stack.callback(bench.cloud.stop)
-                bench.cloud.start()
-                print(f"local cloud up in {time.monotonic() - t0:.1f} s (glance {bench.cloud.glance_url})", flush=True)
             stack.callback(bench.kill_child)
-            if only & {"a", "b"}:
-                workload_ab(bench, key, only)
-                shutil.rmtree(workdir / "source-a", ignore_errors=True)
+            for store in args.store_list:
+                if not only & {"a", "b", "many"} | ({"rss"} if store == "file" else set()):
+                    continue
+                with start_cloud(bench, store):
+                    workloads_on(bench, key, store)
+                    if "rss" in only and store == "file":
+                        workload_rss(bench, key)
+            if "rss" in only and "file" not in args.store_list:
+                with start_cloud(bench, "file"):
+                    workload_rss(bench, key)
             if "c" in only:
                 workload_c(bench)
-            if "rss" in only:
-                workload_rss(bench, key)
     except KeyboardInterrupt:
         print("\ninterrupted: everything started has been stopped", file=sys.stderr)
         return 130
     finally:
         summary = summarize(bench.runs, args)
         results = {
-            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "only_set"},
+            "args": {
+                k: (str(v) if isinstance(v, Path) else v)
+                for k, v in vars(args).items()
+                if k not in ("only_set", "store_list")
+            },
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
             "summary": summary,
             "runs": [asdict(r) for r in bench.runs],

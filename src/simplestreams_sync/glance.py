@@ -26,6 +26,20 @@ LOG = logging.getLogger(__name__)
 IN_USE_IN_STORE = "because it is in use"
 DEFAULT_HASH_ALGO = "sha512"
 DELETE_ATTEMPTS = 5
+RETRY_ATTEMPTS = 3  # of a call that changes nothing when repeated (a read, a JSON-patch PATCH)
+RETRY_DELAY = 0.5  # seconds before the first retry, doubled after each
+# Worth another try: Glance busy or restarting, or the connection dropped (glanceclient raises
+# CommunicationError for what keystoneauth calls ConnectFailure, which its own requests raise).
+TRANSIENT_ERRORS = (
+    glance_exc.HTTPInternalServerError,
+    glance_exc.HTTPServiceUnavailable,
+    glance_exc.CommunicationError,
+    ks_exceptions.ConnectFailure,
+)
+JSON_PATCH = "application/openstack-images-v2.1-json-patch"
+# Glance's means to give an upload's size with a chunked body: glance_store allocates it at once
+# (on RBD: one image of the right size, not one resized as the bytes arrive).
+IMAGE_SIZE_HEADER = "X-Openstack-Image-Size"
 # Glance reads an upload 64 KiB at a time (glance_store's write chunk); a chunked body sent in HTTP chunks
 # of that size spares its server re-buffering larger ones: about a fifth of Glance's CPU per image here.
 UPLOAD_PIECE = 64 * 1024
@@ -100,6 +114,11 @@ class ImageInUseByStore(CloudError):
     """Glance refused to delete an image because its store still uses it (RBD clones of its snapshot)."""
 
 
+def _pointer(name: str) -> str:
+    """The JSON pointer (RFC 6901) to an image's property."""
+    return "/" + name.replace("~", "~0").replace("/", "~1")
+
+
 def _plain(body: str) -> str:
     """Glance's error body (text or HTML) as one line: its status line, then the explanation."""
     return " ".join(re.sub(r"<[^>]*>", " ", body).split())
@@ -124,11 +143,28 @@ class GlanceStore:
         except (glance_exc.BaseException, glance_exc.ClientException, ks_exceptions.ClientException) as error:
             raise CloudError(f"glance: {what}: {describe(error)}") from None
 
+    def _retried(self, what: str, function, *args, attempts: int = RETRY_ATTEMPTS, also_retried: tuple = (), **kwargs):
+        """_call for a call that changes nothing more when repeated: tried again on TRANSIENT_ERRORS (and
+        `also_retried`), up to `attempts` times in all."""
+        delay = RETRY_DELAY
+        for attempt in range(1, attempts + 1):
+            try:
+                return function(*args, **kwargs)
+            except (*TRANSIENT_ERRORS, *also_retried) as error:
+                if attempt == attempts:
+                    raise CloudError(f"glance: {what}: {describe(error)}") from None
+                LOG.warning("glance: %s failed (%s); retrying in %.1fs", what, type(error).__name__, delay)
+                time.sleep(delay)
+                delay *= 2
+            except (glance_exc.BaseException, glance_exc.ClientException, ks_exceptions.ClientException) as error:
+                raise CloudError(f"glance: {what}: {describe(error)}") from None
+        raise AssertionError("unreachable")
+
     def owned_images(self, content_id: str) -> list[dict]:
         """Every image of our project carrying our content_id, whatever its status, hidden ones too
         (Glance lists those only when asked for them alone)."""
         ours = {"owner": self.cloud.project_id, "content_id": content_id}
-        images = self._call(
+        images = self._retried(
             "list images",
             lambda: [
                 dict(image)
@@ -148,7 +184,7 @@ class GlanceStore:
         for image in known_images:
             if image.get("status") == "active" and image.get("os_hash_algo"):
                 return image["os_hash_algo"]
-        sample = self._call(
+        sample = self._retried(
             "list images",
             lambda: [
                 dict(image) for image in self.client.images.list(limit=1, page_size=1, filters={"status": "active"})
@@ -205,6 +241,7 @@ class GlanceStore:
                 **(self.cloud.session.get_auth_headers() or {}),
                 "User-Agent": USER_AGENT,
                 "Content-Type": "application/octet-stream",
+                **({IMAGE_SIZE_HEADER: str(stream.image.size)} if stream.image.size is not None else {}),
             }
             status, body = chunked_put(url, _pieces(stream), headers, verify=self.cloud.verify, timeout=UPLOAD_TIMEOUT)
         except (OSError, http.client.HTTPException, ks_exceptions.ClientException) as error:
@@ -262,34 +299,29 @@ class GlanceStore:
             delay = min(delay * 2, 5)
 
     def get(self, image_id: str) -> dict:
-        return dict(self._call(f"get {image_id}", self.client.images.get, image_id))
+        return dict(self._retried(f"get {image_id}", self.client.images.get, image_id))
 
     def delete(self, image_id: str) -> None:
         """Delete an image, retrying briefly: a busy database (500) or a conflict (409) while Glance
         still finishes an aborted upload must not leave the image behind. A 409 because the image store
         still uses the image is no passing state: ImageInUseByStore, at once."""
-        delay = 0.5
-        for attempt in range(1, DELETE_ATTEMPTS + 1):
-            try:
-                self.client.images.delete(image_id)
-                return
-            except glance_exc.HTTPNotFound:
-                return
-            except (
-                glance_exc.HTTPInternalServerError,
-                glance_exc.HTTPConflict,
-                glance_exc.HTTPServiceUnavailable,
-                ks_exceptions.ConnectFailure,
-            ) as error:
-                if isinstance(error, glance_exc.HTTPConflict) and IN_USE_IN_STORE in str(error):
-                    raise ImageInUseByStore(f"glance: delete {image_id}: {describe(error)}") from None
-                if attempt == DELETE_ATTEMPTS:
-                    raise CloudError(f"glance: delete {image_id}: {describe(error)}") from None
-                LOG.warning("glance: delete %s failed (%s); retrying in %.1fs", image_id, type(error).__name__, delay)
-                time.sleep(delay)
-                delay *= 2
-            except (glance_exc.BaseException, glance_exc.ClientException, ks_exceptions.ClientException) as error:
-                raise CloudError(f"glance: delete {image_id}: {describe(error)}") from None
+        self._retried(
+            f"delete {image_id}",
+            self._delete_once,
+            image_id,
+            attempts=DELETE_ATTEMPTS,
+            also_retried=(glance_exc.HTTPConflict,),
+        )
+
+    def _delete_once(self, image_id: str) -> None:
+        try:
+            self.client.images.delete(image_id)
+        except glance_exc.HTTPNotFound:
+            return
+        except glance_exc.HTTPConflict as error:
+            if IN_USE_IN_STORE in str(error):
+                raise ImageInUseByStore(f"glance: delete {image_id}: {describe(error)}") from None
+            raise
 
     def delete_quietly(self, image_id: str) -> None:
         """Delete after a failed upload; a failure is logged (the next run cleans up what is left)."""
@@ -298,22 +330,33 @@ class GlanceStore:
         except CloudError as error:
             LOG.error("could not delete image %s: %s; the next sync will", image_id, error)
 
-    def set_properties(self, image_id: str, **properties: str) -> None:
-        self._call(f"update {image_id}", self.client.images.update, image_id, **properties)
+    def set_properties(self, image_id: str, **properties: str | bool) -> dict:
+        """Set properties (or core attributes such as os_hidden) in one request; the image as it is now."""
+        return self._patch(image_id, [{"op": "add", "path": _pointer(name), "value": value}
+                                      for name, value in properties.items()])  # fmt: skip
 
-    def remove_properties(self, image_id: str, *names: str) -> None:
-        self._call(f"update {image_id}", self.client.images.update, image_id, remove_props=list(names))
+    def remove_properties(self, image_id: str, *names: str) -> dict:
+        """Remove properties the image has (Glance answers 409 for one it does not); the image as it is now."""
+        return self._patch(image_id, [{"op": "remove", "path": _pointer(name)} for name in names])
+
+    def _patch(self, image_id: str, operations: list[dict]) -> dict:
+        """One JSON-patch PATCH (glanceclient's update would GET the image before and after it)."""
+        _, image = self._retried(
+            f"update {image_id}",
+            self.client.http_client.patch,
+            f"/v2/images/{image_id}",
+            headers={"Content-Type": JSON_PATCH},
+            data=json.dumps(operations),
+        )
+        return image
 
     def set_hidden(self, image_id: str, hidden: bool) -> None:
         """Hide an image from image lists (os_hidden), marked as hidden by us; or show it again."""
         if hidden:
-            self._call(
-                f"hide {image_id}", self.client.images.update, image_id, os_hidden=True, **{HIDDEN_PROPERTY: "true"}
-            )
+            self.set_properties(image_id, os_hidden=True, **{HIDDEN_PROPERTY: "true"})
         else:
-            self._call(
-                f"show {image_id}", self.client.images.update, image_id, os_hidden=False, remove_props=[HIDDEN_PROPERTY]
-            )
+            self._patch(image_id, [{"op": "add", "path": "/os_hidden", "value": False},
+                                   {"op": "remove", "path": _pointer(HIDDEN_PROPERTY)}])  # fmt: skip
 
     def mark_verified(self, image_id: str, digest: str) -> None:
         self.set_properties(image_id, **{VERIFIED_PROPERTY: digest})

@@ -16,7 +16,7 @@ def shorten(text: str, limit: int) -> str:
     tail_size = max(1, limit - 3 - head_size)
     head, tail = text[:head_size], text[-tail_size:]
     space = head.rfind(" ")
-    if space >= head_size - _WORD_SLACK:
+    if space > 0 and space >= head_size - _WORD_SLACK:
         head = head[:space]
     space = tail.find(" ")
     if 0 <= space < _WORD_SLACK:

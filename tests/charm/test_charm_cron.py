@@ -183,7 +183,7 @@ def test_first_sync_starts_in_the_background_when_identity_completes(ctx, keysto
 
     assert len(machine.background_syncs) == 1
     assert "--dry-run" not in machine.background_syncs[0]
-    assert out.unit_status.message.startswith("Unit is ready (first sync pending")
+    assert out.unit_status == testing.ActiveStatus(f"Unit is ready (first sync pending, log: {machine.paths.log_file})")
 
 
 def test_first_sync_starts_only_once(ctx, keystone, machine):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import calendar
 import json
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,14 +26,20 @@ def nrpe() -> testing.SubordinateRelation:
 
 
 @pytest.fixture
-def reloads(machine, monkeypatch):
+def reload_attempts(machine, monkeypatch):
+    """The reload command recorded instead of run; the result, called, says how often it ran."""
+    record = machine.root.parent / "nrpe-reloads"
+    monkeypatch.setattr(nagios_check, "RELOAD_NRPE", [sys.executable, "-c", f"open({str(record)!r}, 'a').write('x')"])
+    return lambda: len(record.read_text()) if record.exists() else 0
+
+
+@pytest.fixture
+def reloads(machine, reload_attempts):
     """NRPE as the nrpe subordinate installs it (nrpe.cfg exists); the result, called, says how often it
     reloaded."""
     machine.paths.nrpe_server_config.parent.mkdir(parents=True, exist_ok=True)
     machine.paths.nrpe_server_config.write_text("include_dir=/etc/nagios/nrpe.d/\n")
-    record = machine.root.parent / "nrpe-reloads"
-    monkeypatch.setattr(nagios_check, "RELOAD_NRPE", [sys.executable, "-c", f"open({str(record)!r}, 'a').write('x')"])
-    return lambda: len(record.read_text()) if record.exists() else 0
+    return reload_attempts
 
 
 def check_file(machine) -> Path:
@@ -149,12 +157,11 @@ def test_changed_check_reloads_nrpe(ctx, nrpe, machine, reloads):
     assert reloads() == 2
 
 
-def test_no_reload_before_nrpe_is_installed(ctx, nrpe, machine, monkeypatch):
-    monkeypatch.setattr(nagios_check, "RELOAD_NRPE", ["/nonexistent/systemctl"])
-
+def test_no_reload_before_nrpe_is_installed(ctx, nrpe, machine, reload_attempts):
     ctx.run(ctx.on.relation_joined(nrpe), testing.State(leader=True, relations=[nrpe]))
 
-    assert check_file(machine).exists()  # and the missing command was never run
+    assert command_line(machine)[0:2] == ["/usr/bin/python3", str(nagios_check.plugin_path())]
+    assert reload_attempts() == 0
 
 
 def test_relation_broken_removes_the_check(ctx, nrpe, machine, reloads):
@@ -224,5 +231,8 @@ def test_installed_check_warns_until_the_first_sync(ctx, nrpe, machine):
     argv = [sys.executable, str(SCRIPT), *command_line(machine)[2:]]
     process = subprocess.run(argv, capture_output=True, text=True)
 
+    installed = json.loads(machine.paths.nrpe_check_marker.read_text())["installed"]
+    critical_from = calendar.timegm(time.strptime(installed, "%Y-%m-%dT%H:%M:%SZ")) + 2 * 86400  # daily
+    shown = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(critical_from))
     assert process.returncode == 1
-    assert process.stdout.startswith("WARNING: no sync has run yet (CRITICAL from ")
+    assert process.stdout == f"WARNING: no sync has run yet (CRITICAL from {shown})\n"

@@ -185,3 +185,65 @@ def test_remove_keeps_the_log_readable_by_the_sync_users_group(ctx, state, machi
 
     assert machine.sync_readable(machine.paths.log_file)
     assert not machine.paths.state_dir.exists()
+
+
+LOG_PROBE = """
+import errno, json, os, sys
+log, state_dir = sys.argv[1:3]
+replacement = os.path.join(state_dir, "replacement.log")  # the sync's own directory
+with open(replacement, "w") as stream:
+    stream.write("a log of the sync's making")
+print("appended by the sync")
+outcome = {}
+for what, attempt in (
+    ("remove", lambda: os.unlink(log)),
+    ("rename", lambda: os.rename(log, log + ".old")),
+    ("replace", lambda: os.rename(replacement, log)),
+    ("truncate", lambda: open(log, "w").close()),
+    ("open for append", lambda: open(log, "a").close()),
+):
+    try:
+        attempt()
+        outcome[what] = "done"
+    except OSError as error:
+        outcome[what] = errno.errorcode[error.errno]
+print(json.dumps(outcome, sort_keys=True))
+"""
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="the sync's user must be another user than the log's owner, root")
+def test_the_sync_appends_to_the_log_but_cannot_replace_or_remove_it(ctx, state, machine, shared_dir, monkeypatch):
+    import sync_process
+
+    probe = shared_dir / "log_probe.py"
+    probe.write_text(LOG_PROBE)
+    monkeypatch.setattr(
+        sync_process,
+        "ENGINE",
+        ["/usr/bin/python3", str(probe), str(machine.paths.log_file), str(machine.paths.state_dir)],
+    )
+    ctx.run(ctx.on.config_changed(), state)
+    line = next(line for line in machine.paths.cron_file.read_text().splitlines() if " root " in line)
+    log = machine.paths.log_file
+    log.write_text("# the log so far\n")
+
+    process = subprocess.run(
+        ["/bin/sh", "-c", line.split(" root ", 1)[1].replace("\\%", "%")],
+        env={"PATH": "/usr/bin:/bin"},
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert process.returncode == 0, log.read_text()
+    first, appended, outcome = log.read_text().splitlines()
+    assert (first, appended) == ("# the log so far", "appended by the sync")
+    assert json.loads(outcome) == {
+        "remove": "EACCES",
+        "rename": "EACCES",
+        "replace": "EACCES",
+        "truncate": "EACCES",
+        "open for append": "EACCES",
+    }
+    assert machine.sync_readable(log)

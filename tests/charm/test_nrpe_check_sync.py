@@ -224,8 +224,10 @@ def test_a_failed_run_is_critical_even_with_run_disabled(state_dir):
 
     code, line = run_check(state_dir, DAILY, "--run-disabled")
 
-    assert code == 2
-    assert line.startswith(f"CRITICAL: last sync {shown(HOUR)} failed: first error: keystone: connection refused")
+    assert (code, line) == (
+        2,
+        f"CRITICAL: last sync {shown(HOUR)} failed: first error: keystone: connection refused; last success: never",
+    )
 
 
 def test_no_sync_long_after_the_install_is_critical(state_dir):
@@ -302,7 +304,10 @@ def test_corrupt_result_is_unknown(state_dir):
     code, line = run_check(state_dir)
 
     assert code == 3
-    assert line.startswith(f"UNKNOWN: cannot read {state_dir / 'last-sync.json'}: ")
+    assert line == (
+        f"UNKNOWN: cannot read {state_dir / 'last-sync.json'}: Expecting property name enclosed in double "
+        "quotes: line 1 column 2 (char 1)"
+    )
 
 
 def test_bad_arguments_are_unknown_not_critical(state_dir):
@@ -311,8 +316,7 @@ def test_bad_arguments_are_unknown_not_critical(state_dir):
     )
 
     assert process.returncode == 3
-    assert process.stdout.startswith("UNKNOWN: bad arguments: ")
-    assert "--max-age-seconds" in process.stdout
+    assert process.stdout == "UNKNOWN: bad arguments: the following arguments are required: --max-age-seconds\n"
 
 
 def test_non_positive_max_age_is_unknown(state_dir):

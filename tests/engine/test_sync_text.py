@@ -27,4 +27,13 @@ def test_cuts_fall_between_words_when_one_ends_near_them():
 
     short = shorten(words, 40)
 
-    assert set(short.replace(" … ", " ").split()) <= set(words.split())
+    assert short == "alpha beta … iota kappa lambda mu"  # whole words from the start and from the end
+
+
+def test_without_a_word_end_near_the_cut_the_cut_falls_inside_a_word():
+    text = "x" * 30 + " " + "y" * 30
+
+    short = shorten(text, 40)
+
+    assert short == "x" * 14 + " … " + "y" * 23
+    assert len(short) == 40

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import glanceclient
 import pytest
@@ -93,6 +93,11 @@ class SyncRunner:
     @property
     def state_dir(self) -> Path:
         return self.workdir / "state"
+
+    @property
+    def metadata_url(self) -> str:
+        """Where the sync publishes the metadata."""
+        return f"{self.cloud.swift_url}/simplestreams/data"
 
     def mirror(self, url: str, **fields) -> dict:
         entry = {
@@ -184,6 +189,23 @@ def visible_images(glance_client, content_id: str) -> list[dict]:
     ]
 
 
+QUICK = "(quick check; --full-check redoes it all)"
+
+
+def assert_full_run(result: subprocess.CompletedProcess, sync: SyncRunner, *, images: int, published: bool) -> None:
+    """The full sync ran, not just the quick check: it ended by publishing the metadata of `images` images
+    (published) or by finding that metadata up to date, as only the full run does."""
+    if published:
+        expected = f"published metadata for {images} images to {sync.metadata_url}"
+    else:
+        expected = f"metadata for {images} images at {sync.metadata_url} is up to date"
+    said = [
+        line for line in result.stdout.splitlines() if line.startswith(("published metadata for ", "metadata for "))
+    ]
+    assert said == [expected], result.stdout
+    assert QUICK not in result.stdout
+
+
 def created_ids(output: str) -> list[str]:
     return re.findall(r"^created (\S+): ", output, flags=re.M)
 
@@ -233,21 +255,80 @@ def assert_cloud_is_clean(glance_client, cloud: LocalCloud, content_id: str, sou
 
 # -- Nova, as the sync asks it which images servers use ------------------------------------------
 
+OTHER_PROJECT_ID = "0123456789abcdef0123456789abcdef"  # servers belong to a project other than the sync's
 
-class RecordedNova(BaseHTTPRequestHandler):
-    """Nova cannot run here: this answers GET /servers/detail with a recorded response."""
 
-    servers: ClassVar[list] = []
-    requests_seen: ClassVar[list] = []
+@dataclass
+class RecordedNova:
+    """Nova cannot run here (it needs a hypervisor): the one faked service. It answers
+    `GET /v2.1/servers/detail` as Nova does for what the sync asks: each token is validated with the real
+    Keystone (401 otherwise); without `all_tenants` only the token's project's servers are listed, and
+    `all_tenants` needs the admin role (403 otherwise); `limit` (at most `max_limit`) and `marker` page
+    the list, with a `next` link in `servers_links` while a page is full. Every request is recorded."""
+
+    keystone_auth_url: str
+    admin_session: object
+    servers: list[dict] = field(default_factory=list)  # as Nova shows them; tenant_id: OTHER_PROJECT_ID unless set
+    max_limit: int = 1000  # Nova's [api] max_limit
+    requests_seen: list[str] = field(default_factory=list)  # the path and query of each request
+    answers: list[int] = field(default_factory=list)  # the status of each answer
+
+    @property
+    def listings(self) -> int:
+        """How many times the servers were listed: the first page of each listing has no marker."""
+        return sum(1 for path in self.requests_seen if "marker=" not in path)
+
+    def answer(self, path: str, token: str | None, base_url: str) -> tuple[int, dict]:
+        url = urlparse(path)
+        query = parse_qs(url.query)
+        if url.path != "/v2.1/servers/detail":
+            return 404, {"itemNotFound": {"message": f"no such resource {url.path}"}}
+        access = self._validate(token)
+        if access is None:
+            return 401, {"error": {"message": "The request you have made requires authentication."}}
+        servers = [{"tenant_id": OTHER_PROJECT_ID, **server} for server in self.servers]
+        if query.get("all_tenants", ["0"])[0] not in ("0", "false", "False"):
+            if "admin" not in {role["name"] for role in access["roles"]}:
+                return 403, {"forbidden": {"message": "Policy doesn't allow all_tenants to be performed."}}
+        else:
+            servers = [server for server in servers if server["tenant_id"] == access["project"]["id"]]
+        if "marker" in query:
+            ids = [server["id"] for server in servers]
+            if query["marker"][0] not in ids:
+                return 400, {"badRequest": {"message": f"marker [{query['marker'][0]}] not found"}}
+            servers = servers[ids.index(query["marker"][0]) + 1 :]
+        limit = min(int(query.get("limit", [self.max_limit])[0]), self.max_limit)
+        page = servers[:limit]
+        body: dict = {"servers": page}
+        if page and len(page) == limit:
+            next_query = {**{key: values[0] for key, values in query.items()}, "marker": page[-1]["id"]}
+            body["servers_links"] = [{"rel": "next", "href": f"{base_url}{url.path}?{urlencode(next_query)}"}]
+        return 200, body
+
+    def _validate(self, token: str | None) -> dict | None:
+        """The token as Keystone describes it (roles, project), or None when Keystone does not know it."""
+        if not token:
+            return None
+        response = self.admin_session.get(
+            f"{self.keystone_auth_url}/auth/tokens", headers={"X-Subject-Token": token}, raise_exc=False
+        )
+        return response.json()["token"] if response.status_code == 200 else None
+
+
+class _NovaHandler(BaseHTTPRequestHandler):
+    nova: ClassVar[RecordedNova]
 
     def do_GET(self):
-        RecordedNova.requests_seen.append(self.path)
-        body = json.dumps({"servers": RecordedNova.servers}).encode()
-        self.send_response(200)
+        host, port = self.server.server_address[:2]
+        status, body = self.nova.answer(self.path, self.headers.get("X-Auth-Token"), f"http://{host}:{port}")
+        self.nova.requests_seen.append(self.path)
+        self.nova.answers.append(status)
+        data = json.dumps(body).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(data)
 
     def log_message(self, *args):
         pass
@@ -256,7 +337,9 @@ class RecordedNova(BaseHTTPRequestHandler):
 @pytest.fixture
 def nova(cloud):
     """A compute endpoint in the catalog served by RecordedNova; removed again afterwards."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RecordedNova)
+    recorded = RecordedNova(cloud.auth_url, cloud.admin_session())
+    handler = type("NovaHandler", (_NovaHandler,), {"nova": recorded})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     keystone = keystone_client.Client(session=cloud.admin_session())
@@ -266,14 +349,14 @@ def nova(cloud):
         keystone.endpoints.create(service, url, interface=interface, region=cloud.sync_identity["region"])
         for interface in ("public", "internal", "admin")
     ]
-    RecordedNova.requests_seen = []
     try:
-        yield RecordedNova
+        yield recorded
     finally:
         for endpoint in endpoints:
             keystone.endpoints.delete(endpoint)
         keystone.services.delete(service)
         server.shutdown()
+        server.server_close()
         thread.join()
 
 

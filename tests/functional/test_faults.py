@@ -7,6 +7,9 @@ metadata listing exactly our active images.
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -22,16 +25,35 @@ def image_path(item) -> str:
     return "/" + item.path
 
 
-def test_glance_killed_mid_upload_then_next_sync_completes(source, sync, glance, cloud):
+def hold(source, item, release: Path) -> None:
+    """The source sends the first MiB of the item's file, then the rest once `release` exists."""
+    source.server.set_faults({image_path(item): {"kind": "hold", "after": MIB, "until": str(release)}})
+
+
+def wait_until_uploading(glance, content_id: str, timeout: float = 60.0) -> dict:
+    """Our image once Glance has it in `saving`: the upload has reached Glance (a held one stays so)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        saving = [image for image in our_images(glance, content_id) if image["status"] == "saving"]
+        if saving:
+            return saving[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no image of {content_id} reached Glance's saving state within {timeout}s")
+
+
+def test_glance_killed_mid_upload_then_next_sync_completes(source, sync, glance, cloud, tmp_path):
     item = source.add_image(seed=100, size=8 * MIB)
     source.write()
-    source.server.set_faults({image_path(item): {"kind": "slow", "bytes_per_second": 2 * MIB}})
+    release = tmp_path / "release-upload"
+    hold(source, item, release)
     running = sync.start([sync.mirror(source.url)])
     try:
-        sync.wait_for_progress(lambda p: p.get("bytes_done", 0) > MIB)
+        wait_until_uploading(glance, sync.content_id)
         cloud.stop_service("glance")
+        release.touch()
         _, stderr = running.communicate(timeout=120)
     finally:
+        release.touch()
         running.kill()
         cloud.start_service("glance")
     assert running.returncode == 1
@@ -112,20 +134,24 @@ def test_swift_down_images_still_sync_and_next_run_publishes(source, sync, glanc
     assert_cloud_is_clean(glance, cloud, sync.content_id, source)
 
 
-def test_two_syncs_at_once_one_runs_the_other_says_so(source, sync, glance, cloud):
+def test_two_syncs_at_once_one_runs_the_other_says_so(source, sync, glance, cloud, tmp_path):
     item = source.add_image(seed=106, size=4 * MIB)
     source.write()
-    source.server.set_faults({image_path(item): {"kind": "slow", "bytes_per_second": 2 * MIB}})
+    release = tmp_path / "release-upload"
+    hold(source, item, release)
     first = sync.start([sync.mirror(source.url)])
     try:
-        sync.wait_for_progress(lambda p: p.get("phase") == "uploading")
+        wait_until_uploading(glance, sync.content_id)  # the first holds the lock and cannot finish
         second = sync.run([sync.mirror(source.url)])
+        release.touch()
         _first_out, first_err = first.communicate(timeout=120)
     finally:
+        release.touch()
         first.kill()
 
     assert second.returncode == EXIT_LOCKED
-    assert f"another sync is already running (pid {first.pid})" in second.stderr
+    assert second.stdout == ""
+    assert second.stderr == f"error: another sync is already running (pid {first.pid})\n"
     assert first.returncode == 0, first_err
     assert len(our_images(glance, sync.content_id)) == 1
     assert_cloud_is_clean(glance, cloud, sync.content_id, source)

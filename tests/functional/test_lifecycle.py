@@ -8,6 +8,7 @@ import json
 from urllib.parse import urlparse
 
 import pytest
+import requests
 from simplestreams import util
 
 from tests.functional.conftest import (
@@ -54,13 +55,20 @@ def test_protected_superseded_image_is_kept_and_said_so(source, sync, glance):
 
 def test_superseded_image_in_use_by_a_server_is_kept(source, sync, glance, nova):
     old = sync_two_versions(source, sync, glance)
-    nova.servers = [{"id": "vm-1", "image": {"id": old["id"]}}, {"id": "vm-2", "image": ""}]
+    nova.max_limit = 1  # one server a page: the server that uses the image is on the third
+    nova.servers = [
+        {"id": "vm-1", "image": {"id": "some-other-image"}},
+        {"id": "vm-2", "image": ""},  # booted from a volume
+        {"id": "vm-3", "image": {"id": old["id"]}},
+    ]
 
     result = sync.run([sync.mirror(source.url)])
 
     assert result.returncode == 0, result.stderr
-    assert f"kept {old['id']}: {old['name']} (superseded but in use by a server; hidden)" in result.stdout
-    assert any("all_tenants=1" in path for path in nova.requests_seen)
+    assert f"kept {old['id']}: {old['name']} (superseded but in use by a server; hidden)" in result.stdout.splitlines()
+    assert nova.listings == 1  # asked once per run
+    assert nova.answers == [200, 200, 200, 200]  # three full pages, then an empty one
+    assert all("all_tenants=1" in path for path in nova.requests_seen)
     assert len(our_images(glance, sync.content_id)) == 2
 
 
@@ -86,6 +94,19 @@ def test_superseded_image_in_use_is_hidden_active_and_unpublished(source, sync, 
     assert old["id"] not in {image["id"] for image in our_images(glance, sync.content_id)}
 
 
+def test_the_recorded_nova_checks_tokens_and_projects_as_nova_does(cloud, nova):
+    nova.servers = [{"id": "vm-1", "image": {"id": "an-image"}}]
+    session = cloud.sync_session()
+    servers = session.get_endpoint(service_type="compute", interface="public") + "/servers/detail"
+
+    assert requests.get(servers, timeout=10).status_code == 401
+    assert requests.get(servers, headers={"X-Auth-Token": "not-a-token"}, timeout=10).status_code == 401
+    assert session.get(servers).json()["servers"] == []  # the servers are another project's
+    listed = session.get(f"{servers}?all_tenants=1").json()["servers"]
+    assert [server["id"] for server in listed] == ["vm-1"]
+    assert nova.listings == 4
+
+
 def test_superseded_image_not_in_use_is_deleted_when_nova_says_so(source, sync, glance, nova):
     old = sync_two_versions(source, sync, glance)
     nova.servers = [{"id": "vm-1", "image": {"id": "some-other-image"}}]
@@ -93,7 +114,8 @@ def test_superseded_image_not_in_use_is_deleted_when_nova_says_so(source, sync, 
     result = sync.run([sync.mirror(source.url)])
 
     assert result.returncode == 0, result.stderr
-    assert f"deleted {old['id']}" in result.stdout
+    assert f"deleted {old['id']}: {old['name']} (superseded by a newer version)" in result.stdout.splitlines()
+    assert (nova.listings, nova.answers) == (1, [200])
     assert [i["version_name"] for i in our_images(glance, sync.content_id)] == ["20210201"]
 
 

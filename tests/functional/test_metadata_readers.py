@@ -8,11 +8,16 @@ import json
 import pytest
 import requests
 
-from tests.functional.conftest import created_ids, our_images, published_image_ids, published_products
+from tests.functional.conftest import (
+    QUICK,
+    assert_full_run,
+    created_ids,
+    our_images,
+    published_image_ids,
+    published_products,
+)
 
 pytestmark = pytest.mark.functional
-
-QUICK = "(quick check; --full-check redoes it all)"
 PUBLIC_READ_ACL = ".r:*,.rlistings"
 HELD_BYTES = 64 * 1024  # what the source sends of a held image before the test lets the rest go
 
@@ -105,7 +110,7 @@ def test_a_drifted_read_acl_is_repaired_and_readers_read_again(source, sync, gla
     result = sync.run(mirrors, *extra)
 
     assert result.returncode == 0, result.stderr
-    assert QUICK not in result.stdout
+    assert_full_run(result, sync, images=1, published=False)
     assert (
         "repaired the read ACL of container simplestreams: it was '.r:example.com', anonymous readers "
         f"need '{PUBLIC_READ_ACL}'" in result.stdout
@@ -135,7 +140,8 @@ def test_a_changed_acl_that_still_lets_anyone_read_means_a_full_check_and_no_rep
         result = sync.run(mirrors)
 
         assert result.returncode == 0, result.stderr
-        assert QUICK not in result.stdout and "repaired" not in result.stdout
+        assert_full_run(result, sync, images=1, published=False)
+        assert "repaired" not in result.stdout
         assert container_read_acl(cloud) == changed
         assert QUICK in sync.run(mirrors).stdout
     finally:

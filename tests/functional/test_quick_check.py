@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import json
 import stat
+from pathlib import Path
 
 import pytest
 import requests
 
-from tests.functional.conftest import created_ids, our_images, published_image_ids, published_products
+from tests.functional.conftest import (
+    QUICK,
+    assert_full_run,
+    created_ids,
+    our_images,
+    published_image_ids,
+    published_products,
+)
 
 pytestmark = pytest.mark.functional
-
-QUICK = "(quick check; --full-check redoes it all)"
 
 
 def first_sync(source, sync, seed: int) -> list[dict]:
@@ -21,7 +27,7 @@ def first_sync(source, sync, seed: int) -> list[dict]:
     source.write()
     result = sync.run([sync.mirror(source.url)])
     assert result.returncode == 0, result.stderr
-    assert QUICK not in result.stdout
+    assert_full_run(result, sync, images=1, published=True)
     return [sync.mirror(source.url)]
 
 
@@ -40,7 +46,7 @@ def test_nothing_changed_stops_at_the_quick_check(source, sync, glance):
     assert QUICK in result.stdout
     assert "sync finished: 0 created, 0 failed, 0 deleted, 0 errors" in result.stdout
     assert "the source, our 1 images in Glance and the metadata at " in result.stdout
-    fetched = sorted(r["path"] for r in source.server.requests())
+    fetched = sorted(r["path"] for r in source.server.wait_for_requests(2))
     assert fetched == ["/streams/v1/com.ubuntu.cloud:released:download.sjson", "/streams/v1/index.sjson"]
     assert our_images(glance, sync.content_id) == before
     last = json.loads((sync.state_dir / "last-sync.json").read_text())
@@ -67,7 +73,7 @@ def test_a_new_version_in_the_source_is_synced(source, sync, glance):
     result = sync.run(mirrors)
 
     assert result.returncode == 0, result.stderr
-    assert QUICK not in result.stdout
+    assert_full_run(result, sync, images=1, published=True)
     assert len(created_ids(result.stdout)) == 1
     assert [i["version_name"] for i in our_images(glance, sync.content_id)] == ["20210201"]
 
@@ -79,7 +85,7 @@ def test_an_image_deleted_in_glance_is_uploaded_again(source, sync, glance):
     result = sync.run(mirrors)
 
     assert result.returncode == 0, result.stderr
-    assert QUICK not in result.stdout
+    assert_full_run(result, sync, images=1, published=True)
     assert len(created_ids(result.stdout)) == 1
 
 
@@ -90,7 +96,7 @@ def test_a_property_changed_in_glance_means_a_full_check(source, sync, glance):
     result = sync.run(mirrors)
 
     assert result.returncode == 0, result.stderr
-    assert QUICK not in result.stdout
+    assert_full_run(result, sync, images=1, published=False)
 
 
 def test_metadata_deleted_in_swift_is_published_again(source, sync, glance, cloud):
@@ -101,7 +107,7 @@ def test_metadata_deleted_in_swift_is_published_again(source, sync, glance, clou
     result = sync.run(mirrors)
 
     assert result.returncode == 0, result.stderr
-    assert QUICK not in result.stdout
+    assert_full_run(result, sync, images=1, published=True)
     assert published_image_ids(published_products(cloud, sync.content_id)) == {
         i["id"] for i in our_images(glance, sync.content_id)
     }
@@ -114,7 +120,28 @@ def test_changed_settings_mean_a_full_check(source, sync):
     result = sync.run(mirrors)
 
     assert result.returncode == 0, result.stderr
-    assert QUICK not in result.stdout
+    assert_full_run(result, sync, images=1, published=False)
+
+
+@pytest.mark.parametrize("changed", ["keyring", "ca_file"])
+def test_a_changed_keyring_or_ca_file_means_a_full_check(source, sync, cloud, test_key, other_key, tmp_path, changed):
+    keyring = tmp_path / "keyring.gpg"
+    keyring.write_bytes(test_key.keyring.read_bytes())
+    ca_file = tmp_path / "ca-bundle.pem"
+    ca_file.write_text(Path("/etc/ssl/certs/ca-certificates.crt").read_text())
+    sync.keyring = keyring
+    sync.identity_override = {**cloud.sync_identity, "ca_file": str(ca_file)}
+    mirrors = first_sync(source, sync, seed=717 if changed == "keyring" else 718)
+    assert QUICK in sync.run(mirrors).stdout
+    if changed == "keyring":  # the same key and another one: the source still verifies
+        keyring.write_bytes(test_key.keyring.read_bytes() + other_key.keyring.read_bytes())
+    else:
+        ca_file.write_text(ca_file.read_text() + "\n")
+
+    result = sync.run(mirrors)
+
+    assert result.returncode == 0, result.stderr
+    assert_full_run(result, sync, images=1, published=False)
 
 
 def test_a_record_of_the_previous_version_loses_its_token_and_means_a_full_check(source, sync):
@@ -126,7 +153,7 @@ def test_a_record_of_the_previous_version_loses_its_token_and_means_a_full_check
     result = sync.run(mirrors)
 
     assert result.returncode == 0, result.stderr
-    assert QUICK not in result.stdout
+    assert_full_run(result, sync, images=1, published=False)
     assert "gAAAA" not in (sync.state_dir / "unchanged.json").read_text()
     assert record(sync)["version"] == data["version"]
 
@@ -137,8 +164,7 @@ def test_full_check_option_skips_the_quick_check(source, sync):
     result = sync.run(mirrors, "--full-check")
 
     assert result.returncode == 0, result.stderr
-    assert QUICK not in result.stdout
-    assert "is up to date" in result.stdout
+    assert_full_run(result, sync, images=1, published=False)
 
 
 def test_a_run_that_leaves_work_behind_records_nothing(source, sync, glance, nova):
@@ -153,7 +179,7 @@ def test_a_run_that_leaves_work_behind_records_nothing(source, sync, glance, nov
     again = sync.run(mirrors)
 
     assert "superseded but in use by a server" in kept.stdout and "superseded but in use by a server" in again.stdout
-    assert QUICK not in again.stdout
+    assert_full_run(again, sync, images=1, published=False)  # the image in use is not published
     assert not (sync.state_dir / "unchanged.json").exists()
 
 
@@ -175,10 +201,12 @@ def test_an_image_kept_for_as_long_as_glance_stays_so_does_not_stop_the_quick_ch
 
     line = f"kept {old['id']}: {old['name']} (superseded but protected)"
     assert kept.returncode == again.returncode == unprotected.returncode == 0
-    assert line in kept.stdout.splitlines() and QUICK not in kept.stdout
+    assert line in kept.stdout.splitlines()
+    assert_full_run(kept, sync, images=2, published=True)  # kept, so still published
     assert line in again.stdout.splitlines() and QUICK in again.stdout
     assert [entry["id"] for entry in last["kept"]] == [old["id"]] and last["ok"]
-    assert QUICK not in unprotected.stdout and f"deleted {old['id']}" in unprotected.stdout
+    assert_full_run(unprotected, sync, images=1, published=True)
+    assert f"deleted {old['id']}: {old['name']} (superseded by a newer version)" in unprotected.stdout.splitlines()
     assert [i["version_name"] for i in our_images(glance, sync.content_id)] == ["20210201"]
 
 

@@ -7,6 +7,8 @@ with a Range request guarded by If-Range, and the source must have served the im
 
 from __future__ import annotations
 
+import email.utils
+
 import pytest
 
 from tests.functional.conftest import assert_cloud_is_clean, created_ids, our_images
@@ -16,8 +18,9 @@ pytestmark = pytest.mark.functional
 MIB = 1 << 20
 
 
-def image_requests(source, item) -> list[dict]:
-    return [entry for entry in source.server.requests() if entry["path"] == "/" + item.path]
+def image_requests(source, item, count: int) -> list[dict]:
+    """The source's log of the item's file, once it holds `count` entries (each is logged after its answer)."""
+    return source.server.wait_for_requests(count, path="/" + item.path)
 
 
 def test_dropped_connections_resume_where_they_stopped(source, sync, glance, cloud):
@@ -32,7 +35,7 @@ def test_dropped_connections_resume_where_they_stopped(source, sync, glance, clo
     assert len(created_ids(result.stdout)) == 1
     assert "restarting" not in result.stdout
     assert result.stderr.count("resuming from there") == len(drops)
-    served = image_requests(source, item)
+    served = image_requests(source, item, 1 + len(drops))
     assert [(entry["status"], entry["range"]) for entry in served] == [(200, None)] + [
         (206, f"bytes={offset}-") for offset in drops
     ]
@@ -66,6 +69,50 @@ def test_a_source_that_cannot_resume_restarts_the_image_cleanly(source, sync, gl
     assert said in restart
     assert len(created_ids(result.stdout)) == 2
     assert sorted(i["os_version"] for i in our_images(glance, sync.content_id)) == ["20.04", "22.04"]
-    whole_file_answers = [entry for entry in image_requests(source, item) if entry["status"] == 200]
-    assert len(whole_file_answers) == 3  # the first download, the answer to the resume, the restart
+    served = image_requests(source, item, 3)
+    assert [(entry["status"], entry["range"]) for entry in served] == [
+        (200, None),  # the first download, dropped halfway
+        (200, f"bytes={item.size // 2}-"),  # the resume, answered with the whole file
+        (200, None),  # the restart
+    ]
+    assert_cloud_is_clean(glance, cloud, sync.content_id, source)
+
+
+def test_without_an_etag_a_resume_is_guarded_by_last_modified(source, sync, glance, cloud):
+    item = source.add_image(seed=133, size=4 * MIB, incompressible=True)
+    source.write()
+    source.server.set_faults({"/" + item.path: {"kind": "drop", "at": [item.size // 2], "etag": False}})
+    last_modified = email.utils.formatdate((source.builder.root / item.path).stat().st_mtime, usegmt=True)
+
+    result = sync.run([sync.mirror(source.url)])
+
+    assert result.returncode == 0, result.stderr
+    assert "restarting" not in result.stdout
+    served = image_requests(source, item, 2)
+    assert [(entry["status"], entry["range"], entry["if_range"]) for entry in served] == [
+        (200, None, None),
+        (206, f"bytes={item.size // 2}-", last_modified),
+    ]
+    assert_cloud_is_clean(glance, cloud, sync.content_id, source)
+
+
+def test_an_image_restarts_at_most_twice_then_fails_leaving_nothing(source, sync, glance, cloud):
+    item = source.add_image(seed=134, size=4 * MIB, incompressible=True)
+    source.add_image(release="jammy", version="22.04", seed=135)
+    source.write()
+    # Each answer the file gets is cut at the next of these offsets, and each cut makes the file "change":
+    # the download, then each restart, is cut; each resume is answered with the whole (changed) file.
+    drops = [item.size * eighth // 8 for eighth in range(1, 8)]
+    source.server.set_faults({"/" + item.path: {"kind": "drop", "at": drops, "new_etag_after_drop": True}})
+
+    result = sync.run([sync.mirror(source.url)])
+
+    assert result.returncode == 1
+    restarts = [line for line in result.stdout.splitlines() if line.startswith("restarting ")]
+    assert len(restarts) == 2
+    [failure] = [line for line in result.stderr.splitlines() if line.startswith("failed ")]
+    assert failure.startswith("failed auto-sync/ubuntu-focal-20.04-amd64-server-")
+    assert failure.endswith(" (after 2 restarts)")
+    assert [image["os_version"] for image in our_images(glance, sync.content_id)] == ["22.04"]
+    assert len(created_ids(result.stdout)) == 1
     assert_cloud_is_clean(glance, cloud, sync.content_id, source)

@@ -3,8 +3,7 @@
 One RGW cloud for the module: the `cloud` fixture is overridden here, so `sync`, `glance` and the Swift
 tests imported below run against it. Those are the tests that exercise the object store (publish,
 anonymous reads, re-runs, the quick check, stale tokens, the object store down then back); the tests
-written here cover where RGW answers differently from Swift (see README, "Ceph RGW"). The last test stops
-the cloud.
+written here cover where RGW answers differently from Swift (see docs/how-to/ceph-rgw.md).
 """
 
 from __future__ import annotations
@@ -178,14 +177,15 @@ def test_a_container_whose_read_acl_was_removed_is_made_public_again(source, syn
     assert again.returncode == 0 and "unchanged since the sync of" in again.stdout
 
 
-def test_stop_leaves_no_ceph_daemon_running(cloud):
-    groups = cloud.process_groups()
-    assert {"ceph-mon", "ceph-osd", "rgw"} <= set(groups)
+def test_stop_leaves_no_ceph_daemon_running(tmp_path):
+    with LocalCloud(tmp_path / "own-rgw-cloud", object_store="rgw") as cloud:  # the module's cloud stays up
+        groups = cloud.process_groups()
+        assert {"ceph-mon", "ceph-osd", "rgw"} <= set(groups)
 
-    cloud.stop()
+        cloud.stop()
 
-    assert not [name for name, pid in groups.items() if Path(f"/proc/{pid}").exists()]
-    assert not LocalCloud.kill_leftovers(cloud.workdir)
-    rgw_port = urlparse(cloud.swift_url).port
-    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", rgw_port), timeout=2):
-        pass
+        assert not [name for name, pid in groups.items() if Path(f"/proc/{pid}").exists()]
+        assert not LocalCloud.kill_leftovers(cloud.workdir)
+        rgw_port = urlparse(cloud.swift_url).port
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", rgw_port), timeout=2):
+            pass

@@ -67,7 +67,10 @@ def test_second_sync_creates_nothing(source, sync, glance):
     assert first.returncode == 0 and second.returncode == 0, second.stderr
     assert len(created_ids(first.stdout)) == 1 and created_ids(second.stdout) == []
     assert "0 created, 0 failed" in second.stdout
-    assert not [r for r in source.server.requests() if r["path"].endswith(".img")], "image bytes fetched again"
+    fetched = sorted(request["path"] for request in source.server.wait_for_requests(2))
+    assert fetched == ["/streams/v1/com.ubuntu.cloud:released:download.sjson", "/streams/v1/index.sjson"], (
+        "image bytes fetched again"
+    )
     assert len(our_images(glance, sync.content_id)) == 1
 
 
@@ -88,6 +91,32 @@ def test_newer_version_is_added_and_the_superseded_one_deleted(source, sync, gla
         f"deleted {old_id}: auto-sync/ubuntu-focal-20.04-amd64-server-20210720-disk1.img "
         "(superseded by a newer version)" in result.stdout
     )
+
+
+def test_without_swift_images_sync_nothing_is_published_and_superseded_images_go_at_once(source, sync, glance, cloud):
+    sync.settings = {"use_swift": False}
+    source.add_image(serial="20210720", seed=14)
+    source.write()
+    first = sync.run([sync.mirror(source.url)])
+    (old_id,) = created_ids(first.stdout)
+    source.add_image(serial="20210801", seed=15)
+    source.write()
+
+    second = sync.run([sync.mirror(source.url)])
+
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    (new_id,) = created_ids(second.stdout)
+    assert second.stdout.splitlines() == [
+        f"created {new_id}: auto-sync/ubuntu-focal-20.04-amd64-server-20210801-disk1.img",
+        f"deleted {old_id}: auto-sync/ubuntu-focal-20.04-amd64-server-20210720-disk1.img "
+        "(superseded by a newer version)",
+        "sync finished: 1 created, 0 failed, 1 deleted, 0 errors",
+    ]
+    assert [image["id"] for image in our_images(glance, sync.content_id)] == [new_id]
+    last = json.loads((sync.state_dir / "last-sync.json").read_text())
+    assert (last["ok"], last["published"], last["metadata_url"]) == (True, False, "")
+    with pytest.raises(requests.HTTPError):
+        published_products(cloud, sync.content_id)
 
 
 def test_max_keeps_that_many_newest_versions(source, sync, glance):

@@ -1,8 +1,8 @@
 """A sync that outlives its token: Keystone tokens here last seconds, the source is throttled.
 
 Every request of the sync (Glance through glanceclient and the raw chunked upload, Swift, Nova) must
-re-authenticate when its token has expired; the quick check, which reuses the token of the last run,
-must fall through to the full sync when that token no longer works.
+re-authenticate when its token has expired; the quick check, which authenticates itself, still
+applies once every token of the last run has expired.
 """
 
 from __future__ import annotations

@@ -218,6 +218,7 @@ def test_server_serves_file_bytes_and_logs_user_agent(server, tarball_source):
             "bytes_sent": item.size,
             "fault": None,
             "range": None,
+            "if_range": None,
         }
     ]
 
@@ -330,6 +331,23 @@ def test_fault_drop_with_new_etag_makes_if_range_fail(server, tarball_source):
     for validator in (etag, modified):
         again = fetch_range(server.url + item.path, 1000, if_range=validator)
         assert again.status_code == 200 and again.headers["ETag"] != etag
+
+
+def test_a_fault_without_etag_serves_no_etag_and_ranges_by_last_modified(server, tarball_source):
+    item = tarball(tarball_source)
+    data = (tarball_source.root / item.path).read_bytes()
+    server.set_faults({item.path: {"kind": "drop", "at": [], "etag": False}})
+    first = fetch(server.url + item.path)
+    assert "ETag" not in first.headers
+
+    resumed = fetch_range(server.url + item.path, 1000, if_range=first.headers["Last-Modified"])
+
+    assert (resumed.status_code, resumed.content) == (206, data[1000:])
+    logged = server.wait_for_requests(2, path="/" + item.path)
+    assert [(entry["range"], entry["if_range"]) for entry in logged] == [
+        (None, None),
+        ("bytes=1000-", first.headers["Last-Modified"]),
+    ]
 
 
 def test_fault_stall_sends_nothing_past_the_offset_then_closes(server, tarball_source):

@@ -6,7 +6,8 @@ the hook's PATH. The model (config, relations, leadership, statuses, action para
 in the JSON file named by $JUJU_AGENT_MODEL; every call is appended to $JUJU_AGENT_CALLS as a JSON line
 {tool, args, stdin, hook}. Besides Juju's tools, the machine commands a test must not let run for real
 are recorded too: apt-get (and what charmlibs.apt asks of dpkg and apt-cache) and systemctl. Only the
-standard library: it runs on the machine's python3, like the charm's own dispatch. Formats follow ops' hook command wrappers (ops/hookcmds).
+standard library: it runs on the machine's python3, like the charm's own dispatch. Formats follow ops'
+hook command wrappers (ops/hookcmds).
 """
 
 from __future__ import annotations

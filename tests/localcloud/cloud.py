@@ -8,13 +8,18 @@ at once. Keystone stays on sqlite (nothing writes to it concurrently).
     with LocalCloud(tmp_path / "cloud") as cloud:
         glance = glanceclient.Client("2", session=cloud.sync_session())
 
-or, from a shell:  python -m tests.localcloud.cloud --workdir DIR [--tls] [--object-store rgw]
+or, from a shell:  python -m tests.localcloud.cloud --workdir DIR [--tls] [--object-store rgw] [--glance-store rbd]
 
 The object store is OpenStack Swift, or with object_store="rgw" a real Ceph RGW serving the Swift API
 (tests/localcloud/rgw.py), registered in Keystone as the ceph-radosgw charm registers it, by default as
 with its namespace-tenants=true (rgw_namespace_tenants=False: as with the charm's default, false).
 With object_store=None there is none, and no object-store endpoint in the catalog (a cloud whose unit
 serves the metadata itself).
+
+Glance stores images on its file store, or with glance_store="rbd" in the RBD pool `images` of a local Ceph
+cluster, configured as the glance charm configures it when related to ceph-mon (show_image_direct_url, its
+expose-image-locations); a `volumes` pool takes Cinder-style clones (`cloud.rbd("clone", ...)`). With
+object_store="rgw" too, one Ceph cluster serves both.
 
 With tls=True, LocalCloud makes a throw-away CA (workdir/tls/ca.pem, `cloud.ca_file`) and a server
 certificate for 127.0.0.1 and localhost signed by it, and Keystone, Glance and the Swift proxy answer
@@ -48,7 +53,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +92,7 @@ OBJECT_STORE_SERVICES = {
     "rgw": rgw.RGW_SERVICES,
     None: (),
 }
+GLANCE_STORES = ("file", "rbd")
 # The service that answers the object-store API, per object store.
 OBJECT_STORE_ENDPOINT_SERVICE = {"swift": "swift-proxy", "rgw": "rgw"}
 SWIFT_BACKENDS = ("account", "container", "object")
@@ -140,6 +146,7 @@ class _Service:
     dir_fd: Path | None = None  # see DIR_FD
     ready: Callable[[], bool] | None = None  # when not HTTP: True once the service serves
     run_as: dict = field(default_factory=dict)  # Popen's user/group/extra_groups
+    env: dict = field(default_factory=dict)  # added to the environment every service gets
     scheme: str = "http"
 
     @property
@@ -161,14 +168,18 @@ class LocalCloud:
         glance_options: dict | None = None,
         object_store: str | None = "swift",
         rgw_namespace_tenants: bool = True,
+        glance_store: str = "file",
     ):
         if object_store not in OBJECT_STORE_SERVICES:
             choices = ", ".join(map(repr, OBJECT_STORE_SERVICES))
             raise ValueError(f"object_store must be one of {choices}, not {object_store!r}")
-        if tls and object_store == "rgw":
-            raise ValueError("tls=True is only implemented with object_store='swift' or None")
+        if glance_store not in GLANCE_STORES:
+            raise ValueError(f"glance_store must be one of {', '.join(GLANCE_STORES)}, not {glance_store!r}")
+        if tls and (object_store == "rgw" or glance_store != "file"):
+            raise ValueError("tls=True is only implemented with object_store='swift' or None and glance_store='file'")
         self.workdir = Path(workdir).resolve()
         self.object_store = object_store
+        self.glance_store = glance_store
         self.rgw_namespace_tenants = rgw_namespace_tenants
         self.token_lifetime = token_lifetime  # seconds: keystone's [token] expiration (default 1 hour)
         self.glance_options = glance_options or {}  # extra glance-api.conf [DEFAULT] options, e.g. image_size_cap
@@ -184,7 +195,7 @@ class LocalCloud:
         self.glance_url: str | None = None
         self.postgres_port: int | None = None  # Glance's database server on 127.0.0.1
         self.swift_url: str | None = None  # the object store's account URL (Swift's, or RGW's Swift API)
-        self._ceph: rgw.CephRgw | None = None
+        self._ceph: rgw.CephCluster | None = None  # with RGW or Glance on RBD
         self.services_project_id: str | None = None  # owner of the images the sync user creates
         self.startup_seconds: float | None = None
         self._services: dict[str, _Service] = {}
@@ -197,13 +208,16 @@ class LocalCloud:
         began = time.monotonic()
         if self.image_conversion and not shutil.which("qemu-img"):
             raise RuntimeError("image_conversion needs qemu-img (Debian package qemu-utils)")
-        if self.object_store == "rgw" and (missing := rgw.missing_programs()):
-            raise RuntimeError(f"object_store='rgw' needs {', '.join(missing)}: install the Debian packages "
-                               f"{' '.join(rgw.PACKAGES)} (scripts/bootstrap does)")  # fmt: skip
+        uses_ceph = self.object_store == "rgw" or self.glance_store == "rbd"
+        rgw_needed, rbd_needed = self.object_store == "rgw", self.glance_store == "rbd"
+        if uses_ceph and (missing := rgw.missing_programs(rgw=rgw_needed, rbd=rbd_needed)):
+            raise RuntimeError(f"object_store={self.object_store!r} glance_store={self.glance_store!r} needs "
+                               f"{', '.join(missing)}: install the Debian packages {' '.join(rgw.PACKAGES)} "
+                               "(scripts/bootstrap does)")  # fmt: skip
         self.stop()
         self.kill_leftovers(self.workdir)
         self._make_dirs()
-        table = (*SERVICES, *OBJECT_STORE_SERVICES[self.object_store])
+        table = (*SERVICES, *(rgw.CEPH_SERVICES if uses_ceph else ()), *OBJECT_STORE_SERVICES[self.object_store])
         ports = _free_ports(len(table))
         self._services = {
             name: _Service(name, port, ready_path, []) for (name, ready_path), port in zip(table, ports, strict=False)
@@ -219,23 +233,26 @@ class LocalCloud:
         self.auth_url = f"{self._services['keystone'].url}/v3"
         self.glance_url = self._services["glance"].url
         self.postgres_port = self._services["postgres"].port
-        if self.object_store == "rgw":
-            self._ceph = rgw.CephRgw(
+        if uses_ceph:
+            self._ceph = rgw.CephCluster(
                 self.workdir / "ceph",
                 self._services["ceph-mon"].port,
-                self._services["rgw"].port,
-                self._keystone_for_rgw(),
+                rgw_port=self._services["rgw"].port if rgw_needed else None,
+                keystone=self._keystone_for_rgw() if rgw_needed else None,
                 namespace_tenants=self.rgw_namespace_tenants,
+                rbd=rbd_needed,
             )
         self._write_configs()
         self._define_commands()
         atexit.register(self.stop)
         try:
-            with ThreadPoolExecutor(3) as pool:
+            with ThreadPoolExecutor(4) as pool:
+                ceph = pool.submit(self._bring_up_ceph) if self._ceph else None
                 bring_ups = [self._bring_up_keystone, self._bring_up_glance]
                 if self.object_store is not None:
-                    bring_ups.append(self._bring_up_rgw if self._ceph else self._bring_up_swift)
-                for future in [pool.submit(bring_up) for bring_up in bring_ups]:
+                    bring_ups.append(self._bring_up_rgw if self.object_store == "rgw" else self._bring_up_swift)
+                futures = [pool.submit(bring_up, ceph) for bring_up in bring_ups]
+                for future in [*futures, *([ceph] if ceph else [])]:
                     future.result()
         except BaseException:
             self.stop()
@@ -302,6 +319,39 @@ class LocalCloud:
         pids_file.unlink(missing_ok=True)
         return victims
 
+    def rbd(self, *args: str) -> str:
+        """Run the `rbd` command line on the cloud's Ceph cluster (glance_store="rbd"); its output.
+        E.g. rbd("clone", f"images/{image_id}@snap", "volumes/volume-1"), as Cinder makes a volume."""
+        if self._ceph is None or self.glance_store != "rbd":
+            raise RuntimeError("rbd() needs a LocalCloud started with glance_store='rbd'")
+        result = subprocess.run(self._ceph.rbd_command(*args), capture_output=True, text=True,
+                                env=self._child_env(), timeout=60)  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"rbd {shlex.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+        return result.stdout
+
+    @property
+    def ceph_conf(self) -> Path | None:
+        """The Ceph cluster's ceph.conf (with RGW or Glance on RBD), else None."""
+        return self._ceph.conf if self._ceph is not None else None
+
+    @contextmanager
+    def image_endpoints_at(self, url: str):
+        """Glance's catalog endpoints (every interface) at `url` for the block, e.g. a proxy in front of
+        Glance; back to Glance itself after it (even on error). Clients see it from their next token."""
+        from keystoneclient.v3 import client as keystone_v3
+
+        ks = keystone_v3.Client(session=self.admin_session(), interface="public")
+        service = _first(ks.services.list(type="image"))
+        endpoints = ks.endpoints.list(service=service, region=self.region)
+        try:
+            for endpoint in endpoints:
+                ks.endpoints.update(endpoint, url=url)
+            yield
+        finally:
+            for endpoint in endpoints:
+                ks.endpoints.update(endpoint, url=endpoint.url)
+
     @property
     def object_store_service(self) -> str:
         """The name of the service answering the object-store API (for stop_service and service_down)."""
@@ -331,7 +381,7 @@ class LocalCloud:
 
     # ------------------------------------------------------------------ bring-up
 
-    def _bring_up_keystone(self) -> None:
+    def _bring_up_keystone(self, ceph: Future | None) -> None:
         conf = str(self.workdir / "keystone" / "keystone.conf")
         # What `keystone-manage fernet_setup` and `credential_setup` would make, without their ~2 s of CPU each.
         for repository in ("fernet-keys", "credential-keys"):
@@ -349,12 +399,14 @@ class LocalCloud:
         self.admin = self._credentials("admin", "admin")
         self._register_in_keystone()
 
-    def _bring_up_glance(self) -> None:
+    def _bring_up_glance(self, ceph: Future | None) -> None:
         self._bring_up_postgres()
         self._run("glance-manage", "--config-file", str(self.workdir / "glance" / "glance-api.conf"), "db_sync")
+        if self.glance_store == "rbd" and ceph is not None:
+            ceph.result()  # its pools made
         self._start_and_wait("glance")
 
-    def _bring_up_swift(self) -> None:
+    def _bring_up_swift(self, ceph: Future | None) -> None:
         rings = [f"{kind}={self._services['swift-' + kind].port}" for kind in SWIFT_BACKENDS]
         self._run(sys.executable, "-c", _RING_SCRIPT, str(self.workdir / "swift"), *rings)
         for name in ("swift-account", "swift-container", "swift-object", "swift-proxy"):
@@ -362,14 +414,18 @@ class LocalCloud:
         for name in ("swift-account", "swift-container", "swift-object", "swift-proxy"):
             self._wait_until_answering(self._services[name], time.monotonic() + START_TIMEOUT)
 
-    def _bring_up_rgw(self) -> None:
+    def _bring_up_ceph(self) -> None:
         for command in self._ceph.monitor_setup_commands():
             self._run(*command)
         self._start_and_wait("ceph-mon")
         for command in self._ceph.osd_setup_commands():
             self._run(*command)
         self._start_and_wait("ceph-osd")
-        self._start_and_wait("rgw")  # PITFALL: started before the OSD is up, radosgw waits 5 s for it
+
+    def _bring_up_rgw(self, ceph: Future | None) -> None:
+        assert ceph is not None, "RGW runs on the cloud's Ceph cluster"
+        ceph.result()  # PITFALL: started before the OSD is up, radosgw waits 5 s for it
+        self._start_and_wait("rgw")
 
     def _keystone_for_rgw(self) -> rgw.KeystoneForRgw:
         return rgw.KeystoneForRgw(
@@ -448,7 +504,7 @@ class LocalCloud:
         self._ensure_endpoints(ks, "image", "glance", self.glance_url)
         self.services_project_id = project.id
         if self.object_store is not None:
-            if self._ceph is not None:
+            if self.object_store == "rgw":
                 object_store_url = self._ceph.swift_url_template()
             else:
                 object_store_url = f"{self._services['swift-proxy'].url}/v1/AUTH_%(project_id)s"
@@ -504,8 +560,7 @@ class LocalCloud:
         shutil.copyfile(_glance_paste_ini(), glance_dir / "glance-api-paste.ini")
         if self._ceph is not None:
             self._ceph.write_config()
-            return
-        if self.object_store is None:
+        if self.object_store != "swift":
             return
         (swift_dir / "devices" / "d1").mkdir(parents=True, exist_ok=True)
         _write_ini(swift_dir / "swift.conf", _swift_conf())
@@ -560,7 +615,27 @@ class LocalCloud:
         }
         if self.image_conversion:  # needs qemu-img on PATH; only imports are converted, not uploads
             conf["image_conversion"] = {"output_format": "raw"}
+        if self.glance_store == "rbd":
+            self._glance_on_rbd(conf)
         return conf
+
+    def _glance_on_rbd(self, conf: dict) -> None:
+        """Images in the Ceph pool `images`, as the glance charm sets Glance up when related to ceph-mon
+        (no cephx here: the `admin` user needs no keyring). The staging and tasks stores stay on files."""
+        del conf["local"]
+        conf["DEFAULT"] = {
+            **conf["DEFAULT"],
+            "enabled_backends": "ceph:rbd",
+            "show_image_direct_url": "True",  # the charm's expose-image-locations: what lets Cinder/Nova clone
+            **{name: str(value) for name, value in self.glance_options.items()},
+        }
+        conf["glance_store"] = {"default_backend": "ceph"}
+        conf["ceph"] = {
+            "rbd_store_pool": rgw.IMAGES_POOL,
+            "rbd_store_ceph_conf": str(self._ceph.conf),
+            "rbd_store_user": "admin",
+            "rbd_store_chunk_size": "8",
+        }
 
     def _authtoken_conf(self, user: str) -> dict:
         conf = {
@@ -636,8 +711,9 @@ class LocalCloud:
             str(_postgres_bin_dir() / "postgres"), "-D", f"{DIR_FD}/data",
             "-c", f"listen_addresses={HOST}", "-c", f"port={postgres.port}",
             "-c", f"unix_socket_directories={DIR_FD}/run",  # not /var/run/postgresql
-            # A throw-away test database: durability is not worth the time.
-            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+            # A throw-away test database: no fsync. Commits still reach the page cache before they
+            # return (synchronous_commit stays on), so a killed postgres keeps them, as a crash would.
+            "-c", "fsync=off", "-c", "full_page_writes=off",
         ]  # fmt: skip
         postgres.stop_signal = signal.SIGINT  # "fast" shutdown; SIGTERM would wait for Glance to disconnect
         postgres.dir_fd = self.workdir / "postgres"
@@ -646,14 +722,16 @@ class LocalCloud:
             "keystone", "keystone_shim:application", "--pythonpath", str(self.workdir / "keystone")
         )
         self._services["glance"].argv = gunicorn("glance", "glance.wsgi.api:application")
+        if self.glance_store == "rbd":
+            modules = rgw.python_modules_dir(self.workdir / "glance" / "ceph-python")
+            self._services["glance"].env = {"PYTHONPATH": str(modules), "PYTHONUNBUFFERED": "1"}
         if self._ceph is not None:
             ready_checks = self._ceph.ready_checks(self._child_env())
             for name, argv in self._ceph.argv().items():
                 service = self._services[name]
                 service.argv, service.ready = argv, ready_checks.get(name)
                 service.stop_signal = signal.SIGKILL  # throw-away data; an OSD whose monitor left lingers 5 s
-            return
-        if self.object_store is None:
+        if self.object_store != "swift":
             return
         for kind in (*SWIFT_BACKENDS, "proxy"):
             binary = BIN_DIR / f"swift-{kind}-server"
@@ -698,8 +776,8 @@ class LocalCloud:
             # (PostgreSQL's children make their own sessions: _terminate() finds them by parent.)
             service.popen = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self._child_env(), cwd=_cwd_for(service.run_as, self.workdir), start_new_session=True,
-                pass_fds=fds, **service.run_as,
+                env={**self._child_env(), **service.env}, cwd=_cwd_for(service.run_as, self.workdir),
+                start_new_session=True, pass_fds=fds, **service.run_as,
             )  # fmt: skip
         self._write_pids()
 
@@ -1066,6 +1144,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-conversion", action="store_true", help="enable Glance's image_conversion plugin")
     parser.add_argument("--tls", action="store_true", help="Keystone, Glance and Swift over HTTPS (throw-away CA)")
     parser.add_argument(
+        "--glance-store", choices=GLANCE_STORES, default="file", help="Glance's file store, or Ceph RBD"
+    )
+    parser.add_argument(
         "--object-store",
         choices=["swift", "rgw", "none"],
         default="swift",
@@ -1082,6 +1163,7 @@ def main(argv: list[str] | None = None) -> int:
         image_conversion=args.image_conversion,
         tls=args.tls,
         object_store=None if args.object_store == "none" else args.object_store,
+        glance_store=args.glance_store,
     )
     try:
         cloud.start()

@@ -2,10 +2,14 @@
 
     python -m tests.localcloud.proxy --port-file F --log F
 
-Enough of a proxy for the tests: absolute-URI requests over plain HTTP (GET, HEAD, PUT, POST, DELETE
-with a Content-Length body), responses streamed back. `--route HOST=127.0.0.1:PORT` sends requests for
-HOST to that address instead (a public host, such as cloud-images.ubuntu.com, served locally). Each
-request appends a JSON line to the log: {"method", "url", "status"}. `HttpProxy` starts and stops it by PID.
+Enough of a proxy for the tests: absolute-URI requests over plain HTTP (GET, HEAD, PUT, POST, PATCH,
+DELETE with a Content-Length or chunked body), responses streamed back. `--route HOST=127.0.0.1:PORT`
+sends requests for HOST to that address instead (a public host, such as cloud-images.ubuntu.com, served
+locally). With `--upstream 127.0.0.1:PORT` it is also a reverse proxy: requests for a path go there (put its
+URL in Keystone's catalog in place of a service's). `--reset METHOD=N` drops the connection of the first N
+requests with that method, once their body is read, without forwarding them (a reset, as from a
+restarting server or a broken network): a fault the test controls. Each request appends a JSON line to the
+log: {"method", "url", "status"} (status "reset" for a dropped one). `HttpProxy` starts and stops it by PID.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import http.client
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -42,22 +48,27 @@ class ProxyHandler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._forward()
 
-    do_HEAD = do_PUT = do_POST = do_DELETE = do_GET  # noqa: N815 (BaseHTTPRequestHandler's names)
+    do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = do_GET  # noqa: N815 (BaseHTTPRequestHandler's names)
 
     def log_message(self, format, *args):
         pass
 
     def _forward(self):
         target = urlsplit(self.path)
-        status = 502
+        status: int | str = 502
         try:
-            host, port = self.server.routes.get(target.hostname, (target.hostname, target.port or 80))
+            if self.server.take_reset(self.command):
+                status = "reset"
+                self._drop_connection()
+                return
+            if target.hostname is None and self.server.upstream is not None:
+                host, port = self.server.upstream
+            else:
+                host, port = self.server.routes.get(target.hostname, (target.hostname, target.port or 80))
             upstream = http.client.HTTPConnection(host, port, timeout=300)
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else None
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             path = target.path + (f"?{target.query}" if target.query else "")
-            upstream.request(self.command, path or "/", body=body, headers=headers)
+            self._send_request(upstream, path or "/", headers)
             response = upstream.getresponse()
             status = response.status
             self._relay(response)
@@ -65,6 +76,47 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self.send_error(502, f"proxy: {error}")
         finally:
             self.server.log(self.command, self.path, status)
+
+    def _chunked(self) -> bool:
+        return self.headers.get("Transfer-Encoding", "").lower() == "chunked"
+
+    def _send_request(self, upstream: http.client.HTTPConnection, path: str, headers: dict) -> None:
+        if not self._chunked():
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            upstream.request(self.command, path, body=body, headers=headers)
+            return
+        upstream.putrequest(self.command, path, skip_host="host" in {k.lower() for k in headers},
+                            skip_accept_encoding=True)  # fmt: skip
+        for key, value in {**headers, "Transfer-Encoding": "chunked"}.items():
+            upstream.putheader(key, value)
+        upstream.endheaders()
+        for chunk in self._body_chunks():
+            upstream.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        upstream.send(b"0\r\n\r\n")
+
+    def _body_chunks(self):
+        """The request's chunked body, chunk by chunk (trailers skipped)."""
+        while True:
+            size = int(self.rfile.readline().split(b";")[0], 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return
+            chunk = self.rfile.read(size)
+            self.rfile.readline()
+            yield chunk
+
+    def _drop_connection(self) -> None:
+        """Read the request's body, then close with a reset (SO_LINGER 0): no answer ever comes."""
+        if self._chunked():
+            for _ in self._body_chunks():
+                pass
+        elif length := int(self.headers.get("Content-Length") or 0):
+            self.rfile.read(length)
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.connection.close()
 
     def _relay(self, response):
         self.send_response(response.status, response.reason)
@@ -87,13 +139,30 @@ class ProxyHandler(BaseHTTPRequestHandler):
 class ProxyServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int, log_path: Path, routes: dict[str, tuple[str, int]]):
+    def __init__(
+        self,
+        port: int,
+        log_path: Path,
+        routes: dict[str, tuple[str, int]],
+        upstream: tuple[str, int] | None = None,
+        resets: dict[str, int] | None = None,
+    ):
         super().__init__(("127.0.0.1", port), ProxyHandler)
         self.log_path = log_path
         self.routes = routes
+        self.upstream = upstream
+        self.resets = dict(resets or {})  # method: how many of its requests still to drop
         self._lock = threading.Lock()
 
-    def log(self, method: str, url: str, status: int) -> None:
+    def take_reset(self, method: str) -> bool:
+        """True if this request is to be dropped (one fewer left to drop)."""
+        with self._lock:
+            if self.resets.get(method, 0) > 0:
+                self.resets[method] -= 1
+                return True
+            return False
+
+    def log(self, method: str, url: str, status: int | str) -> None:
         with self._lock, open(self.log_path, "a") as log:
             log.write(json.dumps({"method": method, "url": url, "status": status}) + "\n")
 
@@ -104,24 +173,42 @@ def main(argv=None) -> None:
     parser.add_argument("--port-file", type=Path, required=True)
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--route", action="append", default=[], metavar="HOST=ADDRESS:PORT")
+    parser.add_argument("--upstream", metavar="ADDRESS:PORT", help="where requests for a path (not a URL) go")
+    parser.add_argument("--reset", action="append", default=[], metavar="METHOD=COUNT")
     args = parser.parse_args(argv)
     routes = {}
     for route in args.route:
         host, _, address = route.partition("=")
-        routes[host] = (address.rpartition(":")[0], int(address.rpartition(":")[2]))
-    server = ProxyServer(args.port, args.log, routes)
+        routes[host] = _address(address)
+    resets = {method: int(count) for method, _, count in (reset.partition("=") for reset in args.reset)}
+    upstream = _address(args.upstream) if args.upstream else None
+    server = ProxyServer(args.port, args.log, routes, upstream, resets)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     args.port_file.write_text(str(server.server_address[1]))
     server.serve_forever()
 
 
+def _address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
 class HttpProxy:
     """Runs the proxy in a child process; `url`, `requests()`, `stop()` by PID. `routes` maps a host name
-    to the local "127.0.0.1:PORT" that serves it."""
+    to the local "127.0.0.1:PORT" that serves it; `upstream` ("127.0.0.1:PORT") makes it a reverse proxy
+    too; `resets` ({"DELETE": 1}) drops the first requests of those methods."""
 
-    def __init__(self, workdir: Path, routes: dict[str, str] | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        routes: dict[str, str] | None = None,
+        upstream: str | None = None,
+        resets: dict[str, int] | None = None,
+    ):
         self.workdir = workdir
         self.routes = routes or {}
+        self.upstream = upstream
+        self.resets = resets or {}
         self.port_file = workdir / "proxy.port"
         self.log_file = workdir / "proxy.jsonl"
         self.process: subprocess.Popen | None = None
@@ -137,7 +224,9 @@ class HttpProxy:
         self.log_file.write_text("")
         root = Path(__file__).resolve().parents[2]
         env = {**os.environ, "PYTHONPATH": str(root)}
-        routes = [f"--route={host}={address}" for host, address in self.routes.items()]
+        options = [f"--route={host}={address}" for host, address in self.routes.items()]
+        options += [f"--upstream={self.upstream}"] if self.upstream else []
+        options += [f"--reset={method}={count}" for method, count in self.resets.items()]
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -147,7 +236,7 @@ class HttpProxy:
                 str(self.port_file),
                 "--log",
                 str(self.log_file),
-                *routes,
+                *options,
             ],
             env=env,
         )

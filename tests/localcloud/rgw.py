@@ -1,15 +1,19 @@
-"""Ceph RGW for LocalCloud: one monitor, one OSD (memstore) and radosgw on 127.0.0.1, serving the Swift API
-with Keystone auth, configured and registered as the ceph-radosgw charm does with its `namespace-tenants`
-option true (each project's containers in its own namespace, the account in the URL) or false (the
-charm's default: one namespace for all projects' containers, no account in the URL).
+"""Ceph for LocalCloud: one monitor and one OSD (memstore) on 127.0.0.1, holding the RBD pools of a Glance on
+Ceph (`images`, and `volumes` for Cinder-style clones) and/or radosgw serving the Swift API with Keystone auth,
+configured and registered as the ceph-radosgw charm does with its `namespace-tenants` option true (each
+project's containers in its own namespace, the account in the URL) or false (the charm's default: one
+namespace for all projects' containers, no account in the URL). One cluster serves both when a cloud has
+Glance on RBD and RGW as its object store (an "all-Ceph" cloud).
 
-Debian's Ceph packages (ceph-mon, ceph-osd, radosgw, ceph-common; scripts/bootstrap installs them): no mgr,
-no cephx, no systemd, no containers. Every file (config, monitor and OSD data, admin sockets, crash dumps)
-lives under the given directory; the daemons log to stderr, which LocalCloud sends to its logs. Objects
-live in the OSD's memory: they are gone when the OSD stops (radosgw alone restarts with its data kept).
+Debian's Ceph packages (ceph-mon, ceph-osd, radosgw, ceph-common, python3-rbd; scripts/bootstrap installs
+them): no mgr, no cephx, no systemd, no containers. Every file (config, monitor and OSD data, admin sockets,
+crash dumps) lives under the given directory; the daemons log to stderr, which LocalCloud sends to its logs.
+Objects live in the OSD's memory: they are gone when the OSD stops (radosgw alone restarts with its data kept).
 
 The monitor and the pools are driven with Debian's python3-rados from /usr/bin/python3 (a venv does not
-have it) in a short child process, which is faster than one `ceph` command per step.
+have it) in a short child process, which is faster than one `ceph` command per step. Glance's RBD driver
+needs Debian's `rados` and `rbd` C extensions: `python_modules_dir` makes a directory holding only those two,
+for Glance's PYTHONPATH. The `rbd` command line does what Cinder and Nova would do to images (clones).
 Known pitfalls are explained (PITFALL:) where they are handled.
 """
 
@@ -24,10 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# (name, ready path) in start order, as in cloud.SERVICES; None: not HTTP (see CephRgw.ready_checks).
-RGW_SERVICES = (("ceph-mon", None), ("ceph-osd", None), ("rgw", "/"))
-PACKAGES = ("ceph-mon", "ceph-osd", "radosgw", "ceph-common")
-SYSTEM_PYTHON = "/usr/bin/python3"  # has Debian's `rados` module
+# (name, ready path) in start order, as in cloud.SERVICES; None: not HTTP (see CephCluster.ready_checks).
+CEPH_SERVICES = (("ceph-mon", None), ("ceph-osd", None))
+RGW_SERVICES = (("rgw", "/"),)
+PACKAGES = ("ceph-mon", "ceph-osd", "radosgw", "ceph-common", "python3-rbd")
+SYSTEM_PYTHON = "/usr/bin/python3"  # has Debian's `rados` and `rbd` modules
+SYSTEM_PYTHON_MODULES = ("rados", "rbd")  # the C extensions Glance's RBD driver imports
+# The pools of a Glance on Ceph: its images, and where Cinder would make volumes (clones of images).
+IMAGES_POOL = "images"
+VOLUMES_POOL = "volumes"
+RBD_POOLS = (IMAGES_POOL, VOLUMES_POOL)
 MON_ID = "a"
 OSD_ID = 0
 RGW_NAME = "client.rgw"
@@ -56,10 +66,10 @@ def command(**cmd):
 
 if action == "osd-new":
     command(prefix="osd new", uuid=args[0], id=int(args[1]))
-elif action == "pools":
-    for pool in args[1:]:
+elif action == "pools":  # PG_NUM APPLICATION POOL...
+    for pool in args[2:]:
         command(prefix="osd pool create", pool=pool, pg_num=int(args[0]), pgp_num=int(args[0]))
-        command(prefix="osd pool application enable", pool=pool, app="rgw")
+        command(prefix="osd pool application enable", pool=pool, app=args[1])
 elif action == "osd-up":
     deadline = time.monotonic() + timeout
     while json.loads(command(prefix="osd stat", format="json"))["num_up_osds"] < 1:
@@ -72,15 +82,32 @@ cluster.shutdown()
 """
 
 
-def missing_programs() -> list[str]:
-    """The Ceph programs (and Python module) this needs that are not installed."""
-    missing = [name for name in ("ceph-mon", "ceph-osd", "radosgw", "monmaptool") if not shutil.which(name)]
-    if (
-        not Path(SYSTEM_PYTHON).exists()
-        or subprocess.run([SYSTEM_PYTHON, "-c", "import rados"], capture_output=True, timeout=60).returncode != 0
-    ):
-        missing.append(f"{SYSTEM_PYTHON}'s rados module")
+def missing_programs(rgw: bool = True, rbd: bool = False) -> list[str]:
+    """The Ceph programs (and Python modules) this needs that are not installed."""
+    programs = ("ceph-mon", "ceph-osd", "monmaptool", *(("radosgw",) if rgw else ()), *(("rbd",) if rbd else ()))
+    missing = [name for name in programs if not shutil.which(name)]
+    for module in ("rados", "rbd") if rbd else ("rados",):
+        if (
+            not Path(SYSTEM_PYTHON).exists()
+            or subprocess.run([SYSTEM_PYTHON, "-c", f"import {module}"], capture_output=True, timeout=60).returncode
+        ):
+            missing.append(f"{SYSTEM_PYTHON}'s {module} module")
     return missing
+
+
+def python_modules_dir(directory: Path) -> Path:
+    """`directory`, holding links to the system Python's `rados` and `rbd` extension modules and nothing else:
+    what Glance's RBD driver imports, without the rest of Debian's dist-packages on Glance's path."""
+    found = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import rados, rbd; print(rados.__file__); print(rbd.__file__)"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.split()  # fmt: skip
+    directory.mkdir(parents=True, exist_ok=True)
+    for module in found:
+        link = directory / Path(module).name
+        link.unlink(missing_ok=True)
+        link.symlink_to(module)
+    return directory
 
 
 @dataclass
@@ -96,12 +123,13 @@ class KeystoneForRgw:
 
 
 @dataclass
-class CephRgw:
+class CephCluster:
     directory: Path  # everything Ceph writes goes here
     mon_port: int
-    rgw_port: int
-    keystone: KeystoneForRgw
+    rgw_port: int | None = None  # None: no radosgw
+    keystone: KeystoneForRgw | None = None  # with radosgw
     namespace_tenants: bool = True
+    rbd: bool = False  # the RBD pools of a Glance on Ceph
     fsid: str = field(default_factory=lambda: str(uuid.uuid4()))
     osd_uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
 
@@ -134,8 +162,7 @@ class CephRgw:
     def _config(self) -> dict[str, dict[str, str]]:
         d = self.directory
         port_min = _free_port_block(OSD_PORTS)
-        ks = self.keystone
-        return {
+        config = {
             "global": {
                 "fsid": self.fsid,
                 "mon host": f"v2:127.0.0.1:{self.mon_port}",
@@ -176,23 +203,31 @@ class CephRgw:
                 "err to stderr": "true",
                 "mon cluster log to file": "false",
             },
-            "osd": {"osd objectstore": "memstore", "memstore device bytes": str(512 << 20)},
-            RGW_NAME: {
-                "rgw frontends": f"beast endpoint=127.0.0.1:{self.rgw_port}",
-                "rgw data": f"{d}/rgw",
-                "rgw thread pool size": "32",
-                "rgw swift account in url": str(self.namespace_tenants).lower(),
-                "rgw keystone implicit tenants": str(self.namespace_tenants).lower(),
-                "rgw keystone url": ks.url,
-                "rgw keystone api version": "3",
-                "rgw keystone admin user": ks.user,
-                "rgw keystone admin password": ks.password,
-                "rgw keystone admin project": ks.project,
-                "rgw keystone admin domain": ks.domain,
-                "rgw keystone accepted roles": ks.accepted_roles,
-                "rgw keystone verify ssl": "false",
-                "rgw s3 auth use keystone": "false",
-            },
+            "osd": {"osd objectstore": "memstore", "memstore device bytes": str(1 << 30)},
+        }
+        if self.rgw_port is not None:
+            config[RGW_NAME] = self._rgw_config()
+        return config
+
+    def _rgw_config(self) -> dict[str, str]:
+        if self.keystone is None:
+            raise ValueError("radosgw needs `keystone`")
+        ks = self.keystone
+        return {
+            "rgw frontends": f"beast endpoint=127.0.0.1:{self.rgw_port}",
+            "rgw data": f"{self.directory}/rgw",
+            "rgw thread pool size": "32",
+            "rgw swift account in url": str(self.namespace_tenants).lower(),
+            "rgw keystone implicit tenants": str(self.namespace_tenants).lower(),
+            "rgw keystone url": ks.url,
+            "rgw keystone api version": "3",
+            "rgw keystone admin user": ks.user,
+            "rgw keystone admin password": ks.password,
+            "rgw keystone admin project": ks.project,
+            "rgw keystone admin domain": ks.domain,
+            "rgw keystone accepted roles": ks.accepted_roles,
+            "rgw keystone verify ssl": "false",
+            "rgw s3 auth use keystone": "false",
         }
 
     # ---------------------------------------------------------------- commands
@@ -200,11 +235,13 @@ class CephRgw:
     def argv(self) -> dict[str, list[str]]:
         """Each daemon's command line, in the foreground."""
         conf = str(self.conf)
-        return {
+        argv = {
             "ceph-mon": [_program("ceph-mon"), "-c", conf, "-i", MON_ID, "-f"],
             "ceph-osd": [_program("ceph-osd"), "-c", conf, "-i", str(OSD_ID), "-f"],
-            "rgw": [_program("radosgw"), "-c", conf, "-n", RGW_NAME, "-f"],
         }
+        if self.rgw_port is not None:
+            argv["rgw"] = [_program("radosgw"), "-c", conf, "-n", RGW_NAME, "-f"]
+        return argv
 
     def monitor_setup_commands(self) -> list[list[str]]:
         """Run before the monitor starts: its map and data directory."""
@@ -216,12 +253,20 @@ class CephRgw:
         ]  # fmt: skip
 
     def osd_setup_commands(self) -> list[list[str]]:
-        """Run once the monitor answers: the OSD in the osdmap, its (memory) store, and radosgw's pools."""
-        return [
+        """Run once the monitor answers: the OSD in the osdmap, its (memory) store, and the pools."""
+        commands = [
             self.admin_command("osd-new", self.osd_uuid, str(OSD_ID)),
             [_program("ceph-osd"), "-c", str(self.conf), "-i", str(OSD_ID), "--mkfs", "--osd-uuid", self.osd_uuid],
-            self.admin_command("pools", str(PG_NUM), *RGW_POOLS),
         ]
+        if self.rgw_port is not None:
+            commands.append(self.admin_command("pools", str(PG_NUM), "rgw", *RGW_POOLS))
+        if self.rbd:
+            commands.append(self.admin_command("pools", str(PG_NUM), "rbd", *RBD_POOLS))
+        return commands
+
+    def rbd_command(self, *args: str) -> list[str]:
+        """The `rbd` command line on this cluster, with these arguments (e.g. "children", "images/ID@snap")."""
+        return [_program("rbd"), "-c", str(self.conf), *args]
 
     def admin_command(self, action: str, *args: str) -> list[str]:
         return [SYSTEM_PYTHON, "-c", _ADMIN_SCRIPT, str(self.conf), str(ADMIN_TIMEOUT), action, *args]

@@ -6,10 +6,11 @@ Run by SourceServer (below), or by hand:
 
 Files are served with an ETag, Last-Modified and `Accept-Ranges: bytes`; a single `Range: bytes=N-` or
 `bytes=N-M` is answered 206 (416 when N is past the end), unless an `If-Range` that is not the current
-ETag or Last-Modified asks for the whole file (200).
+ETag or Last-Modified asks for the whole file (200). Any fault may say `"etag": false`: that file is
+then served without an ETag, as some servers do.
 
 Every request appends one JSON line to the log:
-    {"method", "path", "user_agent", "status", "bytes_sent", "fault", "range"}
+    {"method", "path", "user_agent", "status", "bytes_sent", "fault", "range", "if_range"}
 The faults file (JSON, re-read whenever it changes) maps a URL path to one fault:
     {"kind": "truncate", "after": N}       full Content-Length, then close at file offset N
     {"kind": "drop", "at": [N, ...], "ranges": true, "new_etag_after_drop": false}
@@ -150,6 +151,7 @@ class LogEntry:
     bytes_sent: int = 0
     fault: str | None = None
     range: str | None = None  # the Range header, if any
+    if_range: str | None = None  # the If-Range header, if any
 
 
 class SourceHTTPServer(ThreadingHTTPServer):
@@ -185,7 +187,13 @@ class SourceRequestHandler(BaseHTTPRequestHandler):
 
     def _serve(self, send_body: bool) -> None:
         url_path = normalize_url_path(self.path)
-        entry = LogEntry(self.command, url_path, self.headers.get("User-Agent"), range=self.headers.get("Range"))
+        entry = LogEntry(
+            self.command,
+            url_path,
+            self.headers.get("User-Agent"),
+            range=self.headers.get("Range"),
+            if_range=self.headers.get("If-Range"),
+        )
         try:
             fault = self.server.faults.fault_for(url_path)
             entry.fault = fault["kind"] if fault else None
@@ -221,7 +229,8 @@ class SourceRequestHandler(BaseHTTPRequestHandler):
         self.send_response(entry.status)
         self.send_header("Content-Type", content_type(file))
         self.send_header("Content-Length", str(end - start))
-        self.send_header("ETag", etag)
+        if not (fault and fault.get("etag") is False):
+            self.send_header("ETag", etag)
         self.send_header("Last-Modified", last_modified)
         if ranges_honoured:  # a server that ignores ranges usually just says nothing about them
             self.send_header("Accept-Ranges", "bytes")
@@ -409,10 +418,11 @@ class SourceServer:
                 entries.append(json.loads(line))
         return entries
 
-    def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[dict]:
-        """The log once it holds at least count entries (raises TimeoutError otherwise)."""
+    def wait_for_requests(self, count: int, timeout: float = 5.0, path: str | None = None) -> list[dict]:
+        """The log (only the entries of `path`, if given) once it holds at least count entries (raises
+        TimeoutError otherwise)."""
         deadline = time.monotonic() + timeout
-        while len(entries := self.requests()) < count:
+        while len(entries := [e for e in self.requests() if path is None or e["path"] == path]) < count:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(entries)} requests logged, expected {count}")
             time.sleep(0.01)
