@@ -9,6 +9,7 @@ reports the sync's progress and results in `juju status`.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import ops
 import pydantic
@@ -21,6 +22,7 @@ import metadata_server
 import nrpe
 import sync_process
 from charm_config import CharmConfig, format_errors
+from simplestreams_sync import quick_check
 from simplestreams_sync.config import LocalMetadata
 from simplestreams_sync.state import utc_now
 from simplestreams_sync.text import shorten
@@ -30,6 +32,7 @@ from sync_report import (
     decisions_summary,
     failed_sync_summary,
     last_sync_summary,
+    next_try_summary,
     progress_message,
     sync_failed,
 )
@@ -58,9 +61,9 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         framework.observe(self._ca_transfer.on.certificate_set_updated, self._on_reconcile)
         framework.observe(self._ca_transfer.on.certificates_removed, self._on_reconcile)
         framework.observe(self.on.config_changed, self._on_config_changed)
+        framework.observe(self.on.upgrade_charm, self._on_upgrade_charm)
         for event in (
             self.on.start,
-            self.on.upgrade_charm,
             self.on.leader_elected,
             self.on.leader_settings_changed,
             self.on.update_status,
@@ -80,6 +83,15 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
 
     def _on_install(self, event: ops.InstallEvent) -> None:
         host.install_packages()
+        sync_process.remove_classic_cron_files()
+        self._reconcile()
+
+    def _on_upgrade_charm(self, event: ops.UpgradeCharmEvent) -> None:
+        """Also what switching from the classic charm runs: its cron files go, and no earlier version's
+        quick-check record keeps a token."""
+        sync_process.remove_classic_cron_files()
+        if quick_check.drop_token(host.PATHS.state_dir):
+            logger.info("removed the Keystone token an earlier version kept in the quick check's record")
         self._reconcile()
 
     def _on_reconcile(self, event: ops.EventBase) -> None:
@@ -183,6 +195,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
             "state_dir": str(host.PATHS.state_dir),
             "modify_hook": modify_hook,
             "source_proxy": host.model_proxy(),
+            "frequency": config.frequency if config.run else None,  # retries back off up to its period
             **({"keyring": keyring} if keyring else {}),
             **({"local_metadata": self._local_metadata(served_urls)} if served_urls else {}),
         }
@@ -397,7 +410,9 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         if sync_failed(result, publishing=config.publishes_metadata):
             retry = "run sync-images"
             if config.run:
-                retry = f"next try {sync_process.cron_description(config.frequency, self.unit.name)}, or {retry}"
+                next_try = next_try_summary(result, datetime.now(UTC))
+                next_try = next_try or f"next try {sync_process.cron_description(config.frequency, self.unit.name)}"
+                retry = f"{next_try}, or {retry}"
             return ops.BlockedStatus(f"{failed_sync_summary(result)}; {retry}")
         decisions = decisions_summary(result)
         if decisions:

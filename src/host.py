@@ -37,6 +37,7 @@ ADD_SYSTEM_USER = [
     "--comment",
     "glance-simplestreams-sync charm, image sync",
 ]
+CLASSIC_FREQUENCIES = ("hourly", "daily", "weekly")
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 TRUST_STORE_PREFIX = "glance-simplestreams-sync-"
 # The model's proxy settings, as Juju gives them to the charm (the sync reads them from mirrors.yaml).
@@ -102,6 +103,14 @@ class Paths:
     def nrpe_check_marker(self) -> Path:
         """When the check began expecting scheduled syncs (read by src/nrpe_check_sync.py)."""
         return self.state_dir / "charm-nrpe-check.json"
+
+    @property
+    def classic_cron_files(self) -> list[Path]:
+        """Where the classic charm put its cron files: the scheduled sync, and the every-minute poll until
+        its first sync."""
+        etc = self.cron_file.parent.parent
+        scheduled = [etc / f"cron.{frequency}" / "glance_simplestreams_sync" for frequency in CLASSIC_FREQUENCIES]
+        return [*scheduled, etc / "cron.d" / "glance_simplestreams_sync_fastpoll"]
 
     @property
     def served_dir(self) -> Path:

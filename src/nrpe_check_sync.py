@@ -10,8 +10,10 @@ Nagios code:
 - OK (0): standby unit (`--standby`: only the leader syncs); `--run-disabled` (no schedule) and the last
   run did not fail; or the last successful sync is at most `--max-age-seconds` old.
 - WARNING (1): no sync has run yet, within `--max-age-seconds` of the check being installed (the time
-  the charm recorded in `charm-nrpe-check.json` in the state dir).
-- CRITICAL (2): the last run failed (names the failed images and the first error); the last successful
+  the charm recorded in `charm-nrpe-check.json` in the state dir); images need an operator's decision
+  (`needs_decision`: named), unless something worse applies.
+- CRITICAL (2): the last run failed (names the failed images, the first error and when cron's retry
+  line tries again); the last successful
   sync is older than `--max-age-seconds`; no sync has run for longer than that since the install.
 - UNKNOWN (3): the state cannot be read, or bad arguments.
 
@@ -109,9 +111,13 @@ def result_from_json(data: dict) -> dict:
     first_error = errors[0] if errors else ""
     if not first_error and failed:
         first_error = f"{failed[0].get('name')}: {failed[0].get('error')}"
+    decisions = [item for item in data.get("needs_decision") or [] if isinstance(item, dict)]
     return {
         "finished": finished,
         "last_success": last_success,
+        "next_try": parse_time(data.get("next_try")),
+        "failures_in_a_row": data.get("failures_in_a_row") or 0,
+        "needs_decision": [f"{item.get('name')} ({item.get('id')})" for item in decisions],
         "ok": bool(ok),
         "failed": [str(item.get("name")) for item in failed],
         "failed_count": len(failed),
@@ -167,7 +173,7 @@ def truncate(text: str, limit: int = MAX_DETAIL) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def failure_message(result: dict) -> str:
+def failure_message(result: dict, now: float) -> str:
     detail = []
     if result["failed_count"]:
         names = ", ".join(result["failed"][:3])
@@ -181,15 +187,38 @@ def failure_message(result: dict) -> str:
     elif result["error_count"]:
         detail.append(f"{result['error_count']} error{'s' if result['error_count'] != 1 else ''}")
     detail.append(f"last success: {format_time(result['last_success'])}")
+    if result["next_try"] is not None:
+        detail.append(next_try_message(result, now))
     return f"last sync {format_time(result['finished'])} failed: " + "; ".join(detail)
 
 
+def next_try_message(result: dict, now: float) -> str:
+    """E.g. 'next try in 10m (retry 2)': when cron's retry line syncs again."""
+    left = result["next_try"] - now
+    when = "within a minute" if left <= 60 else f"in {format_duration(left)}"
+    return f"next try {when} (retry {result['failures_in_a_row']})"
+
+
+def decisions_message(names: list[str]) -> str:
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    what = "1 image needs" if len(names) == 1 else f"{len(names)} images need"
+    return f"{what} an operator's decision: {truncate(shown)}"
+
+
 def check(args: argparse.Namespace, now: float) -> tuple[int, str]:
+    """The state, and images that need an operator's decision as WARNING unless something worse applies."""
     if args.standby:
         return OK, "standby: the leader unit syncs images"
     result = read_last_run(args.state_dir)
+    code, message = check_syncs(args, result, now)
+    if result is not None and result["needs_decision"] and code in (OK, WARNING):
+        return WARNING, f"{decisions_message(result['needs_decision'])}; {message}"
+    return code, message
+
+
+def check_syncs(args: argparse.Namespace, result: dict | None, now: float) -> tuple[int, str]:
     if result is not None and not result["ok"]:
-        return CRITICAL, failure_message(result)
+        return CRITICAL, failure_message(result, now)
     if args.run_disabled:
         message = "scheduled sync disabled (run=false)"
         if result is not None:

@@ -34,9 +34,12 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PUBLISH_TIMEOUT = 300  # seconds a hook waits for the engine to publish the (empty) metadata
 
 
-def sync_argv(dry_run: bool = False, full_check: bool = False, publish_only: bool = False) -> list[str]:
+def sync_argv(
+    dry_run: bool = False, full_check: bool = False, publish_only: bool = False, retry: bool = False
+) -> list[str]:
     argv = [*ENGINE, "--mirrors", str(host.PATHS.mirrors), "--identity", str(host.PATHS.identity)]
-    return argv + ["--dry-run"] * dry_run + ["--full-check"] * full_check + ["--publish-only"] * publish_only
+    flags = {"--dry-run": dry_run, "--full-check": full_check, "--publish-only": publish_only, "--retry": retry}
+    return argv + [flag for flag, wanted in flags.items() if wanted]
 
 
 def python_path(charm_dir: Path) -> str:
@@ -219,18 +222,23 @@ def cron_description(frequency: str, seed: str) -> str:
 
 
 def cron_entry(frequency: str, seed: str, charm_dir: Path) -> str:
-    """Root's cron line: its shell opens the log for the sync, which runs as the sync's user."""
-    command = shlex.join(as_sync_user(sync_argv(), charm_dir))
-    command += f" >> {shlex.quote(str(host.PATHS.log_file))} 2>&1"
-    command = command.replace("%", "\\%")  # cron turns a bare % into a newline
+    """Root's cron lines, the scheduled sync and the every-minute retry check (simplestreams_sync/retry.py):
+    its shell opens the log for the sync, which runs as the sync's user."""
     return host.render_template(
         "cron.j2",
         unit_name=seed,
         frequency=frequency,
         sync_user=host.SYNC_USER,
         schedule=cron_schedule(frequency, seed),
-        command=command,
+        command=_cron_command(sync_argv(), charm_dir),
+        retry_command=_cron_command(sync_argv(retry=True), charm_dir),
     )
+
+
+def _cron_command(argv: list[str], charm_dir: Path) -> str:
+    command = shlex.join(as_sync_user(argv, charm_dir))
+    command += f" >> {shlex.quote(str(host.PATHS.log_file))} 2>&1"
+    return command.replace("%", "\\%")  # cron turns a bare % into a newline
 
 
 def write_cron(entry: str | None) -> bool:
@@ -242,3 +250,37 @@ def write_cron(entry: str | None) -> bool:
         return host.remove_file(paths.cron_file)
     host.write_file(paths.logrotate_file, host.render_template("logrotate.j2", log_file=paths.log_file), mode=0o644)
     return host.write_file(paths.cron_file, entry, mode=0o644)
+
+
+# --- the classic charm's cron files -----------------------------------------------------------------
+
+# What the classic charm writes: in /etc/cron.<frequency>/, a link to its wrapper script; in /etc/cron.d/,
+# a copy of its every-minute poll (tests/data/classic-charm).
+CLASSIC_WRAPPER = "/usr/share/glance-simplestreams-sync/glance-simplestreams-sync.sh"
+CLASSIC_FASTPOLL = f"* * * * * root {CLASSIC_WRAPPER}\n".encode()
+
+
+def remove_classic_cron_files() -> list[Path]:
+    """Remove the cron files a classic charm left on the machine (they would go on running its sync next
+    to ours), each only when it is exactly as the classic charm writes it; return those removed."""
+    removed = []
+    for path in host.PATHS.classic_cron_files:
+        if not path.is_symlink() and not path.exists():
+            continue
+        if _written_by_classic_charm(path):
+            path.unlink()
+            logger.info("removed the classic charm's cron file %s", path)
+            removed.append(path)
+        else:
+            logger.warning(
+                "left %s alone: it is not as the classic charm writes it (remove it if it still runs the "
+                "classic charm's sync)",
+                path,
+            )
+    return removed
+
+
+def _written_by_classic_charm(path: Path) -> bool:
+    if path.parent.name == "cron.d":
+        return not path.is_symlink() and path.read_bytes() == CLASSIC_FASTPOLL
+    return path.is_symlink() and os.readlink(path) == CLASSIC_WRAPPER

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 
 from simplestreams_sync import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_OK
 from simplestreams_sync.state import Progress, SyncResult
@@ -48,6 +49,27 @@ def last_sync_summary(result: SyncResult) -> str:
     if result.dry_run:
         return f"last sync {when}: dry run, {len(result.would_create)} would be created"
     return f"last sync {when}: {len(result.created)} created, {len(result.failed)} failed"
+
+
+def next_try_summary(result: SyncResult, now: datetime) -> str | None:
+    """E.g. 'next try in 10 min (retry 2)' from last-sync.json's `next_try`; None when none is due."""
+    try:
+        due = datetime.strptime(result.next_try, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:  # "" (no retry) or not a time
+        return None
+    seconds = (due - now).total_seconds()
+    when = "within a minute" if seconds <= 60 else f"in {_duration(seconds)}"
+    return f"next try {when} (retry {result.failures_in_a_row})"
+
+
+def _duration(seconds: float) -> str:
+    """600 -> '10 min', 10800 -> '3 h', 604800 -> '7 d'."""
+    minutes = math.ceil(seconds / 60)
+    if minutes < 120:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{round(minutes / 60)} h"
+    return f"{round(minutes / 1440)} d"
 
 
 def decisions_summary(result: SyncResult) -> str | None:

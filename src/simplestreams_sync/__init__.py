@@ -10,6 +10,8 @@ Stdout: one line per image, `created <glance-id>: <name>` (dry run: `would creat
 <item>: <name>`), then a summary line. Progress and the run's result go to the state dir (state.py).
 With --publish-only it syncs nothing: it publishes an empty image list unless the index already lists
 ours, and prints the metadata URL (exit 0), or exits 1 saying why not.
+With --retry (cron's every-minute line) it syncs only when the retry of a failed run is due (retry.py),
+and otherwise exits 0 at once without output, as it does when another sync holds the lock.
 """
 
 EXIT_OK = 0

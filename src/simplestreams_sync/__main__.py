@@ -8,10 +8,20 @@ import logging
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 
-from . import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_OK
+from . import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, retry
 from .metrics import write_metrics
-from .state import DEFAULT_STATE_DIR, ProgressFile, SyncAlreadyRunning, SyncLock, SyncResult, utc_now, write_result
+from .state import (
+    DEFAULT_STATE_DIR,
+    ProgressFile,
+    SyncAlreadyRunning,
+    SyncLock,
+    SyncResult,
+    read_result,
+    utc_now,
+    write_result,
+)
 
 # The heavy modules (config: pydantic; engine: keystoneauth, glanceclient, simplestreams) are imported
 # only once the quick check (quick_check.py) has found that the full sync must run.
@@ -53,8 +63,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="sync nothing: make the metadata location serve a valid index (an empty image "
         "list until a sync publishes ours) and print its URL",
     )
+    parser.add_argument(
+        "--retry",
+        action="store_true",
+        help="sync only when the retry of a failed run is due (last-sync.json's next_try) or no sync has left "
+        "a result yet; otherwise, or while another sync runs, exit 0 at once without output (cron runs "
+        "this every minute)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
     args = parser.parse_args(argv)
+    if args.retry and (args.dry_run or args.publish_only):
+        parser.error("--retry goes with neither --dry-run nor --publish-only")
     if args.assume_empty_glance and not args.dry_run:
         parser.error("--assume-empty-glance only goes with --dry-run")
     if args.publish_only and (args.dry_run or args.full_check):
@@ -91,19 +110,37 @@ def main(argv: list[str] | None = None) -> int:
         return _sync(args)  # changes nothing: no lock
     state_dir = _state_dir(args.mirrors)
     if state_dir is None:  # not a readable mapping: the full load names the problem, before any change
+        if args.retry:  # the scheduled run names it; every minute would flood the log
+            return EXIT_OK
         return _publish_only(args) if args.publish_only else _sync(args)
+    if args.retry and not _retry_due(state_dir):
+        return EXIT_OK
     try:
         with SyncLock(state_dir):  # the one lock: publish-only, the quick check and the full sync run under it
             if args.publish_only:
                 return _publish_only(args)
+            if args.retry and not _retry_due(state_dir, say=True):  # a run may have ended since
+                return EXIT_OK
             if not args.full_check:
                 code = _quick_noop(state_dir)
                 if code is not None:
                     return code
             return _sync(args)
     except SyncAlreadyRunning as error:
+        if args.retry:  # the sync that runs is the retry
+            return EXIT_OK
         _print_err(f"error: {error}")
         return EXIT_LOCKED
+
+
+def _retry_due(state_dir: str, say: bool = False) -> bool:
+    """Whether the retry of the last run is due now (retry.py); `say`: print which retry starts."""
+    result = read_result(state_dir)
+    due = retry.is_due(result.next_try if result else None, datetime.now(UTC))
+    if due and say:
+        what = f"retry {result.failures_in_a_row} of the sync that failed {result.finished}" if result else "first sync"
+        _print(f"{utc_now()} {what} (--retry)")
+    return due
 
 
 def _state_dir(mirrors_path: str) -> str | None:
@@ -281,12 +318,13 @@ def _run_and_record(config, identity, args) -> SyncResult:
     try:
         sync = _new_run(config, identity, args, progress)
         result = sync.run()
-        write_result(config.state_dir, result)
+        write_result(config.state_dir, result, config.frequency)
         write_metrics(config.state_dir, result)
     finally:
         progress.close()
     if sync.record is not None:
         sync.record.inputs = inputs
+        sync.record.identity_file = args.identity
         quick_check.save(config.state_dir, sync.record)
     return result
 

@@ -151,6 +151,9 @@ class SyncConfig(SyncOptions):
     modify_hook: str | None = None  # image-modifier script, run on a local copy of each image
     import_timeout: int = Field(default=1800, ge=10)  # seconds to wait for Glance's import (conversion)
     source_proxy: ProxySettings = Field(default_factory=ProxySettings)
+    # The schedule cron runs the sync on: after a failed run, retries back off up to its period (retry.py).
+    # None: no schedule, no retries.
+    frequency: Literal["hourly", "daily", "weekly"] | None = None
     # When set, the metadata goes to this directory, served by the unit's web server, instead of Swift.
     local_metadata: LocalMetadata | None = None
 

@@ -11,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+from . import verdicts
 from .config import IdentityConfig, SyncConfig
 from .glance import GlanceStore, ImageInUseByStore, image_properties
 from .modify import ModifyHookError, modified_image, run_modify_hook
@@ -155,10 +156,12 @@ class SyncRun:
         except CloudError as error:
             self._error(str(error))
             return
+        owned = tuple(GlanceImage.from_glance(image) for image in listed)
         facts = Facts(
             desired=tuple(desired),
-            owned=tuple(GlanceImage.from_glance(image) for image in listed),
+            owned=owned,
             all_sources_read=not self._unreadable_mirrors,
+            mismatched=verdicts.remembered_mismatches(self.config.state_dir, owned),
         )
         if self.dry_run:
             self._report_plan(make_plan(self._with_servers_in_use(facts)))
@@ -218,6 +221,8 @@ class SyncRun:
                 adopted.add(image.id)
             else:
                 mismatched[image.id] = f"its bytes ({actual}) do not match the source ({image.source_digest})"
+        mismatched = {**facts.mismatched, **mismatched}
+        verdicts.remember(self.config.state_dir, facts.owned, mismatched)
         return replace(
             facts,
             owned=tuple(image for image in facts.owned if image.id not in gone),
@@ -441,18 +446,24 @@ class SyncRun:
         """After a clean run, what the next run's quick check compares (quick_check.py)."""
         try:
             images = final_listing.result()
-            token, expires = self.cloud.token()
         except CloudError as error:
             LOG.info("no quick check for the next run: %s", error)
             return
         observed = self.observed
+        identity = self.cloud.identity
         self.record = Record(
             code=code_fingerprint(),
             inputs={},
             user_agent=self.config.user_agent,
             source=[{"url": url, **document} for url, document in observed.source.items()],
-            token=token,
-            token_expires=expires.isoformat(),
+            identity_file="",
+            keystone={
+                "token_url": identity.auth_url.rstrip("/") + "/auth/tokens",  # as keystoneauth's v3.Password
+                "user": identity.username,
+                "user_domain": identity.user_domain_name,
+                "project": identity.project_name,
+                "project_domain": identity.project_domain_name,
+            },
             verify=self.cloud.verify,
             glance_list_url=glance_list_url(self.glance.endpoint, self.cloud.project_id, self.content_id),
             glance_images=glance_fingerprint(images, self.content_id, self.cloud.project_id),

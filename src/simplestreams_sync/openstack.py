@@ -7,7 +7,6 @@ import os
 import re
 import ssl
 from collections.abc import Mapping
-from datetime import UTC, datetime
 
 import requests
 from keystoneauth1 import exceptions as ks_exceptions
@@ -121,16 +120,6 @@ class Cloud:
             )
         except ks_exceptions.EndpointNotFound:
             return None
-
-    def token(self) -> tuple[str, datetime]:
-        """The session's Keystone token and when it expires (UTC)."""
-        try:
-            access = self._auth.get_access(self.session)  # the token in use, not a new one
-        except ks_exceptions.ClientException as error:
-            raise CloudError(f"keystone {self.identity.auth_url}: {describe(error)}") from None
-        if not access.auth_token or access.expires is None:
-            raise CloudError(f"keystone {self.identity.auth_url}: the session holds no token")
-        return access.auth_token, access.expires.astimezone(UTC)
 
     def object_store_proxy(self, url: str) -> str | None:
         """The proxy requests would use for this object-store URL, if any."""

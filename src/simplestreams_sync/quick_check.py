@@ -3,18 +3,20 @@
 A full run reads and verifies every source document, lists Glance, compares the metadata in Swift,
 and needs keystoneauth, glanceclient and simplestreams loaded first. When a run ends clean (nothing
 failed, nothing left for a later run to finish), it records what it observed in `unchanged.json`
-(state dir, mode 0600: it holds the run's Keystone token):
+(state dir, mode 0600; no secret: neither a token nor the password):
 - the bytes of its inputs (mirrors.yaml, identity.yaml, keyrings, CA file) and of this package's code;
 - the sha256 of every source document it read (index and products files);
 - what Glance listed of our images at the end of the run (every field of each);
 - the ETags of the metadata objects it published to Swift, and the container's read ACL; or, when the
   unit serves the metadata itself, the sha256 of the files it wrote and of what the web server serves;
-- its token, the endpoints and how to reach them (CA, proxy).
-The next run first checks every one of those observations again, with the same token, all at once:
+- the endpoints and how to reach them (CA, proxy), and who it authenticated as (user, project).
+The next run first checks every one of those observations again, all at once, with a token of its own:
+one request to Keystone (the password read from identity.yaml, as the sync reads it; no proxy, the
+same CAs as the sync), made while the source documents are fetched. It checks:
 the same source bytes (signed by the same keyring: the signature result cannot differ), the same
 images in Glance, the same objects in Swift readable by the same ACL. Only when all of them hold does
 it stop there, since the full run would then read, plan and publish the very same things. Anything else (a changed or
-unreachable source, a Glance change, an expired or revoked token, a new config, new code) makes it
+unreachable source, a Glance change, Keystone refusing or unreachable, a new config, new code) makes it
 fall through to the full run, which records afresh when it ends clean. It uses only the standard
 library and PyYAML, so it runs before the heavy imports.
 
@@ -28,12 +30,12 @@ import contextlib
 import hashlib
 import http.client
 import json
+import os
 import threading
 import urllib.parse
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -41,8 +43,8 @@ from .raw_http import open_url
 from .state import utc_now, write_atomically
 
 RECORD_FILE = "unchanged.json"
-RECORD_VERSION = 1
-TOKEN_MARGIN = timedelta(minutes=2)  # a token this close to expiry is not used
+RECORD_VERSION = 2
+TOKEN_FIELDS = ("token", "token_expires")  # what records of version 1 held, never written again
 TIMEOUT = 10  # seconds per request; a slow answer just means the full run goes ahead
 UNCOMPARED_FIELDS = ("self",)  # a link that glanceclient's image objects leave out
 
@@ -85,8 +87,9 @@ class Record:
     inputs: dict[str, str]  # path -> sha256 of its bytes
     source: list[dict]  # {"url", "sha256", "proxy"}: every source document read
     user_agent: str
-    token: str
-    token_expires: str  # ISO 8601, UTC
+    identity_file: str  # identity.yaml, where the password is read (its digest is one of the inputs)
+    # {"token_url", "user", "user_domain", "project", "project_domain"}: how the run authenticated
+    keystone: dict[str, str]
     verify: str | bool  # CA file/dir for the cloud's APIs, or True: the default store
     glance_list_url: str  # first page of our images (filtered by owner and content_id)
     glance_images: str  # glance_fingerprint() of them
@@ -149,7 +152,7 @@ def glance_list_url(endpoint: str, project_id: str, content_id: str) -> str:
 
 
 def save(state_dir: str | Path, record: Record) -> None:
-    """Write the record (0600: it holds a token), replacing the previous one in one step."""
+    """Write the record (0600: only the sync reads it), replacing the previous one in one step."""
     record.recorded = utc_now()
     write_atomically(Path(state_dir) / RECORD_FILE, json.dumps(asdict(record)), mode=0o600)
 
@@ -160,14 +163,30 @@ def forget(state_dir: str | Path) -> None:
         (Path(state_dir) / RECORD_FILE).unlink()
 
 
+def drop_token(state_dir: str | Path) -> bool:
+    """Rewrite a record of an earlier version, which held its run's Keystone token, without the token
+    (same owner); True when there was one."""
+    path = Path(state_dir) / RECORD_FILE
+    try:
+        data = json.loads(path.read_text())
+        owner = path.stat()
+    except (OSError, ValueError):
+        return False
+    if not isinstance(data, dict) or not any(name in data for name in TOKEN_FIELDS):
+        return False
+    write_atomically(path, json.dumps({k: v for k, v in data.items() if k not in TOKEN_FIELDS}), mode=0o600)
+    with contextlib.suppress(PermissionError):  # only root gives a file away; the sync's own stays its own
+        os.chown(path, owner.st_uid, owner.st_gid)
+    return True
+
+
 def load(state_dir: str | Path) -> Record | None:
+    drop_token(state_dir)
     try:
         data = json.loads((Path(state_dir) / RECORD_FILE).read_text())
         if data.get("version") != RECORD_VERSION:
             return None
-        record = Record(**data)
-        datetime.fromisoformat(record.token_expires)
-        return record
+        return Record(**data)
     except (OSError, ValueError, TypeError, AttributeError):  # missing, or not a record of this version
         return None
 
@@ -181,17 +200,57 @@ def still_current(state_dir: str | Path) -> Record | None:
         return None
     if any(file_digest(path) != digest for path, digest in record.local_files.items()):
         return None
-    if datetime.fromisoformat(record.token_expires) - TOKEN_MARGIN <= datetime.now(UTC):
-        return None
-    checks: list[Callable[[], bool]] = [partial(_source_unchanged, record, doc) for doc in record.source]
-    checks.append(partial(_glance_unchanged, record))
-    checks += [partial(_swift_unchanged, record, url, etag) for url, etag in record.swift_objects.items()]
-    if record.swift_container:
-        checks.append(partial(_swift_acl_unchanged, record))
-    checks += [partial(_served_unchanged, record, url, digest) for url, digest in record.served_files.items()]
-    with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+    workers = len(record.source) + len(record.served_files) + 3
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        token = pool.submit(_new_token, record)  # Glance's and Swift's checks wait for it
+        checks: list[Callable[[], bool]] = [partial(_source_unchanged, record, doc) for doc in record.source]
+        checks += [partial(_glance_unchanged, record, token), partial(_swift_all_unchanged, record, token)]
+        checks += [partial(_served_unchanged, record, url, digest) for url, digest in record.served_files.items()]
         results = list(pool.map(_safely, checks))
     return record if all(results) else None
+
+
+def _new_token(record: Record) -> str:
+    """A token of the recorded user, scoped to the recorded project: one POST to Keystone's token URL
+    (no proxy, the sync's CAs, no catalog: the record has the endpoints)."""
+    keystone = record.keystone
+    auth = {
+        "identity": {
+            "methods": ["password"],
+            "password": {
+                "user": {
+                    "name": keystone["user"],
+                    "domain": {"name": keystone["user_domain"]},
+                    "password": _password(record.identity_file),
+                }
+            },
+        },
+        "scope": {"project": {"name": keystone["project"], "domain": {"name": keystone["project_domain"]}}},
+    }
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    body = json.dumps({"auth": auth}).encode()
+    with _open(
+        f"{keystone['token_url']}?nocatalog", headers, method="POST", data=body, verify=record.verify
+    ) as response:
+        token = response.headers["X-Subject-Token"]
+        scoped_to = json.load(response)["token"]["project"]["id"]
+    if not token or scoped_to != record.project_id:
+        raise ValueError("keystone gave a token for another project")
+    return token
+
+
+def _password(identity_file: str) -> str:
+    """The password in identity.yaml (the caller has checked its bytes are those of the recorded run)."""
+    import yaml
+
+    try:
+        with open(identity_file) as stream:
+            password = yaml.load(stream, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))["password"]
+    except yaml.YAMLError as error:
+        raise ValueError(f"{identity_file}: {error}") from None
+    if not isinstance(password, str):
+        raise ValueError(f"{identity_file}: no password")
+    return password
 
 
 def _safely(check: Callable[[], bool]) -> bool:
@@ -210,21 +269,30 @@ def _source_unchanged(record: Record, doc: dict) -> bool:
     return digest.hexdigest() == doc["sha256"]
 
 
-def _glance_unchanged(record: Record) -> bool:
+def _glance_unchanged(record: Record, token: Future[str]) -> bool:
     images: list[dict] = []
     url: str | None = record.glance_list_url
     base = record.glance_list_url.split("/v2/", 1)[0]
     while url:
-        with _open(url, {"X-Auth-Token": record.token, "Accept": "application/json"}, verify=record.verify) as response:
+        headers = {"X-Auth-Token": token.result(), "Accept": "application/json"}
+        with _open(url, headers, verify=record.verify) as response:
             page = json.load(response)
         images.extend(page.get("images", []))
         url = base + page["next"] if page.get("next") else None
     return glance_fingerprint(images, record.content_id, record.project_id) == record.glance_images
 
 
-def _swift_unchanged(record: Record, url: str, etag: str) -> bool:
+def _swift_all_unchanged(record: Record, token: Future[str]) -> bool:
+    """The container's ACL, then each object: one after the other, so that Swift validates the new token
+    once (the first request) rather than once per concurrent request."""
+    if record.swift_container and not _swift_acl_unchanged(record, token):
+        return False
+    return all(_swift_unchanged(record, token, url, etag) for url, etag in record.swift_objects.items())
+
+
+def _swift_unchanged(record: Record, token: Future[str], url: str, etag: str) -> bool:
     with _open(
-        url, {"X-Auth-Token": record.token}, method="HEAD", proxy=record.swift_proxy, verify=record.verify
+        url, {"X-Auth-Token": token.result()}, method="HEAD", proxy=record.swift_proxy, verify=record.verify
     ) as response:
         return response.headers.get("ETag", "").strip('"') == etag
 
@@ -235,10 +303,10 @@ def _served_unchanged(record: Record, url: str, digest: str) -> bool:
         return hashlib.sha256(response.read()).hexdigest() == digest
 
 
-def _swift_acl_unchanged(record: Record) -> bool:
+def _swift_acl_unchanged(record: Record, token: Future[str]) -> bool:
     with _open(
         record.swift_container,
-        {"X-Auth-Token": record.token},
+        {"X-Auth-Token": token.result()},
         method="HEAD",
         proxy=record.swift_proxy,
         verify=record.verify,

@@ -1,7 +1,7 @@
 """The requests the sync makes below requests and keystoneauth, each for a measured reason (bench/README.md):
 - `chunked_put`, the image upload: one HTTP chunk per verified piece, sent without copying it;
-- `open_url`, the quick check's GETs and HEADs: the standard library only, so that a run with nothing to
-  do ends before the heavy imports.
+- `open_url`, the quick check's requests (a Keystone token, GETs and HEADs): the standard library only,
+  so that a run with nothing to do ends before the heavy imports.
 """
 
 from __future__ import annotations
@@ -25,7 +25,14 @@ def tls_context(verify: str | bool) -> ssl.SSLContext:
 
 
 def open_url(
-    url: str, headers: dict, *, verify: str | bool, timeout: float, method: str = "GET", proxy: str | None = None
+    url: str,
+    headers: dict,
+    *,
+    verify: str | bool,
+    timeout: float,
+    method: str = "GET",
+    proxy: str | None = None,
+    data: bytes | None = None,
 ):
     """Urllib's opener: the given proxy or none (never the environment's), the given CAs."""
     scheme = urllib.parse.urlsplit(url).scheme
@@ -33,7 +40,7 @@ def open_url(
     if scheme == "https":
         handlers.append(urllib.request.HTTPSHandler(context=tls_context(verify)))
     opener = urllib.request.build_opener(*handlers)
-    return opener.open(urllib.request.Request(url, headers=headers, method=method), timeout=timeout)
+    return opener.open(urllib.request.Request(url, data=data, headers=headers, method=method), timeout=timeout)
 
 
 def chunked_put(

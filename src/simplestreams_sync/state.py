@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .retry import next_try
+
 DEFAULT_STATE_DIR = "/var/lib/glance-simplestreams-sync"
 PROGRESS_FILE = "progress.json"
 RESULT_FILE = "last-sync.json"
@@ -69,6 +71,8 @@ class SyncResult:
     metadata_url: str = ""  # where the image-ids metadata is served, once published
     object_store_missing: bool = False  # use_swift, but the catalog has no object-store endpoint
     last_success: str = ""  # when the newest run without failures finished (this one or an earlier one)
+    failures_in_a_row: int = 0  # failed runs since the last success, this one included (retry.py)
+    next_try: str = ""  # when the retry of a failed run is due; "" after a success or without a schedule
     bytes_transferred: int = 0
     duration_seconds: float = 0.0
 
@@ -114,10 +118,13 @@ def _from_dict(cls, data: object):
         return None
 
 
-def write_result(state_dir: str | Path, result: SyncResult) -> None:
-    """Record the run; `last_success` carries over from the previous result when this run failed."""
+def write_result(state_dir: str | Path, result: SyncResult, frequency: str | None = None) -> None:
+    """Record the run; `last_success` carries over from the previous result when this run failed, and
+    after a failure `next_try` is when the retry is due (retry.py; `frequency`: the schedule's)."""
     previous = read_result(state_dir)
     result.last_success = result.finished if result.ok else (previous.last_success if previous else "")
+    result.failures_in_a_row = 0 if result.ok else (previous.failures_in_a_row if previous else 0) + 1
+    result.next_try = next_try(result.finished, result.failures_in_a_row, frequency)
     write_json_atomically(Path(state_dir) / RESULT_FILE, result.to_dict())
 
 

@@ -15,14 +15,37 @@ CRON_TIME = {
 }
 
 
-def _entry(machine) -> str:
-    lines = [
+def _entries(machine) -> list[str]:
+    return [
         line
         for line in machine.paths.cron_file.read_text().splitlines()
         if line and not line.startswith("#") and "=" not in line.split()[0]
     ]
-    (entry,) = lines
+
+
+def _entry(machine) -> str:
+    entry, _ = _entries(machine)
     return entry
+
+
+def test_a_second_line_checks_every_minute_whether_a_retry_is_due(ctx, keystone, machine):
+    ctx.run(ctx.on.config_changed(), testing.State(leader=True, config={"run": True}, relations=[keystone]))
+
+    scheduled, retry = _entries(machine)
+
+    assert retry.startswith("* * * * * root ")
+    assert retry.split(" root ", 1)[1] == scheduled.split(" root ", 1)[1].replace(
+        f"--identity {machine.paths.identity}", f"--identity {machine.paths.identity} --retry"
+    )
+
+
+@pytest.mark.parametrize(("run", "frequency"), [(True, "weekly"), (False, None)])
+def test_mirrors_yaml_names_the_schedule_retries_back_off_to(ctx, keystone, machine, run, frequency):
+    state = testing.State(leader=True, config={"run": run, "frequency": "weekly"}, relations=[keystone])
+
+    ctx.run(ctx.on.config_changed(), state)
+
+    assert load_sync_config(machine.paths.mirrors).frequency == frequency
 
 
 @pytest.mark.parametrize("frequency", ["hourly", "daily", "weekly"])

@@ -336,3 +336,56 @@ def test_the_script_uses_the_standard_library_only():
     process = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
 
     assert process.stdout.splitlines()[-1] == "[]"
+
+
+# --- retries and decisions ----------------------------------------------------------------------------
+
+
+def test_a_failed_run_names_the_next_try(state_dir):
+    write_result(
+        state_dir,
+        finished_ago=HOUR,
+        errors=["glance: cannot connect"],
+        failures_in_a_row=2,
+        next_try=stamp(-(10 * 60 + 30)),
+    )
+
+    assert run_check(state_dir) == (
+        2,
+        f"CRITICAL: last sync {shown(HOUR)} failed: first error: glance: cannot connect; last success: never; "
+        "next try in 10m (retry 2)",
+    )
+
+
+DECISIONS = [
+    {"id": "5e1f", "name": "auto-sync/ubuntu-noble-24.04-amd64-server-20261120-disk1.img", "reason": "deactivated: …"},
+    {"id": "77aa", "name": "auto-sync/ubuntu-jammy-22.04-amd64-server-20261101-disk1.img", "reason": "protected, …"},
+]
+
+
+def test_images_that_need_a_decision_warn_with_their_names(state_dir):
+    write_result(state_dir, finished_ago=HOUR, needs_decision=DECISIONS)
+
+    assert run_check(state_dir) == (
+        1,
+        "WARNING: 2 images need an operator's decision: "
+        "auto-sync/ubuntu-noble-24.04-amd64-server-20261120-disk1.img (5e1f), "
+        "auto-sync/ubuntu-jammy-22.04-amd64-server-20261101-disk1.img (77aa); "
+        f"last sync {shown(HOUR)} succeeded, 60m ago (limit 48h)",
+    )
+
+
+def test_a_failed_run_is_worse_than_images_that_need_a_decision(state_dir):
+    write_result(state_dir, finished_ago=HOUR, errors=["glance: cannot connect"], needs_decision=DECISIONS[:1])
+
+    code, line = run_check(state_dir)
+
+    assert code == 2
+    assert line.startswith(f"CRITICAL: last sync {shown(HOUR)} failed: first error: glance: cannot connect")
+    assert "decision" not in line
+
+
+def test_a_standby_unit_says_nothing_of_decisions(state_dir):
+    write_result(state_dir, finished_ago=HOUR, needs_decision=DECISIONS)
+
+    assert run_check(state_dir, DAILY, "--standby") == (0, "OK: standby: the leader unit syncs images")

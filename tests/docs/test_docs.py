@@ -18,7 +18,6 @@ PAGES = sorted([ROOT / "README.md", ROOT / "CONTRIBUTING.md", *DOCS.rglob("*.md"
 # Pages other branches write, linked before they are merged. Whoever merges one removes it from here.
 PENDING_PAGES = {
     "docs/how-to/network-spaces.md",
-    "docs/explanation/scheduled-runs.md",
 }
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)

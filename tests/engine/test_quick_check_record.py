@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 import threading
-from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -65,7 +65,7 @@ def test_glance_fingerprint_moves_when_an_image_goes():
 
 
 class Server:
-    """An HTTP server on 127.0.0.1 that counts requests and answers every one as `answer` says."""
+    """An HTTP server on 127.0.0.1 that logs requests ("GET /path") and answers each as `answer` says."""
 
     def __init__(self, answer):
         self.requests: list[str] = []
@@ -73,12 +73,19 @@ class Server:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
-                outer.requests.append(self.path)
-                status, body = answer(self.path)
+                self._answer(b"")
+
+            def do_POST(self):
+                self._answer(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+
+            def _answer(self, body: bytes):
+                outer.requests.append(f"{self.command} {self.path}")
+                status, headers, content = answer(self.command, self.path, dict(self.headers), body)
                 self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
+                for name, value in {**headers, "Content-Length": str(len(content))}.items():
+                    self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(content)
 
             def log_message(self, *args):
                 pass
@@ -99,10 +106,26 @@ class Server:
 SOURCE_DOC = b'{"index": {}}'
 
 
+PASSWORD = "s3cret"
+TOKEN = "t0k3n"
+TOKEN_PATH = "/v3/auth/tokens?nocatalog"
+
+
 @pytest.fixture
 def served():
-    """What the server answers: the source document and Glance's list (tests may change them)."""
-    return {"source": SOURCE_DOC, "glance": json.dumps({"images": [image("a")]}).encode()}
+    """What the server answers: the source document, Glance's list and the project Keystone scopes a
+    token to (tests may change them)."""
+    return {"source": SOURCE_DOC, "glance": json.dumps({"images": [image("a")]}).encode(), "project": PROJECT}
+
+
+def _keystone(served: dict, body: bytes) -> tuple[int, dict, bytes]:
+    """Keystone's answer to a password authentication scoped to a project (POST /v3/auth/tokens)."""
+    auth = json.loads(body)["auth"]
+    user = auth["identity"]["password"]["user"]
+    if (user["name"], user["domain"]["name"], user["password"]) != ("sync", "Default", PASSWORD):
+        return 401, {}, b'{"error": {"code": 401}}'
+    assert auth["scope"] == {"project": {"name": "services", "domain": {"name": "Default"}}}
+    return 201, {"X-Subject-Token": TOKEN}, json.dumps({"token": {"project": {"id": served["project"]}}}).encode()
 
 
 @pytest.fixture
@@ -110,21 +133,33 @@ def recorded(tmp_path, served):
     """A state dir with a record of a run that read one source document and listed one image."""
     mirrors = tmp_path / "mirrors.yaml"
     mirrors.write_text("mirror_list: []\n")
+    identity = tmp_path / "identity.yaml"
+    identity.write_text(f"auth_url: http://127.0.0.1/v3\nusername: sync\npassword: {PASSWORD}\n")
 
-    def answer(path: str) -> tuple[int, bytes]:
+    def answer(method: str, path: str, headers: dict, body: bytes) -> tuple[int, dict, bytes]:
+        if method == "POST":
+            return _keystone(served, body)
         if not path.startswith("/v2/images"):
-            return 200, served["source"]
+            return 200, {}, served["source"]
+        if headers.get("X-Auth-Token") != TOKEN:
+            return 401, {}, b""
         glance = served["glance"]
-        return 200, glance[path] if isinstance(glance, dict) else glance  # a dict: pages by path
+        return 200, {}, glance[path] if isinstance(glance, dict) else glance  # a dict: pages by path
 
     with Server(answer) as server:
         record = quick_check.Record(
             code=quick_check.code_fingerprint(),
-            inputs=quick_check.input_digests([str(mirrors)]),
+            inputs=quick_check.input_digests([str(mirrors), str(identity)]),
             source=[{"url": f"{server.url}/streams/v1/index.json", "sha256": _sha256(SOURCE_DOC), "proxy": None}],
             user_agent="test",
-            token="t0k3n",
-            token_expires=(datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+            identity_file=str(identity),
+            keystone={
+                "token_url": f"{server.url}/v3/auth/tokens",
+                "user": "sync",
+                "user_domain": "Default",
+                "project": "services",
+                "project_domain": "Default",
+            },
             verify=True,
             glance_list_url=quick_check.glance_list_url(server.url, PROJECT, CONTENT_ID),
             glance_images=quick_check.glance_fingerprint([image("a")], CONTENT_ID, PROJECT),
@@ -144,8 +179,9 @@ def test_a_record_whose_observations_hold_is_current(recorded):
 
     assert quick_check.still_current(state_dir) is not None
     assert sorted(server.requests) == [
-        "/streams/v1/index.json",
-        f"/v2/images?owner={PROJECT}&content_id={CONTENT_ID}&limit=100",
+        "GET /streams/v1/index.json",
+        f"GET /v2/images?owner={PROJECT}&content_id={CONTENT_ID}&limit=100",
+        f"POST {TOKEN_PATH}",
     ]
 
 
@@ -157,14 +193,48 @@ def test_a_changed_input_file_invalidates_without_a_request(recorded):
     assert server.requests == []
 
 
-def test_an_expiring_token_invalidates_without_a_request(recorded):
+def test_the_record_holds_neither_token_nor_password(recorded):
+    state_dir, _, _ = recorded
+    quick_check.still_current(state_dir)
+
+    text = (state_dir / quick_check.RECORD_FILE).read_text()
+
+    assert TOKEN not in text and PASSWORD not in text
+    assert not {"token", "token_expires"} & json.loads(text).keys()
+
+
+def test_keystone_refusing_the_password_invalidates(recorded, tmp_path):
     state_dir, _, server = recorded
+    identity = tmp_path / "identity.yaml"
+    digest_before = quick_check.file_digest(str(identity))
+    identity.write_text(identity.read_text().replace(PASSWORD, "changed"))
     data = json.loads((state_dir / quick_check.RECORD_FILE).read_text())
-    data["token_expires"] = (datetime.now(UTC) + timedelta(seconds=30)).isoformat()
+    data["inputs"][str(identity)] = quick_check.file_digest(str(identity))  # as if the run had read it
+    assert data["inputs"][str(identity)] != digest_before
     (state_dir / quick_check.RECORD_FILE).write_text(json.dumps(data))
 
     assert quick_check.still_current(state_dir) is None
-    assert server.requests == []
+    assert f"POST {TOKEN_PATH}" in server.requests
+    assert not any(request.startswith("GET /v2/") for request in server.requests)
+
+
+def test_a_token_scoped_to_another_project_invalidates(recorded, served):
+    state_dir, _, server = recorded
+    served["project"] = "another-project"
+
+    assert quick_check.still_current(state_dir) is None
+    assert not any(request.startswith("GET /v2/") for request in server.requests)
+
+
+def test_a_record_with_a_token_is_rewritten_without_it(tmp_path):
+    old = {"version": 1, "code": "c", "token": "gAAAAold", "token_expires": "2026-01-01T00:00:00+00:00"}
+    (tmp_path / quick_check.RECORD_FILE).write_text(json.dumps(old))
+    (tmp_path / quick_check.RECORD_FILE).chmod(0o600)
+
+    assert quick_check.load(tmp_path) is None
+    assert json.loads((tmp_path / quick_check.RECORD_FILE).read_text()) == {"version": 1, "code": "c"}
+    assert stat.S_IMODE((tmp_path / quick_check.RECORD_FILE).stat().st_mode) == 0o600
+    assert quick_check.drop_token(tmp_path) is False  # nothing left to drop
 
 
 def test_a_record_from_other_code_is_not_trusted(recorded):
@@ -201,7 +271,7 @@ def test_glance_pages_are_all_read(recorded, served):
     }
 
     assert quick_check.still_current(state_dir) is not None
-    assert "/v2/images?marker=x" in server.requests
+    assert "GET /v2/images?marker=x" in server.requests
 
 
 def test_glance_fingerprint_is_the_same_for_raw_json_and_glanceclient_objects():

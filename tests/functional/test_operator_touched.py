@@ -113,6 +113,35 @@ def test_protected_image_whose_bytes_do_not_match_stays_with_a_warning_and_is_ne
     assert last_sync(sync)["needs_decision"] == []
 
 
+def downloads_of(cloud, image_id: str) -> int:
+    """How many times Glance served the image's bytes (its access log)."""
+    return (cloud.logs / "glance.log").read_text(errors="replace").count(f'"GET /v2/images/{image_id}/file ')
+
+
+def test_a_protected_image_whose_bytes_do_not_match_is_hashed_once(source, sync, glance, cloud, tmp_path):
+    mirrors, wrong, mismatch = image_of_ours_with_other_bytes(source, sync, glance, cloud, tmp_path, seed=803)
+    glance.images.update(wrong["id"], protected=True)
+    before = downloads_of(cloud, wrong["id"])
+    try:
+        runs = [sync.run(mirrors, "--full-check") for _ in range(3)]
+        hashed = downloads_of(cloud, wrong["id"]) - before
+        glance.images.update(wrong["id"], min_ram=1)  # a change to the image: its updated_at moves
+        changed = sync.run(mirrors, "--full-check")
+    finally:
+        glance.images.update(wrong["id"], protected=False)
+
+    warning = (
+        f"warning: kept {wrong['id']}: {wrong['name']} ({mismatch}; protected, so not deleted and "
+        f"not published: unprotect it (openstack image set --unprotected {wrong['id']}) and the next sync "
+        "deletes it)"
+    )
+    assert [run.returncode for run in runs] == [0, 0, 0], runs[-1].stderr
+    assert [lines_naming(wrong, run.stdout) for run in runs] == [[warning]] * 3
+    assert hashed == 1
+    assert changed.returncode == 0 and lines_naming(wrong, changed.stdout) == [warning]
+    assert downloads_of(cloud, wrong["id"]) - before == 2  # hashed again once it changed
+
+
 def test_image_whose_bytes_do_not_match_is_not_deleted_while_a_server_uses_it(
     source, sync, glance, cloud, nova, tmp_path
 ):

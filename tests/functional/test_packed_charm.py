@@ -224,9 +224,10 @@ def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, tes
     # run=true: the cron entry, and a first sync in the background right away
     machine.set_config(run=True)
     step(machine.hook("config-changed"), "active", re.compile(r"first sync pending|Sync"))
-    (job,) = machine.cron_jobs(CRON_FILE)
+    job, retry_job = machine.cron_jobs(CRON_FILE)
     # root's shell opens the log; the sync runs as its user
     assert machine.stat(CRON_FILE) == ("644", "root", "root") and job.user == "root"
+    assert (retry_job.schedule, retry_job.command) == ("* * * * *", job.command.replace(" >> ", " --retry >> "))
     assert job.command.startswith(f"setpriv --reuid={SYNC_USER} --regid={SYNC_USER} --init-groups env -i ")
     first_sync = json.loads(machine.read_text(f"{STATE_DIR}/charm-first-sync.json"))["pid"]
     wait_for_exit(first_sync)
@@ -257,6 +258,10 @@ def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, tes
     assert "unchanged since the sync of" in machine.read_text(LOG_FILE).removeprefix(log_before)
     assert_written_by_the_sync_user(machine)
     assert machine.stat(LOG_FILE) == SYNC_READABLE
+    # the every-minute retry line, after a success: nothing to do, nothing said
+    log_before = machine.read_text(LOG_FILE)
+    assert machine.run_cron_job(retry_job).returncode == 0
+    assert machine.read_text(LOG_FILE) == log_before
 
     # a sync that fails is never "ready": when, why (whole), what next
     with tls_cloud.service_down("keystone"):
@@ -265,7 +270,7 @@ def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, tes
     step(
         machine.hook("update-status"),
         "blocked",
-        re.compile(r"^Last sync failed .*Connection refused.*; next try daily at \d\d:\d\d, or run sync-images$"),
+        re.compile(r"^Last sync failed .*Connection refused.*; next try in [1-5] min \(retry 1\), or run sync-images$"),
     )
 
     # an invalid option: Blocked naming it, the machine left as it was

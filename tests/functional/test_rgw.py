@@ -29,9 +29,9 @@ from tests.functional.test_metadata_readers import (  # noqa: F401
     test_superseded_image_stays_until_metadata_without_it_is_published,
 )
 from tests.functional.test_quick_check import (  # noqa: F401
-    test_a_token_past_use_means_a_full_check,
     test_metadata_deleted_in_swift_is_published_again,
     test_nothing_changed_stops_at_the_quick_check,
+    test_the_record_holds_no_secret_and_only_the_sync_reads_it,
 )
 from tests.functional.test_sync import (  # noqa: F401
     test_metadata_in_swift_lists_exactly_the_active_images_and_is_public,

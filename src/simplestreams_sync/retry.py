@@ -1,0 +1,42 @@
+"""Retrying soon after a failed run: when the next try is due, and whether it is.
+
+After a run that failed, the next try comes 5 minutes after it, then 10, 20, 40, ... after each further
+failure, never later than one period of the schedule (`frequency` in mirrors.yaml: hourly, daily or
+weekly); a run that succeeds ends the retries. The run records this in last-sync.json (`next_try`,
+`failures_in_a_row`); a second cron line starts `--retry` every minute, which syncs only when that time
+has come (or when no sync has left a result yet) and otherwise exits at once, without a word. Standard
+library only: it runs every minute.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+FIRST_DELAY = timedelta(minutes=5)
+PERIODS = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # state.utc_now()'s
+
+
+def delay(failures_in_a_row: int, frequency: str) -> timedelta:
+    """How long after the last of `failures_in_a_row` failed runs the next try comes."""
+    period = PERIODS[frequency]
+    doublings = min(failures_in_a_row - 1, 20)  # 5 min x 2^20 is past any period
+    return min(FIRST_DELAY * 2**doublings, period)
+
+
+def next_try(finished: str, failures_in_a_row: int, frequency: str | None) -> str:
+    """When to try again after a run that finished at `finished`: "" after a success or without a schedule."""
+    if not failures_in_a_row or frequency is None:
+        return ""
+    return (parse_time(finished) + delay(failures_in_a_row, frequency)).strftime(TIME_FORMAT)
+
+
+def is_due(next_try_at: str | None, now: datetime) -> bool:
+    """Whether a retry is due: `next_try_at` (from last-sync.json; None: no run has left a result) has come."""
+    if next_try_at is None:
+        return True
+    return bool(next_try_at) and parse_time(next_try_at) <= now
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
