@@ -225,16 +225,15 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         if identity is not None:
             if served is not None:
                 if can_publish and not metadata_server.has_published():
-                    self._publish_empty_metadata(identity)
-                urls = {"internal_url": served["internal"], "admin_url": served["admin"]}
-                identity.data[self.unit].update(identity_service.request(config.region, served["public"], **urls))
+                    published = sync_process.publish_empty_metadata(self.charm_dir)
+                    if published is not None:
+                        identity_service.remember(identity.data[self.app], published[0], None)
+                identity.data[self.unit].update(identity_service.request(config.region, served))
             elif self.unit.is_leader():
-                placeholder = identity_service.placeholder_url(self._address(identity))
-                metadata_url = self._metadata_url(identity)
-                if metadata_url is None and can_publish:
-                    metadata_url = self._publish_empty_metadata(identity)
-                url = identity_service.endpoint_url(metadata_url, placeholder)
-                identity.data[self.unit].update(identity_service.request(config.region, url))
+                urls = self._product_streams_urls(identity, can_publish)
+                if urls is None:
+                    urls = identity_service.same_url(identity_service.placeholder_url(self._address(identity)))
+                identity.data[self.unit].update(identity_service.request(config.region, urls))
             else:
                 identity.data[self.unit].update(identity_service.withdrawn())
         vault = self._relation(CERTIFICATES)
@@ -303,27 +302,26 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
             if changed:
                 data.update(changed)
 
-    def _metadata_url(self, identity: ops.Relation) -> str | None:
-        """Where the sync published the metadata: `metadata_url` of last-sync.json (every sync's, cron's
-        included, applied by the next event: update-status at the latest), remembered in our application
-        data on the relation so that a new leader keeps pointing keystone at it."""
-        result = sync_process.read_result()
-        url = (result.metadata_url if result else "").rstrip("/")
+    def _product_streams_urls(self, identity: ops.Relation, can_publish: bool) -> dict[str, str] | None:
+        """Where keystone's product-streams endpoint should point, per interface: the URLs in
+        last-sync.json (every sync's, cron's included, applied by the next event: update-status at the
+        latest), remembered in our application data on the relation so that a new leader keeps them.
+        Before any sync has published, or when only an earlier revision's single URL is known, the
+        engine publishes (empty metadata, if none yet) and names them; until it can, an earlier
+        revision's URL serves every interface, or None: nothing is published yet."""
         remembered = identity.data[self.app]
-        if url:
-            if remembered.get("metadata_url") != url:
-                remembered["metadata_url"] = url
-            return url
-        return remembered.get("metadata_url") or None
-
-    def _publish_empty_metadata(self, identity: ops.Relation) -> str | None:
-        """Before any sync has published: valid, empty metadata right away, so that keystone's endpoint
-        never points at a dead placeholder; the URL (the same the syncs publish to) is remembered."""
-        url = (sync_process.publish_empty_metadata(self.charm_dir) or "").rstrip("/")
-        if not url:
-            return None
-        identity.data[self.app]["metadata_url"] = url
-        return url
+        result = sync_process.read_result()
+        if result is not None and result.metadata_url:
+            identity_service.remember(remembered, result.metadata_url, result.product_streams_urls or None)
+        urls = identity_service.remembered_urls(remembered)
+        if urls is None and can_publish:
+            published = sync_process.publish_empty_metadata(self.charm_dir)
+            if published is not None:
+                identity_service.remember(remembered, *published)
+                urls = published[1]
+        if urls is None and remembered.get("metadata_url"):
+            urls = identity_service.same_url(remembered["metadata_url"])
+        return urls
 
     # --- reading config and relations -------------------------------------------------------------
 

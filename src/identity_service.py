@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Literal
 
 from simplestreams_sync.config import IdentityConfig
+from simplestreams_sync.state import INTERFACES
 
 SERVICE = "image-stream"
 REQUEST_KEYS = ("service", "region", "public_url", "internal_url", "admin_url")
@@ -29,18 +30,13 @@ REQUIRED_KEYS = (
 )
 
 
-def request(
-    region: str, endpoint_url: str, internal_url: str | None = None, admin_url: str | None = None
-) -> dict[str, str]:
-    """What we set on our unit data: the service and the URLs the product-streams endpoint points at
-    (the public one for all three unless told otherwise)."""
-    url = endpoint_url.rstrip("/")
+def request(region: str, urls: Mapping[str, str]) -> dict[str, str]:
+    """What we set on our unit data: the service and, per interface, where its product-streams endpoint
+    points (`urls`: "public", "internal", "admin" -> URL)."""
     return {
         "service": SERVICE,
         "region": region,
-        "public_url": url,
-        "internal_url": (internal_url or url).rstrip("/"),
-        "admin_url": (admin_url or url).rstrip("/"),
+        **{f"{interface}_url": urls[interface].rstrip("/") for interface in INTERFACES},
     }
 
 
@@ -49,9 +45,27 @@ def withdrawn() -> dict[str, str]:
     return dict.fromkeys(REQUEST_KEYS, "")
 
 
-def endpoint_url(metadata_url: str | None, placeholder: str) -> str:
-    """The published metadata's Swift URL once known; until then the classic charm's placeholder."""
-    return (metadata_url or placeholder).rstrip("/")
+def same_url(url: str) -> dict[str, str]:
+    """One URL for every interface: the classic placeholder, or the one URL an earlier revision's
+    sync reported."""
+    return dict.fromkeys(INTERFACES, url)
+
+
+def remembered_urls(data: Mapping[str, str]) -> dict[str, str] | None:
+    """The product-streams URLs remembered in our application data (`remember`), if all are there."""
+    urls = {interface: data.get(f"{interface}_url", "") for interface in INTERFACES}
+    return urls if all(urls.values()) else None
+
+
+def remember(data: MutableMapping[str, str], metadata_url: str, urls: Mapping[str, str] | None) -> None:
+    """Keep in our application data where the sync published (`metadata_url`) and, when known, the
+    product-streams URLs; only what changed is written."""
+    wanted = {"metadata_url": metadata_url.rstrip("/")}
+    if urls:
+        wanted.update({f"{interface}_url": urls[interface].rstrip("/") for interface in INTERFACES})
+    changed = {key: value for key, value in wanted.items() if data.get(key) != value}
+    if changed:
+        data.update(changed)
 
 
 def placeholder_url(address: str) -> str:

@@ -120,9 +120,10 @@ def run_sync(
     return SyncOutcome(process.returncode, lines, errors)
 
 
-def publish_empty_metadata(charm_dir: Path) -> str | None:
+def publish_empty_metadata(charm_dir: Path) -> tuple[str, dict[str, str]] | None:
     """Have the engine make the metadata location serve a valid index (empty until a sync publishes);
-    its URL, or None when it could not (the reason is logged, here and in the sync log)."""
+    the URL it wrote through and the product-streams URL of each interface, or None when it could not
+    (the reason is logged, here and in the sync log)."""
     argv = as_sync_user(sync_argv(publish_only=True), charm_dir)
     logger.info("running %s", shlex.join(argv))
     try:
@@ -134,12 +135,13 @@ def publish_empty_metadata(charm_dir: Path) -> str | None:
         lines, errors = [], f"{reason}\n"
     else:
         lines, errors = process.stdout.splitlines(), process.stderr
-        reason = None if process.returncode == 0 and lines else f"exit code {process.returncode}: {last_line(errors)}"
+        reason = None if process.returncode == 0 else f"exit code {process.returncode}: {last_line(errors)}"
     _append_log("publish-only", lines, errors)
-    if reason is not None:
+    published = state.read_publish_only_lines(lines) if reason is None else None
+    if published is None:
+        reason = reason or "its output names no product-streams URLs"
         logger.warning("could not publish the empty metadata yet (the next hook tries again): %s", reason)
-        return None
-    return lines[-1].strip()
+    return published
 
 
 def _read_lines(stream, received: queue.Queue) -> None:

@@ -18,6 +18,7 @@ from .state import (
     SyncAlreadyRunning,
     SyncLock,
     SyncResult,
+    publish_only_lines,
     read_result,
     utc_now,
     write_result,
@@ -171,6 +172,7 @@ def _quick_noop(state_dir: str) -> int | None:
         finished=utc_now(),
         published=bool(record.swift_objects or record.local_files),
         metadata_url=record.metadata_url,
+        product_streams_urls=record.product_streams_urls,
         kept=record.kept,
         needs_decision=record.needs_decision,
         duration_seconds=round(time.monotonic() - clock, 3),
@@ -205,8 +207,9 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _publish_only(args: argparse.Namespace) -> int:
-    """Publish an empty image list for our content id unless the index already lists it, and print the
-    URL the product-streams endpoint should point at (the same a sync publishes to)."""
+    """Publish an empty image list for our content id unless the index already lists it, and print
+    where: the URL the sync writes through, then the URL of each interface the product-streams endpoint
+    should point at (the same a sync reports), see `publish_only_lines`."""
     from keystoneauth1 import exceptions as ks_exceptions
 
     from .config import ConfigError, load_identity, load_sync_config
@@ -241,7 +244,9 @@ def _publish_only(args: argparse.Namespace) -> int:
             raise CloudError(f"swift: GET {index_url}: HTTP {response.status_code}")
         return _listed_content_ids(response) if response.status_code == 200 else set()
 
-    return _publish_empty_unless_listed(publisher, listed, index_url, config, cloud.region, cloud.auth_url)
+    return _publish_empty_unless_listed(
+        publisher, listed, index_url, config, cloud.region, cloud.public_auth_url, publisher.product_streams_urls
+    )
 
 
 def _publish_only_locally(config, identity) -> int:
@@ -249,6 +254,7 @@ def _publish_only_locally(config, identity) -> int:
     from .openstack import system_ca_certificates
     from .publish import INDEX_PATH
     from .publish_local import LocalPublisher
+    from .state import INTERFACES
 
     local = config.local_metadata
     verify = identity.ca_file or system_ca_certificates()
@@ -257,13 +263,19 @@ def _publish_only_locally(config, identity) -> int:
     def listed() -> set[str]:
         return set(publisher.read(INDEX_PATH).get("index") or {})
 
+    def served_urls() -> dict[str, str]:  # the charm registers its bindings' URLs itself
+        return dict.fromkeys(INTERFACES, publisher.metadata_url)
+
     index_url = publisher.url_of(INDEX_PATH)
-    return _publish_empty_unless_listed(publisher, listed, index_url, config, identity.region, identity.auth_url)
+    auth_url = identity.public_auth_url or identity.auth_url  # no keystone session here: no catalog to read
+    return _publish_empty_unless_listed(publisher, listed, index_url, config, identity.region, auth_url, served_urls)
 
 
-def _publish_empty_unless_listed(publisher, listed, index_url: str, config, region: str, auth_url: str) -> int:
+def _publish_empty_unless_listed(
+    publisher, listed, index_url: str, config, region: str, auth_url: str, product_streams_urls
+) -> int:
     """Publish an empty image list for our content id unless `listed()` (the content ids the index
-    lists) has it; print the metadata URL."""
+    lists) has it; print the metadata URL and `product_streams_urls()` (see `publish_only_lines`)."""
     from .openstack import CloudError
     from .publish import image_ids_tree
 
@@ -274,10 +286,12 @@ def _publish_empty_unless_listed(publisher, listed, index_url: str, config, regi
             tree = image_ids_tree(config.content_id, [], region, auth_url, config.hypervisor_mapping)
             publisher.publish(tree, config.cloud_name)
             logging.info("published an empty image list for %s to %s", config.content_id, publisher.metadata_url)
+        urls = product_streams_urls()
     except CloudError as error:
         _print_err(f"error: metadata not published: {error}")
         return EXIT_FAILED
-    _print(publisher.metadata_url)
+    for line in publish_only_lines(publisher.metadata_url, urls):
+        _print(line)
     return EXIT_OK
 
 

@@ -196,6 +196,9 @@ class IdentityConfig(BaseModel):
     region: str = "RegionOne"
     interface: Literal["public", "internal", "admin"] = "public"
     ca_file: str | None = None
+    # The keystone URL the published metadata names (Juju matches it with its cloud's auth URL); default:
+    # the catalog's public identity endpoint, whatever `interface` the sync uses.
+    public_auth_url: str | None = None
 
 
 def _format_validation_error(path: Path, error: ValidationError) -> str:

@@ -19,7 +19,14 @@ from .openstack import Cloud, CloudError, image_ids_in_use
 from .plan import Facts, GlanceImage, Plan, make_plan
 from .publish import CONTAINER, PUBLIC_READ_ACL, ObjectStoreMissing, Publisher, SwiftPublisher, image_ids_tree
 from .publish_local import LocalPublisher
-from .quick_check import Observations, Record, code_fingerprint, glance_fingerprint, glance_list_url
+from .quick_check import (
+    Observations,
+    Record,
+    catalog_fingerprint,
+    code_fingerprint,
+    glance_fingerprint,
+    glance_list_url,
+)
 from .source import HttpSession, SourceChanged, SourceError, SourceImage, open_url_chunks, read_source
 from .state import ProgressFile, SyncResult, utc_now
 from .transfer import VerificationError, VerifyingStream
@@ -405,7 +412,9 @@ class SyncRun:
         local = self.config.local_metadata
         if local is not None:
             cloud = self.cloud
-            return LocalPublisher(local.directory, local.url, cloud.region, cloud.auth_url, cloud.verify, self.observed)
+            return LocalPublisher(
+                local.directory, local.url, cloud.region, cloud.public_auth_url, cloud.verify, self.observed
+            )
         return SwiftPublisher(self.cloud, self.observed)
 
     def _publish(self, images: list[GlanceImage]) -> Publisher | None:
@@ -416,7 +425,7 @@ class SyncRun:
                 self.content_id,
                 [dict(image.properties) for image in images],
                 self.cloud.region,
-                self.cloud.auth_url,
+                self.cloud.public_auth_url,
                 self.config.hypervisor_mapping,
             )
             changed = publisher.publish(tree, self.config.cloud_name)
@@ -426,6 +435,8 @@ class SyncRun:
             return None
         self.result.published = True
         self.result.metadata_url = publisher.metadata_url
+        if isinstance(publisher, SwiftPublisher):
+            self.result.product_streams_urls = publisher.product_streams_urls()
         if isinstance(publisher, SwiftPublisher) and publisher.repaired_acl is not None:
             self.out(
                 f"repaired the read ACL of container {CONTAINER}: it was {publisher.repaired_acl!r}, "
@@ -446,6 +457,7 @@ class SyncRun:
         """After a clean run, what the next run's quick check compares (quick_check.py)."""
         try:
             images = final_listing.result()
+            catalog = self.cloud.catalog()
         except CloudError as error:
             LOG.info("no quick check for the next run: %s", error)
             return
@@ -478,6 +490,9 @@ class SyncRun:
             local_files=observed.local_files,
             served_files=observed.served_files,
             metadata_url=publisher.metadata_url if publisher else "",
+            product_streams_urls=self.result.product_streams_urls,
+            catalog_url=f"{self.cloud.auth_url.rstrip('/')}/auth/catalog",
+            catalog=catalog_fingerprint(catalog),
             image_count=image_count,
             said=self._settled_lines,
             kept=self.result.kept,

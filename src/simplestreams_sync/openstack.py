@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -22,6 +23,7 @@ for _noisy in ("keystoneauth", "keystoneauth1", "urllib3", "swiftclient", "glanc
 
 
 USER_AGENT = "glance-simplestreams-sync"
+LOG = logging.getLogger(__name__)
 
 
 def _requests_session(proxies: dict[str, str]) -> requests.Session:
@@ -112,14 +114,41 @@ class Cloud:
             )
         self.project_id: str = project_id
 
-    def endpoint(self, service_type: str) -> str | None:
-        """The catalog URL of a service for our region and interface, or None if there is none."""
+    def endpoint(self, service_type: str, interface: str | None = None) -> str | None:
+        """The catalog URL of a service for our region and `interface` (default: the one the sync uses),
+        or None if there is none."""
         try:
             return self.session.get_endpoint(
-                service_type=service_type, interface=self.identity.interface, region_name=self.identity.region
+                service_type=service_type, interface=interface or self.identity.interface, region_name=self.region
             )
         except ks_exceptions.EndpointNotFound:
             return None
+
+    @functools.cached_property
+    def public_auth_url(self) -> str:
+        """Keystone's public auth URL, the one Juju's cloud definition names and the published metadata
+        must name: identity.yaml's public_auth_url, else the catalog's public identity endpoint (also
+        when the sync authenticates on another interface), else the auth URL the sync uses."""
+        if self.identity.public_auth_url:
+            return self.identity.public_auth_url
+        url = self.endpoint("identity", "public")
+        if url:
+            return url
+        LOG.warning(
+            "the catalog has no public identity endpoint in region %s: the metadata names %s, the auth URL "
+            "the sync uses (set public_auth_url in identity.yaml if Juju's cloud uses another)",
+            self.region,
+            self.auth_url,
+        )
+        return self.auth_url
+
+    def catalog(self) -> list[dict]:
+        """The service catalog of the session's token, as Keystone sent it (its `catalog` list)."""
+        try:
+            access = self._auth.get_access(self.session)
+        except ks_exceptions.ClientException as error:
+            raise CloudError(f"keystone {self.identity.auth_url}: {describe(error)}") from None
+        return access.service_catalog.catalog
 
     def object_store_proxy(self, url: str) -> str | None:
         """The proxy requests would use for this object-store URL, if any."""

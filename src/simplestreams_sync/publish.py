@@ -14,6 +14,7 @@ from keystoneauth1 import exceptions as ks_exceptions
 from ._simplestreams import util
 from .openstack import Cloud, CloudError, describe
 from .quick_check import Observations
+from .state import INTERFACES
 from .text import shorten
 
 LOG = logging.getLogger(__name__)
@@ -26,6 +27,11 @@ PUBLIC_READ_GRANTS = {".r:*", ".rlistings"}  # anyone may read objects, anyone m
 # Juju expects these on every item, so products_condense must not move them up the tree.
 STICKY_KEYS = ["ftype", "md5", "sha256", "size", "name", "id", "endpoint", "region"]
 NOT_PUBLISHED_KEYS = ("path",)  # a source-relative path means nothing next to a Glance id
+
+
+def metadata_url_at(storage_url: str) -> str:
+    """The metadata's URL under an object-store account URL: what product-streams points at."""
+    return f"{storage_url}/{CONTAINER}/{PREFIX.rstrip('/')}"
 
 
 def products_path(content_id: str) -> str:
@@ -140,8 +146,29 @@ class SwiftPublisher:
 
     @property
     def metadata_url(self) -> str:
-        """What the product-streams endpoint should point at."""
-        return f"{self.container_url}/{PREFIX.rstrip('/')}"
+        """Where the sync writes the metadata: through the object-store URL of its own interface."""
+        return metadata_url_at(self.storage_url)
+
+    def product_streams_urls(self) -> dict[str, str]:
+        """What keystone's product-streams endpoint should point at, per interface: the metadata at the
+        object store's URL for that interface. An interface the catalog lacks gets the URL the sync
+        writes to, with a warning."""
+        urls = {}
+        for interface in INTERFACES:
+            storage_url = self.cloud.endpoint("object-store", interface)
+            if storage_url:
+                urls[interface] = metadata_url_at(storage_url.rstrip("/"))
+            else:
+                LOG.warning(
+                    "the catalog has no %s object-store endpoint in region %s: the product-streams %s URL "
+                    "is %s, where the sync writes the metadata",
+                    interface,
+                    self.cloud.region,
+                    interface,
+                    self.metadata_url,
+                )
+                urls[interface] = self.metadata_url
+        return urls
 
     def publish(self, tree: dict, cloud_name: str) -> bool:
         """Products file first, then the index that points at it: readers never see a dangling index.
@@ -155,7 +182,7 @@ class SwiftPublisher:
             if not isinstance(index.get("index"), dict):
                 LOG.warning("replacing unreadable %s", PREFIX + INDEX_PATH)
                 index = {"format": "index:1.0", "index": {}}
-            entry = index_entry(tree, self.cloud.region, self.cloud.auth_url, cloud_name)
+            entry = index_entry(tree, self.cloud.region, self.cloud.public_auth_url, cloud_name)
             path = products_path(tree["content_id"])
             published_entry = index["index"].get(tree["content_id"])
             if published_entry and _without_updated(published_entry) == _without_updated(entry):

@@ -9,6 +9,8 @@ failed, nothing left for a later run to finish), it records what it observed in 
 - what Glance listed of our images at the end of the run (every field of each);
 - the ETags of the metadata objects it published to Swift, and the container's read ACL; or, when the
   unit serves the metadata itself, the sha256 of the files it wrote and of what the web server serves;
+- the identity and object-store endpoints in Keystone's catalog (the metadata names keystone's public
+  URL, and the product-streams URLs are the object store's);
 - the endpoints and how to reach them (CA, proxy), and who it authenticated as (user, project).
 The next run first checks every one of those observations again, all at once, with a token of its own:
 one request to Keystone (the password read from identity.yaml, as the sync reads it; no proxy, the
@@ -47,6 +49,7 @@ RECORD_VERSION = 2
 TOKEN_FIELDS = ("token", "token_expires")  # what records of version 1 held, never written again
 TIMEOUT = 10  # seconds per request; a slow answer just means the full run goes ahead
 UNCOMPARED_FIELDS = ("self",)  # a link that glanceclient's image objects leave out
+CATALOG_SERVICE_TYPES = ("identity", "object-store")  # what the metadata and product-streams URLs come from
 
 
 @dataclass
@@ -102,6 +105,11 @@ class Record:
     local_files: dict[str, str] = field(default_factory=dict)  # path -> sha256 of the metadata the unit serves
     served_files: dict[str, str] = field(default_factory=dict)  # URL -> sha256 of the same files, as served
     metadata_url: str = ""
+    product_streams_urls: dict[str, str] = field(default_factory=dict)
+    # Keystone's catalog (GET with the token) and catalog_fingerprint() of it: the metadata names
+    # keystone's public URL and product-streams points at the object store's, both from there.
+    catalog_url: str = ""
+    catalog: str = ""
     image_count: int = 0
     # What the run said about images it left as they are (protected, deactivated, ...), and its result's
     # `kept` and `needs_decision`: a quick check says and records them again.
@@ -144,6 +152,18 @@ def glance_fingerprint(images: list[dict], content_id: str, project_id: str) -> 
         key=lambda image: image["id"],
     )
     return hashlib.sha256(json.dumps(ours, sort_keys=True).encode()).hexdigest()
+
+
+def catalog_fingerprint(catalog: list) -> str:
+    """A digest of the identity and object-store endpoints of a Keystone v3 catalog (its `catalog` list,
+    from a token or GET /v3/auth/catalog), all regions and interfaces, in any order."""
+    endpoints = sorted(
+        [str(service.get("type")), *(str(endpoint.get(key) or "") for key in ("region_id", "interface", "url"))]
+        for service in catalog
+        if service.get("type") in CATALOG_SERVICE_TYPES
+        for endpoint in service.get("endpoints", [])
+    )
+    return hashlib.sha256(json.dumps(endpoints).encode()).hexdigest()
 
 
 def glance_list_url(endpoint: str, project_id: str, content_id: str) -> str:
@@ -200,11 +220,12 @@ def still_current(state_dir: str | Path) -> Record | None:
         return None
     if any(file_digest(path) != digest for path, digest in record.local_files.items()):
         return None
-    workers = len(record.source) + len(record.served_files) + 3
+    workers = len(record.source) + len(record.served_files) + 4
     with ThreadPoolExecutor(max_workers=workers) as pool:
         token = pool.submit(_new_token, record)  # Glance's and Swift's checks wait for it
         checks: list[Callable[[], bool]] = [partial(_source_unchanged, record, doc) for doc in record.source]
         checks += [partial(_glance_unchanged, record, token), partial(_swift_all_unchanged, record, token)]
+        checks.append(partial(_catalog_unchanged, record, token))
         checks += [partial(_served_unchanged, record, url, digest) for url, digest in record.served_files.items()]
         results = list(pool.map(_safely, checks))
     return record if all(results) else None
@@ -280,6 +301,13 @@ def _glance_unchanged(record: Record, token: Future[str]) -> bool:
         images.extend(page.get("images", []))
         url = base + page["next"] if page.get("next") else None
     return glance_fingerprint(images, record.content_id, record.project_id) == record.glance_images
+
+
+def _catalog_unchanged(record: Record, token: Future[str]) -> bool:
+    headers = {"X-Auth-Token": token.result(), "Accept": "application/json"}
+    with _open(record.catalog_url, headers, verify=record.verify) as response:
+        catalog = json.load(response)["catalog"]
+    return catalog_fingerprint(catalog) == record.catalog
 
 
 def _swift_all_unchanged(record: Record, token: Future[str]) -> bool:

@@ -24,6 +24,7 @@ DEFAULT_STATE_DIR = "/var/lib/glance-simplestreams-sync"
 PROGRESS_FILE = "progress.json"
 RESULT_FILE = "last-sync.json"
 LOCK_FILE = "sync.lock"
+INTERFACES = ("public", "internal", "admin")  # of a Keystone catalog endpoint
 
 
 def utc_now() -> str:
@@ -69,6 +70,9 @@ class SyncResult:
     errors: list[str] = field(default_factory=list)  # mirror-level or publish errors
     published: bool = False
     metadata_url: str = ""  # where the image-ids metadata is served, once published
+    # once published: where keystone's product-streams endpoint should point, per interface
+    # ({"public", "internal", "admin"} -> URL); metadata_url is the one the sync wrote through
+    product_streams_urls: dict[str, str] = field(default_factory=dict)
     object_store_missing: bool = False  # use_swift, but the catalog has no object-store endpoint
     last_success: str = ""  # when the newest run without failures finished (this one or an earlier one)
     failures_in_a_row: int = 0  # failed runs since the last success, this one included (retry.py)
@@ -116,6 +120,24 @@ def _from_dict(cls, data: object):
         return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
     except TypeError:  # a required field missing
         return None
+
+
+def publish_only_lines(metadata_url: str, product_streams_urls: dict[str, str]) -> list[str]:
+    """What `--publish-only` prints: `metadata_url URL` (where it wrote), then `public_url URL`,
+    `internal_url URL` and `admin_url URL` (what product-streams should point at)."""
+    return [f"metadata_url {metadata_url}"] + [
+        f"{interface}_url {url}" for interface, url in product_streams_urls.items()
+    ]
+
+
+def read_publish_only_lines(lines: list[str]) -> tuple[str, dict[str, str]] | None:
+    """The metadata URL and the product-streams URLs in `--publish-only`'s output, or None when it
+    does not name them all."""
+    named = dict(line.split(" ", 1) for line in lines if " " in line)
+    urls = {interface: named.get(f"{interface}_url", "") for interface in INTERFACES}
+    if not named.get("metadata_url") or not all(urls.values()):
+        return None
+    return named["metadata_url"], urls
 
 
 def write_result(state_dir: str | Path, result: SyncResult, frequency: str | None = None) -> None:

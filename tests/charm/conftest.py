@@ -25,8 +25,8 @@ from ops import testing
 
 import host
 import sync_process
-from simplestreams_sync.state import PROGRESS_FILE, RESULT_FILE, Progress, SyncResult
-from tests.charm.relation_data import CA_PEM, CHAIN_PEM, KEYSTONE_V3
+from simplestreams_sync.state import PROGRESS_FILE, RESULT_FILE, Progress, SyncResult, publish_only_lines
+from tests.charm.relation_data import CA_PEM, CHAIN_PEM, KEYSTONE_V3, PRODUCT_STREAMS_URLS
 
 FAKE_ENGINE = r"""
 import json, os, sys, time
@@ -38,8 +38,8 @@ with open(spec["calls"], "a") as calls:
                             "mirrors_readable": os.access(args[args.index("--mirrors") + 1], os.R_OK),
                             "identity_readable": os.access(args[args.index("--identity") + 1], os.R_OK)}) + "\n")
 if "--publish-only" in args:
-    print(spec["metadata_url"]) if spec["metadata_url"] else sys.stderr.write("error: swift is down\n")
-    sys.exit(0 if spec["metadata_url"] else 1)
+    print("\n".join(spec["publish_only"])) if spec["publish_only"] else sys.stderr.write("error: swift is down\n")
+    sys.exit(0 if spec["publish_only"] else 1)
 state_dir = spec["state_dir"]
 time.sleep(spec["sleep"])
 if spec["result"] is not None:
@@ -205,7 +205,8 @@ def fake_engine(shared_dir: Path, machine: Machine, monkeypatch: pytest.MonkeyPa
     """Make a stand-in for the sync engine (arguments: stdout=[...], exit_code=0, stderr="", result={...},
     sleep=0, metadata_url=None) that sleeps, writes last-sync.json (if `result` is given), prints the
     lines, removes progress.json and exits with the code; with --publish-only it prints `metadata_url`
-    (or fails without one). Each run records its arguments, uid, gid and HOME."""
+    and the product-streams URLs (`product_streams_urls`, default PRODUCT_STREAMS_URLS) as the engine
+    does, or fails without a `metadata_url`. Each run records its arguments, uid, gid and HOME."""
 
     def make(
         stdout: list[str] = (),
@@ -214,6 +215,7 @@ def fake_engine(shared_dir: Path, machine: Machine, monkeypatch: pytest.MonkeyPa
         result: dict | None = None,
         sleep: float = 0.0,
         metadata_url: str | None = None,
+        product_streams_urls: dict[str, str] = PRODUCT_STREAMS_URLS,
     ):
         directory = shared_dir / "engine"
         directory.mkdir(exist_ok=True)
@@ -228,7 +230,7 @@ def fake_engine(shared_dir: Path, machine: Machine, monkeypatch: pytest.MonkeyPa
             "result": result,
             "sleep": sleep,
             "calls": str(engine.calls_file),
-            "metadata_url": metadata_url,
+            "publish_only": publish_only_lines(metadata_url, product_streams_urls) if metadata_url else [],
             "state_dir": str(machine.paths.state_dir),
         }
         (directory / "fake-engine.json").write_text(json.dumps(spec))

@@ -41,3 +41,9 @@ KEYSTONE_V3 = {
 }
 
 METADATA_URL = "https://swift.example:443/v1/AUTH_0f1e2d/simplestreams/data"
+# What the engine names for keystone's product-streams endpoint: the object store's URL of each interface.
+PRODUCT_STREAMS_URLS = {
+    "public": "https://swift-public.example:443/v1/AUTH_0f1e2d/simplestreams/data",
+    "internal": METADATA_URL,
+    "admin": "https://swift-admin.example:443/v1/AUTH_0f1e2d/simplestreams/data",
+}

@@ -8,11 +8,16 @@ import pwd
 from ops import testing
 
 import host
-from tests.charm.relation_data import KEYSTONE_V3, METADATA_URL
+from tests.charm.relation_data import KEYSTONE_V3, METADATA_URL, PRODUCT_STREAMS_URLS
 
 AS_ROOT = os.geteuid() == 0
 PLACEHOLDER = "http://192.0.2.0"
 OTHER_URL = "https://swift.example:443/v1/AUTH_other/simplestreams/data"
+OTHER_URLS = {
+    "public": "https://swift-public.example:443/v1/AUTH_other/simplestreams/data",
+    "internal": OTHER_URL,
+    "admin": "https://swift-admin.example:443/v1/AUTH_other/simplestreams/data",
+}
 
 
 def _public_url(out: testing.State, relation: testing.Relation) -> str:
@@ -39,8 +44,11 @@ def test_credentials_publish_empty_metadata_and_point_keystone_at_it_in_the_same
     assert engine.calls == []  # nothing synced
     relation = out.get_relation(keystone.id)
     request = relation.local_unit_data
-    assert request["public_url"] == request["internal_url"] == request["admin_url"] == METADATA_URL
-    assert relation.local_app_data["metadata_url"] == METADATA_URL
+    assert {key: request[f"{key}_url"] for key in PRODUCT_STREAMS_URLS} == PRODUCT_STREAMS_URLS
+    assert relation.local_app_data == {
+        "metadata_url": METADATA_URL,
+        **{f"{key}_url": url for key, url in PRODUCT_STREAMS_URLS.items()},
+    }
     assert "# publish-only " in machine.paths.log_file.read_text()
 
 
@@ -70,15 +78,16 @@ def test_a_failed_publish_keeps_the_placeholder_logs_why_and_the_next_hook_tries
     assert len(engine.publish_calls) == 2
 
 
-def test_the_url_a_later_sync_records_is_applied_by_the_next_event(ctx, keystone, machine, fake_engine):
-    """E.g. cron's sync published elsewhere (another interface's object-store URL): update-status applies it."""
+def test_the_urls_a_later_sync_records_are_applied_by_the_next_event(ctx, keystone, machine, fake_engine):
+    """E.g. cron's sync found other object-store URLs in the catalog: update-status applies them."""
     fake_engine(metadata_url=METADATA_URL)
     out = ctx.run(ctx.on.relation_changed(keystone, remote_unit=0), testing.State(leader=True, relations=[keystone]))
-    machine.write_result(metadata_url=OTHER_URL)
+    machine.write_result(metadata_url=OTHER_URL, product_streams_urls=OTHER_URLS)
 
     out = ctx.run(ctx.on.update_status(), testing.State(leader=True, relations=[out.get_relation(keystone.id)]))
 
-    assert _public_url(out, keystone) == OTHER_URL
+    request = out.get_relation(keystone.id).local_unit_data
+    assert {key: request[f"{key}_url"] for key in OTHER_URLS} == OTHER_URLS
 
 
 def test_no_publish_without_use_swift(ctx, keystone, fake_engine):

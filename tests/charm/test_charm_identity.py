@@ -5,13 +5,21 @@ import base64
 from ops import testing
 
 from simplestreams_sync.config import load_identity
-from tests.charm.relation_data import CA_PEM, KEYSTONE_V3, METADATA_URL
+from tests.charm.relation_data import CA_PEM, KEYSTONE_V3, METADATA_URL, PRODUCT_STREAMS_URLS
 
 REQUEST_KEYS = ("service", "region", "public_url", "internal_url", "admin_url")
 
 
 def _request(relation: testing.Relation) -> dict:
     return {key: relation.local_unit_data.get(key) for key in REQUEST_KEYS}
+
+
+def _urls(data: dict) -> dict:
+    """The product-streams URLs in a request (or in what we remember), by interface."""
+    return {interface: data.get(f"{interface}_url") for interface in ("public", "internal", "admin")}
+
+
+REMEMBERED = {"metadata_url": METADATA_URL, **{f"{key}_url": url for key, url in PRODUCT_STREAMS_URLS.items()}}
 
 
 def test_leader_requests_the_image_stream_service_for_its_region(ctx):
@@ -34,28 +42,30 @@ def test_before_any_metadata_is_published_the_endpoint_is_the_classic_placeholde
     assert request["public_url"] == request["internal_url"] == request["admin_url"] == "http://192.0.2.0"
 
 
-def test_once_published_the_endpoint_points_at_the_swift_metadata(ctx, keystone, machine):
-    machine.write_result(metadata_url=METADATA_URL + "/")
+def test_once_published_each_interface_points_at_the_object_stores_url_for_it(ctx, keystone, machine):
+    machine.write_result(
+        metadata_url=METADATA_URL + "/",
+        product_streams_urls={key: url + "/" for key, url in PRODUCT_STREAMS_URLS.items()},
+    )
 
     out = ctx.run(ctx.on.update_status(), testing.State(leader=True, relations=[keystone]))
 
     relation = out.get_relation(keystone.id)
-    request = _request(relation)
-    assert request["public_url"] == request["internal_url"] == request["admin_url"] == METADATA_URL
-    assert relation.local_app_data["metadata_url"] == METADATA_URL
+    assert _urls(_request(relation)) == PRODUCT_STREAMS_URLS
+    assert relation.local_app_data == REMEMBERED
 
 
 def test_a_new_leader_keeps_the_published_endpoint(ctx, machine):
     relation = testing.Relation(
         "identity-service",
         remote_app_name="keystone",
-        local_app_data={"metadata_url": METADATA_URL},
+        local_app_data=dict(REMEMBERED),
         remote_units_data={0: dict(KEYSTONE_V3)},
     )
 
     out = ctx.run(ctx.on.leader_elected(), testing.State(leader=True, relations=[relation]))
 
-    assert _request(out.get_relation(relation.id))["public_url"] == METADATA_URL
+    assert _urls(_request(out.get_relation(relation.id))) == PRODUCT_STREAMS_URLS
 
 
 def test_a_run_that_did_not_publish_keeps_the_published_endpoint(ctx, machine):
@@ -63,13 +73,50 @@ def test_a_run_that_did_not_publish_keeps_the_published_endpoint(ctx, machine):
     relation = testing.Relation(
         "identity-service",
         remote_app_name="keystone",
-        local_app_data={"metadata_url": METADATA_URL},
+        local_app_data=dict(REMEMBERED),
         remote_units_data={0: dict(KEYSTONE_V3)},
     )
 
     out = ctx.run(ctx.on.update_status(), testing.State(leader=True, relations=[relation]))
 
-    assert _request(out.get_relation(relation.id))["admin_url"] == METADATA_URL
+    assert _urls(_request(out.get_relation(relation.id))) == PRODUCT_STREAMS_URLS
+
+
+def _upgraded_from_one_url() -> testing.Relation:
+    """What an earlier revision left: one URL for every interface, remembered as `metadata_url`."""
+    return testing.Relation(
+        "identity-service",
+        remote_app_name="keystone",
+        local_unit_data={
+            "service": "image-stream",
+            "region": "RegionOne",
+            **dict.fromkeys(REQUEST_KEYS[2:], METADATA_URL),
+        },
+        local_app_data={"metadata_url": METADATA_URL},
+        remote_units_data={0: dict(KEYSTONE_V3)},
+    )
+
+
+def test_an_upgraded_unit_that_registered_one_url_registers_three_on_its_next_hook(ctx, machine, fake_engine):
+    machine.write_result(metadata_url=METADATA_URL)  # an earlier revision's last-sync.json: no product_streams_urls
+    engine = fake_engine(metadata_url=METADATA_URL)
+    relation = _upgraded_from_one_url()
+
+    out = ctx.run(ctx.on.upgrade_charm(), testing.State(leader=True, relations=[relation]))
+
+    assert len(engine.publish_calls) == 1  # the engine names the URLs (and leaves the metadata as it is)
+    assert _urls(_request(out.get_relation(relation.id))) == PRODUCT_STREAMS_URLS
+    assert out.get_relation(relation.id).local_app_data == REMEMBERED
+
+
+def test_an_upgraded_unit_keeps_its_one_url_while_the_engine_cannot_name_three(ctx, machine, fake_engine):
+    fake_engine(metadata_url=None)  # the object store is down
+    relation = _upgraded_from_one_url()
+
+    out = ctx.run(ctx.on.upgrade_charm(), testing.State(leader=True, relations=[relation]))
+
+    assert _urls(_request(out.get_relation(relation.id))) == dict.fromkeys(PRODUCT_STREAMS_URLS, METADATA_URL)
+    assert "error: swift is down" in machine.paths.log_file.read_text()
 
 
 def test_non_leader_withdraws_its_request(ctx):

@@ -8,14 +8,19 @@ import identity_service
 from tests.charm.relation_data import CA_PEM, CHAIN_PEM, KEYSTONE_V3
 
 
-def test_request_strips_the_trailing_slash():
-    request = identity_service.request("RegionOne", "https://swift:443/v1/AUTH_x/simplestreams/data/")
+def test_request_names_each_interfaces_url_without_the_trailing_slash():
+    urls = {
+        "public": "https://swift.public:443/v1/AUTH_x/simplestreams/data/",
+        "internal": "https://swift.internal:443/v1/AUTH_x/simplestreams/data",
+        "admin": "https://swift.admin:443/v1/AUTH_x/simplestreams/data/",
+    }
+    request = identity_service.request("RegionOne", urls)
     assert request == {
         "service": "image-stream",
         "region": "RegionOne",
-        "public_url": "https://swift:443/v1/AUTH_x/simplestreams/data",
-        "internal_url": "https://swift:443/v1/AUTH_x/simplestreams/data",
-        "admin_url": "https://swift:443/v1/AUTH_x/simplestreams/data",
+        "public_url": "https://swift.public:443/v1/AUTH_x/simplestreams/data",
+        "internal_url": "https://swift.internal:443/v1/AUTH_x/simplestreams/data",
+        "admin_url": "https://swift.admin:443/v1/AUTH_x/simplestreams/data",
     }
 
 

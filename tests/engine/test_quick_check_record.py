@@ -111,11 +111,49 @@ TOKEN = "t0k3n"
 TOKEN_PATH = "/v3/auth/tokens?nocatalog"
 
 
+def catalog(keystone_public: str = "https://keystone.public:5000/v3") -> list[dict]:
+    """A Keystone v3 catalog: keystone, Swift and Glance, each on three interfaces."""
+
+    def service(service_type: str, public: str, internal: str) -> dict:
+        urls = {"public": public, "internal": internal, "admin": internal}
+        endpoints = [
+            {"id": f"{service_type}-{interface}", "interface": interface, "region": "R1", "region_id": "R1", "url": url}
+            for interface, url in urls.items()
+        ]
+        return {"type": service_type, "name": service_type, "id": service_type, "endpoints": endpoints}
+
+    return [
+        service("identity", keystone_public, "http://keystone.internal:5000/v3"),
+        service("object-store", "https://swift.public/v1/AUTH_p1", "http://swift.internal/v1/AUTH_p1"),
+        service("image", "https://glance.public:9292", "http://glance.internal:9292"),
+    ]
+
+
+def test_catalog_fingerprint_ignores_order_and_other_services():
+    listed = catalog()
+    reordered = [{**service, "endpoints": service["endpoints"][::-1]} for service in listed[::-1]]
+    without_glance = [service for service in listed if service["type"] != "image"]
+
+    assert quick_check.catalog_fingerprint(reordered) == quick_check.catalog_fingerprint(listed)
+    assert quick_check.catalog_fingerprint(without_glance) == quick_check.catalog_fingerprint(listed)
+
+
+def test_catalog_fingerprint_moves_with_keystones_public_url():
+    assert quick_check.catalog_fingerprint(catalog("https://keystone.example:5000/v3")) != (
+        quick_check.catalog_fingerprint(catalog())
+    )
+
+
 @pytest.fixture
 def served():
-    """What the server answers: the source document, Glance's list and the project Keystone scopes a
-    token to (tests may change them)."""
-    return {"source": SOURCE_DOC, "glance": json.dumps({"images": [image("a")]}).encode(), "project": PROJECT}
+    """What the server answers: the source document, Glance's list, the project Keystone scopes a
+    token to and Keystone's catalog (tests may change them)."""
+    return {
+        "source": SOURCE_DOC,
+        "glance": json.dumps({"images": [image("a")]}).encode(),
+        "project": PROJECT,
+        "catalog": json.dumps({"catalog": catalog()}).encode(),
+    }
 
 
 def _keystone(served: dict, body: bytes) -> tuple[int, dict, bytes]:
@@ -139,10 +177,12 @@ def recorded(tmp_path, served):
     def answer(method: str, path: str, headers: dict, body: bytes) -> tuple[int, dict, bytes]:
         if method == "POST":
             return _keystone(served, body)
-        if not path.startswith("/v2/images"):
+        if not path.startswith(("/v2/images", "/v3/auth/catalog")):
             return 200, {}, served["source"]
         if headers.get("X-Auth-Token") != TOKEN:
             return 401, {}, b""
+        if path == "/v3/auth/catalog":
+            return 200, {}, served["catalog"]
         glance = served["glance"]
         return 200, {}, glance[path] if isinstance(glance, dict) else glance  # a dict: pages by path
 
@@ -165,6 +205,8 @@ def recorded(tmp_path, served):
             glance_images=quick_check.glance_fingerprint([image("a")], CONTENT_ID, PROJECT),
             content_id=CONTENT_ID,
             project_id=PROJECT,
+            catalog_url=f"{server.url}/v3/auth/catalog",
+            catalog=quick_check.catalog_fingerprint(catalog()),
         )
         quick_check.save(tmp_path / "state", record)
         yield tmp_path / "state", mirrors, server
@@ -181,8 +223,18 @@ def test_a_record_whose_observations_hold_is_current(recorded):
     assert sorted(server.requests) == [
         "GET /streams/v1/index.json",
         f"GET /v2/images?owner={PROJECT}&content_id={CONTENT_ID}&limit=100",
+        "GET /v3/auth/catalog",
         f"POST {TOKEN_PATH}",
     ]
+
+
+def test_a_moved_keystone_public_url_in_the_catalog_invalidates(recorded, served):
+    """The metadata names keystone's public URL: a new one there means publishing again."""
+    state_dir, _, server = recorded
+    served["catalog"] = json.dumps({"catalog": catalog("https://keystone.example:5000/v3")}).encode()
+
+    assert quick_check.still_current(state_dir) is None
+    assert "GET /v3/auth/catalog" in server.requests
 
 
 def test_a_changed_input_file_invalidates_without_a_request(recorded):

@@ -3,7 +3,21 @@
 import pytest
 
 from simplestreams_sync.metrics import METRICS_FILE, write_metrics
-from simplestreams_sync.state import SyncAlreadyRunning, SyncLock, SyncResult, read_result, write_result
+from simplestreams_sync.state import (
+    SyncAlreadyRunning,
+    SyncLock,
+    SyncResult,
+    publish_only_lines,
+    read_publish_only_lines,
+    read_result,
+    write_result,
+)
+
+URLS = {
+    "public": "https://swift.public:443/v1/AUTH_p/simplestreams/data",
+    "internal": "http://swift.internal:8080/v1/AUTH_p/simplestreams/data",
+    "admin": "http://swift.admin:8080/v1/AUTH_p/simplestreams/data",
+}
 
 
 def test_last_success_carries_over_a_failed_run(tmp_path):
@@ -21,6 +35,26 @@ def test_a_result_file_of_another_version_reads_what_it_knows(tmp_path):
     )
 
     assert read_result(tmp_path) == SyncResult(started="2026-11-24T10:00:00Z", created=[{"id": "a"}])
+
+
+def test_publish_only_names_where_it_wrote_and_each_interfaces_url():
+    lines = publish_only_lines(URLS["internal"], URLS)
+
+    assert lines == [
+        f"metadata_url {URLS['internal']}",
+        f"public_url {URLS['public']}",
+        f"internal_url {URLS['internal']}",
+        f"admin_url {URLS['admin']}",
+    ]
+    assert read_publish_only_lines(lines) == (URLS["internal"], URLS)
+
+
+@pytest.mark.parametrize("dropped", range(4))
+def test_publish_only_output_without_one_of_its_urls_names_none(dropped):
+    lines = publish_only_lines(URLS["internal"], URLS)
+    del lines[dropped]
+
+    assert read_publish_only_lines(lines) is None
 
 
 def test_something_that_is_no_result_reads_as_none(tmp_path):

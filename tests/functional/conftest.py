@@ -409,3 +409,23 @@ def keystone_answer(cloud) -> dict:
         "service_domain": identity["user_domain_name"],
         "service_domain_id": "default",
     }
+
+
+@pytest.fixture
+def product_streams_service(cloud):
+    """Registers our request as the keystone charm does (service image-stream of type product-streams);
+    removed afterwards."""
+    from keystoneclient.v3 import client as keystone_v3
+
+    ks = keystone_v3.Client(session=cloud.admin_session(), interface="public")
+    created = []
+
+    def register(request: dict) -> None:
+        service = ks.services.create(request["service"], type="product-streams")
+        created.append(service)
+        for interface in ("public", "internal", "admin"):
+            ks.endpoints.create(service, request[f"{interface}_url"], interface=interface, region=request["region"])
+
+    yield register
+    for service in created:
+        ks.services.delete(service)

@@ -132,23 +132,3 @@ def test_credentials_alone_give_a_catalog_endpoint_that_serves_a_valid_index(
     )
     assert again.get_relation(keystone.id).local_unit_data["public_url"] == catalog_url
     assert charm_machine.log_file.read_text().count("# publish-only ") == 1
-
-
-@pytest.fixture
-def product_streams_service(cloud):
-    """Registers our request as the keystone charm does (service image-stream of type product-streams);
-    removed afterwards."""
-    from keystoneclient.v3 import client as keystone_v3
-
-    ks = keystone_v3.Client(session=cloud.admin_session(), interface="public")
-    created = []
-
-    def register(request: dict) -> None:
-        service = ks.services.create(request["service"], type="product-streams")
-        created.append(service)
-        for interface in ("public", "internal", "admin"):
-            ks.endpoints.create(service, request[f"{interface}_url"], interface=interface, region=request["region"])
-
-    yield register
-    for service in created:
-        ks.services.delete(service)

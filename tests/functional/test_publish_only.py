@@ -6,17 +6,24 @@ import pytest
 import requests
 
 from tests.functional.conftest import our_images, published_image_ids, published_products
+from tests.localcloud.cloud import internal_url
 
 pytestmark = pytest.mark.functional
 
 
-def test_publish_only_publishes_an_empty_image_list_and_prints_its_url(source, sync, cloud, glance):
+def test_publish_only_publishes_an_empty_image_list_and_prints_its_urls(source, sync, cloud, glance):
     source.write()
 
     result = sync.run([sync.mirror(source.url)], "--publish-only")
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"{cloud.swift_url}/simplestreams/data\n"
+    public, internal = f"{cloud.swift_url}/simplestreams/data", internal_url(f"{cloud.swift_url}/simplestreams/data")
+    assert result.stdout.splitlines() == [
+        f"metadata_url {public}",
+        f"public_url {public}",
+        f"internal_url {internal}",
+        f"admin_url {public}",
+    ]
     assert published_products(cloud, sync.content_id)["products"] == {}
     assert our_images(glance, sync.content_id) == []
     assert not (sync.state_dir / "last-sync.json").exists()

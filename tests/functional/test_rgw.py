@@ -28,6 +28,13 @@ from tests.functional.test_metadata_readers import (  # noqa: F401
     test_a_drifted_read_acl_is_repaired_and_readers_read_again,
     test_superseded_image_stays_until_metadata_without_it_is_published,
 )
+from tests.functional.test_network_spaces import (  # noqa: F401
+    region,
+    test_metadata_an_earlier_revision_published_with_the_internal_url_is_republished,
+    test_publish_only_names_the_url_of_each_interface,
+    test_the_charm_registers_each_interfaces_url_and_juju_finds_the_images,
+    test_the_sync_uses_one_interface_and_publishes_for_all,
+)
 from tests.functional.test_quick_check import (  # noqa: F401
     test_metadata_deleted_in_swift_is_published_again,
     test_nothing_changed_stops_at_the_quick_check,

@@ -392,7 +392,7 @@ class LocalCloud:
             f"--bootstrap-password={self._passwords['admin']}",  # "=": a password may start with "-"
             "--bootstrap-region-id", self.region,
             "--bootstrap-admin-url", self.auth_url,
-            "--bootstrap-internal-url", self.auth_url,
+            "--bootstrap-internal-url", internal_url(self.auth_url),
             "--bootstrap-public-url", self.auth_url,
         )  # fmt: skip
         self._start_and_wait("keystone")
@@ -526,13 +526,12 @@ class LocalCloud:
         test can tell which interface a client used."""
         service = _first(ks.services.list(type=service_type)) or ks.services.create(name, type=service_type)
         for interface in ("public", "internal", "admin"):
-            if interface == "internal":
-                url = url.replace(f"://{HOST}:", "://localhost:")
+            interface_url = internal_url(url) if interface == "internal" else url
             endpoint = _first(ks.endpoints.list(service=service, interface=interface, region=self.region))
             if endpoint is None:
-                ks.endpoints.create(service, url, interface=interface, region=self.region)
-            elif endpoint.url != url:
-                ks.endpoints.update(endpoint, url=url)
+                ks.endpoints.create(service, interface_url, interface=interface, region=self.region)
+            elif endpoint.url != interface_url:
+                ks.endpoints.update(endpoint, url=interface_url)
 
     def _credentials(self, username: str, project_name: str) -> dict:
         return {
@@ -920,6 +919,12 @@ def _fernet_key_repository(path: Path) -> None:
         with os.fdopen(fd, "wb") as key_file:
             key_file.write(base64.urlsafe_b64encode(os.urandom(32)))  # a Fernet key
         os.replace(path / f"{name}.tmp", path / name)
+
+
+def internal_url(url: str) -> str:
+    """A public URL of the local cloud as its catalog lists it for the internal interface: the same
+    server, at localhost."""
+    return url.replace(f"://{HOST}:", "://localhost:")
 
 
 def _first(items):
