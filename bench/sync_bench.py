@@ -621,7 +621,9 @@ def parse_args(argv):
 def start_cloud(bench: Bench, store: str):
     """The local cloud with Glance on `store` as bench.cloud for the block, stopped after it."""
     t0 = time.monotonic()
-    bench.cloud = LocalCloud(bench.workdir / f"cloud-{store}", glance_store=store)
+    # Room in Ceph's in-memory OSD for one side's images of workload a, twice over.
+    osd_bytes = max(1 << 30, 2 * bench.args.images * bench.args.image_mib * MIB + (1 << 30))
+    bench.cloud = LocalCloud(bench.workdir / f"cloud-{store}", glance_store=store, ceph_osd_bytes=osd_bytes)
     try:
         bench.cloud.start()
         print(f"local cloud up in {time.monotonic() - t0:.1f} s (glance on {store}, {bench.cloud.glance_url})",

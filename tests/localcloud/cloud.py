@@ -169,6 +169,7 @@ class LocalCloud:
         object_store: str | None = "swift",
         rgw_namespace_tenants: bool = True,
         glance_store: str = "file",
+        ceph_osd_bytes: int = 1 << 30,
     ):
         if object_store not in OBJECT_STORE_SERVICES:
             choices = ", ".join(map(repr, OBJECT_STORE_SERVICES))
@@ -180,6 +181,7 @@ class LocalCloud:
         self.workdir = Path(workdir).resolve()
         self.object_store = object_store
         self.glance_store = glance_store
+        self.ceph_osd_bytes = ceph_osd_bytes  # room in the in-memory OSD for RGW's objects and RBD's images
         self.rgw_namespace_tenants = rgw_namespace_tenants
         self.token_lifetime = token_lifetime  # seconds: keystone's [token] expiration (default 1 hour)
         self.glance_options = glance_options or {}  # extra glance-api.conf [DEFAULT] options, e.g. image_size_cap
@@ -241,6 +243,7 @@ class LocalCloud:
                 keystone=self._keystone_for_rgw() if rgw_needed else None,
                 namespace_tenants=self.rgw_namespace_tenants,
                 rbd=rbd_needed,
+                osd_bytes=self.ceph_osd_bytes,
             )
         self._write_configs()
         self._define_commands()

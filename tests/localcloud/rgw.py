@@ -130,6 +130,7 @@ class CephCluster:
     keystone: KeystoneForRgw | None = None  # with radosgw
     namespace_tenants: bool = True
     rbd: bool = False  # the RBD pools of a Glance on Ceph
+    osd_bytes: int = 1 << 30  # what the in-memory OSD holds; writes wait forever once it is full
     fsid: str = field(default_factory=lambda: str(uuid.uuid4()))
     osd_uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
 
@@ -203,7 +204,7 @@ class CephCluster:
                 "err to stderr": "true",
                 "mon cluster log to file": "false",
             },
-            "osd": {"osd objectstore": "memstore", "memstore device bytes": str(1 << 30)},
+            "osd": {"osd objectstore": "memstore", "memstore device bytes": str(self.osd_bytes)},
         }
         if self.rgw_port is not None:
             config[RGW_NAME] = self._rgw_config()
