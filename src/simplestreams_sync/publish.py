@@ -90,6 +90,39 @@ def misread_path(read: Callable[[str], object], content_id: str, products: dict,
     return None
 
 
+def write_in_order(
+    tree: dict,
+    entry: dict,
+    read: Callable[[str], dict],
+    write: Callable[[str, dict], None],
+    check: Callable[[str, dict, dict], None],
+    shown_as: str,
+) -> bool:
+    """What both publishers do with their own `read` ({} when missing or unreadable), `write` and `check`
+    (a reader's view): the products file first, then the index entry that points at it, so that readers
+    never see a dangling index; then both checked as readers get them. False when what is published
+    already says the same (nothing is rewritten then). `shown_as`: the index, as a warning names it."""
+    content_id = tree["content_id"]
+    path = products_path(content_id)
+    index = read(INDEX_PATH)
+    if not isinstance(index.get("index"), dict):
+        if index:
+            LOG.warning("replacing unreadable %s", shown_as)
+        index = {"format": "index:1.0", "index": {}}
+    published_entry = index["index"].get(content_id)
+    if published_entry and _without_updated(published_entry) == _without_updated(entry):
+        published = read(path)
+        if _without_updated(published) == _without_updated(tree):
+            check(content_id, published, published_entry)
+            return False
+    write(path, tree)
+    index["index"][content_id] = entry
+    index["updated"] = tree["updated"]
+    write(INDEX_PATH, index)
+    check(content_id, tree, entry)
+    return True
+
+
 class Publisher(Protocol):
     """Where the metadata goes: Swift (SwiftPublisher) or the unit's own web server (LocalPublisher)."""
 
@@ -178,24 +211,15 @@ class SwiftPublisher:
         try:
             self.read_acl, self.repaired_acl = ensure_public_container(self._send, self.container_url)
             self.observations.container(self.container_url, self.read_acl)
-            index = self._read(INDEX_PATH, default={"format": "index:1.0", "index": {}})
-            if not isinstance(index.get("index"), dict):
-                LOG.warning("replacing unreadable %s", PREFIX + INDEX_PATH)
-                index = {"format": "index:1.0", "index": {}}
             entry = index_entry(tree, self.cloud.region, self.cloud.public_auth_url, cloud_name)
-            path = products_path(tree["content_id"])
-            published_entry = index["index"].get(tree["content_id"])
-            if published_entry and _without_updated(published_entry) == _without_updated(entry):
-                published = self._read(path, default={})
-                if _without_updated(published) == _without_updated(tree):
-                    self._check_anonymous_reads(tree["content_id"], published, published_entry)
-                    return False
-            self._put(path, tree)
-            index["index"][tree["content_id"]] = entry
-            index["updated"] = tree["updated"]
-            self._put(INDEX_PATH, index)
-            self._check_anonymous_reads(tree["content_id"], tree, entry)
-            return True
+            return write_in_order(
+                tree,
+                entry,
+                read=lambda path: self._read(path, default={}),
+                write=self._put,
+                check=self._check_anonymous_reads,
+                shown_as=PREFIX + INDEX_PATH,
+            )
         except ks_exceptions.SSLError as error:  # before ConnectionError, its base class
             raise CloudError(f"object store {self.storage_url}: {describe(error)}") from None
         except ks_exceptions.ConnectionError as error:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ._simplestreams import util
 from .openstack import CloudError
-from .publish import INDEX_PATH, index_entry, misread_path, products_path
+from .publish import INDEX_PATH, index_entry, misread_path, products_path, write_in_order
 from .quick_check import Observations
 from .raw_http import open_url
 from .state import write_atomically
@@ -50,26 +50,15 @@ class LocalPublisher:
         """Products file first, then the index; then both read back through the served URL.
 
         Returns False when what is published already says the same (nothing is rewritten then)."""
-        content_id = tree["content_id"]
-        path = products_path(content_id)
         entry = index_entry(tree, self.region, self.auth_url, cloud_name)
-        index = self.read(INDEX_PATH)
-        if not isinstance(index.get("index"), dict):
-            if index:
-                LOG.warning("replacing unreadable %s", self.directory / INDEX_PATH)
-            index = {"format": "index:1.0", "index": {}}
-        published_entry = index["index"].get(content_id)
-        if published_entry and _without_updated(published_entry) == _without_updated(entry):
-            published = self.read(path)
-            if _without_updated(published) == _without_updated(tree):
-                self._check_served(content_id, published, published_entry)
-                return False
-        self._write(path, tree)
-        index["index"][content_id] = entry
-        index["updated"] = tree["updated"]
-        self._write(INDEX_PATH, index)
-        self._check_served(content_id, tree, entry)
-        return True
+        return write_in_order(
+            tree,
+            entry,
+            read=self.read,
+            write=self._write,
+            check=self._check_served,
+            shown_as=str(self.directory / INDEX_PATH),
+        )
 
     def read(self, path: str) -> dict:
         """A published file as a dict; {} when it is missing or not a JSON object."""
@@ -134,7 +123,3 @@ def _reason(error: OSError) -> str:
 def _sha256(path: Path) -> str:
     with open(path, "rb") as stream:
         return hashlib.file_digest(stream, "sha256").hexdigest()
-
-
-def _without_updated(data: dict) -> dict:
-    return {key: value for key, value in data.items() if key != "updated"}
