@@ -10,12 +10,11 @@ still holds is an observation the plan takes as it is; any change means hashing 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .plan import GlanceImage
-from .state import write_json_atomically
+from .state import read_json, write_json_atomically
 
 VERDICTS_FILE = "hash-verdicts.json"
 
@@ -33,10 +32,7 @@ def key(image: GlanceImage) -> list:
 
 def remembered_mismatches(state_dir: str | Path, owned: Iterable[GlanceImage]) -> dict[str, str]:
     """Id -> how its bytes differ from the source, for the images whose remembered verdict still holds."""
-    try:
-        verdicts = json.loads((Path(state_dir) / VERDICTS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
+    verdicts = read_json(Path(state_dir) / VERDICTS_FILE)
     if not isinstance(verdicts, dict):
         return {}
     found = {}
