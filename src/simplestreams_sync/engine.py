@@ -218,13 +218,14 @@ class SyncRun:
             assert image.source_digest is not None
             try:
                 actual = self.glance.stored_digest(image.id, image.source_digest.split(":")[0])
-                if actual == image.source_digest:
+                matches = actual == image.source_digest
+                if matches:
                     self.glance.mark_verified(image.id, image.source_digest)
             except CloudError as error:
                 self._error(f"could not verify existing image {image.id}: {error}")
                 not_verified.add(image.id)
                 continue
-            if actual == image.source_digest:
+            if matches:
                 adopted.add(image.id)
             else:
                 mismatched[image.id] = f"its bytes ({actual}) do not match the source ({image.source_digest})"
@@ -437,11 +438,11 @@ class SyncRun:
         self.result.metadata_url = publisher.metadata_url
         if isinstance(publisher, SwiftPublisher):
             self.result.product_streams_urls = publisher.product_streams_urls()
-        if isinstance(publisher, SwiftPublisher) and publisher.repaired_acl is not None:
-            self.out(
-                f"repaired the read ACL of container {CONTAINER}: it was {publisher.repaired_acl!r}, "
-                f"anonymous readers need {PUBLIC_READ_ACL!r}"
-            )
+            if publisher.repaired_acl is not None:
+                self.out(
+                    f"repaired the read ACL of container {CONTAINER}: it was {publisher.repaired_acl!r}, "
+                    f"anonymous readers need {PUBLIC_READ_ACL!r}"
+                )
         if changed:
             self.out(f"published metadata for {len(images)} images to {publisher.metadata_url}")
         else:
