@@ -24,7 +24,7 @@ import sync_process
 from charm_config import CharmConfig, format_errors
 from simplestreams_sync import quick_check
 from simplestreams_sync.config import LocalMetadata
-from simplestreams_sync.state import utc_now
+from simplestreams_sync.state import INTERFACES, utc_now
 from simplestreams_sync.text import shorten
 from sync_report import (
     action_failure,
@@ -44,7 +44,6 @@ CERTIFICATES = "certificates"
 RECEIVE_CA = "receive-ca-cert"
 IMAGE_MODIFIER = "image-modifier"
 NRPE = "nrpe-external-master"
-ENDPOINT_INTERFACES = ("public", "internal", "admin")  # keystone's URLs, each served on the binding of its name
 PROGRESS_INTERVAL = 10.0  # seconds between status updates while the action syncs
 
 
@@ -264,7 +263,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
 
     def _served_bindings(self) -> list[metadata_server.Binding]:
         bindings = []
-        for interface in ENDPOINT_INTERFACES:
+        for interface in INTERFACES:  # keystone's URLs, each served on the binding of its name
             binding = self.model.get_binding(interface)
             network = binding.network if binding is not None else None
             bind = str(network.bind_address) if network is not None and network.bind_address else None
