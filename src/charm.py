@@ -9,7 +9,7 @@ reports the sync's progress and results in `juju status`.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import ops
 import pydantic
@@ -407,7 +407,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         if sync_failed(result, publishing=config.publishes_metadata):
             retry = "run sync-images"
             if config.run:
-                next_try = next_try_summary(result, datetime.now(UTC))
+                next_try = next_try_summary(result, datetime.now(timezone.utc))
                 next_try = next_try or f"next try {sync_process.cron_description(config.frequency, self.unit.name)}"
                 retry = f"{next_try}, or {retry}"
             return ops.BlockedStatus(f"{failed_sync_summary(result)}; {retry}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from simplestreams_sync import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_OK
 from simplestreams_sync.state import Progress, SyncResult
@@ -54,7 +54,7 @@ def last_sync_summary(result: SyncResult) -> str:
 def next_try_summary(result: SyncResult, now: datetime) -> str | None:
     """E.g. 'next try in 10 min (retry 2)' from last-sync.json's `next_try`; None when none is due."""
     try:
-        due = datetime.strptime(result.next_try, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        due = datetime.strptime(result.next_try, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     except ValueError:  # "" (no retry) or not a time
         return None
     seconds = (due - now).total_seconds()

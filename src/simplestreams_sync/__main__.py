@@ -8,7 +8,7 @@ import logging
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from . import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, retry
 from .metrics import write_metrics
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 def _retry_due(state_dir: str, say: bool = False) -> bool:
     """Whether the retry of the last run is due now (retry.py); `say`: print which retry starts."""
     result = read_result(state_dir)
-    due = retry.is_due(result.next_try if result else None, datetime.now(UTC))
+    due = retry.is_due(result.next_try if result else None, datetime.now(timezone.utc))
     if due and say:
         what = f"retry {result.failures_in_a_row} of the sync that failed {result.finished}" if result else "first sync"
         _print(f"{utc_now()} {what} (--retry)")

@@ -6,7 +6,7 @@ node_exporter's `--collector.textfile.directory` at the state dir (or copy/symli
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .state import SyncResult, write_atomically
@@ -57,7 +57,7 @@ def render(result: SyncResult) -> str:
 def _epoch_utc(timestamp: str) -> int:
     if not timestamp:
         return 0
-    return int(datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
+    return int(datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
 
 
 def write_metrics(state_dir: str | Path, result: SyncResult) -> None:

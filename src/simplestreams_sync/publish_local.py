@@ -8,7 +8,6 @@ served URL, anonymously, as Juju reads them.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import logging
@@ -19,7 +18,7 @@ from .openstack import CloudError
 from .publish import INDEX_PATH, index_entry, misread_path, products_path, write_in_order
 from .quick_check import Observations
 from .raw_http import open_url
-from .state import write_atomically
+from .state import sha256_of_file, write_atomically
 
 LOG = logging.getLogger(__name__)
 
@@ -121,5 +120,4 @@ def _reason(error: OSError) -> str:
 
 
 def _sha256(path: Path) -> str:
-    with open(path, "rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
+    return sha256_of_file(path)

@@ -42,7 +42,7 @@ from functools import partial
 from pathlib import Path
 
 from .raw_http import open_url
-from .state import utc_now, write_atomically
+from .state import sha256_of_file, utc_now, write_atomically
 
 RECORD_FILE = "unchanged.json"
 RECORD_VERSION = 2
@@ -130,8 +130,7 @@ def code_fingerprint() -> str:
 
 def file_digest(path: str) -> str | None:
     try:
-        with open(path, "rb") as stream:
-            return hashlib.file_digest(stream, "sha256").hexdigest()
+        return sha256_of_file(path)
     except OSError:
         return None
 

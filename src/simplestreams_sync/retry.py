@@ -10,7 +10,7 @@ library only: it runs every minute.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 FIRST_DELAY = timedelta(minutes=5)
 PERIODS = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
@@ -39,4 +39,4 @@ def is_due(next_try_at: str | None, now: datetime) -> bool:
 
 
 def parse_time(text: str) -> datetime:
-    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
+    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)

@@ -11,11 +11,12 @@ such as the Nagios check that runs as the nagios user):
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .retry import next_try
@@ -28,7 +29,16 @@ INTERFACES = ("public", "internal", "admin")  # of a Keystone catalog endpoint
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sha256_of_file(path: str | Path) -> str:
+    """The file's sha256, read in blocks (hashlib.file_digest needs Python 3.11)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:

@@ -1,6 +1,6 @@
 """What `juju status` says: progress during a sync, the last sync's result, and what to fix."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from ops import testing
@@ -78,7 +78,7 @@ def test_a_failed_last_sync_blocks_with_when_why_and_what_next(ctx, ready, machi
     ],
 )
 def test_a_failed_last_sync_names_its_retry(ctx, ready, machine, seconds_left, failures, next_try):
-    due = datetime.now(UTC) + timedelta(seconds=seconds_left)
+    due = datetime.now(timezone.utc) + timedelta(seconds=seconds_left)
     machine.write_result(
         finished="2026-11-24T10:02:41Z",
         errors=["glance: cannot connect"],

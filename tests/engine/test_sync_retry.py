@@ -4,7 +4,7 @@ which syncs only when that time has come."""
 from __future__ import annotations
 
 import subprocess
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import pytest
 import yaml
@@ -62,11 +62,11 @@ def test_without_a_schedule_no_retry_is_due(tmp_path):
     result = record_runs(tmp_path, [FAILED], frequency=None)
 
     assert (result.failures_in_a_row, result.next_try) == (1, "")
-    assert not retry.is_due(result.next_try, datetime(2030, 1, 1, tzinfo=UTC))
+    assert not retry.is_due(result.next_try, datetime(2030, 1, 1, tzinfo=timezone.utc))
 
 
 def test_a_retry_is_due_from_its_time_on_and_when_no_run_left_a_result():
-    at = datetime(2026, 12, 1, 10, 5, tzinfo=UTC)
+    at = datetime(2026, 12, 1, 10, 5, tzinfo=timezone.utc)
 
     assert [retry.is_due("2026-12-01T10:05:00Z", at.replace(minute=minute)) for minute in (4, 5, 6)] == [
         False,

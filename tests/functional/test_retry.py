@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -66,7 +66,7 @@ class CronMachine:
         (self.paths.state_dir / RESULT_FILE).write_text(json.dumps(data))
 
     def minutes_to_next_try(self) -> float:
-        return (retry.parse_time(self.result()["next_try"]) - datetime.now(UTC)).total_seconds() / 60
+        return (retry.parse_time(self.result()["next_try"]) - datetime.now(timezone.utc)).total_seconds() / 60
 
     def wait_of_last_failure(self) -> timedelta:
         data = self.result()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -54,7 +54,7 @@ def test_a_sync_outlives_several_tokens_and_the_quick_check_outlives_them_all(so
     # next run, as long after as a scheduled one, gets its own and still ends at the quick check.
     record = json.loads((sync.state_dir / "unchanged.json").read_text())
     recorded_at = datetime.fromisoformat(record["recorded"].replace("Z", "+00:00"))
-    while datetime.now(UTC) <= recorded_at + timedelta(seconds=TOKEN_LIFETIME + 1):
+    while datetime.now(timezone.utc) <= recorded_at + timedelta(seconds=TOKEN_LIFETIME + 1):
         time.sleep(0.5)
 
     again = sync.run([sync.mirror(source.url)])

@@ -57,7 +57,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
 
 import requests
 from keystoneauth1 import session as ks_session
@@ -206,7 +205,7 @@ class LocalCloud:
 
     # ----------------------------------------------------------------- lifecycle
 
-    def start(self) -> Self:
+    def start(self) -> LocalCloud:
         began = time.monotonic()
         if self.image_conversion and not shutil.which("qemu-img"):
             raise RuntimeError("image_conversion needs qemu-img (Debian package qemu-utils)")
@@ -273,7 +272,7 @@ class LocalCloud:
             service.popen = None
         self._write_pids()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> LocalCloud:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
@@ -857,7 +856,7 @@ def make_tls_files(
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
+    now = datetime.datetime.now(datetime.timezone.utc)
     not_before, not_after = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
 
     def key_usage(**usages: bool) -> x509.KeyUsage:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import socket
 import threading
 from contextlib import suppress
-from typing import Self
 
 HOST = "127.0.0.1"
 CHUNK = 1 << 16
@@ -29,7 +28,7 @@ class TcpRelay:
         self._threads: list[threading.Thread] = []
         self._acceptor = threading.Thread(target=self._accept, daemon=True)
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> TcpRelay:
         self._acceptor.start()
         return self
 
