@@ -15,18 +15,13 @@ import ops
 import pydantic
 from charmlibs.interfaces.certificate_transfer import CertificateTransferRequires
 
-import certificates
-import host
-import identity_service
-import metadata_server
-import nrpe
-import sync_process
-from charm_config import CharmConfig, format_errors
 from simplestreams_sync import quick_check
 from simplestreams_sync.config import LocalMetadata
 from simplestreams_sync.state import INTERFACES, utc_now
 from simplestreams_sync.text import shorten
-from sync_report import (
+from sync_charm import certificates, host, identity_service, metadata_server, nrpe, sync_process
+from sync_charm.config import CharmConfig, format_errors
+from sync_charm.sync_report import (
     action_failure,
     action_results,
     decisions_summary,

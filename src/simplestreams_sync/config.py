@@ -92,7 +92,7 @@ DEFAULT_MIRROR_LIST = [
 
 class SyncOptions(BaseModel):
     """The options that shape a sync run: each is a charm option (config.yaml) and a key of mirrors.yaml.
-    The charm's options (charm_config.CharmConfig) and mirrors.yaml (SyncConfig) both extend this."""
+    The charm's options (sync_charm.config.CharmConfig) and mirrors.yaml (SyncConfig) both extend this."""
 
     model_config = ConfigDict(extra="forbid")
 

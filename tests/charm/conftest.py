@@ -23,9 +23,8 @@ from pathlib import Path
 import pytest
 from ops import testing
 
-import host
-import sync_process
 from simplestreams_sync.state import PROGRESS_FILE, RESULT_FILE, Progress, SyncResult, publish_only_lines
+from sync_charm import host, sync_process
 from tests.charm.relation_data import CA_PEM, CHAIN_PEM, KEYSTONE_V3, PRODUCT_STREAMS_URLS
 
 FAKE_ENGINE = r"""

@@ -60,7 +60,7 @@ def test_run_installs_a_cron_entry_for_the_frequency(ctx, keystone, machine, fre
 
 
 def test_cron_runs_the_engine_with_the_charms_python_environment(ctx, keystone, machine, monkeypatch):
-    import sync_process
+    from sync_charm import sync_process
 
     monkeypatch.setattr(sync_process, "ENGINE", [sys.executable, "-m", "simplestreams_sync"])
     ctx.run(ctx.on.config_changed(), testing.State(leader=True, config={"run": True}, relations=[keystone]))
@@ -237,7 +237,7 @@ def test_install_installs_the_packages(ctx, machine):
 def test_background_sync_runs_detached_with_output_to_the_log(ctx, keystone, machine, fake_engine, monkeypatch):
     import time
 
-    import sync_process
+    from sync_charm import sync_process
 
     monkeypatch.setattr(sync_process, "start_background_sync", machine.real_start_background_sync)
     engine = fake_engine(stdout=["created 1234: auto-sync/ubuntu-24.04"], result={"created": [{"id": "1234"}]})

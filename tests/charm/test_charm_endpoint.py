@@ -7,7 +7,7 @@ import pwd
 
 from ops import testing
 
-import host
+from sync_charm import host
 from tests.charm.relation_data import KEYSTONE_V3, METADATA_URL, PRODUCT_STREAMS_URLS
 
 AS_ROOT = os.geteuid() == 0

@@ -6,8 +6,8 @@ import yaml
 from ops import testing
 
 from charm import GlanceSimplestreamsSyncCharm
-from charm_config import CharmConfig
 from simplestreams_sync.config import DEFAULT_MIRROR_LIST, SyncConfig, SyncOptions
+from sync_charm.config import CharmConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from ops import testing
 
-import nrpe as nagios_check
+from sync_charm import nrpe as nagios_check
 
-SCRIPT = Path(__file__).resolve().parents[2] / "src" / "nrpe_check_sync.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "src" / "sync_charm" / "nrpe_check_sync.py"
 COMMAND = "check_glance_simplestreams_sync"
 
 

@@ -3,8 +3,7 @@
 import base64
 import json
 
-import certificates
-import identity_service
+from sync_charm import certificates, identity_service
 from tests.charm.relation_data import CA_PEM, CHAIN_PEM, KEYSTONE_V3
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from ops import testing
 
-import host
-import metadata_server
 from simplestreams_sync.config import load_sync_config
+from sync_charm import host, metadata_server
 from tests.charm.relation_data import CA_PEM, CHAIN_PEM
 
 SERVE = {"serve_metadata": True}

@@ -11,7 +11,7 @@ import time
 import pytest
 from ops import testing
 
-import host
+from sync_charm import host
 
 AS_ROOT = os.geteuid() == 0
 
@@ -39,7 +39,7 @@ def test_the_action_runs_the_sync_as_its_user(ctx, state, fake_engine):
 
 
 def test_the_first_sync_runs_in_the_background_as_its_user(ctx, keystone, state, machine, fake_engine, monkeypatch):
-    import sync_process
+    from sync_charm import sync_process
 
     monkeypatch.setattr(sync_process, "start_background_sync", machine.real_start_background_sync)
     engine = fake_engine(stdout=["created 1234: auto-sync/ubuntu-24.04"], result={"created": [{"id": "1234"}]})
@@ -213,7 +213,7 @@ print(json.dumps(outcome, sort_keys=True))
 
 @pytest.mark.skipif(not AS_ROOT, reason="the sync's user must be another user than the log's owner, root")
 def test_the_sync_appends_to_the_log_but_cannot_replace_or_remove_it(ctx, state, machine, shared_dir, monkeypatch):
-    import sync_process
+    from sync_charm import sync_process
 
     probe = shared_dir / "log_probe.py"
     probe.write_text(LOG_PROBE)

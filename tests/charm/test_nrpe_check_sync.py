@@ -1,4 +1,4 @@
-"""The Nagios check src/nrpe_check_sync.py, run as NRPE runs it (a subprocess) on a temporary state dir.
+"""The Nagios check src/sync_charm/nrpe_check_sync.py, run as NRPE runs it (a subprocess) on a temporary state dir.
 
 Times in the state files are relative to NOW (the tests take seconds, the thresholds hours), so each test
 is about one side of a threshold and the expected messages show the same minutes as the files.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "src" / "nrpe_check_sync.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "src" / "sync_charm" / "nrpe_check_sync.py"
 HOUR, DAY = 3600, 86400
 DAILY = 2 * DAY  # --max-age-seconds the charm passes for frequency=daily
 NOW = int(time.time())

@@ -48,8 +48,10 @@ class _Code:
         charm = ast.parse(CHARM.read_text())
         modules = [charm]
         for node in charm.body:
-            if isinstance(node, ast.ImportFrom) and node.module and (SRC / f"{node.module}.py").exists():
-                modules.append(ast.parse((SRC / f"{node.module}.py").read_text()))
+            if isinstance(node, ast.ImportFrom) and node.module:
+                package = SRC.joinpath(*node.module.split("."))
+                candidates = [package.with_suffix(".py"), *(package / f"{alias.name}.py" for alias in node.names)]
+                modules += [ast.parse(path.read_text()) for path in candidates if path.exists()]
         self.charm = charm
         self.functions: dict[str, ast.FunctionDef] = {}
         self.constants: dict[str, str] = {}

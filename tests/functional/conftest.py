@@ -28,8 +28,7 @@ import yaml
 from keystoneclient.v3 import client as keystone_client
 from ops import testing
 
-import host
-import sync_process
+from sync_charm import host, sync_process
 from tests.localcloud.cloud import LocalCloud
 from tests.localcloud.engine_cli import engine_argv, engine_env
 from tests.localcloud.source import SourceBuilder

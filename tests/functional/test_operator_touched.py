@@ -10,7 +10,7 @@ import glanceclient
 import pytest
 
 from simplestreams_sync.state import SyncResult
-from sync_report import decisions_summary
+from sync_charm.sync_report import decisions_summary
 from tests.functional.conftest import created_ids, our_images, published_image_ids, published_products
 from tests.localcloud.source import make_qcow2
 

@@ -13,11 +13,10 @@ import glanceclient
 import pytest
 import requests
 
-import host
-import metadata_server
 from simplestreams_sync import state
 from simplestreams_sync.publish import INDEX_PATH, image_ids_tree, products_path
 from simplestreams_sync.publish_local import LocalPublisher
+from sync_charm import host, metadata_server
 from tests.functional.conftest import SyncRunner, created_ids, our_images, published_image_ids
 from tests.localcloud.cloud import LocalCloud
 from tests.localcloud.web_server import NginxServer, free_port

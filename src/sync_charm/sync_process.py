@@ -21,9 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import host
 from simplestreams_sync import state
-from sync_report import last_line
+
+from . import host
+from .sync_report import last_line
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-import host
+from . import host
 
 PACKAGE = "nginx"
 SERVICE = "nginx"

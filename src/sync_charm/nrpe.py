@@ -1,4 +1,4 @@
-"""The Nagios check of the last sync through nrpe-external-master: the plugin (src/nrpe_check_sync.py)
+"""The Nagios check of the last sync through nrpe-external-master: the plugin (src/sync_charm/nrpe_check_sync.py)
 copied where NRPE's plugins live, its nrpe.d command, and what the nrpe subordinate is told."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import yaml
 
-import host
 from simplestreams_sync import state
+
+from . import host
 
 logger = logging.getLogger(__name__)
 

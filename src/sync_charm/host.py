@@ -38,7 +38,7 @@ ADD_SYSTEM_USER = [
     "glance-simplestreams-sync charm, image sync",
 ]
 CLASSIC_FREQUENCIES = ("hourly", "daily", "weekly")
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 TRUST_STORE_PREFIX = "glance-simplestreams-sync-"
 # The model's proxy settings, as Juju gives them to the charm (the sync reads them from mirrors.yaml).
 PROXY_VARIABLES = {
@@ -101,7 +101,7 @@ class Paths:
 
     @property
     def nrpe_check_marker(self) -> Path:
-        """When the check began expecting scheduled syncs (read by src/nrpe_check_sync.py)."""
+        """When the check began expecting scheduled syncs (read by src/sync_charm/nrpe_check_sync.py)."""
         return self.state_dir / "charm-nrpe-check.json"
 
     @property
