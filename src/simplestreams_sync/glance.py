@@ -9,6 +9,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable, Iterator
+from datetime import timedelta
 
 import glanceclient
 from glanceclient import exc as glance_exc
@@ -18,6 +19,8 @@ from .openstack import USER_AGENT, Cloud, CloudError, describe
 from .plan import HIDDEN_PROPERTY, VERIFIED_PROPERTY
 from .raw_http import chunked_put
 from .source import SourceImage
+from .state import utc_now
+from .timeouts import SOURCE_READ
 from .transfer import VerificationError, VerifyingStream
 
 LOG = logging.getLogger(__name__)
@@ -44,6 +47,14 @@ IMAGE_SIZE_HEADER = "X-Openstack-Image-Size"
 # of that size spares its server re-buffering larger ones: about a fifth of Glance's CPU per image here.
 UPLOAD_PIECE = 64 * 1024
 UPLOAD_TIMEOUT = 300  # seconds without progress on the upload connection (Glance hashes and stores at the end)
+# While an upload's bytes flow, its image is updated (this property set) every UPLOAD_BEAT seconds, so that
+# another unit's sync sees it in flight (plan.py). Only between two pieces: Glance cannot finish the upload
+# then, and so a PATCH never overwrites the status and checksums its end writes.
+UPLOAD_BEAT = 60.0
+BEAT_PROPERTY = "sync_upload_alive"
+BEAT_STATUSES = ("saving", "uploading")  # a PATCH before Glance's queued -> saving could undo that step
+# Between this machine's clock and Glance's, and a beat Glance was briefly too busy to take.
+CLOCK_MARGIN = timedelta(minutes=5)
 
 ARCHITECTURES = {
     "amd64": "x86_64",
@@ -243,13 +254,37 @@ class GlanceStore:
                 "Content-Type": "application/octet-stream",
                 **({IMAGE_SIZE_HEADER: str(stream.image.size)} if stream.image.size is not None else {}),
             }
-            status, body = chunked_put(url, _pieces(stream), headers, verify=self.cloud.verify, timeout=UPLOAD_TIMEOUT)
+            pieces = self._beating(image_id, _pieces(stream))
+            status, body = chunked_put(url, pieces, headers, verify=self.cloud.verify, timeout=UPLOAD_TIMEOUT)
         except (OSError, http.client.HTTPException, ks_exceptions.ClientException) as error:
             raise CloudError(f"glance: upload of {image_id} failed: {describe(error)}") from None
         if status == 413:
             raise CloudError(self._too_large(image_id, stream.image, _plain(body)))
         if status >= 400:
             raise CloudError(f"glance: upload of {image_id} refused: HTTP {status} {_plain(body)[:300]}")
+
+    def _beating(self, image_id: str, pieces: Iterator[memoryview]) -> Iterator[memoryview]:
+        """The pieces, with the image updated every UPLOAD_BEAT seconds before the next one goes."""
+        last_beat = time.monotonic()
+        for piece in pieces:
+            if time.monotonic() - last_beat >= UPLOAD_BEAT:
+                self._beat(image_id)
+                last_beat = time.monotonic()
+            yield piece
+
+    def _beat(self, image_id: str) -> None:
+        try:
+            if self.get(image_id).get("status") in BEAT_STATUSES:
+                self.set_properties(image_id, **{BEAT_PROPERTY: utc_now()})
+        except CloudError as error:
+            LOG.warning("could not mark the upload of %s as in flight: %s", image_id, error)
+
+    @staticmethod
+    def in_flight_quiet(convert_timeout: int | None) -> timedelta:
+        """The longest an upload in flight leaves its image unchanged: a beat, then the next piece read
+        (SOURCE_READ) and sent (UPLOAD_TIMEOUT), then Glance's answer (UPLOAD_TIMEOUT) or its import."""
+        streaming = UPLOAD_BEAT + SOURCE_READ + 2 * UPLOAD_TIMEOUT
+        return timedelta(seconds=max(streaming, convert_timeout or 0)) + CLOCK_MARGIN
 
     def _too_large(self, image_id: str, image: SourceImage, answer: str) -> str:
         """What a 413 to an upload means: which of Glance's limits the image went over, and what to do."""

@@ -13,6 +13,11 @@ that product is active and verified in Glance, and never when the image is prote
 server, or by volumes and disks the image store cloned from it). Images whose product no longer passes
 any mirror's filters are never deleted: they are listed. Superseded images kept only because they are
 in use are hidden (os_hidden) and left out of the metadata.
+
+Unfinished images (queued, saving, ...) may be another unit's upload in flight: the sync lock is per
+machine, and a deposed leader's sync can still be uploading. An upload in flight has Glance update its
+image at least every `Facts.in_flight_quiet` (glance.py refreshes a property while the bytes flow), so
+only an unfinished image not updated for longer than that is deleted as left by an interrupted sync.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -29,8 +35,10 @@ from .source import SourceImage
 VERIFIED_PROPERTY = "verified_source_hash"
 # Set with os_hidden by the sync, so that it only ever shows again the images it hid itself.
 HIDDEN_PROPERTY = "hidden_by_sync"
-# Left by an interrupted upload of ours; safe to delete because the sync lock excludes a concurrent run.
+# Left by an upload of ours that is in flight or was interrupted (see the module docstring).
 UNFINISHED_STATUSES = frozenset({"queued", "saving", "killed", "uploading", "importing"})
+# No upload goes on into a killed image: it is deleted however recently it was updated.
+NEVER_IN_FLIGHT = frozenset({"killed"})
 
 SUPERSEDED = "superseded by a newer version"
 WAITING_FOR_REPLACEMENT = "superseded, kept until its replacement is active and verified"
@@ -77,6 +85,7 @@ class GlanceImage:
     item_name: str
     source_digest: str | None  # "algo:hex" from the source item it was made from, if it names one
     properties: Mapping[str, Any] = field(compare=False, repr=False)  # everything Glance listed
+    updated_at: datetime | None = field(default=None, compare=False)  # Glance's clock; None: not listed
 
     @classmethod
     def from_glance(cls, listed: Mapping[str, Any]) -> GlanceImage:
@@ -94,6 +103,7 @@ class GlanceImage:
             item_name=listed.get("item_name") or "",
             source_digest=_source_digest(listed.get("simplestreams_metadata")),
             properties=MappingProxyType(dict(listed)),
+            updated_at=_timestamp(listed.get("updated_at")),
         )
 
     @property
@@ -104,6 +114,15 @@ class GlanceImage:
     @property
     def product(self) -> tuple[str, str]:
         return (self.source_content_id, self.product_name)
+
+
+def _timestamp(value: object) -> datetime | None:
+    """Glance's `2026-01-31T12:00:00Z` as an aware datetime (Python 3.10 reads no `Z`)."""
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _source_digest(metadata: object) -> str | None:
@@ -137,6 +156,8 @@ class Facts:
     not_verified: frozenset[str] = frozenset()  # unmarked images this run could not hash
     store_uses: frozenset[str] = frozenset()  # ids whose delete the image store refused: clones use them
     metadata_published: bool = True  # False once publishing failed: nothing may be deleted then
+    now: datetime | None = None  # when Glance was listed; None: unfinished images count as in flight
+    in_flight_quiet: timedelta = timedelta(0)  # the longest an upload in flight leaves its image unchanged
 
 
 class Kept(NamedTuple):
@@ -195,7 +216,7 @@ def make_plan(facts: Facts) -> Plan:
     mismatched: list[GlanceImage] = []
     for image in facts.owned:
         if image.status in UNFINISHED_STATUSES:
-            _unfinished(plan, image)
+            _unfinished(plan, facts, image)
         elif image.status == "deactivated":
             plan.needs_decision.append(Decision(image, DEACTIVATED.format(id=image.id), announce=True))
         elif image.status != "active" or image.id in facts.not_verified:
@@ -219,13 +240,35 @@ def make_plan(facts: Facts) -> Plan:
     return plan
 
 
-def _unfinished(plan: Plan, image: GlanceImage) -> None:
-    if not image.protected:
-        plan.delete_now.append(Deletion(image, f"left {image.status} by an interrupted sync"))
+def _unfinished(plan: Plan, facts: Facts, image: GlanceImage) -> None:
+    quiet = facts.now - image.updated_at if facts.now and image.updated_at else None
+    if image.status not in NEVER_IN_FLIGHT and (quiet is None or quiet <= facts.in_flight_quiet):
+        updated = f"updated {_duration(quiet)} ago" if quiet is not None else "not known when it was updated"
+        reason = (
+            f"{image.status}, {updated}: possibly an upload in flight (another unit's sync), so not deleted "
+            f"until not updated for {_duration(facts.in_flight_quiet)}"
+        )
+        plan.keep.append(Kept(image, reason, settled=False))
         return
-    reason = f"left {image.status} by an interrupted sync, but protected: {_unprotect(image.id)}"
+    left = f"left {image.status} by an interrupted sync"
+    if quiet is not None and image.status not in NEVER_IN_FLIGHT:
+        every = _duration(facts.in_flight_quiet)
+        left += f" (not updated for {_duration(quiet)}; an upload in flight is updated at least every {every})"
+    if not image.protected:
+        plan.delete_now.append(Deletion(image, left))
+        return
+    reason = f"{left}, but protected: {_unprotect(image.id)}"
     plan.keep.append(Kept(image, reason, settled=True, warning=True))
     plan.needs_decision.append(Decision(image, reason))
+
+
+def _duration(span: timedelta) -> str:
+    seconds = max(int(span.total_seconds()), 0)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 def _plan_retention(plan: Plan, facts: Facts, verified: list[GlanceImage]) -> set[str]:

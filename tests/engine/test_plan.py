@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -37,6 +38,11 @@ def ours(image_id, version, product=FOCAL, scid=SCID, item="disk1.img", **listed
             **listed,
         }
     )
+
+
+def stamp(moment):
+    """As Glance lists updated_at."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def unmarked(image_id, version, **listed):
@@ -87,6 +93,15 @@ EMPTY = {
 }
 UNPROTECT = "unprotect it (openstack image set --unprotected {}) and the next sync deletes it"
 NONE_USED = frozenset()
+# Glance listed the images at NOW; an upload in flight updates its image at least every 15 minutes.
+NOW = datetime(2026, 1, 31, 12, 0, 0, tzinfo=timezone.utc)
+SECOND = timedelta(seconds=1)
+LISTED = {"now": NOW, "in_flight_quiet": timedelta(minutes=15)}
+AGO_15 = NOW - timedelta(minutes=15)
+AGO_16 = NOW - timedelta(minutes=16)
+IN_FLIGHT = ": possibly an upload in flight (another unit's sync), so not deleted until not updated for 15 min"
+WITHIN = "an upload in flight is updated at least every 15 min)"
+STALE_16 = " (not updated for 16 min; " + WITHIN
 
 ROWS = {
     # -- uploads and adoption ------------------------------------------------------------------------
@@ -119,16 +134,52 @@ ROWS = {
         {"settled": False},
     ),
     # -- what an interrupted run left ----------------------------------------------------------------
-    "an image left queued is deleted before uploading": (
-        Facts(desired=(wanted("2"),), owned=(ours("q", "2", status="queued"),)),
-        {"delete_now": {"q": "left queued by an interrupted sync"}, "upload": [(FOCAL, "2")]},
+    "an image left queued, not updated for longer than an upload in flight can be, is deleted before uploading": (
+        Facts(desired=(wanted("2"),), owned=(ours("q", "2", status="queued", updated_at=stamp(AGO_16)),), **LISTED),
+        {"delete_now": {"q": "left queued by an interrupted sync" + STALE_16}, "upload": [(FOCAL, "2")]},
+    ),
+    "an image saving, updated within the time an upload in flight can be quiet, is kept and its item uploaded": (
+        Facts(
+            desired=(wanted("2"),),
+            owned=(ours("s", "2", status="saving", updated_at=stamp(AGO_15 + 60 * SECOND)),),
+            **LISTED,
+        ),
+        {"keep": {"s": "saving, updated 14 min ago" + IN_FLIGHT}, "upload": [(FOCAL, "2")], "settled": False},
+    ),
+    "an image saving, updated exactly as long ago as an upload in flight can be quiet, is kept": (
+        Facts(desired=(), owned=(ours("s", "2", status="saving", updated_at=stamp(AGO_15)),), **LISTED),
+        {"keep": {"s": "saving, updated 15 min ago" + IN_FLIGHT}, "settled": False},
+    ),
+    "an image saving, one second past the time an upload in flight can be quiet, is deleted": (
+        Facts(desired=(), owned=(ours("s", "2", status="saving", updated_at=stamp(AGO_15 - SECOND)),), **LISTED),
+        {"delete_now": {"s": "left saving by an interrupted sync (not updated for 15 min; " + WITHIN}},
+    ),
+    "an image importing, updated seconds ago, is kept": (
+        Facts(desired=(), owned=(ours("i", "2", status="importing", updated_at=stamp(NOW - 30 * SECOND)),), **LISTED),
+        {"keep": {"i": "importing, updated 30 s ago" + IN_FLIGHT}, "settled": False},
+    ),
+    "a killed image is deleted however recently it was updated: no upload goes on into it": (
+        Facts(desired=(), owned=(ours("k", "2", status="killed", updated_at=stamp(NOW)),), **LISTED),
+        {"delete_now": {"k": "left killed by an interrupted sync"}},
+    ),
+    "an unfinished image Glance lists without updated_at is kept: it may be in flight": (
+        Facts(desired=(), owned=(ours("q", "2", status="queued"),), **LISTED),
+        {"keep": {"q": "queued, not known when it was updated" + IN_FLIGHT}, "settled": False},
     ),
     "a protected image left saving is kept with a warning and left to an operator": (
-        Facts(desired=(), owned=(ours("s", "2", status="saving", protected=True),)),
+        Facts(desired=(), owned=(ours("s", "2", status="saving", protected=True, updated_at=stamp(AGO_16)),), **LISTED),
         {
-            "keep": {"s": "left saving by an interrupted sync, but protected: " + UNPROTECT.format("s")},
-            "decide": {"s": "left saving by an interrupted sync, but protected: " + UNPROTECT.format("s")},
+            "keep": {
+                "s": "left saving by an interrupted sync" + STALE_16 + ", but protected: " + UNPROTECT.format("s")
+            },
+            "decide": {
+                "s": "left saving by an interrupted sync" + STALE_16 + ", but protected: " + UNPROTECT.format("s")
+            },
         },
+    ),
+    "a protected image saving, updated recently, is kept as in flight, not left to an operator": (
+        Facts(desired=(), owned=(ours("s", "2", status="saving", protected=True, updated_at=stamp(AGO_15)),), **LISTED),
+        {"keep": {"s": "saving, updated 15 min ago" + IN_FLIGHT}, "settled": False},
     ),
     # -- images an operator touched ------------------------------------------------------------------
     "a deactivated image is never published nor deleted, and needs a decision": (

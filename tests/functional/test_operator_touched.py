@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime, timedelta, timezone
 
 import glanceclient
 import pytest
@@ -231,19 +232,24 @@ def test_protected_image_left_unfinished_stays_with_a_warning(source, sync, glan
         name="auto-sync/left-queued", disk_format="qcow2", container_format="bare", content_id=sync.content_id
     )
     glance.images.update(left["id"], protected=True)
+    cloud.set_image_updated_at(left["id"], datetime.now(timezone.utc) - timedelta(hours=3))  # no upload is in flight
     try:
         protected = sync.run([sync.mirror(source.url)])
     finally:
         glance.images.update(left["id"], protected=False)
+    cloud.set_image_updated_at(left["id"], datetime.now(timezone.utc) - timedelta(hours=3))
     unprotected = sync.run([sync.mirror(source.url)])
 
     assert protected.returncode == 0, protected.stderr
     assert lines_naming(left, protected.stdout) == [
-        f"warning: kept {left['id']}: auto-sync/left-queued (left queued by an interrupted sync, but protected: "
+        f"warning: kept {left['id']}: auto-sync/left-queued (left queued by an interrupted sync (not updated for "
+        f"3 h 0 min; an upload in flight is updated at least every 17 min), but protected: "
         f"unprotect it (openstack image set --unprotected {left['id']}) and the next sync deletes it)"
     ]
     assert unprotected.returncode == 0, unprotected.stderr
-    assert f"deleted {left['id']}: auto-sync/left-queued (left queued by an interrupted sync)" in unprotected.stdout
+    assert f"deleted {left['id']}: auto-sync/left-queued (left queued by an interrupted sync (not updated for" in (
+        unprotected.stdout
+    )
     assert [image["status"] for image in our_images(glance, sync.content_id)] == ["active"]
 
 

@@ -473,6 +473,14 @@ class LocalCloud:
                 os.chown(path, run_as["user"], run_as["group"])
             path.chmod(0o600 if path.is_file() else 0o700)
 
+    def set_image_updated_at(self, image_id: str, updated_at: datetime.datetime) -> None:
+        """Move an image's updated_at in Glance's database: time passes for it as the test decides."""
+        with closing(self._postgres_connection(GLANCE_DB)) as conn, conn.cursor() as cursor:
+            naive_utc = updated_at.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+            cursor.execute("UPDATE images SET updated_at = %s WHERE id = %s", (naive_utc, image_id))
+            if cursor.rowcount != 1:
+                raise AssertionError(f"Glance's database has no image {image_id}")
+
     def _postgres_connection(self, dbname: str = "postgres", timeout: float = 5):
         """An autocommit connection as the superuser; the caller closes it."""
         import psycopg2
