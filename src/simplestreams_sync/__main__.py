@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ from .state import (
     SyncResult,
     publish_only_lines,
     read_result,
+    read_stop_request,
     utc_now,
     write_result,
 )
@@ -303,7 +305,18 @@ def _listed_content_ids(response) -> set[str]:
     return set(index) if isinstance(index, dict) else set()
 
 
-def _new_run(config, identity, args, progress=None):
+def _stop_on_sigterm(state_dir: str):
+    """SIGTERM asks the run to stop at its next safe point; why: the stop request's text, if any."""
+    requested: list[str] = []
+
+    def on_sigterm(signum, frame) -> None:
+        requested.append(read_stop_request(state_dir) or "asked to stop (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return lambda: requested[0] if requested else None
+
+
+def _new_run(config, identity, args, progress=None, stop_reason=None):
     from .engine import SyncRun
 
     return SyncRun(
@@ -314,6 +327,7 @@ def _new_run(config, identity, args, progress=None):
         out=_print,
         err=_print_err,
         progress=progress,
+        **({"stop_reason": stop_reason} if stop_reason else {}),
     )
 
 
@@ -330,7 +344,7 @@ def _run_and_record(config, identity, args) -> SyncResult:
     quick_check.forget(config.state_dir)
     progress = Progress(ProgressFile(config.state_dir))
     try:
-        sync = _new_run(config, identity, args, progress)
+        sync = _new_run(config, identity, args, progress, _stop_on_sigterm(config.state_dir))
         result = sync.run()
         write_result(config.state_dir, result, config.frequency)
         write_metrics(config.state_dir, result)

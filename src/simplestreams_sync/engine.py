@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 from . import verdicts
@@ -34,6 +35,12 @@ from .transfer import VerificationError, VerifyingStream
 LOG = logging.getLogger(__name__)
 
 Output = Callable[[str], None]
+
+
+class SyncStopped(BaseException):
+    """Raised between two chunks of an upload once the run is asked to stop: the image is rolled back.
+    Not an Exception, so that no handler of a failed read or upload mistakes it for one."""
+
 
 RESTARTS = 2  # times an image starts again from its first byte when its source cannot resume a download
 
@@ -83,8 +90,10 @@ class SyncRun:
         out: Output = print,
         err: Output = print,
         progress: Progress | None = None,
+        stop_reason: Callable[[], str | None] = lambda: None,
     ):
         self.config = config
+        self.stop_reason = stop_reason  # why to stop at the next safe point; None: go on
         self.identity = identity
         self.dry_run = dry_run
         self.assume_empty_glance = assume_empty_glance
@@ -130,6 +139,10 @@ class SyncRun:
             self.result.duration_seconds = round(time.monotonic() - started, 3)
         return self.result
 
+    @property
+    def _convert_timeout(self) -> int | None:
+        return self.config.import_timeout if self.config.image_import_conversion else None
+
     # -- source -----------------------------------------------------------------------------------
     def _read_sources(self) -> list[SourceImage]:
         self.progress.phase("reading sources")
@@ -159,6 +172,7 @@ class SyncRun:
             glance = GlanceStore(cloud)
             self._cloud, self._glance = cloud, glance
             listed = glance.owned_images(self.content_id)
+            listed_at = datetime.now(timezone.utc)
             hash_algo = glance.hash_algo(listed)
         except CloudError as error:
             self._error(str(error))
@@ -169,12 +183,18 @@ class SyncRun:
             owned=owned,
             all_sources_read=not self._unreadable_mirrors,
             mismatched=verdicts.remembered_mismatches(self.config.state_dir, owned),
+            now=listed_at,
+            in_flight_quiet=glance.in_flight_quiet(self._convert_timeout),
         )
         if self.dry_run:
             self._report_plan(make_plan(self._with_servers_in_use(facts)))
             return
+        if self._stopped():
+            return
         facts = self._settle_existing(facts)
         created = self._upload_all(make_plan(facts).upload, hash_algo)
+        if self._stopped():
+            return
         facts = self._with_servers_in_use(replace(facts, owned=facts.owned + tuple(created)))
         plan = make_plan(facts)
         if self.config.set_latest_property:
@@ -330,6 +350,8 @@ class SyncRun:
 
     def _upload_one(self, image: SourceImage, hash_algo: str) -> dict | None:
         name = self._names[image.key]
+        if self.stop_reason() is not None:
+            return None
         self.progress.item_started(name)
         try:
             if self.config.modify_hook:
@@ -341,6 +363,9 @@ class SyncRun:
                 stored = self._upload_from(image, name, properties, hash_algo)
         except (SourceError, VerificationError, CloudError, ModifyHookError) as error:
             self._failed(name, str(error))
+            return None
+        except SyncStopped:
+            self.out(f"rolled back {name}: the run was asked to stop")
             return None
         except Exception as error:
             LOG.exception("unexpected error uploading %s", name)
@@ -355,10 +380,11 @@ class SyncRun:
     def _upload_from(self, image: SourceImage, name: str, properties: dict, hash_algo: str) -> dict:
         """Stream `image.url` into Glance, verified on the way; from the first byte again, into a new
         Glance image, when the source cannot resume a dropped download."""
-        convert_timeout = self.config.import_timeout if self.config.image_import_conversion else None
+        convert_timeout = self._convert_timeout
         restarts = 0
         while True:
             chunks, close = open_url_chunks(image.url, self.http)
+            chunks = self._until_stopped(chunks)
             stream = None
             try:
                 stream = VerifyingStream(image, chunks, hash_algo, on_bytes=self.progress.add_bytes)
@@ -389,6 +415,21 @@ class SyncRun:
                 modified, self.content_id, self.config.custom_properties, self.config.hypervisor_mapping
             )
             return self._upload_from(modified, name, properties, hash_algo)
+
+    def _until_stopped(self, chunks):
+        for chunk in chunks:
+            if self.stop_reason() is not None:
+                raise SyncStopped
+            yield chunk
+
+    def _stopped(self) -> bool:
+        """Whether the run was asked to stop; if so, it says why and records it: nothing more is done."""
+        reason = self.stop_reason()
+        if reason is None:
+            return False
+        self.result.stopped = reason
+        self.err(f"stopped at a safe point, publishing and deleting nothing more: {reason}")
+        return True
 
     # -- after upload -----------------------------------------------------------------------------
     def _mark_latest(self, images: list[GlanceImage]) -> None:

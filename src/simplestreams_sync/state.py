@@ -25,6 +25,8 @@ DEFAULT_STATE_DIR = "/var/lib/glance-simplestreams-sync"
 PROGRESS_FILE = "progress.json"
 RESULT_FILE = "last-sync.json"
 LOCK_FILE = "sync.lock"
+# Why whoever sends the running sync SIGTERM asks it to stop (one line of text); see __main__.
+STOP_REQUEST_FILE = "stop-request"
 INTERFACES = ("public", "internal", "admin")  # of a Keystone catalog endpoint
 
 
@@ -62,6 +64,13 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
+def read_stop_request(state_dir: str | Path) -> str | None:
+    try:
+        return (Path(state_dir) / STOP_REQUEST_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
 @dataclass
 class SyncResult:
     """The outcome of one run, as written to `last-sync.json`."""
@@ -89,10 +98,11 @@ class SyncResult:
     next_try: str = ""  # when the retry of a failed run is due; "" after a success or without a schedule
     bytes_transferred: int = 0
     duration_seconds: float = 0.0
+    stopped: str = ""  # why the run stopped at a safe point, publishing and deleting nothing after it
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.errors
+        return not self.failed and not self.errors and not self.stopped
 
     def to_dict(self) -> dict:
         return {**asdict(self), "ok": self.ok}
