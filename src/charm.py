@@ -19,7 +19,7 @@ from simplestreams_sync import quick_check
 from simplestreams_sync.config import LocalMetadata
 from simplestreams_sync.state import INTERFACES, utc_now
 from simplestreams_sync.text import shorten
-from sync_charm import certificates, host, identity_service, metadata_server, nrpe, sync_process
+from sync_charm import certificates, host, identity_service, leadership, metadata_server, nrpe, sync_process
 from sync_charm.config import CharmConfig, format_errors
 from sync_charm.sync_report import (
     action_failure,
@@ -168,6 +168,8 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
     # --- reconciling the machine and the relations with config and relation data ------------------
 
     def _reconcile(self, first_sync: bool = True) -> None:
+        if not self.unit.is_leader():  # only the leader syncs: whatever the config, no password, no schedule
+            leadership.stand_by(host.PATHS)
         config, problem = self._load_config()
         self._reconcile_nrpe(config)
         if config is None:
@@ -195,7 +197,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         }
         host.write_config_file(host.PATHS.mirrors, config.sync_config(**machine), self.unit.name, account)
         identity = None
-        if credentials is not None and credentials.v3:
+        if credentials is not None and credentials.v3 and self.unit.is_leader():
             identity = credentials.identity_config(region=config.region, interface=config.interface, ca_file=ca_file)
         host.write_config_file(host.PATHS.identity, identity, self.unit.name, account)
         self._send_requests(config, can_publish=identity is not None and config.publishes_metadata, served=served_urls)
@@ -206,13 +208,16 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
             self._start_first_sync()
 
     def _start_first_sync(self) -> None:
-        """Sync once soon after the unit can, instead of waiting for the first cron slot."""
+        """Sync once soon after the unit can, instead of waiting for the first cron slot; and at once
+        when it has become the leader again (what it synced before may be long out of date)."""
         result = sync_process.read_result()
+        took_over = leadership.took_over(host.PATHS.state_dir)
         synced_before = result is not None and not result.dry_run
-        if synced_before or sync_process.first_sync_requested() or sync_process.read_progress():
+        if sync_process.read_progress() or (not took_over and (synced_before or sync_process.first_sync_requested())):
             return
         pid = sync_process.start_background_sync(self.charm_dir)
         sync_process.mark_first_sync_requested(pid)
+        leadership.synced_after_takeover(host.PATHS.state_dir)
 
     def _send_requests(self, config: CharmConfig, can_publish: bool, served: dict[str, str] | None) -> None:
         identity = self._relation(IDENTITY)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from simplestreams_sync import state
 
-from . import host
+from . import host, leadership
 from .sync_report import last_line
 
 logger = logging.getLogger(__name__)
@@ -233,13 +233,15 @@ def cron_entry(frequency: str, seed: str, charm_dir: Path) -> str:
         frequency=frequency,
         sync_user=host.SYNC_USER,
         schedule=cron_schedule(frequency, seed),
-        command=_cron_command(sync_argv(), charm_dir),
-        retry_command=_cron_command(sync_argv(retry=True), charm_dir),
+        command=_cron_command(sync_argv(), charm_dir, seed),
+        retry_command=_cron_command(sync_argv(retry=True), charm_dir, seed, retry_line=True),
     )
 
 
-def _cron_command(argv: list[str], charm_dir: Path) -> str:
-    command = shlex.join(as_sync_user(argv, charm_dir))
+def _cron_command(argv: list[str], charm_dir: Path, unit_name: str, retry_line: bool = False) -> str:
+    """The sync as its user, behind the leadership guard (root's, with the charm's import path)."""
+    guard = leadership.guard_argv(unit_name, host.PATHS.state_dir, retry_line)
+    command = shlex.join([*guard, *as_sync_user(argv, charm_dir)])
     command += f" >> {shlex.quote(str(host.PATHS.log_file))} 2>&1"
     return command.replace("%", "\\%")  # cron turns a bare % into a newline
 

@@ -239,6 +239,39 @@ def fake_engine(shared_dir: Path, machine: Machine, monkeypatch: pytest.MonkeyPa
     return make
 
 
+@dataclass
+class JujuExec:
+    """A stand-in for `juju-exec UNIT is-leader` (the leadership guard's question to Juju): it prints the
+    answer file's text (True, False, or nothing) and records its arguments."""
+
+    bin_dir: Path
+
+    def answer(self, text: str) -> None:
+        (self.bin_dir / "answer").write_text(text)
+
+    @property
+    def calls(self) -> list[str]:
+        calls = self.bin_dir / "calls"
+        return calls.read_text().splitlines() if calls.exists() else []
+
+    @property
+    def path(self) -> str:
+        """PATH for a cron line run as cron runs it, with this stand-in first."""
+        return f"{self.bin_dir}:/usr/bin:/bin"
+
+
+@pytest.fixture
+def juju_exec(tmp_path: Path) -> JujuExec:
+    bin_dir = tmp_path / "juju-bin"
+    bin_dir.mkdir()
+    script = bin_dir / "juju-exec"
+    script.write_text(f'#!/bin/sh\necho "$*" >> {bin_dir}/calls\ncat {bin_dir}/answer\n')
+    script.chmod(0o755)
+    stand_in = JujuExec(bin_dir)
+    stand_in.answer("True\n")
+    return stand_in
+
+
 @pytest.fixture
 def ctx() -> testing.Context:
     """The charm with the repository's real charmcraft.yaml / metadata.yaml / config.yaml / actions.yaml."""

@@ -29,7 +29,7 @@ def test_vault_ca_and_chain_go_into_the_trust_store(ctx, vault, machine):
 
 
 def test_vault_ca_is_given_to_the_sync(ctx, vault, keystone, machine):
-    ctx.run(ctx.on.relation_changed(vault, remote_unit=0), testing.State(relations=[vault, keystone]))
+    ctx.run(ctx.on.relation_changed(vault, remote_unit=0), testing.State(leader=True, relations=[vault, keystone]))
 
     identity = load_identity(machine.paths.identity)
     assert identity.ca_file == str(machine.paths.ca_bundle)
@@ -46,9 +46,9 @@ def test_unchanged_ca_does_not_rerun_update_ca_certificates(ctx, vault, machine)
 
 
 def test_relation_broken_untrusts_the_vault_ca(ctx, vault, keystone, machine):
-    ctx.run(ctx.on.relation_changed(vault, remote_unit=0), testing.State(relations=[vault, keystone]))
+    ctx.run(ctx.on.relation_changed(vault, remote_unit=0), testing.State(leader=True, relations=[vault, keystone]))
 
-    ctx.run(ctx.on.relation_broken(vault), testing.State(relations=[vault, keystone]))
+    ctx.run(ctx.on.relation_broken(vault), testing.State(leader=True, relations=[vault, keystone]))
 
     assert list(machine.paths.ca_dir.glob("*.crt")) == []
     assert machine.ca_update_count() == 2
@@ -66,7 +66,9 @@ def test_waits_for_the_ca(ctx, keystone):
 
 
 def test_ssl_ca_option_works_without_the_relation(ctx, keystone, machine):
-    ctx.run(ctx.on.config_changed(), testing.State(config={"ssl_ca": OPERATOR_CA_B64}, relations=[keystone]))
+    ctx.run(
+        ctx.on.config_changed(), testing.State(leader=True, config={"ssl_ca": OPERATOR_CA_B64}, relations=[keystone])
+    )
 
     assert [path.read_text() for path in machine.paths.ca_dir.glob("*.crt")] == [OPERATOR_CA_PEM]
     assert machine.ca_update_count() == 1

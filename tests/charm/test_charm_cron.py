@@ -34,9 +34,10 @@ def test_a_second_line_checks_every_minute_whether_a_retry_is_due(ctx, keystone,
     scheduled, retry = _entries(machine)
 
     assert retry.startswith("* * * * * root ")
+    guard_options = f"--state-dir {machine.paths.state_dir}"
     assert retry.split(" root ", 1)[1] == scheduled.split(" root ", 1)[1].replace(
-        f"--identity {machine.paths.identity}", f"--identity {machine.paths.identity} --retry"
-    )
+        guard_options, f"{guard_options} --retry"
+    ).replace(f"--identity {machine.paths.identity}", f"--identity {machine.paths.identity} --retry")
 
 
 @pytest.mark.parametrize(("run", "frequency"), [(True, "weekly"), (False, None)])
@@ -163,7 +164,8 @@ def test_non_leader_has_no_entry_and_says_so(ctx, keystone, machine):
 
     assert not machine.paths.cron_file.exists()
     assert machine.background_syncs == []
-    assert machine.paths.mirrors.exists() and machine.paths.identity.exists()  # ready to take over
+    assert machine.paths.mirrors.exists()  # ready to take over
+    assert not machine.paths.identity.exists()  # keystone's service password: the leader's only
     assert out.unit_status == testing.ActiveStatus("Standby: only the leader unit syncs images")
 
 

@@ -149,7 +149,9 @@ def test_keystone_credentials_are_written_to_identity_yaml(ctx, keystone, machin
 
 
 def test_use_internal_endpoints_selects_keystone_internal_auth_url(ctx, keystone, machine):
-    state = testing.State(config={"use-internal-endpoints": True, "region": "RegionTwo"}, relations=[keystone])
+    state = testing.State(
+        leader=True, config={"use-internal-endpoints": True, "region": "RegionTwo"}, relations=[keystone]
+    )
 
     ctx.run(ctx.on.relation_changed(keystone, remote_unit=0), state)
 
@@ -169,7 +171,7 @@ def test_keystone_defaults_to_http_and_default_domain(ctx, machine):
     }
     relation = testing.Relation("identity-service", remote_units_data={0: data})
 
-    ctx.run(ctx.on.relation_changed(relation, remote_unit=0), testing.State(relations=[relation]))
+    ctx.run(ctx.on.relation_changed(relation, remote_unit=0), testing.State(leader=True, relations=[relation]))
 
     identity = load_identity(machine.paths.identity)
     assert identity.auth_url == "http://10.5.0.10:5000/v3"
@@ -181,7 +183,7 @@ def test_keystone_ca_cert_is_trusted(ctx, machine):
     data = {**KEYSTONE_V3, "ca_cert": base64.b64encode(CA_PEM.encode()).decode()}
     relation = testing.Relation("identity-service", remote_units_data={0: data})
 
-    ctx.run(ctx.on.relation_changed(relation, remote_unit=0), testing.State(relations=[relation]))
+    ctx.run(ctx.on.relation_changed(relation, remote_unit=0), testing.State(leader=True, relations=[relation]))
 
     identity = load_identity(machine.paths.identity)
     assert identity.ca_file == str(machine.paths.ca_bundle)

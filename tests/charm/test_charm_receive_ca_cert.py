@@ -30,7 +30,9 @@ def test_the_leader_tells_the_provider_it_speaks_v1(ctx):
 def test_the_ca_is_trusted_and_given_to_the_sync(ctx, keystone, machine):
     relation = ca_transfer(SELF_SIGNED_CA_PEM)
 
-    ctx.run(ctx.on.relation_changed(relation, remote_unit=0), testing.State(relations=[relation, keystone]))
+    ctx.run(
+        ctx.on.relation_changed(relation, remote_unit=0), testing.State(leader=True, relations=[relation, keystone])
+    )
 
     assert [path.read_text() for path in machine.paths.ca_dir.glob("*.crt")] == [SELF_SIGNED_CA_PEM]
     assert machine.ca_update_count() == 1

@@ -55,7 +55,9 @@ def test_the_first_sync_runs_in_the_background_as_its_user(ctx, keystone, state,
     assert machine.sync_readable(machine.paths.log_file)
 
 
-def test_the_cron_job_runs_the_sync_as_its_user_and_roots_shell_opens_the_log(ctx, state, machine, fake_engine):
+def test_the_cron_job_runs_the_sync_as_its_user_and_roots_shell_opens_the_log(
+    ctx, state, machine, fake_engine, juju_exec
+):
     engine = fake_engine(stdout=["unchanged since the sync of …"], result={})
     ctx.run(ctx.on.config_changed(), state)
 
@@ -63,14 +65,14 @@ def test_the_cron_job_runs_the_sync_as_its_user_and_roots_shell_opens_the_log(ct
     command = line.split(" root ", 1)[1]
     if AS_ROOT:
         account = pwd.getpwnam(host.SYNC_USER)
-        assert command.startswith(
-            f"setpriv --reuid={host.SYNC_USER} --regid={machine.sync_group} --init-groups "
+        assert (
+            f" -- setpriv --reuid={host.SYNC_USER} --regid={machine.sync_group} --init-groups "
             f"env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "
             f"HOME={account.pw_dir} "
-        )
+        ) in command
     process = subprocess.run(
         ["/bin/sh", "-c", command.replace("\\%", "%")],
-        env={"PATH": "/usr/bin:/bin"},
+        env={"PATH": juju_exec.path},
         cwd="/",
         capture_output=True,
         text=True,
@@ -212,7 +214,9 @@ print(json.dumps(outcome, sort_keys=True))
 
 
 @pytest.mark.skipif(not AS_ROOT, reason="the sync's user must be another user than the log's owner, root")
-def test_the_sync_appends_to_the_log_but_cannot_replace_or_remove_it(ctx, state, machine, shared_dir, monkeypatch):
+def test_the_sync_appends_to_the_log_but_cannot_replace_or_remove_it(
+    ctx, state, machine, shared_dir, monkeypatch, juju_exec
+):
     from sync_charm import sync_process
 
     probe = shared_dir / "log_probe.py"
@@ -229,7 +233,7 @@ def test_the_sync_appends_to_the_log_but_cannot_replace_or_remove_it(ctx, state,
 
     process = subprocess.run(
         ["/bin/sh", "-c", line.split(" root ", 1)[1].replace("\\%", "%")],
-        env={"PATH": "/usr/bin:/bin"},
+        env={"PATH": juju_exec.path},
         cwd="/",
         capture_output=True,
         text=True,

@@ -8,6 +8,7 @@ metadata listing exactly our active images.
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -59,10 +60,16 @@ def test_glance_killed_mid_upload_then_next_sync_completes(source, sync, glance,
     assert running.returncode == 1
     assert "failed auto-sync/" in stderr
     source.server.clear_faults()
+    [left] = [image for image in our_images(glance, sync.content_id) if image["status"] == "saving"]
+    # Until it has not been updated for longer than an upload in flight can be, it may be one (plan.py).
+    cloud.set_image_updated_at(left["id"], datetime.now(timezone.utc) - timedelta(hours=1))
 
     recovery = sync.run([sync.mirror(source.url)])
 
     assert recovery.returncode == 0, recovery.stderr
+    assert f"deleted {left['id']}: {left['name']} (left saving by an interrupted sync (not updated for" in (
+        recovery.stdout
+    )
     assert len(created_ids(recovery.stdout)) == 1
     assert_cloud_is_clean(glance, cloud, sync.content_id, source)
 
