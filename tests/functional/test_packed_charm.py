@@ -227,8 +227,12 @@ def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, tes
     job, retry_job = machine.cron_jobs(CRON_FILE)
     # root's shell opens the log; the sync runs as its user
     assert machine.stat(CRON_FILE) == ("644", "root", "root") and job.user == "root"
-    assert (retry_job.schedule, retry_job.command) == ("* * * * *", job.command.replace(" >> ", " --retry >> "))
-    assert job.command.startswith(f"setpriv --reuid={SYNC_USER} --regid={SYNC_USER} --init-groups env -i ")
+    retry_command = job.command.replace(" -- ", " --retry -- ", 1).replace(" >> ", " --retry >> ")
+    assert (retry_job.schedule, retry_job.command) == ("* * * * *", retry_command)
+    # cron asks Juju whether the unit is the leader (sync_charm.leadership, as root) before the sync runs
+    guard, sync_command = job.command.split(" -- ", 1)
+    assert guard.endswith(f" -m sync_charm.leadership --unit {UNIT} --state-dir {STATE_DIR}")
+    assert sync_command.startswith(f"setpriv --reuid={SYNC_USER} --regid={SYNC_USER} --init-groups env -i ")
     first_sync = json.loads(machine.read_text(f"{STATE_DIR}/charm-first-sync.json"))["pid"]
     wait_for_exit(first_sync)
     (first,) = our_images(glance_over_tls, content_id)

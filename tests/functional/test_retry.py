@@ -26,11 +26,21 @@ CONTENT_ID_TEMPLATE = "retry.test.{region}"
 TIME_FIELDS = ("started", "finished", "last_success", "next_try")
 
 
+def leader_says_yes(tmp_path: Path) -> Path:
+    """A directory with a `juju-exec` that answers `UNIT is-leader` with True."""
+    juju_bin = tmp_path / "juju-bin"
+    juju_bin.mkdir()
+    (juju_bin / "juju-exec").write_text("#!/bin/sh\necho True\n")
+    (juju_bin / "juju-exec").chmod(0o755)
+    return juju_bin
+
+
 class CronMachine:
     """The charm's machine (charm_machine) as cron sees it: its cron file's jobs, run as cron runs them."""
 
-    def __init__(self, paths):
+    def __init__(self, paths, juju_bin: Path):
         self.paths = paths
+        self.juju_bin = juju_bin  # a juju-exec that says the unit is the leader (the cron lines ask it)
 
     def jobs(self) -> tuple[str, str]:
         """(the scheduled sync's command, the retry line's), from the cron file the charm wrote."""
@@ -46,7 +56,7 @@ class CronMachine:
     def run(self, command: str) -> str:
         """Run a cron command as cron does; what it appended to the log."""
         before = self.log()
-        env = {"HOME": str(Path.home()), "SHELL": "/bin/sh", "PATH": "/usr/bin:/bin"}
+        env = {"HOME": str(Path.home()), "SHELL": "/bin/sh", "PATH": f"{self.juju_bin}:/usr/bin:/bin"}
         subprocess.run(["/bin/sh", "-c", command.replace("\\%", "%")], env=env, cwd="/", check=False, timeout=600)
         return self.log().removeprefix(before)
 
@@ -107,10 +117,12 @@ def assert_no_token_on_disk(root: Path) -> None:
         assert "gAAAA" not in text, record  # how every Fernet token begins
 
 
-def test_a_failed_first_sync_is_retried_with_backoff_until_glance_is_back(charm_machine, cloud, charm_state, glance):
+def test_a_failed_first_sync_is_retried_with_backoff_until_glance_is_back(
+    charm_machine, cloud, charm_state, glance, tmp_path
+):
     ctx = testing.Context(GlanceSimplestreamsSyncCharm)
     ctx.run(ctx.on.config_changed(), charm_state)
-    machine = CronMachine(charm_machine)
+    machine = CronMachine(charm_machine, leader_says_yes(tmp_path))
     scheduled, retry_line = machine.jobs()
     content_id = CONTENT_ID_TEMPLATE.format(region=cloud.sync_identity["region"])
 

@@ -32,6 +32,7 @@ OVERLAID = ("/etc", "/usr", "/var", "/root")
 AGENT_DATA_DIR = "/var/lib/juju"  # the agent's, not what the charm leaves
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 JUJU_VERSION = "3.6.12"
+JUJU_EXEC = "/usr/bin/juju-exec"  # the agent's, answering `juju-exec UNIT is-leader` outside hooks
 
 
 @dataclass
@@ -83,6 +84,7 @@ class JujuMachine:
         self.tools_dir.mkdir()
         for tool in _tool_names():
             (self.tools_dir / tool).symlink_to(HOOK_TOOLS)
+        self._install_juju_exec()
         options = yaml.safe_load((charm_dir / "config.yaml").read_text())["options"]
         self._save(
             {
@@ -103,6 +105,16 @@ class JujuMachine:
         self.calls_file.touch()
         self._start_namespace()
         return self
+
+    def _install_juju_exec(self) -> None:
+        """/usr/bin/juju-exec, as Juju 3 installs it on a machine: here it answers from the model."""
+        juju_exec = self._upper(Path(JUJU_EXEC))
+        juju_exec.parent.mkdir(parents=True, exist_ok=True)
+        juju_exec.write_text(
+            f"#!/bin/sh\nJUJU_AGENT_MODEL={self.model_file} JUJU_AGENT_CALLS={self.calls_file} "
+            f'exec {self.tools_dir / "juju-exec"} "$@"\n'
+        )
+        juju_exec.chmod(0o755)
 
     def _upper(self, path: Path) -> Path:
         """Where a path of the machine's overlaid directories is stored on the host."""
@@ -303,13 +315,13 @@ class JujuMachine:
 
     def changed_paths(self) -> list[str]:
         """Every file or link on the machine that differs from the host's: what the charm left (the
-        agent's own directory, with the unpacked charm, aside)."""
+        agent's own directory, with the unpacked charm, and its juju-exec aside)."""
         changed = []
         for directory in OVERLAID:
             upper = self.workdir / "overlay" / directory.strip("/") / "upper"
             for path in sorted(upper.rglob("*")):
                 real = Path(directory) / path.relative_to(upper)
-                if real.is_relative_to(AGENT_DATA_DIR):
+                if real.is_relative_to(AGENT_DATA_DIR) or str(real) == JUJU_EXEC:
                     continue
                 if path.is_dir() and not path.is_symlink():
                     if not real.is_dir():

@@ -66,6 +66,13 @@ def is_leader(model, args, stdin):
     return model["leader"]
 
 
+def juju_exec(model, args, stdin):
+    """`juju-exec UNIT is-leader` (what the charm's cron lines ask, outside any hook): the model's answer."""
+    if args[1:] != ["is-leader"]:
+        raise ToolError(f"only `juju-exec UNIT is-leader` is simulated, not {args}")
+    return model["leader"]
+
+
 def config_get(model, args, stdin):
     option(args, "--format")
     keys = [arg for arg in args if not arg.startswith("-")]
@@ -225,6 +232,7 @@ def systemctl(model, args, stdin):
 
 TOOLS = {
     "is-leader": is_leader,
+    "juju-exec": juju_exec,
     "config-get": config_get,
     "relation-ids": relation_ids,
     "relation-list": relation_list,
