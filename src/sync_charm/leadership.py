@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--unit", required=True, help="this unit's name, as juju-exec takes it")
     parser.add_argument("--state-dir", required=True, help="the sync's state dir (last-sync.json, stop request)")
     parser.add_argument("--retry", action="store_true", help="ask Juju only when the sync's retry is due")
+    parser.add_argument(
+        "--leading", action="store_true", help="a hook of the leader starts it: ask Juju only while the sync runs"
+    )
     parser.add_argument("command", nargs="+", help="the sync's command line, after --")
     return parser.parse_args(argv)
 
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.retry and not _retry_due(args.state_dir):
         return 0  # every minute: no question to Juju unless the sync would run
-    answer = is_leader(args.unit)
+    answer = True if args.leading else is_leader(args.unit)
     if answer is not True:
         _say(f"{args.unit}: scheduled sync skipped: {_not_confirmed(answer)}")
         return 0
@@ -140,10 +143,11 @@ def synced_after_takeover(state_dir: Path) -> None:
     (state_dir / STANDBY_MARKER).unlink(missing_ok=True)
 
 
-def guard_argv(unit: str, state_dir: Path, retry_line: bool = False) -> list[str]:
+def guard_argv(unit: str, state_dir: Path, retry_line: bool = False, leading: bool = False) -> list[str]:
     """The guard's command line (the charm venv's python, importing the charm's src), up to the `--`
     that the sync's own follows."""
-    options = ["--unit", unit, "--state-dir", str(state_dir), *(["--retry"] if retry_line else [])]
+    flags = [*(["--retry"] if retry_line else []), *(["--leading"] if leading else [])]
+    options = ["--unit", unit, "--state-dir", str(state_dir), *flags]
     return ["env", f"PYTHONPATH={CHARM_SRC}", sys.executable, "-m", "sync_charm.leadership", *options, "--"]
 
 

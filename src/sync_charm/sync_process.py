@@ -164,8 +164,12 @@ def _append_log(what: str, lines: list[str], errors: str) -> None:
 
 
 def start_background_sync(charm_dir: Path) -> int:
-    """Start a sync detached from the hook (own session, output to the log file); return its pid."""
+    """Start a sync detached from the hook (own session, output to the log file), behind the leadership
+    guard (which stops it if the unit stops leading while it runs); return its pid."""
     argv = as_sync_user(sync_argv(), charm_dir)
+    unit = os.environ.get("JUJU_UNIT_NAME")  # the leader's hook that starts it
+    if unit:
+        argv = [*leadership.guard_argv(unit, host.PATHS.state_dir, leading=True), *argv]
     host.PATHS.log_file.parent.mkdir(parents=True, exist_ok=True)
     with host.PATHS.log_file.open("a") as log:
         process = subprocess.Popen(

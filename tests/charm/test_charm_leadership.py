@@ -78,3 +78,24 @@ def test_a_new_leader_waits_for_its_own_running_sync_before_syncing(ctx, keyston
 
     assert machine.background_syncs == []
     assert leadership.took_over(machine.paths.state_dir)
+
+
+def test_the_background_sync_a_leaders_hook_starts_is_guarded_too(ctx, keystone, machine, monkeypatch):
+    from sync_charm import sync_process
+
+    started = []
+
+    class Recorded:
+        def __init__(self, argv, **options):
+            started.append(argv)
+            self.pid = 4343
+
+    monkeypatch.setattr(sync_process.subprocess, "Popen", Recorded)
+    monkeypatch.setenv("JUJU_UNIT_NAME", UNIT)
+
+    assert machine.real_start_background_sync(machine.root) == 4343
+
+    [argv] = started
+    guard = leadership.guard_argv(UNIT, machine.paths.state_dir, leading=True)
+    assert argv[: len(guard)] == guard and guard[-2:] == ["--leading", "--"]
+    assert argv[len(guard) :] == sync_process.as_sync_user(sync_process.sync_argv(), machine.root)

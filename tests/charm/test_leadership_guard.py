@@ -58,6 +58,14 @@ def test_a_unit_juju_does_not_confirm_as_leader_skips_the_sync_and_says_why(
     assert line.split(" ", 1)[1] == f"{UNIT}: scheduled sync skipped: {why}"
 
 
+def test_a_sync_a_leaders_hook_starts_runs_without_asking_first(guard, juju_exec, tmp_path):
+    juju_exec.answer("")  # the hook holds the machine lock: Juju would answer only once it ends
+
+    code = run_guard(guard, [sys.executable, "-c", "raise SystemExit(0)"], "--leading")
+
+    assert (code, juju_exec.calls) == (0, [])
+
+
 def test_no_juju_exec_on_the_machine_is_no_answer(guard, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
 
