@@ -5,9 +5,11 @@ an unfinished image nobody updates any more is deleted, with the reason named.""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import glanceclient
@@ -16,7 +18,7 @@ import pytest
 from simplestreams_sync import glance as glance_module
 from simplestreams_sync.config import load_identity, load_sync_config
 from simplestreams_sync.engine import SyncRun
-from tests.functional.conftest import SyncRunner, assert_cloud_is_clean, created_ids, our_images
+from tests.functional.conftest import SRC, SyncRunner, assert_cloud_is_clean, created_ids, our_images
 from tests.functional.test_faults import MIB, hold, wait_until_uploading
 
 pytestmark = pytest.mark.functional
@@ -123,3 +125,49 @@ def test_an_upload_updates_its_image_while_the_bytes_flow(source, sync, glance, 
     [stored] = our_images(glance, sync.content_id)
     assert (stored["id"], stored["status"]) == (in_flight["id"], "active")
     assert glance_module.BEAT_PROPERTY not in stored
+
+
+def test_the_guard_stops_the_sync_of_a_unit_juju_no_longer_calls_the_leader(
+    source, sync, glance, cloud, tmp_path, monkeypatch
+):
+    from sync_charm import leadership
+
+    unit = "glance-simplestreams-sync/0"
+    juju_bin = tmp_path / "juju-bin"
+    juju_bin.mkdir()
+    answer = juju_bin / "answer"
+    answer.write_text("True\n")
+    (juju_bin / "juju-exec").write_text(f"#!/bin/sh\ncat {answer}\n")
+    (juju_bin / "juju-exec").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{juju_bin}:{os.environ['PATH']}")
+    monkeypatch.setenv("PYTHONPATH", str(SRC))
+    monkeypatch.setattr(leadership, "LEADER_POLL", 0.2)
+    item = source.add_image(seed=2404, size=4 * MIB)
+    source.write()
+    release = tmp_path / "release-upload"
+    hold(source, item, release)
+    stop_request = sync.state_dir / "stop-request"
+    codes = []
+    guarded = threading.Thread(
+        target=lambda: codes.append(
+            leadership.run_while_leader(sync.command([sync.mirror(source.url)]), unit, sync.state_dir)
+        )
+    )
+    guarded.start()
+    try:
+        in_flight = wait_until_uploading(glance, sync.content_id)
+        answer.write_text("False\n")
+        deadline = time.monotonic() + 60  # a bound on the guard's next question, not a measure
+        while not stop_request.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        asked_to_stop = stop_request.read_text()
+    finally:
+        release.touch()
+        guarded.join(timeout=120)
+
+    assert asked_to_stop == STOP_REASON + "\n"
+    assert codes == [1]
+    assert not stop_request.exists()
+    result = json.loads((sync.state_dir / "last-sync.json").read_text())
+    assert (result["stopped"], result["published"], result["created"]) == (STOP_REASON, False, [])
+    assert in_flight["id"] not in {image["id"] for image in our_images(glance, sync.content_id)}
