@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 JUJU_EXEC = ("juju-exec", "juju-run")  # Juju 3's name first, then Juju 2.9's
 LEADER_CHECK_TIMEOUT = 120  # seconds to wait for Juju's answer (it waits for the machine lock)
-LEADER_POLL = 300  # seconds between the checks while the sync runs
+LEADER_POLL = 60  # seconds between the checks while the sync runs (within a source read timeout)
 NOT_LEADER = "the unit is no longer the leader"
 CHARM_SRC = Path(__file__).resolve().parents[1]
 STANDBY_MARKER = "charm-standby.json"  # written by a hook that ran while the unit was not the leader
