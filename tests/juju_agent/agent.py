@@ -362,6 +362,16 @@ class JujuMachine:
             argv = ["setpriv", f"--reuid={job.user}", f"--regid={job.user}", "--init-groups", *argv]
         return self.run(argv, env=env, cwd=Path("/"), timeout=timeout)
 
+    def start_cron_job(self, job: CronJob) -> subprocess.Popen:
+        """Start a root job as cron does (see run_cron_job) and return at once: the test waits for it."""
+        assert job.user == "root"
+        env = {"HOME": "/root", "LOGNAME": "root", "USER": "root", "SHELL": "/bin/sh", "PATH": "/usr/bin:/bin"}
+        environment = [f"{key}={value}" for key, value in {**env, **job.variables}.items()]
+        argv = [*self.enter_argv(), "env", "-i", "--chdir=/", *environment, "/bin/sh", "-c", job.command]
+        return subprocess.Popen(
+            [arg.replace("\\%", "%") for arg in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
 
 def _tool_names() -> list[str]:
     process = subprocess.run(
