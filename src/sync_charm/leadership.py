@@ -130,8 +130,10 @@ def stand_by(paths: Paths) -> None:
     host.remove_file(paths.identity)
     host.remove_file(paths.cron_file)
     host.remove_file(paths.logrotate_file)
-    paths.state_dir.mkdir(parents=True, exist_ok=True)
-    host.write_file(paths.state_dir / STANDBY_MARKER, json.dumps({"since": state.utc_now()}) + "\n", mode=0o644)
+    marker = paths.state_dir / STANDBY_MARKER
+    if not marker.exists():
+        paths.state_dir.mkdir(parents=True, exist_ok=True)
+        host.write_file(marker, json.dumps({"since": state.utc_now()}) + "\n", mode=0o644)
 
 
 def took_over(state_dir: Path) -> bool:
