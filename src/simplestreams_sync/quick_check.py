@@ -219,13 +219,13 @@ def still_current(state_dir: str | Path) -> Record | None:
         return None
     anonymous = len(record.source) + len(record.swift_objects) + len(record.served_files)
     with ThreadPoolExecutor(max_workers=anonymous + len(api.OWNED_LISTINGS) + 2) as pool:
-        login = pool.submit(_login, record)  # Glance's listings and the container's ACL wait for its token
+        login = pool.submit(login_of, record)  # Glance's listings and the container's ACL wait for its token
         listings = [
-            pool.submit(_or_none, partial(_listing, record, url, login))
+            pool.submit(_or_none, partial(listing, record, url, lambda: login.result()[0]))
             for url in api.image_list_urls(record.glance_endpoint, record.project_id, record.content_id)
         ]
         checks: list[Callable[[], bool]] = [partial(_source_unchanged, record, doc) for doc in record.source]
-        checks += [partial(_object_unchanged, record, url, etag) for url, etag in record.swift_objects.items()]
+        checks += [partial(object_unchanged, record, url, etag) for url, etag in record.swift_objects.items()]
         checks += [partial(_served_unchanged, record, url, digest) for url, digest in record.served_files.items()]
         checks += [partial(_swift_acl_unchanged, record, login), partial(_catalog_unchanged, record, login)]
         held = all(list(pool.map(_safely, checks)))
@@ -236,7 +236,7 @@ def still_current(state_dir: str | Path) -> Record | None:
     return record if glance_fingerprint(images, record.content_id, record.project_id) == record.glance_images else None
 
 
-def _login(record: Record) -> tuple[str, list]:
+def login_of(record: Record) -> tuple[str, list]:
     """A token of the recorded user, scoped to the recorded project, with its catalog: one POST to
     Keystone (no proxy, the sync's CAs)."""
     keystone = record.keystone
@@ -292,11 +292,11 @@ def _source_unchanged(record: Record, doc: dict) -> bool:
     return digest.hexdigest() == doc["sha256"]
 
 
-def _listing(record: Record, url: str | None, login: Future[tuple[str, list]]) -> list[dict]:
+def listing(record: Record, url: str | None, token: Callable[[], str]) -> list[dict]:
     """Every page of one of the full run's listings of our images (api.image_list_urls)."""
     images: list[dict] = []
     while url:
-        headers = {"X-Auth-Token": login.result()[0], "Accept": "application/json"}
+        headers = {"X-Auth-Token": token(), "Accept": "application/json"}
         with _open(url, headers, verify=record.verify) as response:
             page = json.load(response)
         images.extend(page.get("images", []))
@@ -308,7 +308,7 @@ def _catalog_unchanged(record: Record, login: Future[tuple[str, list]]) -> bool:
     return catalog_fingerprint(login.result()[1]) == record.catalog
 
 
-def _object_unchanged(record: Record, url: str, etag: str) -> bool:
+def object_unchanged(record: Record, url: str, etag: str) -> bool:
     """A metadata object as anonymous readers (Juju) get it, through the object store's proxy."""
     with _open(url, {}, method="HEAD", proxy=record.swift_proxy, verify=record.verify) as response:
         return response.headers.get("ETag", "").strip('"') == etag
