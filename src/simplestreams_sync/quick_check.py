@@ -218,21 +218,18 @@ def still_current(state_dir: str | Path) -> Record | None:
     if any(file_digest(path) != digest for path, digest in record.local_files.items()):
         return None
     anonymous = len(record.source) + len(record.swift_objects) + len(record.served_files)
-    with ThreadPoolExecutor(max_workers=anonymous + len(api.OWNED_LISTINGS) + 2) as pool:
+    with ThreadPoolExecutor(max_workers=anonymous + 3) as pool:
         login = pool.submit(login_of, record)  # Glance's listings and the container's ACL wait for its token
-        listings = [
-            pool.submit(_or_none, partial(listing, record, url, lambda: login.result()[0]))
-            for url in api.image_list_urls(record.glance_endpoint, record.project_id, record.content_id)
-        ]
+        # One listing after the other: Glance validates the new token with Keystone once, on the first.
+        listings = pool.submit(_or_none, partial(listings_of, record, lambda: login.result()[0]))
         checks: list[Callable[[], bool]] = [partial(_source_unchanged, record, doc) for doc in record.source]
         checks += [partial(object_unchanged, record, url, etag) for url, etag in record.swift_objects.items()]
         checks += [partial(_served_unchanged, record, url, digest) for url, digest in record.served_files.items()]
         checks += [partial(_swift_acl_unchanged, record, login), partial(_catalog_unchanged, record, login)]
         held = all(list(pool.map(_safely, checks)))
-        listed = [future.result() for future in listings]
-    if not held or any(images is None for images in listed):
+        images = listings.result()
+    if not held or images is None:
         return None
-    images = [image for images in listed if images is not None for image in images]
     return record if glance_fingerprint(images, record.content_id, record.project_id) == record.glance_images else None
 
 
@@ -290,6 +287,12 @@ def _source_unchanged(record: Record, doc: dict) -> bool:
         while chunk := response.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest() == doc["sha256"]
+
+
+def listings_of(record: Record, token: Callable[[], str]) -> list[dict]:
+    """Our images as the full run lists them: every listing of api.image_list_urls, all their pages."""
+    urls = api.image_list_urls(record.glance_endpoint, record.project_id, record.content_id)
+    return [image for url in urls for image in listing(record, url, token)]
 
 
 def listing(record: Record, url: str | None, token: Callable[[], str]) -> list[dict]:
