@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import stat
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -369,3 +373,23 @@ def test_a_glance_listing_that_fails_invalidates(recorded, served):
     del served["glance"][LISTED_HIDDEN]
 
     assert quick_check.still_current(state_dir) is None
+
+
+HEAVY_MODULES = ("requests", "keystoneauth1", "glanceclient", "pydantic", "simplestreams", "urllib3", "jinja2")
+
+
+def test_the_quick_check_decides_without_a_heavy_import(recorded):
+    """In a fresh interpreter, as cron starts the sync: a current record is confirmed with none of the
+    full run's libraries loaded."""
+    state_dir, _, _ = recorded
+    program = (
+        "import sys\n"
+        "from simplestreams_sync import __main__, quick_check\n"
+        f"assert quick_check.still_current({str(state_dir)!r}) is not None\n"
+        f"print(sorted(name for name in sys.modules if name.split('.')[0] in {HEAVY_MODULES!r}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(quick_check.__file__).parents[1])}
+
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=60)
+
+    assert (done.returncode, done.stdout, done.stderr) == (0, "[]\n", "")
