@@ -1,4 +1,5 @@
-"""Juju-readable image-ids metadata, built from Glance and published to Swift."""
+"""Juju-readable image-ids metadata, built from Glance and published to the object store (Swift or Ceph
+RGW); publish_local.py writes the same for the unit's own web server."""
 
 from __future__ import annotations
 
@@ -131,9 +132,22 @@ class Publisher(Protocol):
         """What the product-streams endpoint should point at."""
         ...
 
+    @property
+    def index_url(self) -> str:
+        """The index's URL, as a reader gets it."""
+        ...
+
     def publish(self, tree: dict, cloud_name: str) -> bool:
         """Products file first, index last, each replaced whole, then read back as Juju reads them;
         False when what is published already says the same. Raises CloudError when it could not."""
+        ...
+
+    def listed_content_ids(self) -> set[str]:
+        """The content ids the published index lists (none when there is no index yet)."""
+        ...
+
+    def product_streams_urls(self) -> dict[str, str]:
+        """What keystone's product-streams endpoint should point at, per interface."""
         ...
 
 
@@ -181,6 +195,25 @@ class SwiftPublisher:
     def metadata_url(self) -> str:
         """Where the sync writes the metadata: through the object-store URL of its own interface."""
         return metadata_url_at(self.storage_url)
+
+    @property
+    def index_url(self) -> str:
+        return self._object_url(INDEX_PATH)
+
+    def listed_content_ids(self) -> set[str]:
+        try:
+            response = self.session.request(self.index_url, "GET", raise_exc=False)
+        except ks_exceptions.ClientException as error:
+            raise CloudError(f"swift: GET {self.index_url}: {describe(error)}") from None
+        if response.status_code not in (200, 404):
+            raise CloudError(f"swift: GET {self.index_url}: HTTP {response.status_code}")
+        if response.status_code == 404:
+            return set()
+        try:
+            index = response.json().get("index")
+        except (ValueError, AttributeError):
+            return set()
+        return set(index) if isinstance(index, dict) else set()
 
     def product_streams_urls(self) -> dict[str, str]:
         """What keystone's product-streams endpoint should point at, per interface: the metadata at the

@@ -1,4 +1,4 @@
-"""Retrying soon after a failed run: when the next try is due, and whether it is.
+"""Retrying: a call that failed in passing (`retried`), and a failed run soon after it (the rest).
 
 After a run that failed, the next try comes 5 minutes after it, then 10, 20, 40, ... after each further
 failure, never later than one period of the schedule (`frequency` in mirrors.yaml: hourly, daily or
@@ -10,7 +10,14 @@ library only: it runs every minute.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FIRST_DELAY = timedelta(minutes=5)
 PERIODS = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
@@ -40,3 +47,25 @@ def is_due(next_try_at: str | None, now: datetime) -> bool:
 
 def parse_time(text: str) -> datetime:
     return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)
+
+
+def retried(
+    call: Callable[[], T],
+    *,
+    what: str,
+    attempts: int,
+    first_delay: float,
+    transient: tuple[type[BaseException], ...],
+) -> T:
+    """`call()`, tried again after a `transient` error, up to `attempts` times in all, waiting
+    `first_delay` seconds before the first retry and twice as long before each further one. The last
+    attempt's error comes out as it is."""
+    delay = first_delay
+    for _ in range(attempts - 1):
+        try:
+            return call()
+        except transient as error:
+            LOG.warning("%s failed (%s); retrying in %.1fs", what, type(error).__name__, delay)
+            time.sleep(delay)
+            delay *= 2
+    return call()
