@@ -13,15 +13,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import TypeVar
+
+from .timestamps import format_time, parse_time
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FIRST_DELAY = timedelta(minutes=5)
 PERIODS = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # state.utc_now()'s
 
 
 def delay(failures_in_a_row: int, frequency: str) -> timedelta:
@@ -35,7 +36,7 @@ def next_try(finished: str, failures_in_a_row: int, frequency: str | None) -> st
     """When to try again after a run that finished at `finished`: "" after a success or without a schedule."""
     if not failures_in_a_row or frequency is None:
         return ""
-    return (parse_time(finished) + delay(failures_in_a_row, frequency)).strftime(TIME_FORMAT)
+    return format_time(parse_time(finished) + delay(failures_in_a_row, frequency))
 
 
 def is_due(next_try_at: str | None, now: datetime) -> bool:
@@ -43,10 +44,6 @@ def is_due(next_try_at: str | None, now: datetime) -> bool:
     if next_try_at is None:
         return True
     return bool(next_try_at) and parse_time(next_try_at) <= now
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)
 
 
 def retried(
