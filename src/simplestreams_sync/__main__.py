@@ -147,9 +147,10 @@ def _state_dir(mirrors_path: str) -> str | None:
     """state_dir from mirrors.yaml as written (the full load validates it), before the heavy imports."""
     import yaml
 
+    from .yaml_file import read_yaml
+
     try:
-        with open(mirrors_path) as stream:
-            data = yaml.load(stream, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = read_yaml(mirrors_path)
     except (OSError, yaml.YAMLError):
         return None
     if not isinstance(data, dict):

@@ -133,10 +133,6 @@ def _mark_mismatch(listed: Mapping[str, Any]) -> str:
     return f"Glance's digest of its bytes ({stored}) is not the one verified on upload ({marked})"
 
 
-def _key(image: SourceImage) -> tuple[str, str, str, str]:
-    return (image.source_content_id, image.product_name, image.version_name, image.item_name)
-
-
 @dataclass(frozen=True)
 class Facts:
     """What a run has observed so far; the engine adds to it as its effects answer."""
@@ -223,7 +219,7 @@ def make_plan(facts: Facts) -> Plan:
         else:
             plan.adopt.append(image)
     present = {image.key for image in [*verified, *plan.adopt]}
-    plan.upload = [image for image in facts.desired if _key(image) not in present]
+    plan.upload = [image for image in facts.desired if image.key not in present]
     superseded = _plan_retention(plan, facts, verified)
     _plan_mismatched(plan, facts, mismatched)
     plan.publish = [image for image in verified if image.id not in superseded]

@@ -13,6 +13,7 @@ from typing import Protocol
 from keystoneauth1 import exceptions as ks_exceptions
 
 from ._simplestreams import util
+from .metadata_layout import INDEX_PATH, products_path
 from .openstack import Cloud, CloudError, describe
 from .quick_check import Observations
 from .state import INTERFACES
@@ -22,7 +23,6 @@ LOG = logging.getLogger(__name__)
 
 CONTAINER = "simplestreams"
 PREFIX = "data/"
-INDEX_PATH = "streams/v1/index.json"
 PUBLIC_READ_ACL = ".r:*,.rlistings"
 PUBLIC_READ_GRANTS = {".r:*", ".rlistings"}  # anyone may read objects, anyone may list them
 # Juju expects these on every item, so products_condense must not move them up the tree.
@@ -33,10 +33,6 @@ NOT_PUBLISHED_KEYS = ("path",)  # a source-relative path means nothing next to a
 def metadata_url_at(storage_url: str) -> str:
     """The metadata's URL under an object-store account URL: what product-streams points at."""
     return f"{storage_url}/{CONTAINER}/{PREFIX.rstrip('/')}"
-
-
-def products_path(content_id: str) -> str:
-    return f"streams/v1/{content_id}.json"
 
 
 def image_ids_tree(content_id: str, images: list[dict], region: str, endpoint: str, hypervisor_mapping: bool) -> dict:

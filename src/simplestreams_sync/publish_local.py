@@ -14,8 +14,9 @@ import logging
 from pathlib import Path
 
 from ._simplestreams import util
+from .metadata_layout import INDEX_PATH, products_path
 from .openstack import CloudError
-from .publish import INDEX_PATH, index_entry, misread_path, products_path, write_in_order
+from .publish import index_entry, misread_path, write_in_order
 from .quick_check import Observations
 from .raw_http import open_url
 from .state import INTERFACES, sha256_of_file, write_atomically
