@@ -7,9 +7,10 @@ from __future__ import annotations
 import logging
 
 from .config import SyncConfig
+from .object_store import CONTAINER, PUBLIC_READ_ACL
 from .openstack import Cloud, CloudError
 from .plan import GlanceImage
-from .publish import CONTAINER, PUBLIC_READ_ACL, ObjectStoreMissing, Publisher, SwiftPublisher, image_ids_tree
+from .publish import ObjectStoreMissing, Publisher, SwiftPublisher, image_ids_tree
 from .publish_local import LocalPublisher
 from .quick_check import Observations
 from .report import RunReport
