@@ -134,7 +134,9 @@ class SyncRun:
             if changes_after_publish:
                 final_listing = self._list_if_clean(pool, plan)
         if final_listing is not None and self._clean(plan):
-            self._record(final_listing, publisher, len(plan.publish))
+            self.record = record_of_run(
+                self.config, self.glance, self.observed, final_listing, publisher, plan, self.report
+            )
 
     def _settle_existing(self, facts: Facts) -> Facts:
         """Delete what an interrupted run left and adopt what it did not mark: the facts with what that found."""
@@ -193,14 +195,3 @@ class SyncRun:
 
     def _list_if_clean(self, pool: ThreadPoolExecutor, plan: Plan) -> Future | None:
         return pool.submit(self.glance.owned_images, self.config.content_id) if self._clean(plan) else None
-
-    def _record(self, final_listing: Future, publisher, image_count: int) -> None:
-        try:
-            images = final_listing.result()
-            catalog = self.glance.cloud.catalog()
-        except CloudError as error:
-            LOG.info("no quick check for the next run: %s", error)
-            return
-        self.record = record_of_run(
-            self.config, self.glance, self.observed, images, catalog, publisher, image_count, self.report
-        )

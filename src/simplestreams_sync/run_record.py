@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+from concurrent.futures import Future
+
 from .config import SyncConfig
 from .glance import GlanceStore
-from .openstack import Cloud
+from .openstack import Cloud, CloudError
+from .plan import Plan
 from .publish import Publisher, SwiftPublisher
 from .quick_check import (
     Observations,
@@ -16,20 +20,28 @@ from .quick_check import (
 )
 from .report import RunReport
 
+LOG = logging.getLogger(__name__)
+
 
 def record_of_run(
     config: SyncConfig,
     glance: GlanceStore,
     observed: Observations,
-    images: list[dict],
-    catalog: list[dict],
+    final_listing: Future,
     publisher: Publisher | None,
-    image_count: int,
+    plan: Plan,
     report: RunReport,
-) -> Record:
-    """The record of a clean run: `images` as Glance lists ours once the run is done, the `catalog` of
-    its token, what `publisher` published (None: no metadata), and what `report` says and records."""
+) -> Record | None:
+    """The record of a clean run: our images as Glance lists them once the run is done (`final_listing`),
+    the catalog of its token, what `publisher` published (None: no metadata), what `plan` published and
+    what `report` says and records. None when Glance or Keystone could not be asked."""
     cloud: Cloud = glance.cloud
+    try:
+        images = final_listing.result()
+        catalog = cloud.catalog()
+    except CloudError as error:
+        LOG.info("no quick check for the next run: %s", error)
+        return None
     identity = cloud.identity
     result = report.result
     return Record(
@@ -60,7 +72,7 @@ def record_of_run(
         product_streams_urls=result.product_streams_urls,
         catalog_url=f"{cloud.auth_url.rstrip('/')}/auth/catalog",
         catalog=catalog_fingerprint(catalog),
-        image_count=image_count,
+        image_count=len(plan.publish),
         said=report.settled_lines,
         kept=result.kept,
         needs_decision=result.needs_decision,
