@@ -176,6 +176,7 @@ def test_each_new_image_costs_three_glance_requests(source, sync, glance, cloud,
     source.write()
     with glance_behind_proxy(cloud, tmp_path) as proxy:
         result = run_sync(sync, source, glance, cloud)
+        images = our_images(glance, sync.content_id)  # through the proxy, as the client's catalog says
 
     ids = created_ids(result.stdout)
     assert len(ids) == 3
@@ -184,7 +185,6 @@ def test_each_new_image_costs_three_glance_requests(source, sync, glance, cloud,
         per_image = [(method, status) for method, path, status in seen if image_id in path]
         assert per_image == [("PUT", 204), ("PATCH", 200)], image_id
     assert [(m, p, s) for m, p, s in seen if m == "POST"] == [("POST", "/v2/images", 201)] * 3
-    images = our_images(glance, sync.content_id)
     assert {i["verified_source_hash"] for i in images} == {f"sha256:{item.sha256}" for item in items}
     assert [i["verified_stored_hash"] for i in images] == [f"{i['os_hash_algo']}:{i['os_hash_value']}" for i in images]
 
