@@ -25,6 +25,9 @@ LOG = logging.getLogger(__name__)
 RESTARTS = 2  # times an image starts again from its first byte when its source cannot resume a download
 IMPORT_POLL_FIRST = 0.5  # seconds between the first looks at an import's status, doubled up to the next
 IMPORT_POLL_MAX = 5.0
+# Held by Glance's import flow until its last step: until then the flow saves the image whole, dropping a
+# property set meanwhile (such as the verified mark).
+IMPORT_LOCK_PROPERTY = "os_glance_import_task"
 
 
 class RunProgress:
@@ -174,14 +177,14 @@ class Uploader:
 
 
 def wait_for_import(glance: GlanceStore, image_id: str, timeout: int) -> dict:
-    """The image once Glance has imported it as raw; CloudError when the import failed or took longer
-    than `timeout` seconds, VerificationError when Glance did not convert it."""
+    """The image once Glance has imported it as raw and its import flow has ended; CloudError when the
+    import failed or took longer than `timeout` seconds, VerificationError when Glance did not convert it."""
     deadline = time.monotonic() + timeout
     delay = IMPORT_POLL_FIRST
     while True:
         stored = glance.get(image_id)
         status = stored.get("status")
-        if status == "active":
+        if status == "active" and IMPORT_LOCK_PROPERTY not in stored:
             if stored.get("disk_format") != "raw":
                 raise VerificationError(
                     f"Glance imported {image_id} as {stored.get('disk_format')}, "
