@@ -155,9 +155,12 @@ class SyncRun:
         uploader = Uploader(self.glance, self.http, self.config, hash_algo, self.progress, self.report)
         self.progress.start_uploads(images)
         with ThreadPoolExecutor(max_workers=self.config.max_parallel) as pool:
-            stored = pool.map(lambda image: uploader.upload_reported(image, self._names[image.key]), images)
+            stored = pool.map(lambda image: self._upload_one(uploader, image), images)
             created = tuple(GlanceImage.from_glance(image) for image in stored if image is not None)
         return replace(facts, owned=facts.owned + created)
+
+    def _upload_one(self, uploader: Uploader, image: SourceImage) -> dict | None:
+        return uploader.upload_reported(image, self._names[image.key])
 
     def _with_servers_in_use(self, facts: Facts) -> Facts:
         """The facts with which images Nova's servers use, when the plan depends on that (asked once)."""
