@@ -241,7 +241,7 @@ def _unfinished(plan: Plan, image: GlanceImage) -> None:
 def _plan_retention(plan: Plan, facts: Facts, verified: list[GlanceImage]) -> set[str]:
     """Add what happens to verified images the source no longer selects; return the ids of the
     superseded ones that leave the metadata (deleted, or kept hidden while in use). While Nova cannot
-    be asked (servers_unknown) a superseded image is neither: it stays published as it was."""
+    be asked (servers_unknown) a superseded image is neither: it stays in the metadata."""
     selected_versions: dict[tuple, set[str]] = {}
     selected_items: dict[tuple, set[tuple]] = {}
     for wanted in facts.desired:
