@@ -7,7 +7,6 @@ that returns the Facts with that answer added (`_settle_existing`, `_upload_new`
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,12 +22,10 @@ from .publish import Publisher, SwiftPublisher
 from .publishing import publish_images
 from .quick_check import Observations, Record
 from .report import Output, RunReport
-from .run_record import record_of_run
+from .run_record import record_of_clean_run
 from .source import HttpSession, SourceError, SourceImage, read_source
 from .state import SyncResult, utc_now
 from .upload import RunProgress, Uploader
-
-LOG = logging.getLogger(__name__)
 
 
 class SyncRun:
@@ -43,8 +40,7 @@ class SyncRun:
         err: Output = print,
         progress: RunProgress | None = None,
     ):
-        self.config = config
-        self.identity = identity
+        self.config, self.identity = config, identity
         self.dry_run = dry_run
         self.assume_empty_glance = assume_empty_glance
         self.progress = progress or RunProgress(None)
@@ -134,9 +130,7 @@ class SyncRun:
             if changes_after_publish:
                 final_listing = self._list_if_clean(pool, plan)
         if final_listing is not None and self._clean(plan):
-            self.record = record_of_run(
-                self.config, self.glance, self.observed, final_listing, publisher, plan, self.report
-            )
+            self._record(final_listing, publisher, len(plan.publish))
 
     def _settle_existing(self, facts: Facts) -> Facts:
         """Delete what an interrupted run left and adopt what it did not mark: the facts with what that found."""
@@ -183,10 +177,8 @@ class SyncRun:
     def _delete_unpublished(self, facts: Facts) -> Facts:
         """Delete what the published metadata no longer names: the facts without what is gone, and with
         the images whose delete the image store refused because clones still use them."""
-        answers = {
-            d.image.id: delete(self.glance, d.image, d.reason, self.report)
-            for d in make_plan(facts).delete_after_publish
-        }
+        deletions = make_plan(facts).delete_after_publish
+        answers = {d.image.id: delete(self.glance, d.image, d.reason, self.report) for d in deletions}
         refused = frozenset(image_id for image_id, answer in answers.items() if answer is ImageInUseByStore)
         owned = tuple(image for image in facts.owned if answers.get(image.id) is not True)
         return replace(facts, owned=owned, store_uses=refused)
@@ -198,3 +190,11 @@ class SyncRun:
 
     def _list_if_clean(self, pool: ThreadPoolExecutor, plan: Plan) -> Future | None:
         return pool.submit(self.glance.owned_images, self.config.content_id) if self._clean(plan) else None
+
+    def _record(self, final_listing: Future, publisher: Publisher | None, image_count: int) -> None:
+        self.record = record_of_clean_run(
+            self.glance.cloud, self.glance.endpoint, final_listing, self.observed, user_agent=self.config.user_agent,
+            content_id=self.config.content_id, storage_url=getattr(publisher, "storage_url", None), result=self.result,
+            metadata_url=publisher.metadata_url if publisher else "", image_count=image_count,
+            said=self.report.settled_lines,
+        )  # fmt: skip

@@ -10,6 +10,7 @@ import glanceclient
 from glanceclient import exc as glance_exc
 from keystoneauth1 import exceptions as ks_exceptions
 
+from . import api
 from .glance_transport import send_image_data
 from .openstack import Cloud, CloudError, describe
 from .plan import HIDDEN_PROPERTY, VERIFIED_PROPERTY, VERIFIED_STORED_PROPERTY
@@ -75,10 +76,9 @@ class GlanceStore:
     def owned_images(self, content_id: str) -> list[dict]:
         """Every image of our project carrying our content_id, whatever its status, hidden ones too
         (Glance lists those only when asked for them alone)."""
-        ours = {"owner": self.cloud.project_id, "content_id": content_id}
-        images = self._list(filters=ours) + self._list(filters={**ours, "os_hidden": True})
-        # Filter again: a Glance that ignores unknown filters must not make us claim others' images.
-        return [i for i in images if i.get("content_id") == content_id and i.get("owner") == self.cloud.project_id]
+        filters = api.owned_image_filters(self.cloud.project_id, content_id)
+        images = [image for listing in filters for image in self._list(filters=listing)]
+        return [image for image in images if api.is_ours(image, self.cloud.project_id, content_id)]
 
     def hash_algo(self, known_images: Iterable[dict]) -> str:
         """The algorithm Glance uses for os_hash_value, learnt from an active image when there is one."""

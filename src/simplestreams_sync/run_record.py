@@ -1,41 +1,34 @@
-"""What a clean run observed, as the next run's quick check compares it (quick_check.Record)."""
+"""The quick check's record of a clean run (quick_check.py), built in one place from what the run saw."""
 
 from __future__ import annotations
 
 import logging
 from concurrent.futures import Future
 
-from .config import SyncConfig
-from .glance import GlanceStore
+from . import api
 from .openstack import Cloud, CloudError
-from .plan import Plan
-from .publish import Publisher, SwiftPublisher
-from .quick_check import (
-    Observations,
-    Record,
-    catalog_fingerprint,
-    code_fingerprint,
-    glance_fingerprint,
-    glance_list_url,
-)
-from .report import RunReport
+from .quick_check import Observations, Record, catalog_fingerprint, code_fingerprint, glance_fingerprint
+from .state import SyncResult
 
 LOG = logging.getLogger(__name__)
 
 
-def record_of_run(
-    config: SyncConfig,
-    glance: GlanceStore,
-    observed: Observations,
+def record_of_clean_run(
+    cloud: Cloud,
+    glance_endpoint: str,
     final_listing: Future,
-    publisher: Publisher | None,
-    plan: Plan,
-    report: RunReport,
+    observed: Observations,
+    *,
+    user_agent: str,
+    content_id: str,
+    storage_url: str | None,
+    metadata_url: str,
+    result: SyncResult,
+    image_count: int,
+    said: list[str],
 ) -> Record | None:
-    """The record of a clean run: our images as Glance lists them once the run is done (`final_listing`),
-    the catalog of its token, what `publisher` published (None: no metadata), what `plan` published and
-    what `report` says and records. None when Glance or Keystone could not be asked."""
-    cloud: Cloud = glance.cloud
+    """What the next run's quick check compares; None when Glance or Keystone cannot say it now.
+    `storage_url`: the object store the metadata went to (None: none, or the unit serves it)."""
     try:
         images = final_listing.result()
         catalog = cloud.catalog()
@@ -43,37 +36,35 @@ def record_of_run(
         LOG.info("no quick check for the next run: %s", error)
         return None
     identity = cloud.identity
-    result = report.result
     return Record(
         code=code_fingerprint(),
         inputs={},
-        user_agent=config.user_agent,
+        user_agent=user_agent,
         source=[{"url": url, **document} for url, document in observed.source.items()],
         identity_file="",
         keystone={
-            "token_url": identity.auth_url.rstrip("/") + "/auth/tokens",  # as keystoneauth's v3.Password
+            "token_url": api.token_url(identity.auth_url),
             "user": identity.username,
             "user_domain": identity.user_domain_name,
             "project": identity.project_name,
             "project_domain": identity.project_domain_name,
         },
         verify=cloud.verify,
-        glance_list_url=glance_list_url(glance.endpoint, cloud.project_id, config.content_id),
-        glance_images=glance_fingerprint(images, config.content_id, cloud.project_id),
-        content_id=config.content_id,
+        glance_endpoint=glance_endpoint,
+        glance_images=glance_fingerprint(images, content_id, cloud.project_id),
+        content_id=content_id,
         project_id=cloud.project_id,
         swift_objects=observed.objects,
         swift_container=observed.container_url,
         swift_read_acl=observed.read_acl,
-        swift_proxy=cloud.object_store_proxy(publisher.storage_url) if isinstance(publisher, SwiftPublisher) else None,
+        swift_proxy=cloud.object_store_proxy(storage_url) if storage_url else None,
         local_files=observed.local_files,
         served_files=observed.served_files,
-        metadata_url=publisher.metadata_url if publisher else "",
+        metadata_url=metadata_url,
         product_streams_urls=result.product_streams_urls,
-        catalog_url=f"{cloud.auth_url.rstrip('/')}/auth/catalog",
         catalog=catalog_fingerprint(catalog),
-        image_count=len(plan.publish),
-        said=report.settled_lines,
+        image_count=image_count,
+        said=said,
         kept=result.kept,
         needs_decision=result.needs_decision,
     )
