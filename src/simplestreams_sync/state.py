@@ -16,10 +16,12 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from .retry import next_try
+from .timestamps import TIME_FORMAT as TIME_FORMAT
+from .timestamps import parse_time as parse_time
+from .timestamps import utc_now
 
 DEFAULT_STATE_DIR = "/var/lib/glance-simplestreams-sync"
 PROGRESS_FILE = "progress.json"
@@ -28,10 +30,6 @@ LOCK_FILE = "sync.lock"
 # Why whoever sends the running sync SIGTERM asks it to stop (one line of text); see __main__.
 STOP_REQUEST_FILE = "stop-request"
 INTERFACES = ("public", "internal", "admin")  # of a Keystone catalog endpoint
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def sha256_of_file(path: str | Path) -> str:

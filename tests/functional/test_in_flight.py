@@ -24,7 +24,7 @@ from tests.functional.test_faults import MIB, hold, wait_until_uploading
 pytestmark = pytest.mark.functional
 
 STOP_REASON = "the unit is no longer the leader"
-QUIET = "17 min"  # glance.GlanceStore.in_flight_quiet without import conversion
+QUIET = "15 min"  # glance.GlanceStore.in_flight_quiet without import conversion
 
 
 def other_unit(sync: SyncRunner, tmp_path) -> SyncRunner:

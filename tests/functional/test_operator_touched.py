@@ -243,7 +243,7 @@ def test_protected_image_left_unfinished_stays_with_a_warning(source, sync, glan
     assert protected.returncode == 0, protected.stderr
     assert lines_naming(left, protected.stdout) == [
         f"warning: kept {left['id']}: auto-sync/left-queued (left queued by an interrupted sync (not updated for "
-        f"3 h 0 min; an upload in flight is updated at least every 17 min), but protected: "
+        f"3 h 0 min; an upload in flight is updated at least every 15 min), but protected: "
         f"unprotect it (openstack image set --unprotected {left['id']}) and the next sync deletes it)"
     ]
     assert unprotected.returncode == 0, unprotected.stderr
