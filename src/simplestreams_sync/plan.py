@@ -25,11 +25,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from .source import SourceImage
+from .timestamps import duration, parse_time
 
 # Set once Glance's stored image has been checked against the bytes that came from the source.
 VERIFIED_PROPERTY = "verified_source_hash"
@@ -38,9 +39,9 @@ VERIFIED_PROPERTY = "verified_source_hash"
 VERIFIED_STORED_PROPERTY = "verified_stored_hash"
 # Set with os_hidden by the sync, so that it only ever shows again the images it hid itself.
 HIDDEN_PROPERTY = "hidden_by_sync"
-# Left by an upload of ours that is in flight or was interrupted (see the module docstring).
+# Left by an upload of ours that is in flight or was interrupted (see the module docstring); no upload goes
+# on into a killed image: it is deleted however recently it was updated.
 UNFINISHED_STATUSES = frozenset({"queued", "saving", "killed", "uploading", "importing"})
-# No upload goes on into a killed image: it is deleted however recently it was updated.
 NEVER_IN_FLIGHT = frozenset({"killed"})
 
 SUPERSEDED = "superseded by a newer version"
@@ -122,12 +123,10 @@ class GlanceImage:
 
 
 def _timestamp(value: object) -> datetime | None:
-    """Glance's `2026-01-31T12:00:00Z` as an aware datetime (Python 3.10 reads no `Z`)."""
     try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return parse_time(str(value))  # Glance lists updated_at in the sync's own format
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _source_digest(metadata: object) -> str | None:
@@ -252,32 +251,23 @@ def make_plan(facts: Facts) -> Plan:
 def _unfinished(plan: Plan, facts: Facts, image: GlanceImage) -> None:
     quiet = facts.now - image.updated_at if facts.now and image.updated_at else None
     if image.status not in NEVER_IN_FLIGHT and (quiet is None or quiet <= facts.in_flight_quiet):
-        updated = f"updated {_duration(quiet)} ago" if quiet is not None else "not known when it was updated"
+        updated = f"updated {duration(quiet)} ago" if quiet is not None else "not known when it was updated"
         reason = (
             f"{image.status}, {updated}: possibly an upload in flight (another unit's sync), so not deleted "
-            f"until not updated for {_duration(facts.in_flight_quiet)}"
+            f"until not updated for {duration(facts.in_flight_quiet)}"
         )
         plan.keep.append(Kept(image, reason, settled=False))
         return
     left = f"left {image.status} by an interrupted sync"
     if quiet is not None and image.status not in NEVER_IN_FLIGHT:
-        every = _duration(facts.in_flight_quiet)
-        left += f" (not updated for {_duration(quiet)}; an upload in flight is updated at least every {every})"
+        every = duration(facts.in_flight_quiet)
+        left += f" (not updated for {duration(quiet)}; an upload in flight is updated at least every {every})"
     if not image.protected:
         plan.delete_now.append(Deletion(image, left))
         return
     reason = f"{left}, but protected: {_unprotect(image.id)}"
     plan.keep.append(Kept(image, reason, settled=True, warning=True))
     plan.needs_decision.append(Decision(image, reason))
-
-
-def _duration(span: timedelta) -> str:
-    seconds = max(int(span.total_seconds()), 0)
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 def _plan_retention(plan: Plan, facts: Facts, verified: list[GlanceImage]) -> set[str]:

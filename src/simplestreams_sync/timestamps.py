@@ -3,7 +3,7 @@ to the second, e.g. 2026-01-31T23:59:59Z. Standard library only: cron's retry li
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -19,3 +19,11 @@ def format_time(moment: datetime) -> str:
 def parse_time(text: str) -> datetime:
     """The aware datetime of a time in TIME_FORMAT; ValueError when it is not one."""
     return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)
+
+
+def duration(span: timedelta) -> str:
+    """A span as people read it in a reason: '42 s', '16 min', '3 h 5 min'."""
+    seconds = max(int(span.total_seconds()), 0)
+    if seconds >= 7200:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 60} min" if seconds >= 120 else f"{seconds} s"
