@@ -193,6 +193,7 @@ class SyncRun:
             plan = self._carry_out(facts)
             if changes_after_publish and self._clean(plan):
                 final_listing = pool.submit(glance.owned_images, self.content_id)
+        self.result.images_active = len(plan.publish)
         if final_listing is not None and self._clean(plan):
             self._record_observations(final_listing, publisher, len(plan.publish))
 
