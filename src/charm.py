@@ -19,7 +19,16 @@ from simplestreams_sync import quick_check
 from simplestreams_sync.config import LocalMetadata
 from simplestreams_sync.state import INTERFACES, utc_now
 from simplestreams_sync.text import shorten
-from sync_charm import certificates, host, identity_service, metadata_server, nrpe, sync_process
+from sync_charm import (
+    certificates,
+    cos_agent,
+    host,
+    identity_service,
+    metadata_server,
+    metrics_service,
+    nrpe,
+    sync_process,
+)
 from sync_charm.config import CharmConfig, format_errors
 from sync_charm.sync_report import (
     action_failure,
@@ -63,7 +72,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
             self.on.update_status,
         ):
             framework.observe(event, self._on_reconcile)
-        for endpoint in (IDENTITY, CERTIFICATES, IMAGE_MODIFIER, NRPE):
+        for endpoint in (IDENTITY, CERTIFICATES, IMAGE_MODIFIER, NRPE, cos_agent.ENDPOINT):
             events = self.on[endpoint]
             for event in (
                 events.relation_joined,
@@ -101,6 +110,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         """Undo what the charm wrote: everything but the sync log."""
         sync_process.write_cron(None)
         nrpe.remove_check()
+        metrics_service.stop()
         metadata_server.stop_serving()
         host.remove_files()
 
@@ -173,6 +183,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         if config is None:
             logger.warning("invalid config, leaving files and cron as they are: %s", problem)
             return
+        cos_agent.reconcile(self, config.metrics_port, config.frequency if config.run else None)
         modify_hook, modifier_problem = self._image_modifier()
         if modifier_problem:
             logger.warning("%s; leaving files and cron as they are", modifier_problem)
