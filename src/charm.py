@@ -19,16 +19,7 @@ from simplestreams_sync import quick_check
 from simplestreams_sync.config import LocalMetadata
 from simplestreams_sync.state import INTERFACES, utc_now
 from simplestreams_sync.text import shorten
-from sync_charm import (
-    certificates,
-    cos_agent,
-    host,
-    identity_service,
-    metadata_server,
-    metrics_service,
-    nrpe,
-    sync_process,
-)
+from sync_charm import certificates, cos_agent, host, identity_service, metadata_server, nrpe, sync_process
 from sync_charm.config import CharmConfig, format_errors
 from sync_charm.sync_report import (
     action_failure,
@@ -110,7 +101,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         """Undo what the charm wrote: everything but the sync log."""
         sync_process.write_cron(None)
         nrpe.remove_check()
-        metrics_service.stop()
+        cos_agent.stop()
         metadata_server.stop_serving()
         host.remove_files()
 

@@ -83,3 +83,8 @@ def reconcile(charm: ops.CharmBase, port: int, frequency: str | None) -> None:
         return
     metrics_service.run(charm.unit.name, charm.charm_dir, port, frequency, standby=not charm.unit.is_leader())
     publish(charm, port)
+
+
+def stop() -> None:
+    """The unit goes: no metrics server."""
+    metrics_service.stop()
