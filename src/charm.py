@@ -174,7 +174,6 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         if config is None:
             logger.warning("invalid config, leaving files and cron as they are: %s", problem)
             return
-        cos_agent.reconcile(self, config.metrics_port, config.frequency if config.run else None)
         modify_hook, modifier_problem = self._image_modifier()
         if modifier_problem:
             logger.warning("%s; leaving files and cron as they are", modifier_problem)
@@ -182,6 +181,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         credentials = self._credentials()
         account = host.sync_account()
         host.prepare_sync_paths(account)
+        cos_agent.reconcile(self, config.metrics_port, config.frequency if config.run else None)
         cas = self._ca_certificates(config, credentials)
         host.install_trusted_cas(cas)
         ca_file = host.write_ca_bundle(cas, account)
