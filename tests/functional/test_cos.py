@@ -5,13 +5,8 @@ scrape job the charm publishes on cos-agent, and evaluates the rules as the char
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +15,8 @@ import yaml
 from ops import testing
 
 from simplestreams_sync.state import SyncResult, write_result
+from tests.charm.conftest import machine, shared_dir  # noqa: F401 (the charm tests' fake machine)
+from tests.localcloud.prometheus import Prometheus, binary
 from tests.localcloud.web_server import free_port
 
 pytestmark = pytest.mark.functional
@@ -30,11 +27,10 @@ JOB = "glance-simplestreams-sync_0_glance_simplestreams_sync_exporter"
 UNIT = {"juju_unit": "glance-simplestreams-sync/0", "instance": "127.0.0.1:9731", "job": JOB}
 # the state below: three failures in a row, the last success days ago (daily schedule)
 EXPECTED_FIRING = {"GlanceSimplestreamsSyncKeepsFailing", "GlanceSimplestreamsSyncNoRecentSuccess"}
-DEADLINE = 120  # seconds to wait for Prometheus to scrape and evaluate: an upper bound, never a wait
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name)
+    path = binary(name)
     if path is None:
         pytest.skip(f"{name} is not installed (scripts/bootstrap installs Debian's prometheus)")
     return path
@@ -274,12 +270,12 @@ def metrics_port() -> int:
 
 
 @pytest.fixture
-def unit_data(tmp_path, metrics_port, monkeypatch) -> dict:
-    """The `config` our unit sends on cos-agent, as the charm writes it (port: metrics_port)."""
+def unit_data(metrics_port, monkeypatch) -> dict:
+    """The `config` our unit sends on cos-agent, as the charm writes it (port: metrics_port), on the
+    charm tests' fake machine, an autouse fixture here (nothing written outside the test's tmp dir)."""
     from charm import GlanceSimplestreamsSyncCharm
-    from sync_charm import host, metrics_service
+    from sync_charm import metrics_service
 
-    monkeypatch.setattr(host, "PATHS", host.Paths.under(tmp_path / "machine"))
     monkeypatch.setattr(metrics_service, "SYSTEMCTL", ["true"])
     agent = testing.Relation("cos-agent", remote_app_name="grafana-agent")
     ctx = testing.Context(GlanceSimplestreamsSyncCharm)
@@ -298,27 +294,6 @@ def running(argv: list[str], **popen_args):
         process.wait()
 
 
-def api(port: int, path: str, **query: str) -> dict:
-    url = f"http://127.0.0.1:{port}/api/v1/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)["data"]
-
-
-def until(condition, what: str):
-    """Poll Prometheus' API until `condition()` returns something true (Prometheus works on its own
-    clock; DEADLINE only bounds a failure)."""
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        try:
-            value = condition()
-        except urllib.error.URLError:  # not listening yet
-            value = None
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"Prometheus never showed {what}")
-
-
 def test_prometheus_scrapes_the_unit_with_the_published_job_and_evaluates_the_sent_rules(
     tmp_path, unit_data, metrics_port
 ):
@@ -329,47 +304,21 @@ def test_prometheus_scrapes_the_unit_with_the_published_job_and_evaluates_the_se
         write_result(state_dir, failed, "daily")
     rules = tmp_path / "sent.rules"
     rules.write_text(yaml.safe_dump(unit_data["metrics_alert_rules"]))
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(rules)],
-        "scrape_configs": unit_data["metrics_scrape_jobs"],
-    }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    prometheus_port = free_port()
+    tool("prometheus")
     server = [sys.executable, "-m", "simplestreams_sync.metrics_server", "--state-dir", str(state_dir)]
     server += ["--port", str(metrics_port), "--frequency", "daily"]
-    prometheus = [
-        tool("prometheus"),
-        f"--config.file={tmp_path / 'prometheus.yml'}",
-        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{prometheus_port}",
-    ]
-    log = (tmp_path / "prometheus.log").open("w")
     with (
         running(server, env={"PYTHONPATH": str(SRC)}, stdout=subprocess.DEVNULL),
-        running(prometheus, stdout=log, stderr=log),
+        Prometheus(tmp_path / "prometheus", unit_data["metrics_scrape_jobs"], [rules]) as prometheus,
     ):
-        targets = until(lambda: _up_targets(prometheus_port), "the target up")
-        failures = until(
-            lambda: api(prometheus_port, "query", query="glance_simplestreams_sync_failures_in_a_row")["result"],
-            "the failures in a row",
+        targets = prometheus.until(prometheus.up_targets, "the target up")
+        failures = prometheus.until(
+            lambda: prometheus.query("glance_simplestreams_sync_failures_in_a_row"), "the failures in a row"
         )
-        firing = until(lambda: _firing_once_all(prometheus_port, EXPECTED_FIRING), "the alerts firing")
+        firing = prometheus.until(lambda: prometheus.firing() >= EXPECTED_FIRING and prometheus.firing(), "the alerts")
 
     assert [(t["labels"]["job"], t["scrapeUrl"]) for t in targets] == [
         (JOB, f"http://127.0.0.1:{metrics_port}/metrics")
     ]
     assert [sample["value"][1] for sample in failures] == ["3"]
     assert firing == EXPECTED_FIRING
-
-
-def _up_targets(port: int) -> list[dict]:
-    targets = api(port, "targets")["activeTargets"]
-    return targets if targets and all(target["health"] == "up" for target in targets) else []
-
-
-def _firing_once_all(port: int, expected: set[str]) -> set[str]:
-    """The firing alerts' names once every expected one fires (any others included), else nothing."""
-    alerts = api(port, "alerts")["alerts"]
-    names = {alert["labels"]["alertname"] for alert in alerts if alert["state"] == "firing"}
-    return names if expected <= names else set()
