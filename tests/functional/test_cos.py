@@ -307,18 +307,22 @@ def test_prometheus_scrapes_the_unit_with_the_published_job_and_evaluates_the_se
     tool("prometheus")
     server = [sys.executable, "-m", "simplestreams_sync.metrics_server", "--state-dir", str(state_dir)]
     server += ["--port", str(metrics_port), "--frequency", "daily"]
-    with (
-        running(server, env={"PYTHONPATH": str(SRC)}, stdout=subprocess.DEVNULL),
-        Prometheus(tmp_path / "prometheus", unit_data["metrics_scrape_jobs"], [rules]) as prometheus,
-    ):
-        targets = prometheus.until(prometheus.up_targets, "the target up")
-        failures = prometheus.until(
-            lambda: prometheus.query("glance_simplestreams_sync_failures_in_a_row"), "the failures in a row"
-        )
-        firing = prometheus.until(lambda: prometheus.firing() >= EXPECTED_FIRING and prometheus.firing(), "the alerts")
+    with Prometheus(tmp_path / "prometheus", unit_data["metrics_scrape_jobs"], [rules]) as prometheus:
+        with running(server, env={"PYTHONPATH": str(SRC)}, stdout=subprocess.DEVNULL):
+            targets = prometheus.until(prometheus.up_targets, "the target up")
+            failures = prometheus.until(
+                lambda: prometheus.query("glance_simplestreams_sync_failures_in_a_row"), "the failures in a row"
+            )
+            firing = prometheus.until(
+                lambda: prometheus.firing() >= EXPECTED_FIRING and prometheus.firing(), "the alerts"
+            )
+        # the server stopped: its `up` drops to 0 and the endpoint-down alert is pending (5 minutes)
+        prometheus.until(lambda: prometheus.pending() >= {"GlanceSimplestreamsSyncMetricsDown"}, "the alert")
+        up = prometheus.query("up")
 
     assert [(t["labels"]["job"], t["scrapeUrl"]) for t in targets] == [
         (JOB, f"http://127.0.0.1:{metrics_port}/metrics")
     ]
     assert [sample["value"][1] for sample in failures] == ["3"]
     assert firing == EXPECTED_FIRING
+    assert [(sample["metric"]["job"], sample["value"][1]) for sample in up] == [(JOB, "0")]

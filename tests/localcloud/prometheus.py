@@ -81,7 +81,13 @@ class Prometheus:
         return targets if targets and all(target["health"] == "up" for target in targets) else []
 
     def firing(self) -> set[str]:
-        return {alert["labels"]["alertname"] for alert in self.api("alerts")["alerts"] if alert["state"] == "firing"}
+        return self.alerts("firing")
+
+    def pending(self) -> set[str]:
+        return self.alerts("pending")
+
+    def alerts(self, state: str) -> set[str]:
+        return {alert["labels"]["alertname"] for alert in self.api("alerts")["alerts"] if alert["state"] == state}
 
     def until(self, condition: Callable[[], T], what: str) -> T:
         """Ask until `condition()` is true (Prometheus works on its own clock), and return it."""
