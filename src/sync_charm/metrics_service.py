@@ -19,7 +19,7 @@ from . import host, sync_process
 
 SERVICE = "glance-simplestreams-sync-metrics"
 SYSTEMCTL = ["systemctl"]
-SERVER = [sys.executable, "-m", "simplestreams_sync.metrics_server"]  # the charm venv's python
+SERVER = [sys.executable, "-m", "simplestreams_sync.metrics_server"]  # the python the charm runs with
 
 
 def server_argv(port: int, frequency: str | None, standby: bool) -> list[str]:
