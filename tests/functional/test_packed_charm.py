@@ -38,8 +38,10 @@ LOG_FILE = "/var/log/glance-simplestreams-sync.log"
 SYNC_USER = "glance-simplestreams-sync"  # the system user the charm creates; its group has the same name
 SYNC_READABLE = ("640", "root", SYNC_USER)  # what the sync reads: root's, readable by its group only
 CONTENT_ID_TEMPLATE = "packed.test.{region}"
-ARCHITECTURES = {"amd64": "x86_64", "arm64": "aarch64"}  # charmcraft platform -> manylinux wheel tag
-CHARM_PYTHON = "3.12"  # ubuntu@24.04's
+ARCHITECTURES = {"amd64": "x86_64", "arm64": "aarch64"}  # charmcraft architecture -> manylinux wheel tag
+# Each base's Python and C library: a wheel must be for that Python and need no newer glibc.
+BASES = {"22.04": ("3.10", 35), "24.04": ("3.12", 39)}
+PACKED_BASE = "24.04"  # the pack these tests drive: its venv is ubuntu@24.04's (Python 3.12)
 # What update-ca-certificates (--fresh) regenerates from the system's CA list, with its hooks (Java's
 # keystore) and the dpkg trigger it raises: rebuilt by the system's tool, not left by the charm.
 TRUST_STORE_OUTPUTS = ("/etc/ssl/certs/", "/var/lib/ca-certificates-java/", "/var/lib/dpkg/triggers/")
@@ -59,11 +61,23 @@ def packed_charm(tmp_path_factory) -> Path:
         "XDG_RUNTIME_DIR": str(state / "run"),
     }
     process = subprocess.run(
-        [str(ROOT / "scripts" / "pack"), str(output)], env=env, capture_output=True, text=True, timeout=1200
+        [str(ROOT / "scripts" / "pack"), "--base", PACKED_BASE, str(output)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
-    (charm,) = output.glob("*.charm")
+    (charm,) = output.glob(f"*_ubuntu@{PACKED_BASE}-*.charm")
+    assert "(for testing here, not for deploying)" in process.stdout
     return charm
+
+
+def base_python() -> str:
+    """The interpreter that is the packed base's /usr/bin/python3 on the test machine."""
+    return subprocess.run(
+        [str(ROOT / "scripts" / "base-python"), PACKED_BASE], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +95,7 @@ def bare_cloud(tmp_path_factory):
 
 @pytest.fixture
 def machine(tmp_path, packed_charm):
-    juju_machine = JujuMachine(tmp_path / "machine", packed_charm, UNIT)
+    juju_machine = JujuMachine(tmp_path / "machine", packed_charm, UNIT, python3=base_python())
     with juju_machine:
         yield juju_machine
     assert juju_machine.processes() == []
@@ -89,10 +103,13 @@ def machine(tmp_path, packed_charm):
 
 def test_every_pin_has_a_wheel_for_every_declared_platform(tmp_path):
     platforms = yaml.safe_load((ROOT / "charmcraft.yaml").read_text())["platforms"]
-    assert set(platforms) <= set(ARCHITECTURES), f"no wheel check for {set(platforms) - set(ARCHITECTURES)}"
-    for platform in platforms:
+    declared = [platform.removeprefix("ubuntu@").split(":") for platform in platforms]
+    assert {base for base, _ in declared} == set(BASES)
+    assert {arch for _, arch in declared} <= set(ARCHITECTURES), f"no wheel check for {declared}"
+    for base, platform in declared:
+        python, glibc_minor = BASES[base]
         arch = ARCHITECTURES[platform]
-        tags = [f"--platform=manylinux_2_{minor}_{arch}" for minor in (17, 28, 31, 34, 35, 39)]
+        tags = [f"--platform=manylinux_2_{minor}_{arch}" for minor in range(17, glibc_minor + 1)]
         process = subprocess.run(
             [
                 sys.executable,
@@ -102,19 +119,24 @@ def test_every_pin_has_a_wheel_for_every_declared_platform(tmp_path):
                 "-q",
                 "--no-deps",
                 "--only-binary=:all:",
-                f"--python-version={CHARM_PYTHON}",
+                f"--python-version={python}",
                 "--implementation=cp",
                 *tags,
                 "-d",
-                str(tmp_path / platform),
-                "-r",
-                str(ROOT / "requirements-charm.txt"),
+                str(tmp_path / f"{base}-{platform}"),
+                *lock_pins(base),
             ],
             capture_output=True,
             text=True,
             timeout=600,
         )
-        assert process.returncode == 0, f"{platform}: {process.stderr[-2000:]}"
+        assert process.returncode == 0, f"ubuntu@{base}:{platform}: {process.stderr[-2000:]}"
+
+
+def lock_pins(base: str) -> list[str]:
+    """`name==version` of each line of a base's lock (its marker names that base's Python)."""
+    lines = (ROOT / f"requirements-charm-{base}.txt").read_text().splitlines()
+    return [line.split(";")[0].strip() for line in lines if "==" in line]
 
 
 def test_the_packed_venv_holds_exactly_the_pins_and_passes_pip_check(tmp_path, packed_charm):
@@ -124,15 +146,12 @@ def test_the_packed_venv_holds_exactly_the_pins_and_passes_pip_check(tmp_path, p
     installed = dict(
         canonical_pin(path.name.removesuffix(".dist-info").rsplit("-", 1)) for path in site.glob("*.dist-info")
     )
-    pins = dict(
-        canonical_pin(line.split("=="))
-        for line in (ROOT / "requirements-charm.txt").read_text().splitlines()
-        if "==" in line
-    )
+    pins = dict(canonical_pin(pin.split("==")) for pin in lock_pins(PACKED_BASE))
     assert installed == pins
+    assert site.parent.name == f"python{BASES[PACKED_BASE][0]}"
     python = tmp_path / "venv" / "bin" / "python"
     python.parent.mkdir(exist_ok=True)
-    python.symlink_to("/usr/bin/python3")  # as the charm's dispatch does on the machine
+    python.symlink_to(base_python())  # as the charm's dispatch does on the machine, with its python3
     check = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "check"], capture_output=True, text=True, timeout=120
     )
