@@ -27,7 +27,11 @@ def test_the_pasted_classic_default_is_valid_here_and_mirrors_trusty_to_jammy():
     (mirror,) = CharmConfig(mirror_list=pasted_mirror_list()).mirror_list
 
     assert mirror.item_filters[0] == "release~(trusty|xenial|bionic|focal|jammy)"
-    assert (mirror.url, mirror.path, mirror.max) == ("http://cloud-images.ubuntu.com/releases/", "streams/v1/index.sjson", 1)
+    assert (mirror.url, mirror.path, mirror.max) == (
+        "http://cloud-images.ubuntu.com/releases/",
+        "streams/v1/index.sjson",
+        1,
+    )
 
 
 def test_the_guide_names_this_charms_default_releases():
