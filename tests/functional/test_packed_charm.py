@@ -484,3 +484,96 @@ def juju_image_lookup(metadata_url: str, region: str, endpoint: str, verify: str
                     if (item["region"], item["endpoint"].rstrip("/")) == (region, endpoint.rstrip("/")):
                         found.add(item["id"])
     return found
+
+
+CLASSIC_CHARM = ROOT / "tests" / "data" / "classic-charm"
+CLASSIC_CRON_FILES = ("/etc/cron.daily/glance_simplestreams_sync", "/etc/cron.d/glance_simplestreams_sync_fastpoll")
+
+
+def leave_the_classic_charms_unit(machine: JujuMachine) -> None:
+    """The machine as the classic charm leaves it with run=true, frequency=daily: its config files (root's,
+    0640, its own format), its wrapper script, its cron files byte for byte, its log written as root."""
+    script = "\n".join(
+        [
+            f"mkdir -p {CONFIG_DIR} /usr/share/glance-simplestreams-sync /etc/cron.daily /etc/cron.d",
+            f"printf 'mirror_list: classic\\n' > {CONFIG_DIR}/mirrors.yaml",
+            f"printf 'admin_user: classic\\n' > {CONFIG_DIR}/identity.yaml",
+            f"chmod 640 {CONFIG_DIR}/mirrors.yaml {CONFIG_DIR}/identity.yaml",
+            "printf '#!/bin/sh\\nexit 1\\n' > /usr/share/glance-simplestreams-sync/glance-simplestreams-sync.sh",
+            f"cp -P {CLASSIC_CHARM}/etc/cron.daily/glance_simplestreams_sync /etc/cron.daily/",
+            f"cp {CLASSIC_CHARM}/etc/cron.d/glance_simplestreams_sync_fastpoll /etc/cron.d/",
+            f"printf 'classic sync log\\n' > {LOG_FILE}",
+        ]
+    )
+    assert machine.run(["/bin/sh", "-ec", script]).returncode == 0
+
+
+def test_the_packed_charm_refreshes_a_unit_the_classic_charm_left(
+    machine, tls_cloud, source, test_key, glance_over_tls
+):
+    """`juju refresh --path` from the classic charm on the same base: upgrade-charm, then config-changed,
+    on a unit the classic charm set up (install never runs); options and relation data carry over."""
+    source.add_image(release="noble", version="24.04", serial="20261101", seed=321)
+    source.write()
+    region = tls_cloud.sync_identity["region"]
+    content_id = CONTENT_ID_TEMPLATE.format(region=region)
+    leave_the_classic_charms_unit(machine)
+    machine.set_leader(True)
+    machine.set_config(  # what the operator had set on the classic charm
+        mirror_list=yaml.safe_dump([{"url": source.url, "item_filters": ["ftype~(disk1.img|disk.img)"]}]),
+        custom_keyring=base64.b64encode(test_key.keyring.read_bytes()).decode(),
+        region=region,
+        content_id_template=CONTENT_ID_TEMPLATE,
+        visibility="private",
+        frequency="daily",
+        run=True,
+    )
+    keystone = machine.add_relation("identity-service", "keystone")
+    classic_url = "http://127.0.0.1"  # the classic charm's placeholder until its first sync
+    machine.set_local_unit_data(
+        keystone,
+        {"service": "image-stream", "region": region, **{f"{kind}_url": classic_url for kind in INTERFACE_KINDS}},
+    )
+    machine.set_remote_unit_data(keystone, "keystone/0", keystone_answer(tls_cloud))
+    vault = machine.add_relation("certificates", "vault")
+    machine.set_remote_unit_data(vault, "vault/0", {"ca": tls_cloud.ca_file.read_text()})
+
+    run = machine.hook("upgrade-charm")
+
+    assert run.returncode == 0, run.output[-3000:]
+    installs = [args[-1].split("=")[0] for args in run.called("apt-get") if "install" in args]
+    assert sorted(installs) == ["ca-certificates", "cron", "gpgv", "ubuntu-cloudimage-keyring"]
+    assert [path for path in CLASSIC_CRON_FILES if machine.run(["test", "-L", path]).returncode == 0] == []
+    assert [path for path in CLASSIC_CRON_FILES if machine.exists(path)] == []
+    _name, _, uid, _gid, _, home, shell = machine.run(["getent", "passwd", SYNC_USER]).stdout.strip().split(":")
+    assert 0 < int(uid) < 1000 and (home, shell) == (STATE_DIR, "/usr/sbin/nologin")
+    for name in ("mirrors.yaml", "identity.yaml", "ca-bundle.pem"):
+        assert machine.stat(f"{CONFIG_DIR}/{name}") == SYNC_READABLE, name
+    for name in ("mirrors.yaml", "identity.yaml"):  # the classic charm's rewritten in this charm's format
+        assert "written by the glance-simplestreams-sync charm" in machine.read_text(f"{CONFIG_DIR}/{name}")
+    assert machine.stat(STATE_DIR) == ("755", SYNC_USER, SYNC_USER)
+    assert machine.stat(LOG_FILE) == SYNC_READABLE
+    assert machine.read_text(LOG_FILE).startswith("classic sync log\n")  # kept, appended to
+    (job, _retry_job) = machine.cron_jobs(CRON_FILE)
+    assert job.command.startswith(f"setpriv --reuid={SYNC_USER} --regid={SYNC_USER} --init-groups env -i ")
+    # the first sync started in the background, as after install; config-changed starts no second one
+    first_sync = json.loads(machine.read_text(f"{STATE_DIR}/charm-first-sync.json"))["pid"]
+    run = machine.hook("config-changed")
+    assert run.returncode == 0, run.output[-3000:]
+    assert json.loads(machine.read_text(f"{STATE_DIR}/charm-first-sync.json"))["pid"] == first_sync
+    wait_for_exit(first_sync)
+
+    (image,) = our_images(glance_over_tls, content_id)
+    assert image["status"] == "active"
+    assert_written_by_the_sync_user(machine)
+    run = machine.hook("update-status")
+    assert run.returncode == 0, run.output[-3000:]
+    status, message = machine.unit_status
+    assert status == "active" and re.search(r"^Unit is ready \(last sync .*: 1 created, 0 failed\)$", message), message
+    urls = machine.local_unit_data(keystone)
+    assert urls["public_url"] == f"{tls_cloud.swift_url}/simplestreams/data"
+    assert classic_url not in {urls[f"{kind}_url"] for kind in INTERFACE_KINDS}
+    assert published_image_ids(published_products_over_tls(tls_cloud, content_id)) == {image["id"]}
+
+
+INTERFACE_KINDS = ("public", "internal", "admin")

@@ -283,6 +283,10 @@ class JujuMachine:
     def set_remote_unit_data(self, rid: int, unit: str, data: dict[str, str]) -> None:
         self._update(lambda model: model["relations"][str(rid)]["units"].setdefault(unit, {}).update(data))
 
+    def set_local_unit_data(self, rid: int, data: dict[str, str]) -> None:
+        """What an earlier charm (e.g. the classic one) left on our side of a relation."""
+        self._update(lambda model: model["relations"][str(rid)]["local_unit"].update(data))
+
     def local_unit_data(self, rid: int) -> dict[str, str]:
         return self.model()["relations"][str(rid)]["local_unit"]
 
