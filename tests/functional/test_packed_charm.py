@@ -516,14 +516,15 @@ def test_the_packed_charm_refreshes_a_unit_the_classic_charm_left(
     source.add_image(release="noble", version="24.04", serial="20261101", seed=321)
     source.write()
     region = tls_cloud.sync_identity["region"]
-    content_id = CONTENT_ID_TEMPLATE.format(region=region)
+    template = "packed.classic.{region}"  # its own images on the module's cloud
+    content_id = template.format(region=region)
     leave_the_classic_charms_unit(machine)
     machine.set_leader(True)
     machine.set_config(  # what the operator had set on the classic charm
         mirror_list=yaml.safe_dump([{"url": source.url, "item_filters": ["ftype~(disk1.img|disk.img)"]}]),
         custom_keyring=base64.b64encode(test_key.keyring.read_bytes()).decode(),
         region=region,
-        content_id_template=CONTENT_ID_TEMPLATE,
+        content_id_template=template,
         visibility="private",
         frequency="daily",
         run=True,
