@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 import glanceclient
+import requests
 from glanceclient import exc as glance_exc
 from keystoneauth1 import exceptions as ks_exceptions
 
@@ -43,7 +44,6 @@ IMAGE_SIZE_HEADER = "X-Openstack-Image-Size"
 # Glance reads an upload 64 KiB at a time (glance_store's write chunk); a chunked body sent in HTTP chunks
 # of that size spares its server re-buffering larger ones: about a fifth of Glance's CPU per image here.
 UPLOAD_PIECE = 64 * 1024
-UPLOAD_TIMEOUT = 300  # seconds without progress on the upload connection (Glance hashes and stores at the end)
 
 ARCHITECTURES = {
     "amd64": "x86_64",
@@ -243,7 +243,7 @@ class GlanceStore:
                 "Content-Type": "application/octet-stream",
                 **({IMAGE_SIZE_HEADER: str(stream.image.size)} if stream.image.size is not None else {}),
             }
-            status, body = chunked_put(url, _pieces(stream), headers, verify=self.cloud.verify, timeout=UPLOAD_TIMEOUT)
+            status, body = chunked_put(url, _pieces(stream), headers, verify=self.cloud.verify)
         except (OSError, http.client.HTTPException, ks_exceptions.ClientException) as error:
             raise CloudError(f"glance: upload of {image_id} failed: {describe(error)}") from None
         if status == 413:
@@ -364,6 +364,9 @@ class GlanceStore:
     def stored_digest(self, image_id: str, algo: str) -> str:
         """Hash the bytes Glance serves for an image (used to adopt images uploaded before marking)."""
         digest = hashlib.new(algo)
-        for chunk in self._call(f"download {image_id}", self.client.images.data, image_id):
-            digest.update(chunk)
+        try:
+            for chunk in self._call(f"download {image_id}", self.client.images.data, image_id):
+                digest.update(chunk)
+        except (OSError, requests.RequestException, ks_exceptions.ClientException) as error:  # while reading it
+            raise CloudError(f"glance: download {image_id}: {describe(error)}") from None
         return f"{algo}:{digest.hexdigest()}"

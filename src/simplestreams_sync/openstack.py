@@ -13,7 +13,9 @@ import requests
 from keystoneauth1 import exceptions as ks_exceptions
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
+from urllib3.exceptions import ReadTimeoutError
 
+from . import timeouts
 from .config import IdentityConfig
 from .text import shorten
 
@@ -24,6 +26,14 @@ for _noisy in ("keystoneauth", "keystoneauth1", "urllib3", "swiftclient", "glanc
 
 USER_AGENT = "glance-simplestreams-sync"
 LOG = logging.getLogger(__name__)
+
+
+def _keystone_session(auth: v3.Password, verify: str | bool, proxies: dict[str, str]) -> ks_session.Session:
+    """A keystoneauth session whose every request has timeouts.api()'s connect and read deadlines
+    (keystoneauth's own `timeout=` takes one number for both; requests takes the pair it passes on)."""
+    session = ks_session.Session(auth=auth, verify=verify, user_agent=USER_AGENT, session=_requests_session(proxies))
+    session.timeout = timeouts.api()  # type: ignore[assignment]
+    return session
 
 
 def _requests_session(proxies: dict[str, str]) -> requests.Session:
@@ -73,15 +83,11 @@ class Cloud:
         self.verify = verify
         self.object_store_proxies = object_store_proxies or {}
         # The cloud's own APIs never go through a proxy (they are in effect all in NO_PROXY) ...
-        self.session = ks_session.Session(
-            auth=auth, verify=verify, user_agent=USER_AGENT, session=_requests_session(proxies={})
-        )
+        self.session = _keystone_session(auth, verify, proxies={})
         # ... except Swift when the operator says so (ignore_proxy_for_object_store: false).
         self.object_store_session = self.session
         if object_store_proxies:
-            self.object_store_session = ks_session.Session(
-                auth=auth, verify=verify, user_agent=USER_AGENT, session=_requests_session(object_store_proxies)
-            )
+            self.object_store_session = _keystone_session(auth, verify, object_store_proxies)
         self._authenticate()
 
     def _authenticate(self) -> None:
@@ -92,6 +98,8 @@ class Cloud:
                 f"keystone {self.identity.auth_url}: authentication refused for user "
                 f"{self.identity.username!r} (wrong password or user?)"
             ) from None
+        except ks_exceptions.ConnectTimeout as error:
+            raise CloudError(f"keystone {self.identity.auth_url}: {timed_out(error)}") from None
         except ks_exceptions.SSLError as error:  # before ConnectFailure, its base class
             trusted = (
                 f"the CAs in ca_file {self.identity.ca_file}"
@@ -168,9 +176,31 @@ def _short(error: Exception) -> str:
     return shorten(text, 300)
 
 
+def timed_out(error: Exception) -> str | None:
+    """For a request that hit its deadline (timeouts.api()): '<URL>: no answer within 60 s' (or 'no
+    connection within 10 s'); None for any other error."""
+    cause = error.__context__ or error.__cause__
+    if isinstance(error, ks_exceptions.ConnectTimeout):
+        url = re.search(r"Request to (\S+) timed out", str(error))
+        where = f"{url.group(1)}: " if url else ""
+    elif isinstance(error, (requests.Timeout, ReadTimeoutError)) or isinstance(cause, ReadTimeoutError):
+        where, cause = "", error
+    elif "Read timed out" in str(error):  # a body stalled after its headers
+        where = ""
+    else:
+        return None
+    if isinstance(cause, requests.ConnectTimeout):
+        return f"{where}no connection within {timeouts.seconds(timeouts.CONNECT)}"
+    return f"{where}no answer within {timeouts.seconds(timeouts.READ)}"
+
+
 def describe(error: Exception) -> str:
-    """One line for an OpenStack client error: OpenSSL's reason for a TLS failure (which a cut of the
-    whole message would lose), else the message's first line, shortened to 300 characters."""
+    """One line for an OpenStack client error: a deadline missed (`timed_out`), OpenSSL's reason for a
+    TLS failure (which a cut of the whole message would lose), else the message's first line, shortened
+    to 300 characters."""
+    deadline = timed_out(error)
+    if deadline:
+        return deadline
     if isinstance(error, ks_exceptions.SSLError) or "[SSL:" in str(error):
         return f"TLS {_ssl_reason(error)}"
     return _short(error)

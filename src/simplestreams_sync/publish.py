@@ -12,7 +12,7 @@ from typing import Protocol
 from keystoneauth1 import exceptions as ks_exceptions
 
 from ._simplestreams import util
-from .openstack import Cloud, CloudError, describe
+from .openstack import Cloud, CloudError, describe, timed_out
 from .quick_check import Observations
 from .state import INTERFACES
 from .text import shorten
@@ -399,6 +399,9 @@ def answer_text(body: str, reason: str = "") -> str:
 def unreachable(error: Exception) -> str:
     """A connection failure in one line: the URL, the system's reason (which keystoneauth puts at the
     end of a long message) and what to do."""
+    deadline = timed_out(error)
+    if deadline:
+        return f"{deadline}: the object store (Swift proxy or Ceph RGW) accepted the connection and did not answer"
     message = " ".join(str(error).split())
     url = re.search(r"(?:connection to|Request to|exception for) (\S+?):? ", message)
     errno = re.search(r"\[Errno -?\d+\] [^'\")\]]+", message)

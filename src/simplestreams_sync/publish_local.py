@@ -13,6 +13,7 @@ import json
 import logging
 from pathlib import Path
 
+from . import timeouts
 from ._simplestreams import util
 from .openstack import CloudError
 from .publish import INDEX_PATH, index_entry, misread_path, products_path, write_in_order
@@ -23,7 +24,6 @@ from .state import sha256_of_file, write_atomically
 LOG = logging.getLogger(__name__)
 
 SERVED_FILE_MODE = 0o640  # the sync's user writes, the web server's group reads, nobody else
-READ_BACK_TIMEOUT = 30  # seconds
 
 
 class LocalPublisher:
@@ -90,7 +90,7 @@ class LocalPublisher:
     def _read_served(self, path: str):
         url = self.url_of(path)
         try:
-            with open_url(url, {"Accept": "application/json"}, verify=self.verify, timeout=READ_BACK_TIMEOUT) as answer:
+            with open_url(url, {"Accept": "application/json"}, verify=self.verify, timeout=timeouts.READ) as answer:
                 body = answer.read()
         except OSError as error:  # urllib's HTTPError and URLError are OSErrors
             raise CloudError(
