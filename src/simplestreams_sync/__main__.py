@@ -9,16 +9,17 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
-from . import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, retry
+from . import EXIT_CONFIG, EXIT_CRASHED, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, retry
 from .metrics import write_metrics
 from .state import (
     DEFAULT_STATE_DIR,
+    PROGRESS_FILE,
     ProgressFile,
     SyncAlreadyRunning,
     SyncLock,
     SyncResult,
-    publish_only_lines,
     read_result,
     utc_now,
     write_result,
@@ -109,29 +110,58 @@ def main(argv: list[str] | None = None) -> int:
     )  # simplestreams puts a NullHandler on the root logger at import
     if args.dry_run:
         return _sync(args)  # changes nothing: no lock
-    state_dir = _state_dir(args.mirrors)
+    mirrors = _mirrors_as_written(args.mirrors)
+    state_dir = _state_dir(mirrors)
     if state_dir is None:  # not a readable mapping: the full load names the problem, before any change
         if args.retry:  # the scheduled run names it; every minute would flood the log
             return EXIT_OK
         return _publish_only(args) if args.publish_only else _sync(args)
     if args.retry and not _retry_due(state_dir):
         return EXIT_OK
+    started = utc_now()
     try:
         with SyncLock(state_dir):  # the one lock: publish-only, the quick check and the full sync run under it
-            if args.publish_only:
-                return _publish_only(args)
-            if args.retry and not _retry_due(state_dir, say=True):  # a run may have ended since
-                return EXIT_OK
-            if not args.full_check:
-                code = _quick_noop(state_dir)
-                if code is not None:
-                    return code
-            return _sync(args)
+            try:
+                return _locked(args, state_dir)
+            except Exception as error:
+                return _crashed(error, state_dir if not args.publish_only else None, started, mirrors)
     except SyncAlreadyRunning as error:
         if args.retry:  # the sync that runs is the retry
             return EXIT_OK
         _print_err(f"error: {error}")
         return EXIT_LOCKED
+
+
+def _locked(args: argparse.Namespace, state_dir: str) -> int:
+    """What main() does once it holds the lock."""
+    if args.publish_only:
+        return _publish_only(args)
+    if args.retry and not _retry_due(state_dir, say=True):  # a run may have ended since
+        return EXIT_OK
+    if not args.full_check:
+        code = _quick_noop(state_dir)
+        if code is not None:
+            return code
+    return _sync(args, state_dir)
+
+
+def _crashed(error: Exception, state_dir: str | None, started: str, mirrors: dict | None) -> int:
+    """An unexpected exception: its traceback to stderr (the sync log) and, for a sync (`state_dir`),
+    a failed result that says it crashed, with the retry scheduled."""
+    from .outcomes import crash_text, crash_traceback, frequency_in, record_crash
+
+    _print_err(crash_traceback(error).rstrip())
+    _print_err(f"error: the sync crashed: {crash_text(error)}")
+    if state_dir is not None:
+        Path(state_dir, PROGRESS_FILE).unlink(missing_ok=True)
+        record_crash(state_dir, started, error, frequency_in(mirrors))
+    return EXIT_CRASHED
+
+
+def _publish_only(args: argparse.Namespace) -> int:
+    from . import publish_only
+
+    return publish_only.run(args, _print, _print_err)
 
 
 def _retry_due(state_dir: str, say: bool = False) -> bool:
@@ -144,8 +174,8 @@ def _retry_due(state_dir: str, say: bool = False) -> bool:
     return due
 
 
-def _state_dir(mirrors_path: str) -> str | None:
-    """state_dir from mirrors.yaml as written (the full load validates it), before the heavy imports."""
+def _mirrors_as_written(mirrors_path: str) -> dict | None:
+    """mirrors.yaml's mapping as written (the full load validates it), before the heavy imports."""
     import yaml
 
     try:
@@ -153,9 +183,14 @@ def _state_dir(mirrors_path: str) -> str | None:
             data = yaml.load(stream, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError):
         return None
-    if not isinstance(data, dict):
+    return data if isinstance(data, dict) else None
+
+
+def _state_dir(mirrors: dict | None) -> str | None:
+    """state_dir in mirrors.yaml as written, or None when it is not a readable mapping."""
+    if mirrors is None:
         return None
-    state_dir = data.get("state_dir", DEFAULT_STATE_DIR)
+    state_dir = mirrors.get("state_dir", DEFAULT_STATE_DIR)
     return state_dir if isinstance(state_dir, str) and state_dir else None
 
 
@@ -188,16 +223,21 @@ def _quick_noop(state_dir: str) -> int | None:
     return EXIT_OK
 
 
-def _sync(args: argparse.Namespace) -> int:
-    """The full sync (main() holds the lock unless it is a dry run)."""
+def _sync(args: argparse.Namespace, state_dir: str | None = None) -> int:
+    """The full sync (main() holds the lock unless it is a dry run; then `state_dir` is mirrors.yaml's)."""
     from .config import ConfigError, load_identity, load_sync_config
 
     try:
         config = load_sync_config(args.mirrors)
         identity = None if args.assume_empty_glance else load_identity(args.identity)
     except ConfigError as error:
-        _print_err(f"error: {error}")
+        if state_dir is None or _config_error_is_new(args, state_dir, str(error)):
+            _print_err(f"error: {error}")
         return EXIT_CONFIG
+    if state_dir is not None:
+        from .outcomes import forget_config_error
+
+        forget_config_error(state_dir)
     if args.dry_run:
         result = _new_run(config, identity, args).run()
     else:
@@ -206,101 +246,11 @@ def _sync(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
-def _publish_only(args: argparse.Namespace) -> int:
-    """Publish an empty image list for our content id unless the index already lists it, and print
-    where: the URL the sync writes through, then the URL of each interface the product-streams endpoint
-    should point at (the same a sync reports), see `publish_only_lines`."""
-    from keystoneauth1 import exceptions as ks_exceptions
+def _config_error_is_new(args: argparse.Namespace, state_dir: str, error: str) -> bool:
+    """The retry line says a config error once per change of the config files; other runs always."""
+    from .outcomes import config_error_is_new
 
-    from .config import ConfigError, load_identity, load_sync_config
-    from .openstack import Cloud, CloudError, describe
-    from .publish import INDEX_PATH, SwiftPublisher
-
-    try:
-        config = load_sync_config(args.mirrors)
-        identity = load_identity(args.identity)
-    except ConfigError as error:
-        _print_err(f"error: {error}")
-        return EXIT_CONFIG
-    if config.local_metadata is not None:
-        return _publish_only_locally(config, identity)
-    if not config.use_swift:
-        _print_err(f"error: use_swift is false in {args.mirrors}: no metadata is published")
-        return EXIT_CONFIG
-    try:
-        cloud = Cloud(identity, config.object_store_proxies())
-        publisher = SwiftPublisher(cloud)
-    except CloudError as error:
-        _print_err(f"error: metadata not published: {error}")
-        return EXIT_FAILED
-    index_url = f"{publisher.metadata_url}/{INDEX_PATH}"
-
-    def listed() -> set[str]:
-        try:
-            response = publisher.session.request(index_url, "GET", raise_exc=False)
-        except ks_exceptions.ClientException as error:
-            raise CloudError(f"swift: GET {index_url}: {describe(error)}") from None
-        if response.status_code not in (200, 404):
-            raise CloudError(f"swift: GET {index_url}: HTTP {response.status_code}")
-        return _listed_content_ids(response) if response.status_code == 200 else set()
-
-    return _publish_empty_unless_listed(
-        publisher, listed, index_url, config, cloud.region, cloud.public_auth_url, publisher.product_streams_urls
-    )
-
-
-def _publish_only_locally(config, identity) -> int:
-    """--publish-only when the unit serves the metadata: the same, into the served directory."""
-    from .openstack import system_ca_certificates
-    from .publish import INDEX_PATH
-    from .publish_local import LocalPublisher
-    from .state import INTERFACES
-
-    local = config.local_metadata
-    verify = identity.ca_file or system_ca_certificates()
-    publisher = LocalPublisher(local.directory, local.url, identity.region, identity.auth_url, verify)
-
-    def listed() -> set[str]:
-        return set(publisher.read(INDEX_PATH).get("index") or {})
-
-    def served_urls() -> dict[str, str]:  # the charm registers its bindings' URLs itself
-        return dict.fromkeys(INTERFACES, publisher.metadata_url)
-
-    index_url = publisher.url_of(INDEX_PATH)
-    auth_url = identity.public_auth_url or identity.auth_url  # no keystone session here: no catalog to read
-    return _publish_empty_unless_listed(publisher, listed, index_url, config, identity.region, auth_url, served_urls)
-
-
-def _publish_empty_unless_listed(
-    publisher, listed, index_url: str, config, region: str, auth_url: str, product_streams_urls
-) -> int:
-    """Publish an empty image list for our content id unless `listed()` (the content ids the index
-    lists) has it; print the metadata URL and `product_streams_urls()` (see `publish_only_lines`)."""
-    from .openstack import CloudError
-    from .publish import image_ids_tree
-
-    try:
-        if config.content_id in listed():
-            logging.info("%s already lists %s: left as it is", index_url, config.content_id)
-        else:
-            tree = image_ids_tree(config.content_id, [], region, auth_url, config.hypervisor_mapping)
-            publisher.publish(tree, config.cloud_name)
-            logging.info("published an empty image list for %s to %s", config.content_id, publisher.metadata_url)
-        urls = product_streams_urls()
-    except CloudError as error:
-        _print_err(f"error: metadata not published: {error}")
-        return EXIT_FAILED
-    for line in publish_only_lines(publisher.metadata_url, urls):
-        _print(line)
-    return EXIT_OK
-
-
-def _listed_content_ids(response) -> set[str]:
-    try:
-        index = response.json().get("index")
-    except (ValueError, AttributeError):
-        return set()
-    return set(index) if isinstance(index, dict) else set()
+    return not args.retry or config_error_is_new(state_dir, [args.mirrors, args.identity], error)
 
 
 def _new_run(config, identity, args, progress=None):
@@ -328,10 +278,12 @@ def _run_and_record(config, identity, args) -> SyncResult:
         input_paths.append(identity.ca_file)
     inputs = quick_check.input_digests(input_paths)  # the bytes this run starts from
     quick_check.forget(config.state_dir)
-    progress = Progress(ProgressFile(config.state_dir))
+    progress_file = ProgressFile(config.state_dir)
+    progress = Progress(progress_file)
     try:
-        sync = _new_run(config, identity, args, progress)
-        result = sync.run()
+        with _watchdog(progress_file, config):
+            sync = _new_run(config, identity, args, progress)
+            result = sync.run()
         write_result(config.state_dir, result, config.frequency)
         write_metrics(config.state_dir, result)
     finally:
@@ -341,6 +293,21 @@ def _run_and_record(config, identity, args) -> SyncResult:
         sync.record.identity_file = args.identity
         quick_check.save(config.state_dir, sync.record)
     return result
+
+
+def _watchdog(progress_file: ProgressFile, config):
+    """The watchdog on the run (watchdog.py): on a stall it records the failure and ends the process."""
+    from .outcomes import record_failure
+    from .watchdog import Watchdog
+
+    started = progress_file.data["started"]
+
+    def on_stall(message: str) -> None:
+        progress_file.close()
+        record_failure(config.state_dir, started, message, config.frequency)
+        _print_err(f"error: {message}")
+
+    return Watchdog(progress_file, on_stall, EXIT_FAILED)
 
 
 def _summary(result) -> str:

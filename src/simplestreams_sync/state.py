@@ -26,6 +26,7 @@ PROGRESS_FILE = "progress.json"
 RESULT_FILE = "last-sync.json"
 LOCK_FILE = "sync.lock"
 INTERFACES = ("public", "internal", "admin")  # of a Keystone catalog endpoint
+DIR_MODE = 0o755  # of a directory the sync creates
 
 
 def utc_now() -> str:
@@ -41,12 +42,22 @@ def sha256_of_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def make_dirs(path: Path, mode: int = DIR_MODE) -> None:
+    """Create `path` and its missing parents with `mode` exactly, whatever the process umask."""
+    missing = [directory for directory in (path, *path.parents) if not directory.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        os.chmod(directory, mode)
+
+
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace `path` with `text` in one step: readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Replace `path` with `text` in one step: readers see the old file or the new one, never half.
+    The file gets `mode` exactly, whatever the process umask (readers such as the Nagios check rely on it)."""
+    make_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as stream:
+        os.fchmod(stream.fileno(), mode)
         stream.write(text)
     os.replace(tmp, path)
 
@@ -89,10 +100,12 @@ class SyncResult:
     next_try: str = ""  # when the retry of a failed run is due; "" after a success or without a schedule
     bytes_transferred: int = 0
     duration_seconds: float = 0.0
+    # the run ended on an unexpected error: "<exception type>: <message>" (its traceback is in the sync log)
+    crashed: str = ""
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.errors
+        return not self.failed and not self.errors and not self.crashed
 
     def to_dict(self) -> dict:
         return {**asdict(self), "ok": self.ok}
@@ -186,6 +199,7 @@ class ProgressFile:
         self.path = Path(state_dir) / PROGRESS_FILE
         self.min_interval = min_interval
         self._last_write = 0.0
+        self._changed = time.monotonic()
         self.data: dict = {
             "pid": os.getpid(),
             "started": utc_now(),
@@ -199,8 +213,10 @@ class ProgressFile:
         self._flush()
 
     def update(self, force: bool = False, **changes) -> None:
-        self.data.update(changes)
         now = time.monotonic()
+        if any(self.data.get(name) != value for name, value in changes.items()):
+            self._changed = now
+        self.data.update(changes)
         if force or now - self._last_write >= self.min_interval:
             self._flush()
 
@@ -210,6 +226,10 @@ class ProgressFile:
 
     def close(self) -> None:
         self.path.unlink(missing_ok=True)
+
+    def watched(self) -> tuple[float, dict]:
+        """When the progress last changed (time.monotonic()) and what it says, for the watchdog."""
+        return self._changed, dict(self.data)
 
 
 class SyncAlreadyRunning(Exception):
@@ -224,7 +244,7 @@ class SyncLock:
         self._fd: int | None = None
 
     def __enter__(self) -> SyncLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
