@@ -180,8 +180,8 @@ def timed_out(error: Exception) -> str | None:
     """For a request that hit its deadline (timeouts.api()): '<URL>: no answer within 60 s' (or 'no
     connection within 10 s'); None for any other error."""
     cause = error.__context__ or error.__cause__
-    if isinstance(error, ks_exceptions.ConnectTimeout):
-        url = re.search(r"Request to (\S+) timed out", str(error))
+    url = re.search(r"(?:Request to|Error communicating with) (\S+) timed out", str(error))
+    if url or isinstance(error, ks_exceptions.ConnectTimeout):  # keystoneauth's; glanceclient's
         where = f"{url.group(1)}: " if url else ""
     elif isinstance(error, (requests.Timeout, ReadTimeoutError)) or isinstance(cause, ReadTimeoutError):
         where, cause = "", error
