@@ -152,7 +152,7 @@ def test_a_stalled_object_store_ends_the_run_naming_it_and_the_next_run_publishe
     assert_failed_with_retry(
         sync,
         stalled,
-        f"no answer within 5 s: the object store (Swift proxy or Ceph RGW) accepted the connection and did not answer",
+        "no answer within 5 s: the object store (Swift proxy or Ceph RGW) accepted the connection and did not answer",
     )
     assert f"127.0.0.1:{relay.port}/" in stalled.stderr
     assert len(created_ids(stalled.stdout)) == 1  # the images still synced

@@ -8,8 +8,10 @@ sends requests for HOST to that address instead (a public host, such as cloud-im
 locally). With `--upstream 127.0.0.1:PORT` it is also a reverse proxy: requests for a path go there (put its
 URL in Keystone's catalog in place of a service's). `--reset METHOD=N` drops the connection of the first N
 requests with that method, once their body is read, without forwarding them (a reset, as from a
-restarting server or a broken network): a fault the test controls. Each request appends a JSON line to the
-log: {"method", "url", "status"} (status "reset" for a dropped one). `HttpProxy` starts and stops it by PID.
+restarting server or a broken network): a fault the test controls. `--garbage METHOD=N` answers the first
+N requests with that method `200 OK` and a body that is no JSON (a load balancer's error page), unforwarded.
+Each request appends a JSON line to the log: {"method", "url", "status"} (status "reset" for a dropped
+one, "garbage" for one answered so). `HttpProxy` starts and stops it by PID.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 CHUNK = 1 << 20
+GARBAGE = b"<html><body>502 Bad Gateway, served as 200</body></html>"
 HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -60,6 +63,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
             if self.server.take_reset(self.command):
                 status = "reset"
                 self._drop_connection()
+                return
+            if self.server.take_garbage(self.command):
+                status = "garbage"
+                self._answer_garbage()
                 return
             if target.hostname is None and self.server.upstream is not None:
                 host, port = self.server.upstream
@@ -107,13 +114,25 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self.rfile.readline()
             yield chunk
 
-    def _drop_connection(self) -> None:
-        """Read the request's body, then close with a reset (SO_LINGER 0): no answer ever comes."""
+    def _skip_body(self) -> None:
         if self._chunked():
             for _ in self._body_chunks():
                 pass
         elif length := int(self.headers.get("Content-Length") or 0):
             self.rfile.read(length)
+
+    def _answer_garbage(self) -> None:
+        """Read the request's body, then answer 200 with a page that is no JSON."""
+        self._skip_body()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(GARBAGE)))
+        self.end_headers()
+        self.wfile.write(GARBAGE)
+
+    def _drop_connection(self) -> None:
+        """Read the request's body, then close with a reset (SO_LINGER 0): no answer ever comes."""
+        self._skip_body()
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_connection = True
         self.connection.close()
@@ -146,12 +165,14 @@ class ProxyServer(ThreadingHTTPServer):
         routes: dict[str, tuple[str, int]],
         upstream: tuple[str, int] | None = None,
         resets: dict[str, int] | None = None,
+        garbage: dict[str, int] | None = None,
     ):
         super().__init__(("127.0.0.1", port), ProxyHandler)
         self.log_path = log_path
         self.routes = routes
         self.upstream = upstream
         self.resets = dict(resets or {})  # method: how many of its requests still to drop
+        self.garbage = dict(garbage or {})  # method: how many of its requests still to answer with garbage
         self._lock = threading.Lock()
 
     def take_reset(self, method: str) -> bool:
@@ -159,6 +180,14 @@ class ProxyServer(ThreadingHTTPServer):
         with self._lock:
             if self.resets.get(method, 0) > 0:
                 self.resets[method] -= 1
+                return True
+            return False
+
+    def take_garbage(self, method: str) -> bool:
+        """True if this request is to be answered with garbage (one fewer left)."""
+        with self._lock:
+            if self.garbage.get(method, 0) > 0:
+                self.garbage[method] -= 1
                 return True
             return False
 
@@ -175,14 +204,16 @@ def main(argv=None) -> None:
     parser.add_argument("--route", action="append", default=[], metavar="HOST=ADDRESS:PORT")
     parser.add_argument("--upstream", metavar="ADDRESS:PORT", help="where requests for a path (not a URL) go")
     parser.add_argument("--reset", action="append", default=[], metavar="METHOD=COUNT")
+    parser.add_argument("--garbage", action="append", default=[], metavar="METHOD=COUNT")
     args = parser.parse_args(argv)
     routes = {}
     for route in args.route:
         host, _, address = route.partition("=")
         routes[host] = _address(address)
     resets = {method: int(count) for method, _, count in (reset.partition("=") for reset in args.reset)}
+    garbage = {method: int(count) for method, _, count in (option.partition("=") for option in args.garbage)}
     upstream = _address(args.upstream) if args.upstream else None
-    server = ProxyServer(args.port, args.log, routes, upstream, resets)
+    server = ProxyServer(args.port, args.log, routes, upstream, resets, garbage)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     args.port_file.write_text(str(server.server_address[1]))
     server.serve_forever()
@@ -196,7 +227,8 @@ def _address(address: str) -> tuple[str, int]:
 class HttpProxy:
     """Runs the proxy in a child process; `url`, `requests()`, `stop()` by PID. `routes` maps a host name
     to the local "127.0.0.1:PORT" that serves it; `upstream` ("127.0.0.1:PORT") makes it a reverse proxy
-    too; `resets` ({"DELETE": 1}) drops the first requests of those methods."""
+    too; `resets` ({"DELETE": 1}) drops the first requests of those methods; `garbage` ({"GET": 1})
+    answers the first requests of those methods with a 200 that is no JSON."""
 
     def __init__(
         self,
@@ -204,11 +236,13 @@ class HttpProxy:
         routes: dict[str, str] | None = None,
         upstream: str | None = None,
         resets: dict[str, int] | None = None,
+        garbage: dict[str, int] | None = None,
     ):
         self.workdir = workdir
         self.routes = routes or {}
         self.upstream = upstream
         self.resets = resets or {}
+        self.garbage = garbage or {}
         self.port_file = workdir / "proxy.port"
         self.log_file = workdir / "proxy.jsonl"
         self.process: subprocess.Popen | None = None
@@ -227,6 +261,7 @@ class HttpProxy:
         options = [f"--route={host}={address}" for host, address in self.routes.items()]
         options += [f"--upstream={self.upstream}"] if self.upstream else []
         options += [f"--reset={method}={count}" for method, count in self.resets.items()]
+        options += [f"--garbage={method}={count}" for method, count in self.garbage.items()]
         self.process = subprocess.Popen(
             [
                 sys.executable,
