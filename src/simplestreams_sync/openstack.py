@@ -8,6 +8,7 @@ import os
 import re
 import ssl
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 import requests
 from keystoneauth1 import exceptions as ks_exceptions
@@ -36,8 +37,28 @@ def _keystone_session(auth: v3.Password, verify: str | bool, proxies: dict[str, 
     return session
 
 
+class _FailFastSession(requests.Session):
+    """A requests session that remembers each service (scheme, host and port) that missed a deadline in
+    this run and fails later requests to it at once: a stalled service costs the run one deadline, not
+    one per request and retry, so the run ends within minutes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalled: set[str] = set()
+
+    def send(self, request, **kwargs):
+        service = "{0.scheme}://{0.netloc}".format(urlsplit(request.url or ""))
+        if service in self.stalled:
+            raise requests.Timeout(f"{service} missed a deadline earlier in this run", request=request)
+        try:
+            return super().send(request, **kwargs)
+        except requests.Timeout:
+            self.stalled.add(service)
+            raise
+
+
 def _requests_session(proxies: dict[str, str]) -> requests.Session:
-    session = requests.Session()
+    session = _FailFastSession()
     session.trust_env = False  # proxies (and CA bundles) only as configured, never from the environment
     session.proxies.update(proxies)
     return session

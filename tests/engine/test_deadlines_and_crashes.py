@@ -14,6 +14,7 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
+from keystoneauth1 import exceptions as ks_exceptions
 from keystoneauth1.identity import v3
 
 from simplestreams_sync import EXIT_CRASHED, openstack, raw_http, timeouts
@@ -81,16 +82,44 @@ class SilentServer:
             connection.close()
 
     def _serve(self) -> None:
+        readers = []
         while True:
             try:
                 connection, _ = self.listener.accept()
             except OSError:
-                return
+                break
             self.connections.append(connection)
             if self.reads:
-                with suppress(OSError):
-                    while connection.recv(1 << 16):
-                        pass
+                readers.append(threading.Thread(target=_read_all, args=(connection,), daemon=True))
+                readers[-1].start()
+        for connection in self.connections:
+            with suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        for reader in readers:
+            reader.join()
+
+
+def _read_all(connection: socket.socket) -> None:
+    with suppress(OSError):
+        while connection.recv(1 << 16):
+            pass
+
+
+def test_a_service_that_missed_a_deadline_is_not_waited_for_again_in_the_run(monkeypatch):
+    monkeypatch.setattr(timeouts, "READ", 0.3)
+    auth = v3.Password(auth_url="http://127.0.0.1:9/v3", username="u", password="p", project_name="p")
+    session = openstack._keystone_session(auth, True, proxies={})
+    with SilentServer(reads=True) as server:
+        url = f"http://127.0.0.1:{server.port}/v2/images"
+        errors = []
+        for _ in range(3):
+            with pytest.raises(ks_exceptions.ConnectTimeout) as raised:
+                session.get(url, authenticated=False)
+            errors.append(openstack.describe(raised.value))
+        connections = len(server.connections)
+
+    assert errors == [f"{url}: no answer within 0.3 s"] * 3
+    assert connections == 1
 
 
 def test_an_upload_without_an_answer_after_its_last_byte_ends_at_upload_answer(monkeypatch):
