@@ -108,8 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )  # simplestreams puts a NullHandler on the root logger at import
-    if args.dry_run:
-        return _sync(args)  # changes nothing: no lock
+    if args.dry_run:  # changes nothing: no lock, no result
+        try:
+            return _sync(args)
+        except Exception as error:
+            return _crashed(error, None, "", None)
     mirrors = _mirrors_as_written(args.mirrors)
     state_dir = _state_dir(mirrors)
     if state_dir is None:  # not a readable mapping: the full load names the problem, before any change

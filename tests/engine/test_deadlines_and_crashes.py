@@ -211,6 +211,21 @@ def test_a_crash_in_the_quick_check_leaves_a_result_saying_so_and_schedules_the_
     assert not (state_dir / PROGRESS_FILE).exists()
 
 
+def test_a_crashed_dry_run_exits_4_and_records_nothing(config, monkeypatch, capsys):
+    mirrors, identity, state_dir = config
+
+    def crash(self):
+        raise KeyError("items")
+
+    monkeypatch.setattr("simplestreams_sync.engine.SyncRun.run", crash)
+
+    code = cli.main(["--mirrors", str(mirrors), "--identity", str(identity), "--dry-run"])
+
+    assert code == EXIT_CRASHED
+    assert capsys.readouterr().err.endswith("error: the sync crashed: KeyError: 'items'\n")
+    assert not state_dir.exists()
+
+
 # --- the watchdog -----------------------------------------------------------------------------------------
 
 WATCHED_RUN = """
