@@ -310,7 +310,21 @@ def _watchdog(progress_file: ProgressFile, config):
         record_failure(config.state_dir, started, message, config.frequency)
         _print_err(f"error: {message}")
 
-    return Watchdog(progress_file, on_stall, EXIT_FAILED)
+    return Watchdog(progress_file, on_stall, EXIT_FAILED, _no_progress_limit(config))
+
+
+def _no_progress_limit(config) -> float:
+    """The watchdog's limit: NO_PROGRESS, or longer than the waits that report no progress and that the
+    config makes longer (Glance's conversion, the image-modifier script)."""
+    from . import timeouts
+    from .modify import HOOK_TIMEOUT
+
+    waits = [timeouts.NO_PROGRESS]
+    if config.image_import_conversion:
+        waits.append(config.import_timeout + timeouts.READ)
+    if config.modify_hook:
+        waits.append(HOOK_TIMEOUT + timeouts.READ)
+    return max(waits)
 
 
 def _summary(result) -> str:

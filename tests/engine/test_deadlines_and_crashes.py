@@ -12,6 +12,7 @@ import sys
 import threading
 from contextlib import suppress
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from keystoneauth1 import exceptions as ks_exceptions
@@ -258,6 +259,21 @@ def test_the_watchdog_ends_a_run_without_progress_and_records_why(tmp_path):
     ]
     assert (result.ok, result.failures_in_a_row, bool(result.next_try)) == (False, 1, True)
     assert not (state_dir / PROGRESS_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    "conversion, import_timeout, modify_hook, limit",
+    [
+        (False, 1800, None, 3600.0),
+        (True, 1800, None, 3600.0),
+        (True, 7200, None, 7260.0),
+        (False, 7200, "/usr/local/bin/modify", 3660.0),
+    ],
+)
+def test_the_watchdog_waits_longer_than_the_waits_the_config_makes_long(conversion, import_timeout, modify_hook, limit):
+    config = SimpleNamespace(image_import_conversion=conversion, import_timeout=import_timeout, modify_hook=modify_hook)
+
+    assert cli._no_progress_limit(config) == limit
 
 
 # --- an invalid config, said once per change ---------------------------------------------------------------
