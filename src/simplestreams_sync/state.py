@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -43,11 +44,14 @@ def sha256_of_file(path: str | Path) -> str:
 
 
 def make_dirs(path: Path, mode: int = DIR_MODE) -> None:
-    """Create `path` and its missing parents with `mode` exactly, whatever the process umask."""
+    """Create `path` and its missing parents with `mode`, whatever the process umask. A directory that
+    inherits the set-group-ID bit (in the served directory: the web server's group) is left as created:
+    a chmod by a user outside that group would drop the bit, and with it the group of what follows."""
     missing = [directory for directory in (path, *path.parents) if not directory.exists()]
     for directory in reversed(missing):
         directory.mkdir(exist_ok=True)
-        os.chmod(directory, mode)
+        if not directory.stat().st_mode & stat.S_ISGID:
+            os.chmod(directory, mode)
 
 
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
@@ -192,6 +196,21 @@ def read_progress(state_dir: str | Path) -> Progress | None:
     return progress
 
 
+# A test hook, never set in production: the run crashes as it enters the phase this names ("starting",
+# "reading sources", "checking glance", "uploading", "publishing metadata"), so that the tests see a
+# crash in each phase leave its result (tests/functional/test_crash.py).
+TEST_HOOK_CRASH_IN_PHASE = "SIMPLESTREAMS_SYNC_TEST_HOOK_CRASH_IN_PHASE"
+
+
+class HookedCrash(RuntimeError):
+    """Raised by the TEST_HOOK_CRASH_IN_PHASE test hook."""
+
+
+def _crash_if_the_test_hook_says(phase: object) -> None:
+    if phase is not None and phase == os.environ.get(TEST_HOOK_CRASH_IN_PHASE):
+        raise HookedCrash(f"{TEST_HOOK_CRASH_IN_PHASE}: crashed entering phase {phase}")
+
+
 class ProgressFile:
     """Progress reporter that keeps `progress.json` current, at most once a second for byte updates."""
 
@@ -211,8 +230,10 @@ class ProgressFile:
             "bytes_total": 0,
         }
         self._flush()
+        _crash_if_the_test_hook_says(self.data["phase"])
 
     def update(self, force: bool = False, **changes) -> None:
+        _crash_if_the_test_hook_says(changes.get("phase"))
         now = time.monotonic()
         if any(self.data.get(name) != value for name, value in changes.items()):
             self._changed = now

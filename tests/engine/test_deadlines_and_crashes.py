@@ -176,6 +176,14 @@ def test_make_dirs_leaves_existing_directories_alone(tmp_path, umask_027):
     ]
 
 
+def test_make_dirs_leaves_directories_that_inherit_the_set_group_id_bit_as_created(tmp_path, umask_027):
+    tmp_path.chmod(0o2750)
+    make_dirs(tmp_path / "streams" / "v1")
+
+    modes = [oct(path.stat().st_mode & 0o7777) for path in (tmp_path / "streams", tmp_path / "streams" / "v1")]
+    assert modes == ["0o2750", "0o2750"]  # the group (the web server's) reads; a chmod could drop the bit
+
+
 # --- a crash is a result -------------------------------------------------------------------------------
 
 
