@@ -387,6 +387,8 @@ def test_the_packed_charm_serves_the_metadata_itself(machine, bare_cloud, source
         assert run.returncode == 0, run.output[-3000:]
         request = machine.local_unit_data(keystone)
         assert request["public_url"] == request["internal_url"] == request["admin_url"] == served_url
+        if machine.exists(f"{STATE_DIR}/charm-publish-only.pid"):  # longer than a hook waits: in the background
+            wait_for_exit(int(machine.read_text(f"{STATE_DIR}/charm-publish-only.pid")))
         assert anonymous_get(f"{served_url}/streams/v1/index.json")["index"][content_id]["products"] == []
 
         # a sync: the image in Glance, the metadata served, found as Juju finds it
