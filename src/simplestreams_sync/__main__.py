@@ -161,12 +161,6 @@ def _crashed(error: Exception, state_dir: str | None, started: str, mirrors: dic
     return EXIT_CRASHED
 
 
-def _publish_only(args: argparse.Namespace) -> int:
-    from . import publish_only
-
-    return publish_only.run(args, _print, _print_err)
-
-
 def _retry_due(state_dir: str, say: bool = False) -> bool:
     """Whether the retry of the last run is due now (retry.py); `say`: print which retry starts."""
     result = read_result(state_dir)
@@ -181,9 +175,10 @@ def _mirrors_as_written(mirrors_path: str) -> dict | None:
     """mirrors.yaml's mapping as written (the full load validates it), before the heavy imports."""
     import yaml
 
+    from .yaml_file import read_yaml
+
     try:
-        with open(mirrors_path) as stream:
-            data = yaml.load(stream, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = read_yaml(mirrors_path)
     except (OSError, yaml.YAMLError):
         return None
     return data if isinstance(data, dict) else None
@@ -256,6 +251,33 @@ def _config_error_is_new(args: argparse.Namespace, state_dir: str, error: str) -
     return not args.retry or config_error_is_new(state_dir, [args.mirrors, args.identity], error)
 
 
+def _publish_only(args: argparse.Namespace) -> int:
+    """Publish an empty image list for our content id unless the index already lists it, and print
+    where: the URL the sync writes through, then the URL of each interface the product-streams endpoint
+    should point at (the same a sync reports), see `publish_only_lines`."""
+    from .config import ConfigError, load_identity, load_sync_config
+    from .openstack import Cloud, CloudError
+    from .publishing import publish_empty_unless_listed
+
+    try:
+        config = load_sync_config(args.mirrors)
+        identity = load_identity(args.identity)
+    except ConfigError as error:
+        _print_err(f"error: {error}")
+        return EXIT_CONFIG
+    if not config.publishes_metadata:
+        _print_err(f"error: use_swift is false in {args.mirrors}: no metadata is published")
+        return EXIT_CONFIG
+    try:
+        lines = publish_empty_unless_listed(config, Cloud(identity, config.object_store_proxies()))
+    except CloudError as error:
+        _print_err(f"error: metadata not published: {error}")
+        return EXIT_FAILED
+    for line in lines:
+        _print(line)
+    return EXIT_OK
+
+
 def _new_run(config, identity, args, progress=None):
     from .engine import SyncRun
 
@@ -274,7 +296,7 @@ def _run_and_record(config, identity, args) -> SyncResult:
     """Run (the lock is held); write the result, the metrics and, after a clean run, the record of
     what it observed for the next run's quick check."""
     from . import quick_check
-    from .engine import Progress
+    from .upload import RunProgress
 
     input_paths = [args.mirrors, args.identity, *(config.keyring_for(mirror) for mirror in config.mirror_list)]
     if identity.ca_file:
@@ -282,7 +304,7 @@ def _run_and_record(config, identity, args) -> SyncResult:
     inputs = quick_check.input_digests(input_paths)  # the bytes this run starts from
     quick_check.forget(config.state_dir)
     progress_file = ProgressFile(config.state_dir)
-    progress = Progress(progress_file)
+    progress = RunProgress(progress_file)
     try:
         with _watchdog(progress_file, config):
             sync = _new_run(config, identity, args, progress)
@@ -301,7 +323,7 @@ def _run_and_record(config, identity, args) -> SyncResult:
 def _watchdog(progress_file: ProgressFile, config):
     """The watchdog on the run (watchdog.py): on a stall it records the failure and ends the process."""
     from .outcomes import record_failure
-    from .watchdog import Watchdog
+    from .watchdog import Watchdog, no_progress_limit
 
     started = progress_file.data["started"]
 
@@ -310,21 +332,7 @@ def _watchdog(progress_file: ProgressFile, config):
         record_failure(config.state_dir, started, message, config.frequency)
         _print_err(f"error: {message}")
 
-    return Watchdog(progress_file, on_stall, EXIT_FAILED, _no_progress_limit(config))
-
-
-def _no_progress_limit(config) -> float:
-    """The watchdog's limit: NO_PROGRESS, or longer than the waits that report no progress and that the
-    config makes longer (Glance's conversion, the image-modifier script)."""
-    from . import timeouts
-    from .modify import HOOK_TIMEOUT
-
-    waits = [timeouts.NO_PROGRESS]
-    if config.image_import_conversion:
-        waits.append(config.import_timeout + timeouts.READ)
-    if config.modify_hook:
-        waits.append(HOOK_TIMEOUT + timeouts.READ)
-    return max(waits)
+    return Watchdog(progress_file, on_stall, EXIT_FAILED, no_progress_limit(config))
 
 
 def _summary(result) -> str:

@@ -17,10 +17,12 @@ import os
 import stat
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from .retry import next_try
+from .timestamps import TIME_FORMAT as TIME_FORMAT
+from .timestamps import parse_time as parse_time
+from .timestamps import utc_now
 
 DEFAULT_STATE_DIR = "/var/lib/glance-simplestreams-sync"
 PROGRESS_FILE = "progress.json"
@@ -28,10 +30,6 @@ RESULT_FILE = "last-sync.json"
 LOCK_FILE = "sync.lock"
 INTERFACES = ("public", "internal", "admin")  # of a Keystone catalog endpoint
 DIR_MODE = 0o755  # of a directory the sync creates
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def sha256_of_file(path: str | Path) -> str:

@@ -60,6 +60,19 @@ class Watchdog:
                 os._exit(self.exit_code)
 
 
+def no_progress_limit(config) -> float:
+    """The watchdog's limit for a run of `config` (a SyncConfig): NO_PROGRESS, or longer than the waits
+    that report no progress and that the config makes longer (Glance's conversion, the image-modifier)."""
+    from .modify import HOOK_TIMEOUT
+
+    waits = [timeouts.NO_PROGRESS]
+    if config.image_import_conversion:
+        waits.append(config.import_timeout + timeouts.READ)
+    if config.modify_hook:
+        waits.append(HOOK_TIMEOUT + timeouts.READ)
+    return max(waits)
+
+
 def stall_message(limit: float, progress: dict) -> str:
     """E.g. 'no progress for 3600 s (phase uploading, item ubuntu-… 2 of 8): the watchdog ended the run'."""
     where = f"phase {progress.get('phase') or 'starting'}"

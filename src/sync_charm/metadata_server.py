@@ -14,6 +14,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from simplestreams_sync.metadata_layout import INDEX_PATH
+
 from . import host
 
 PACKAGE = "nginx"
@@ -21,7 +23,6 @@ SERVICE = "nginx"
 SYSTEMCTL = ["systemctl"]
 WEB_SERVER_GROUP = "www-data"  # nginx's workers run as www-data on Debian and Ubuntu
 URL_PATH = "/simplestreams/data"  # as in Swift (container simplestreams, prefix data/): Juju reads the same paths
-INDEX_PATH = "streams/v1/index.json"
 SERVED_DIR_MODE = 0o2750  # setgid: what the sync creates in it gets the web server's group
 
 

@@ -21,6 +21,7 @@ from keystoneauth1.identity import v3
 from simplestreams_sync import EXIT_CRASHED, openstack, raw_http, timeouts
 from simplestreams_sync import __main__ as cli
 from simplestreams_sync.state import PROGRESS_FILE, ProgressFile, SyncResult, make_dirs, read_result, write_result
+from simplestreams_sync.watchdog import no_progress_limit
 from tests.localcloud.engine_cli import engine_argv, engine_env
 
 IDENTITY = "auth_url: http://127.0.0.1:9/v3\nusername: u\npassword: p\nproject_name: p\n"
@@ -281,7 +282,7 @@ def test_the_watchdog_ends_a_run_without_progress_and_records_why(tmp_path):
 def test_the_watchdog_waits_longer_than_the_waits_the_config_makes_long(conversion, import_timeout, modify_hook, limit):
     config = SimpleNamespace(image_import_conversion=conversion, import_timeout=import_timeout, modify_hook=modify_hook)
 
-    assert cli._no_progress_limit(config) == limit
+    assert no_progress_limit(config) == limit
 
 
 # --- an invalid config, said once per change ---------------------------------------------------------------
