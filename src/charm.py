@@ -19,7 +19,7 @@ from simplestreams_sync import quick_check
 from simplestreams_sync.config import LocalMetadata
 from simplestreams_sync.state import INTERFACES, utc_now
 from simplestreams_sync.text import shorten
-from sync_charm import certificates, host, identity_service, metadata_server, nrpe, sync_process
+from sync_charm import certificates, cos_agent, host, identity_service, metadata_server, nrpe, sync_process
 from sync_charm.config import CharmConfig, format_errors
 from sync_charm.sync_report import (
     action_failure,
@@ -63,7 +63,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
             self.on.update_status,
         ):
             framework.observe(event, self._on_reconcile)
-        for endpoint in (IDENTITY, CERTIFICATES, IMAGE_MODIFIER, NRPE):
+        for endpoint in (IDENTITY, CERTIFICATES, IMAGE_MODIFIER, NRPE, cos_agent.ENDPOINT):
             events = self.on[endpoint]
             for event in (
                 events.relation_joined,
@@ -101,6 +101,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         """Undo what the charm wrote: everything but the sync log."""
         sync_process.write_cron(None)
         nrpe.remove_check()
+        cos_agent.stop()
         metadata_server.stop_serving()
         host.remove_files()
 
@@ -180,6 +181,7 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         credentials = self._credentials()
         account = host.sync_account()
         host.prepare_sync_paths(account)
+        cos_agent.reconcile(self, config.metrics_port, config.frequency if config.run else None)
         cas = self._ca_certificates(config, credentials)
         host.install_trusted_cas(cas)
         ca_file = host.write_ca_bundle(cas, account)

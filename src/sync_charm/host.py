@@ -63,6 +63,7 @@ class Paths:
     nrpe_dir: Path
     nrpe_plugin_dir: Path
     nginx_site: Path
+    metrics_unit: Path
 
     @classmethod
     def under(cls, root: str | Path) -> Paths:
@@ -77,6 +78,7 @@ class Paths:
             nrpe_dir=root / "etc/nagios/nrpe.d",
             nrpe_plugin_dir=root / "usr/local/lib/nagios/plugins",
             nginx_site=root / "etc/nginx/conf.d/glance-simplestreams-sync.conf",
+            metrics_unit=root / "etc/systemd/system/glance-simplestreams-sync-metrics.service",
         )
 
     @property
