@@ -81,8 +81,10 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         self._reconcile()
 
     def _on_upgrade_charm(self, event: ops.UpgradeCharmEvent) -> None:
-        """Also what switching from the classic charm runs: its cron files go, and no earlier version's
-        quick-check record keeps a token."""
+        """Also what switching from the classic charm runs (install does not run again): the packages
+        install asks for, its cron files go, and no earlier version's quick-check record keeps a token;
+        the reconcile makes the sync's user and directories."""
+        host.install_packages()
         sync_process.remove_classic_cron_files()
         if quick_check.drop_token(host.PATHS.state_dir):
             logger.info("removed the Keystone token an earlier version kept in the quick check's record")
