@@ -6,7 +6,8 @@ Imports nothing from ops; cron and the charm's action run it the same way:
     python3 -m simplestreams_sync --mirrors mirrors.yaml --identity identity.yaml [--dry-run]
 
 Exit codes: 0 all mirrors synced; 1 some mirror or image failed (the others were still synced);
-2 a config file is invalid; 3 another sync holds the lock.
+2 a config file is invalid; 3 another sync holds the lock; 4 the run crashed (an unexpected error: its
+traceback went to stderr, last-sync.json names it and schedules the retry).
 Stdout: one line per image, `created <glance-id>: <name>` (dry run: `would create <product> <version>
 <item>: <name>`), then a summary line. Progress and the run's result go to the state dir (state.py).
 With --publish-only it syncs nothing: it publishes an empty image list unless the index already lists
@@ -19,3 +20,4 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_LOCKED = 3
+EXIT_CRASHED = 4

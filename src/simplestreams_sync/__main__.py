@@ -10,11 +10,13 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
-from . import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, retry
+from . import EXIT_CONFIG, EXIT_CRASHED, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, retry
 from .metrics import write_metrics
 from .state import (
     DEFAULT_STATE_DIR,
+    PROGRESS_FILE,
     ProgressFile,
     SyncAlreadyRunning,
     SyncLock,
@@ -108,31 +110,57 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )  # simplestreams puts a NullHandler on the root logger at import
-    if args.dry_run:
-        return _sync(args)  # changes nothing: no lock
-    state_dir = _state_dir(args.mirrors)
+    if args.dry_run:  # changes nothing: no lock, no result
+        try:
+            return _sync(args)
+        except Exception as error:
+            return _crashed(error, None, "", None)
+    mirrors = _mirrors_as_written(args.mirrors)
+    state_dir = _state_dir(mirrors)
     if state_dir is None:  # not a readable mapping: the full load names the problem, before any change
         if args.retry:  # the scheduled run names it; every minute would flood the log
             return EXIT_OK
         return _publish_only(args) if args.publish_only else _sync(args)
     if args.retry and not _retry_due(state_dir):
         return EXIT_OK
+    started = utc_now()
     try:
         with SyncLock(state_dir):  # the one lock: publish-only, the quick check and the full sync run under it
-            if args.publish_only:
-                return _publish_only(args)
-            if args.retry and not _retry_due(state_dir, say=True):  # a run may have ended since
-                return EXIT_OK
-            if not args.full_check:
-                code = _quick_noop(state_dir)
-                if code is not None:
-                    return code
-            return _sync(args)
+            try:
+                return _locked(args, state_dir)
+            except Exception as error:
+                return _crashed(error, state_dir if not args.publish_only else None, started, mirrors)
     except SyncAlreadyRunning as error:
         if args.retry:  # the sync that runs is the retry
             return EXIT_OK
         _print_err(f"error: {error}")
         return EXIT_LOCKED
+
+
+def _locked(args: argparse.Namespace, state_dir: str) -> int:
+    """What main() does once it holds the lock."""
+    if args.publish_only:
+        return _publish_only(args)
+    if args.retry and not _retry_due(state_dir, say=True):  # a run may have ended since
+        return EXIT_OK
+    if not args.full_check:
+        code = _quick_noop(state_dir)
+        if code is not None:
+            return code
+    return _sync(args, state_dir)
+
+
+def _crashed(error: Exception, state_dir: str | None, started: str, mirrors: dict | None) -> int:
+    """An unexpected exception: its traceback to stderr (the sync log) and, for a sync (`state_dir`),
+    a failed result that says it crashed, with the retry scheduled."""
+    from .outcomes import crash_text, crash_traceback, frequency_in, record_crash
+
+    _print_err(crash_traceback(error).rstrip())
+    _print_err(f"error: the sync crashed: {crash_text(error)}")
+    if state_dir is not None:
+        Path(state_dir, PROGRESS_FILE).unlink(missing_ok=True)
+        record_crash(state_dir, started, error, frequency_in(mirrors))
+    return EXIT_CRASHED
 
 
 def _retry_due(state_dir: str, say: bool = False) -> bool:
@@ -145,8 +173,8 @@ def _retry_due(state_dir: str, say: bool = False) -> bool:
     return due
 
 
-def _state_dir(mirrors_path: str) -> str | None:
-    """state_dir from mirrors.yaml as written (the full load validates it), before the heavy imports."""
+def _mirrors_as_written(mirrors_path: str) -> dict | None:
+    """mirrors.yaml's mapping as written (the full load validates it), before the heavy imports."""
     import yaml
 
     from .yaml_file import read_yaml
@@ -155,9 +183,14 @@ def _state_dir(mirrors_path: str) -> str | None:
         data = read_yaml(mirrors_path)
     except (OSError, yaml.YAMLError):
         return None
-    if not isinstance(data, dict):
+    return data if isinstance(data, dict) else None
+
+
+def _state_dir(mirrors: dict | None) -> str | None:
+    """state_dir in mirrors.yaml as written, or None when it is not a readable mapping."""
+    if mirrors is None:
         return None
-    state_dir = data.get("state_dir", DEFAULT_STATE_DIR)
+    state_dir = mirrors.get("state_dir", DEFAULT_STATE_DIR)
     return state_dir if isinstance(state_dir, str) and state_dir else None
 
 
@@ -192,22 +225,34 @@ def _quick_noop(state_dir: str) -> int | None:
     return EXIT_OK
 
 
-def _sync(args: argparse.Namespace) -> int:
-    """The full sync (main() holds the lock unless it is a dry run)."""
+def _sync(args: argparse.Namespace, state_dir: str | None = None) -> int:
+    """The full sync (main() holds the lock unless it is a dry run; then `state_dir` is mirrors.yaml's)."""
     from .config import ConfigError, load_identity, load_sync_config
 
     try:
         config = load_sync_config(args.mirrors)
         identity = None if args.assume_empty_glance else load_identity(args.identity)
     except ConfigError as error:
-        _print_err(f"error: {error}")
+        if state_dir is None or _config_error_is_new(args, state_dir, str(error)):
+            _print_err(f"error: {error}")
         return EXIT_CONFIG
+    if state_dir is not None:
+        from .outcomes import forget_config_error
+
+        forget_config_error(state_dir)
     if args.dry_run:
         result = _new_run(config, identity, args).run()
     else:
         result = _run_and_record(config, identity, args)
     _print(_summary(result))
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _config_error_is_new(args: argparse.Namespace, state_dir: str, error: str) -> bool:
+    """The retry line says a config error once per change of the config files; other runs always."""
+    from .outcomes import config_error_is_new
+
+    return not args.retry or config_error_is_new(state_dir, [args.mirrors, args.identity], error)
 
 
 def _publish_only(args: argparse.Namespace) -> int:
@@ -274,10 +319,12 @@ def _run_and_record(config, identity, args) -> SyncResult:
         input_paths.append(identity.ca_file)
     inputs = quick_check.input_digests(input_paths)  # the bytes this run starts from
     quick_check.forget(config.state_dir)
-    progress = RunProgress(ProgressFile(config.state_dir))
+    progress_file = ProgressFile(config.state_dir)
+    progress = RunProgress(progress_file)
     try:
-        sync = _new_run(config, identity, args, progress, _stop_on_sigterm(config.state_dir))
-        result = sync.run()
+        with _watchdog(progress_file, config):
+            sync = _new_run(config, identity, args, progress, _stop_on_sigterm(config.state_dir))
+            result = sync.run()
         write_result(config.state_dir, result, config.frequency)
         write_metrics(config.state_dir, result)
     finally:
@@ -287,6 +334,21 @@ def _run_and_record(config, identity, args) -> SyncResult:
         sync.record.identity_file = args.identity
         quick_check.save(config.state_dir, sync.record)
     return result
+
+
+def _watchdog(progress_file: ProgressFile, config):
+    """The watchdog on the run (watchdog.py): on a stall it records the failure and ends the process."""
+    from .outcomes import record_failure
+    from .watchdog import Watchdog, no_progress_limit
+
+    started = progress_file.data["started"]
+
+    def on_stall(message: str) -> None:
+        progress_file.close()
+        record_failure(config.state_dir, started, message, config.frequency)
+        _print_err(f"error: {message}")
+
+    return Watchdog(progress_file, on_stall, EXIT_FAILED, no_progress_limit(config))
 
 
 def _summary(result) -> str:

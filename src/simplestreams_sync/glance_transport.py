@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterable, Iterator
 
 from keystoneauth1 import exceptions as ks_exceptions
 
-from . import timeouts
 from .openstack import USER_AGENT, Cloud, CloudError, describe
 from .raw_http import chunked_put
 from .source import SourceImage
@@ -35,7 +34,7 @@ def send_image_data(
             **({IMAGE_SIZE_HEADER: str(stream.image.size)} if stream.image.size is not None else {}),
         }
         body_pieces = _calling(between_pieces, pieces(stream))
-        status, body = chunked_put(url, body_pieces, headers, verify=cloud.verify, timeout=timeouts.UPLOAD_ANSWER)
+        status, body = chunked_put(url, body_pieces, headers, verify=cloud.verify)
     except (OSError, http.client.HTTPException, ks_exceptions.ClientException) as error:
         raise CloudError(f"glance: upload of {image_id} failed: {describe(error)}") from None
     if status == 413:

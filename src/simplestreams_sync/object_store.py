@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import re
 
-from .openstack import CloudError
+from .openstack import CloudError, timed_out
 from .text import shorten
 
 CONTAINER = "simplestreams"
@@ -120,6 +120,9 @@ def answer_text(body: str, reason: str = "") -> str:
 def unreachable(error: Exception) -> str:
     """A connection failure in one line: the URL, the system's reason (which keystoneauth puts at the
     end of a long message) and what to do."""
+    deadline = timed_out(error)
+    if deadline:
+        return f"{deadline}: the object store (Swift proxy or Ceph RGW) accepted the connection and did not answer"
     message = " ".join(str(error).split())
     url = re.search(r"(?:connection to|Request to|exception for) (\S+?):? ", message)
     errno = re.search(r"\[Errno -?\d+\] [^'\")\]]+", message)

@@ -8,12 +8,15 @@ import os
 import re
 import ssl
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 import requests
 from keystoneauth1 import exceptions as ks_exceptions
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
+from urllib3.exceptions import ReadTimeoutError
 
+from . import timeouts
 from .config import IdentityConfig
 from .text import shorten
 
@@ -26,8 +29,36 @@ USER_AGENT = "glance-simplestreams-sync"
 LOG = logging.getLogger(__name__)
 
 
+def _keystone_session(auth: v3.Password, verify: str | bool, proxies: dict[str, str]) -> ks_session.Session:
+    """A keystoneauth session whose every request has timeouts.api()'s connect and read deadlines
+    (keystoneauth's own `timeout=` takes one number for both; requests takes the pair it passes on)."""
+    session = ks_session.Session(auth=auth, verify=verify, user_agent=USER_AGENT, session=_requests_session(proxies))
+    session.timeout = timeouts.api()  # type: ignore[assignment]
+    return session
+
+
+class _FailFastSession(requests.Session):
+    """A requests session that remembers each service (scheme, host and port) that missed a deadline in
+    this run and fails later requests to it at once: a stalled service costs the run one deadline, not
+    one per request and retry, so the run ends within minutes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalled: set[str] = set()
+
+    def send(self, request, **kwargs):
+        service = "{0.scheme}://{0.netloc}".format(urlsplit(request.url or ""))
+        if service in self.stalled:
+            raise requests.Timeout(f"{service} missed a deadline earlier in this run", request=request)
+        try:
+            return super().send(request, **kwargs)
+        except requests.Timeout:
+            self.stalled.add(service)
+            raise
+
+
 def _requests_session(proxies: dict[str, str]) -> requests.Session:
-    session = requests.Session()
+    session = _FailFastSession()
     session.trust_env = False  # proxies (and CA bundles) only as configured, never from the environment
     session.proxies.update(proxies)
     return session
@@ -73,15 +104,11 @@ class Cloud:
         self.verify = verify
         self.object_store_proxies = object_store_proxies or {}
         # The cloud's own APIs never go through a proxy (they are in effect all in NO_PROXY) ...
-        self.session = ks_session.Session(
-            auth=auth, verify=verify, user_agent=USER_AGENT, session=_requests_session(proxies={})
-        )
+        self.session = _keystone_session(auth, verify, proxies={})
         # ... except Swift when the operator says so (ignore_proxy_for_object_store: false).
         self.object_store_session = self.session
         if object_store_proxies:
-            self.object_store_session = ks_session.Session(
-                auth=auth, verify=verify, user_agent=USER_AGENT, session=_requests_session(object_store_proxies)
-            )
+            self.object_store_session = _keystone_session(auth, verify, object_store_proxies)
         self._authenticate()
 
     def _authenticate(self) -> None:
@@ -92,6 +119,8 @@ class Cloud:
                 f"keystone {self.identity.auth_url}: authentication refused for user "
                 f"{self.identity.username!r} (wrong password or user?)"
             ) from None
+        except ks_exceptions.ConnectTimeout as error:
+            raise CloudError(f"keystone {self.identity.auth_url}: {timed_out(error)}") from None
         except ks_exceptions.SSLError as error:  # before ConnectFailure, its base class
             trusted = (
                 f"the CAs in ca_file {self.identity.ca_file}"
@@ -168,9 +197,31 @@ def _short(error: Exception) -> str:
     return shorten(text, 300)
 
 
+def timed_out(error: Exception) -> str | None:
+    """For a request that hit its deadline (timeouts.api()): '<URL>: no answer within 60 s' (or 'no
+    connection within 10 s'); None for any other error."""
+    cause = error.__context__ or error.__cause__
+    url = re.search(r"(?:Request to|Error communicating with) (\S+) timed out", str(error))
+    if url or isinstance(error, ks_exceptions.ConnectTimeout):  # keystoneauth's; glanceclient's
+        where = f"{url.group(1)}: " if url else ""
+    elif isinstance(error, (requests.Timeout, ReadTimeoutError)) or isinstance(cause, ReadTimeoutError):
+        where, cause = "", error
+    elif "Read timed out" in str(error):  # a body stalled after its headers
+        where = ""
+    else:
+        return None
+    if isinstance(cause, requests.ConnectTimeout):
+        return f"{where}no connection within {timeouts.seconds(timeouts.CONNECT)}"
+    return f"{where}no answer within {timeouts.seconds(timeouts.READ)}"
+
+
 def describe(error: Exception) -> str:
-    """One line for an OpenStack client error: OpenSSL's reason for a TLS failure (which a cut of the
-    whole message would lose), else the message's first line, shortened to 300 characters."""
+    """One line for an OpenStack client error: a deadline missed (`timed_out`), OpenSSL's reason for a
+    TLS failure (which a cut of the whole message would lose), else the message's first line, shortened
+    to 300 characters."""
+    deadline = timed_out(error)
+    if deadline:
+        return deadline
     if isinstance(error, ks_exceptions.SSLError) or "[SSL:" in str(error):
         return f"TLS {_ssl_reason(error)}"
     return _short(error)

@@ -13,6 +13,7 @@ import json
 import logging
 from pathlib import Path
 
+from . import timeouts
 from ._simplestreams import util
 from .metadata_layout import INDEX_PATH, products_path
 from .openstack import CloudError
@@ -24,7 +25,6 @@ from .state import INTERFACES, sha256_of_file, write_atomically
 LOG = logging.getLogger(__name__)
 
 SERVED_FILE_MODE = 0o640  # the sync's user writes, the web server's group reads, nobody else
-READ_BACK_TIMEOUT = 30  # seconds
 
 
 class LocalPublisher:
@@ -102,7 +102,7 @@ class LocalPublisher:
     def _read_served(self, path: str):
         url = self.url_of(path)
         try:
-            with open_url(url, {"Accept": "application/json"}, verify=self.verify, timeout=READ_BACK_TIMEOUT) as answer:
+            with open_url(url, {"Accept": "application/json"}, verify=self.verify, timeout=timeouts.READ) as answer:
                 body = answer.read()
         except OSError as error:  # urllib's HTTPError and URLError are OSErrors
             raise CloudError(

@@ -14,6 +14,8 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
+from . import timeouts
+
 
 def tls_context(verify: str | bool) -> ssl.SSLContext:
     """A verifying client context: `verify` is a CA file or directory, or True for OpenSSL's default store."""
@@ -43,10 +45,17 @@ def open_url(
     return opener.open(urllib.request.Request(url, data=data, headers=headers, method=method), timeout=timeout)
 
 
+class NoAnswer(TimeoutError):
+    """The server took none of the body, or sent no answer, within its deadline (timeouts.py)."""
+
+
 def chunked_put(
-    url: str, pieces: Iterable[bytes | memoryview], headers: dict[str, str], *, verify: str | bool, timeout: float
+    url: str, pieces: Iterable[bytes | memoryview], headers: dict[str, str], *, verify: str | bool
 ) -> tuple[int, str]:
     """PUT `pieces` as an HTTP/1.1 chunked body, one HTTP chunk per piece; returns (status, body).
+
+    Deadlines (timeouts.py): CONNECT to connect, READ for each piece to leave, UPLOAD_ANSWER for the
+    answer once the last byte has left (Glance stores the image before it answers); NoAnswer after one.
 
     On a plain connection each chunk leaves in one sendmsg(): its size line, the piece itself and the
     closing CRLF, so no piece is copied into a new bytes object on the way (http.client and urllib3
@@ -57,10 +66,17 @@ def chunked_put(
     host = parts.hostname or ""
     connection: http.client.HTTPConnection
     if parts.scheme == "https":
-        connection = http.client.HTTPSConnection(host, parts.port, timeout=timeout, context=tls_context(verify))
+        connection = http.client.HTTPSConnection(
+            host, parts.port, timeout=timeouts.CONNECT, context=tls_context(verify)
+        )
     else:
-        connection = http.client.HTTPConnection(host, parts.port, timeout=timeout)
+        connection = http.client.HTTPConnection(host, parts.port, timeout=timeouts.CONNECT)
     try:
+        try:
+            connection.connect()
+        except TimeoutError:
+            raise NoAnswer(f"{url}: no connection within {timeouts.seconds(timeouts.CONNECT)}") from None
+        connection.sock.settimeout(timeouts.READ)
         connection.putrequest("PUT", parts.path + (f"?{parts.query}" if parts.query else ""), skip_accept_encoding=True)
         for name, value in {**headers, "Transfer-Encoding": "chunked"}.items():
             connection.putheader(name, value)
@@ -71,10 +87,20 @@ def chunked_put(
                 if len(piece):
                     send(b"%x\r\n" % len(piece), piece, b"\r\n")
             connection.sock.sendall(b"0\r\n\r\n")
+        except TimeoutError:
+            raise NoAnswer(
+                f"{url}: no answer within {timeouts.seconds(timeouts.READ)} (it took no more of the body)"
+            ) from None
         except OSError:
             pass  # the server may have answered (and closed) before taking the whole body: read that answer
-        response = connection.getresponse()
-        return response.status, response.read().decode(errors="replace")
+        connection.sock.settimeout(timeouts.UPLOAD_ANSWER)
+        try:
+            response = connection.getresponse()
+            return response.status, response.read().decode(errors="replace")
+        except TimeoutError:
+            raise NoAnswer(
+                f"{url}: no answer within {timeouts.seconds(timeouts.UPLOAD_ANSWER)} after the last byte"
+            ) from None
     finally:
         connection.close()
 

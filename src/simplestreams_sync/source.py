@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import requests
 import urllib3
 
+from . import timeouts
 from ._simplestreams import contentsource, filters, mirrors, util
 from .config import MirrorSpec
 from .openstack import proxy_for
@@ -26,8 +27,6 @@ from .quick_check import Observations
 LOG = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1024 * 1024
-CONNECT_TIMEOUT = 30
-READ_TIMEOUT = 60  # seconds without a byte from the source before its connection counts as stalled
 RETRIES = 3
 RETRY_BACKOFF = 1.0  # seconds, doubled after each attempt
 RETRIABLE_STATUS = {408, 429, 500, 502, 503, 504}
@@ -93,8 +92,10 @@ class HttpSession:
         delay = RETRY_BACKOFF
         for attempt in range(1, RETRIES + 1):
             try:
-                response = self.session.get(url, headers=headers, stream=True, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
-            except (requests.ConnectionError, requests.Timeout) as error:
+                response = self.session.get(url, headers=headers, stream=True, timeout=timeouts.source())
+            except requests.Timeout as error:
+                problem = _timeout_problem(error)
+            except requests.ConnectionError as error:
                 problem = f"cannot connect: {type(error).__name__}"
             else:
                 if response.status_code in accepted:
@@ -239,8 +240,14 @@ def _range_start(content_range: str) -> int | None:
 
 def _connection_problem(error: Exception) -> str:
     if isinstance(error, (urllib3.exceptions.ReadTimeoutError, TimeoutError)):
-        return f"no data for {READ_TIMEOUT}s"
+        return f"no answer within {timeouts.seconds(timeouts.SOURCE_READ)}"
     return f"connection lost ({type(error).__name__})"
+
+
+def _timeout_problem(error: requests.Timeout) -> str:
+    if isinstance(error, requests.ConnectTimeout):
+        return f"no connection within {timeouts.seconds(timeouts.CONNECT)}"
+    return f"no answer within {timeouts.seconds(timeouts.SOURCE_READ)}"
 
 
 class SourceReader(mirrors.MirrorReader):

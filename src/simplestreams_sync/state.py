@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ LOCK_FILE = "sync.lock"
 # Why whoever sends the running sync SIGTERM asks it to stop (one line of text); see __main__.
 STOP_REQUEST_FILE = "stop-request"
 INTERFACES = ("public", "internal", "admin")  # of a Keystone catalog endpoint
+DIR_MODE = 0o755  # of a directory the sync creates
 
 
 def sha256_of_file(path: str | Path) -> str:
@@ -41,12 +43,25 @@ def sha256_of_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def make_dirs(path: Path, mode: int = DIR_MODE) -> None:
+    """Create `path` and its missing parents with `mode`, whatever the process umask. A directory that
+    inherits the set-group-ID bit (in the served directory: the web server's group) is left as created:
+    a chmod by a user outside that group would drop the bit, and with it the group of what follows."""
+    missing = [directory for directory in (path, *path.parents) if not directory.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        if not directory.stat().st_mode & stat.S_ISGID:
+            os.chmod(directory, mode)
+
+
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace `path` with `text` in one step: readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Replace `path` with `text` in one step: readers see the old file or the new one, never half.
+    The file gets `mode` exactly, whatever the process umask (readers such as the Nagios check rely on it)."""
+    make_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as stream:
+        os.fchmod(stream.fileno(), mode)
         stream.write(text)
     os.replace(tmp, path)
 
@@ -99,10 +114,12 @@ class SyncResult:
     images_active: int = 0  # our images the metadata names (active in Glance) as the run leaves them
     quick_check: bool = False  # the run ended at the quick check: nothing changed since the last clean run
     stopped: str = ""  # why the run stopped at a safe point, publishing and deleting nothing after it
+    # the run ended on an unexpected error: "<exception type>: <message>" (its traceback is in the sync log)
+    crashed: str = ""
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.errors and not self.stopped
+        return not self.failed and not self.errors and not self.stopped and not self.crashed
 
     def to_dict(self) -> dict:
         return {**asdict(self), "ok": self.ok}
@@ -189,6 +206,21 @@ def read_progress(state_dir: str | Path) -> Progress | None:
     return progress
 
 
+# A test hook, never set in production: the run crashes as it enters the phase this names ("starting",
+# "reading sources", "checking glance", "uploading", "publishing metadata"), so that the tests see a
+# crash in each phase leave its result (tests/functional/test_crash.py).
+TEST_HOOK_CRASH_IN_PHASE = "SIMPLESTREAMS_SYNC_TEST_HOOK_CRASH_IN_PHASE"
+
+
+class HookedCrash(RuntimeError):
+    """Raised by the TEST_HOOK_CRASH_IN_PHASE test hook."""
+
+
+def _crash_if_the_test_hook_says(phase: object) -> None:
+    if phase is not None and phase == os.environ.get(TEST_HOOK_CRASH_IN_PHASE):
+        raise HookedCrash(f"{TEST_HOOK_CRASH_IN_PHASE}: crashed entering phase {phase}")
+
+
 class ProgressFile:
     """Progress reporter that keeps `progress.json` current, at most once a second for byte updates."""
 
@@ -196,6 +228,7 @@ class ProgressFile:
         self.path = Path(state_dir) / PROGRESS_FILE
         self.min_interval = min_interval
         self._last_write = 0.0
+        self._changed = time.monotonic()
         self.data: dict = {
             "pid": os.getpid(),
             "started": utc_now(),
@@ -207,10 +240,14 @@ class ProgressFile:
             "bytes_total": 0,
         }
         self._flush()
+        _crash_if_the_test_hook_says(self.data["phase"])
 
     def update(self, force: bool = False, **changes) -> None:
-        self.data.update(changes)
+        _crash_if_the_test_hook_says(changes.get("phase"))
         now = time.monotonic()
+        if any(self.data.get(name) != value for name, value in changes.items()):
+            self._changed = now
+        self.data.update(changes)
         if force or now - self._last_write >= self.min_interval:
             self._flush()
 
@@ -220,6 +257,10 @@ class ProgressFile:
 
     def close(self) -> None:
         self.path.unlink(missing_ok=True)
+
+    def watched(self) -> tuple[float, dict]:
+        """When the progress last changed (time.monotonic()) and what it says, for the watchdog."""
+        return self._changed, dict(self.data)
 
 
 class SyncAlreadyRunning(Exception):
@@ -234,7 +275,7 @@ class SyncLock:
         self._fd: int | None = None
 
     def __enter__(self) -> SyncLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

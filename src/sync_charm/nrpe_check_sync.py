@@ -17,6 +17,10 @@ Nagios code:
   sync is older than `--max-age-seconds`; no sync has run for longer than that since the install.
 - UNKNOWN (3): the state cannot be read, or bad arguments.
 
+A sync still running far longer than expected (progress.json: over 24 h, or no progress for longer than
+the sync's watchdog allows) is named first, and makes an OK a WARNING. A run that crashed is CRITICAL
+and says so (`crashed` in last-sync.json).
+
 It reads `last-sync.json` in `--state-dir`, which the sync engine writes readable by all (it holds no
 secret).
 """
@@ -35,6 +39,10 @@ OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 
 RESULT_FILE = "last-sync.json"  # simplestreams_sync.state.RESULT_FILE
+PROGRESS_FILE = "progress.json"  # simplestreams_sync.state.PROGRESS_FILE
+NO_PROGRESS = 3600  # simplestreams_sync.timeouts.NO_PROGRESS: the watchdog's limit
+LONG_RUN = 24 * 3600  # sync_report.LONG_RUN
+STALE_GRACE = 600  # sync_report.STALE_GRACE
 INSTALLED_FILE = "charm-nrpe-check.json"  # host.Paths.nrpe_check_marker: {"installed": timestamp}
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 MAX_DETAIL = 200
@@ -123,6 +131,7 @@ def result_from_json(data: dict) -> dict:
         "failed_count": len(failed),
         "error_count": len(errors),
         "first_error": first_error,
+        "crashed": str(data.get("crashed") or ""),
     }
 
 
@@ -138,6 +147,40 @@ def read_last_run(state_dir: str) -> dict | None:
     if data is None or data.get("dry_run"):
         return None
     return result_from_json(data)
+
+
+def read_running(state_dir: str) -> dict | None:
+    """The running sync's progress.json, or None when no sync runs (no file, or its process is gone)."""
+    try:
+        data = read_json(os.path.join(state_dir, PROGRESS_FILE))
+    except (PermissionError, StateError):
+        return None
+    if data is None:
+        return None
+    pid = data.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # another user's process (the sync's): it runs
+        pass
+    return data
+
+
+def overdue_message(progress: dict, now: float) -> str | None:
+    """'sync running for 26h, far longer than expected (pid …, last progress …)' when it has run for
+    longer than LONG_RUN, or gone without progress for longer than the watchdog allows; else None."""
+    started, updated = parse_time(progress.get("started")), parse_time(progress.get("updated"))
+    running = now - started if started is not None else 0.0
+    stalled = updated is not None and now - updated > NO_PROGRESS + STALE_GRACE
+    if running <= LONG_RUN and not stalled:
+        return None
+    return (
+        f"sync running for {format_duration(running)}, far longer than expected "
+        f"(pid {progress.get('pid')}, last progress {format_time(updated)})"
+    )
 
 
 def read_installed(state_dir: str) -> float | None:
@@ -174,6 +217,12 @@ def truncate(text: str, limit: int = MAX_DETAIL) -> str:
 
 
 def failure_message(result: dict, now: float) -> str:
+    if result["crashed"]:
+        detail = [f"{truncate(result['crashed'])} (traceback in the sync log)"]
+        detail.append(f"last success: {format_time(result['last_success'])}")
+        if result["next_try"] is not None:
+            detail.append(next_try_message(result, now))
+        return f"last sync {format_time(result['finished'])} crashed: " + "; ".join(detail)
     detail = []
     if result["failed_count"]:
         names = ", ".join(result["failed"][:3])
@@ -212,7 +261,11 @@ def check(args: argparse.Namespace, now: float) -> tuple[int, str]:
     result = read_last_run(args.state_dir)
     code, message = check_syncs(args, result, now)
     if result is not None and result["needs_decision"] and code in (OK, WARNING):
-        return WARNING, f"{decisions_message(result['needs_decision'])}; {message}"
+        code, message = WARNING, f"{decisions_message(result['needs_decision'])}; {message}"
+    running = read_running(args.state_dir)
+    overdue = overdue_message(running, now) if running is not None else None
+    if overdue is not None:
+        code, message = max(code, WARNING), f"{overdue}; {message}"
     return code, message
 
 

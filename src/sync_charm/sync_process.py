@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 ENGINE = [sys.executable, "-m", "simplestreams_sync"]
 SETPRIV = "setpriv"  # util-linux's: runs a command as another user, without a login session
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-PUBLISH_TIMEOUT = 300  # seconds a hook waits for the engine to publish the (empty) metadata
+PUBLISH_WAIT = 5.0  # seconds a hook waits for the (empty) metadata's publish; then it goes on in the background
 
 
 def sync_argv(
@@ -122,27 +122,69 @@ def run_sync(
 
 
 def publish_empty_metadata(charm_dir: Path) -> tuple[str, dict[str, str]] | None:
-    """Have the engine make the metadata location serve a valid index (empty until a sync publishes);
-    the URL it wrote through and the product-streams URL of each interface, or None when it could not
-    (the reason is logged, here and in the sync log)."""
+    """Have the engine make the metadata location serve a valid index (empty until a sync publishes):
+    the URL it wrote through and the product-streams URL of each interface, or None while it publishes
+    in the background or when it could not (the reason is logged, here and in the sync log).
+
+    The engine runs in the background (so no hook waits on the network); a hook waits PUBLISH_WAIT for
+    it, then leaves it running and a later hook reads what it printed. One runs at a time."""
+    if _background_publish_running():
+        logger.info("the empty metadata is still being published in the background (the next hook reads how)")
+        return None
+    if _publish_file("pid").exists():
+        published = _publish_outcome(None)
+        if published is not None:
+            return published
+    process = _start_background_publish(charm_dir)
+    try:
+        code: int | None = process.wait(PUBLISH_WAIT)
+    except subprocess.TimeoutExpired:
+        logger.info("publishing the empty metadata goes on in the background (pid %d)", process.pid)
+        return None
+    return _publish_outcome(code)
+
+
+def _start_background_publish(charm_dir: Path) -> subprocess.Popen:
     argv = as_sync_user(sync_argv(publish_only=True), charm_dir)
     logger.info("running %s", shlex.join(argv))
-    try:
-        process = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd="/", timeout=PUBLISH_TIMEOUT
+    state.make_dirs(host.PATHS.state_dir)
+    with _publish_file("out").open("w") as out, _publish_file("err").open("w") as err:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd="/", start_new_session=True, close_fds=True
         )
-    except subprocess.TimeoutExpired:
-        reason: str | None = f"no answer within {PUBLISH_TIMEOUT} s"
-        lines, errors = [], f"{reason}\n"
-    else:
-        lines, errors = process.stdout.splitlines(), process.stderr
-        reason = None if process.returncode == 0 else f"exit code {process.returncode}: {last_line(errors)}"
+    _publish_file("pid").write_text(str(process.pid))
+    return process
+
+
+def _background_publish_running() -> bool:
+    """Whether the publish a hook started still runs (its pid is a --publish-only process)."""
+    try:
+        pid = int(_publish_file("pid").read_text())
+        return b"--publish-only" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return False
+
+
+def _publish_outcome(code: int | None) -> tuple[str, dict[str, str]] | None:
+    """What the finished background publish printed (logged to the sync log); its files removed."""
+    out, err = _publish_file("out"), _publish_file("err")
+    lines = out.read_text().splitlines() if out.exists() else []
+    errors = err.read_text() if err.exists() else ""
+    for path in (out, err, _publish_file("pid")):
+        path.unlink(missing_ok=True)
     _append_log("publish-only", lines, errors)
-    published = state.read_publish_only_lines(lines) if reason is None else None
+    published = state.read_publish_only_lines(lines)
     if published is None:
-        reason = reason or "its output names no product-streams URLs"
+        reason = f"exit code {code}: {last_line(errors)}" if code else last_line(errors)
+        if code == 0:
+            reason = "its output names no product-streams URLs"
         logger.warning("could not publish the empty metadata yet (the next hook tries again): %s", reason)
     return published
+
+
+def _publish_file(kind: str) -> Path:
+    """The background publish's `pid`, `out` or `err` file, in the state dir."""
+    return host.PATHS.state_dir / f"charm-publish-only.{kind}"
 
 
 def _read_lines(stream, received: queue.Queue) -> None:

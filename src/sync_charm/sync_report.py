@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timezone
 
-from simplestreams_sync import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_OK
+from simplestreams_sync import EXIT_CONFIG, EXIT_CRASHED, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, timeouts
 from simplestreams_sync.state import Progress, SyncResult, parse_time
 from simplestreams_sync.text import shorten
 
 MAX_STATUS_DETAIL = 100
+LONG_RUN = 24 * 3600  # seconds after which a running sync is named as running far longer than expected
+STALE_GRACE = 600  # seconds past the watchdog's limit before a sync without progress counts as stuck
 
 
 def last_line(text: str) -> str:
@@ -24,8 +26,30 @@ def _format_time(timestamp: str | None) -> str:
         return timestamp or "unknown time"
 
 
-def progress_message(progress: Progress) -> str:
+def _parse_time(timestamp: str | None) -> datetime | None:
+    try:
+        return parse_time(timestamp or "")
+    except ValueError:
+        return None
+
+
+def overdue(progress: Progress, now: datetime) -> float | None:
+    """How long (seconds) a sync has run when that is far longer than expected: longer than LONG_RUN, or
+    without progress for longer than the watchdog allows (it should have ended the run); else None."""
+    started, updated = _parse_time(progress.started), _parse_time(progress.updated)
+    running = (now - started).total_seconds() if started else 0.0
+    stalled = updated is not None and (now - updated).total_seconds() > timeouts.NO_PROGRESS + STALE_GRACE
+    return running if running > LONG_RUN or stalled else None
+
+
+def progress_message(progress: Progress, now: datetime | None = None) -> str:
     """E.g. 'Syncing ubuntu-24.04 amd64 disk1.img (3 of 8, 41%)' from progress.json."""
+    running = overdue(progress, now or datetime.now(timezone.utc))
+    if running is not None:
+        return (
+            f"Sync running for {_duration(running)}, far longer than expected (pid {progress.pid}, last "
+            f"progress {_format_time(progress.updated)}): see the sync log"
+        )
     if not progress.item or not progress.item_count:
         return f"Sync running ({progress.phase or 'starting'}, since {_format_time(progress.started)})"
     detail = f"{progress.item_index} of {progress.item_count}"
@@ -89,6 +113,8 @@ def failed_sync_summary(result: SyncResult) -> str:
     """E.g. 'Last sync failed 2026-11-24 10:02 UTC (1 created, 1 failed): ubuntu-…: HTTP 500' from
     last-sync.json: when, the counts, and the first reason, shortened without losing its end."""
     when = _format_time(result.finished or result.started)
+    if result.crashed:
+        return f"Last sync crashed {when}: {shorten(result.crashed, 160)} (traceback in the sync log)"
     counts = f"{len(result.created)} created, {len(result.failed)} failed"
     return f"Last sync failed {when} ({counts}): {shorten([*result.errors, *_failures(result)][0], 160)}"
 
@@ -134,6 +160,9 @@ def action_failure(code: int, result: SyncResult | None, stderr: str) -> str | N
         return f"Sync finished with failures: {failure_reason(result, stderr)}"
     if code == EXIT_CONFIG:
         return f"The sync rejected its config files: {last_line(stderr)}"
+    if code == EXIT_CRASHED:
+        crashed = result.crashed if result is not None and result.crashed else last_line(stderr)
+        return f"The sync crashed: {crashed} (the traceback is in the sync log)"
     if code == EXIT_LOCKED:
         return (
             "Another sync is already running (cron or another sync-images action); "

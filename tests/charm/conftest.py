@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from ops import testing
 
-from simplestreams_sync.state import PROGRESS_FILE, RESULT_FILE, Progress, SyncResult, publish_only_lines
+from simplestreams_sync.state import PROGRESS_FILE, RESULT_FILE, Progress, SyncResult, publish_only_lines, utc_now
 from sync_charm import host, sync_process
 from tests.charm.relation_data import CA_PEM, CHAIN_PEM, KEYSTONE_V3, PRODUCT_STREAMS_URLS
 
@@ -37,6 +37,8 @@ with open(spec["calls"], "a") as calls:
                             "mirrors_readable": os.access(args[args.index("--mirrors") + 1], os.R_OK),
                             "identity_readable": os.access(args[args.index("--identity") + 1], os.R_OK)}) + "\n")
 if "--publish-only" in args:
+    while spec["publish_hold"] and not os.path.exists(spec["publish_hold"]):
+        time.sleep(0.05)  # held until the test releases it
     print("\n".join(spec["publish_only"])) if spec["publish_only"] else sys.stderr.write("error: swift is down\n")
     sys.exit(0 if spec["publish_only"] else 1)
 state_dir = spec["state_dir"]
@@ -86,7 +88,7 @@ class Machine:
 
     def write_progress(self, **progress) -> None:
         """progress.json as a running engine writes it, with these fields."""
-        data = Progress(**{"pid": os.getpid(), "started": "2026-11-26T10:00:00Z", "phase": "transfer", **progress})
+        data = Progress(**{"pid": os.getpid(), "started": utc_now(), "phase": "transfer", **progress})
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
         (self.paths.state_dir / PROGRESS_FILE).write_text(json.dumps(asdict(data)))
 
@@ -202,10 +204,11 @@ class FakeEngine:
 @pytest.fixture
 def fake_engine(shared_dir: Path, machine: Machine, monkeypatch: pytest.MonkeyPatch):
     """Make a stand-in for the sync engine (arguments: stdout=[...], exit_code=0, stderr="", result={...},
-    sleep=0, metadata_url=None) that sleeps, writes last-sync.json (if `result` is given), prints the
-    lines, removes progress.json and exits with the code; with --publish-only it prints `metadata_url`
-    and the product-streams URLs (`product_streams_urls`, default PRODUCT_STREAMS_URLS) as the engine
-    does, or fails without a `metadata_url`. Each run records its arguments, uid, gid and HOME."""
+    sleep=0, metadata_url=None, publish_hold=None) that sleeps, writes last-sync.json (if `result` is
+    given), prints the lines, removes progress.json and exits with the code; with --publish-only it prints
+    `metadata_url` and the product-streams URLs (`product_streams_urls`, default PRODUCT_STREAMS_URLS) as
+    the engine does (once the file `publish_hold` exists, if given), or fails without a `metadata_url`.
+    Each run records its arguments, uid, gid and HOME."""
 
     def make(
         stdout: list[str] = (),
@@ -215,6 +218,7 @@ def fake_engine(shared_dir: Path, machine: Machine, monkeypatch: pytest.MonkeyPa
         sleep: float = 0.0,
         metadata_url: str | None = None,
         product_streams_urls: dict[str, str] = PRODUCT_STREAMS_URLS,
+        publish_hold: Path | None = None,
     ):
         directory = shared_dir / "engine"
         directory.mkdir(exist_ok=True)
@@ -231,6 +235,7 @@ def fake_engine(shared_dir: Path, machine: Machine, monkeypatch: pytest.MonkeyPa
             "calls": str(engine.calls_file),
             "publish_only": publish_only_lines(metadata_url, product_streams_urls) if metadata_url else [],
             "state_dir": str(machine.paths.state_dir),
+            "publish_hold": str(publish_hold) if publish_hold else None,
         }
         (directory / "fake-engine.json").write_text(json.dumps(spec))
         monkeypatch.setattr(sync_process, "ENGINE", [FAKE_ENGINE_PYTHON, str(directory / "fake_engine.py")])

@@ -104,6 +104,22 @@ def test_another_sync_running_fails_saying_so(ctx, state, fake_engine):
     )
 
 
+def test_a_crashed_sync_fails_saying_it_crashed_and_where_the_traceback_is(ctx, state, fake_engine):
+    crash = "the sync crashed: TypeError: 'NoneType' object is not subscriptable (the traceback is in the sync log)"
+    fake_engine(
+        exit_code=4,
+        stderr="Traceback (most recent call last):\n  ...\nerror: the sync crashed: TypeError: ...\n",
+        result={"crashed": "TypeError: 'NoneType' object is not subscriptable", "errors": [crash]},
+    )
+
+    with pytest.raises(testing.ActionFailed) as failure:
+        ctx.run(ctx.on.action("sync-images"), state)
+
+    assert failure.value.message == (
+        "The sync crashed: TypeError: 'NoneType' object is not subscriptable (the traceback is in the sync log)"
+    )
+
+
 def test_config_rejected_by_the_engine_fails(ctx, state, fake_engine):
     fake_engine(exit_code=2, stderr="mirrors.yaml: mirror_list.0.url: Field required\n")
 

@@ -4,10 +4,12 @@ event applies the URL the last sync recorded."""
 
 import os
 import pwd
+import time
+from pathlib import Path
 
 from ops import testing
 
-from sync_charm import host
+from sync_charm import host, sync_process
 from tests.charm.relation_data import KEYSTONE_V3, METADATA_URL, PRODUCT_STREAMS_URLS
 
 AS_ROOT = os.geteuid() == 0
@@ -118,3 +120,41 @@ def test_no_publish_on_a_non_leader(ctx, keystone, fake_engine):
     ctx.run(ctx.on.relation_changed(keystone, remote_unit=0), testing.State(leader=False, relations=[keystone]))
 
     assert engine.publish_calls == []
+
+
+def _wait_until_gone(pid: int) -> None:
+    """The released publish's end (its pid no longer a --publish-only process), bounded by the test."""
+    for _ in range(600):
+        try:
+            if b"--publish-only" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return
+        except OSError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the released publish (pid {pid}) did not end")
+
+
+def test_a_publish_that_takes_long_goes_on_in_the_background_and_a_later_hook_applies_it(
+    ctx, keystone, machine, fake_engine, monkeypatch, tmp_path
+):
+    monkeypatch.setattr(sync_process, "PUBLISH_WAIT", 0.2)
+    release = machine.paths.state_dir.parent / "release-publish"
+    engine = fake_engine(metadata_url=METADATA_URL, publish_hold=release)
+    pid_file = machine.paths.state_dir / "charm-publish-only.pid"
+
+    out = ctx.run(ctx.on.relation_changed(keystone, remote_unit=0), testing.State(leader=True, relations=[keystone]))
+    relation = out.get_relation(keystone.id)
+    assert _public_url(out, keystone) == PLACEHOLDER  # the hook did not wait for the publish
+    pid = int(pid_file.read_text())
+    out = ctx.run(ctx.on.update_status(), testing.State(leader=True, relations=[relation]))
+    assert len(engine.publish_calls) == 1  # one at a time: still running, not started again
+    release.touch()
+    _wait_until_gone(pid)
+
+    out = ctx.run(ctx.on.update_status(), testing.State(leader=True, relations=[out.get_relation(keystone.id)]))
+
+    request = out.get_relation(keystone.id).local_unit_data
+    assert {key: request[f"{key}_url"] for key in PRODUCT_STREAMS_URLS} == PRODUCT_STREAMS_URLS
+    assert len(engine.publish_calls) == 1
+    assert not pid_file.exists()
+    assert "# publish-only " in machine.paths.log_file.read_text()

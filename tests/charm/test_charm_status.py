@@ -1,5 +1,6 @@
 """What `juju status` says: progress during a sync, the last sync's result, and what to fix."""
 
+import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -22,11 +23,66 @@ def test_progress_of_a_running_sync(ctx, ready, machine):
 
 
 def test_progress_before_the_first_item(ctx, ready, machine):
-    machine.write_progress(phase="reading sources")
+    started = datetime.now(timezone.utc) - timedelta(hours=1)
+    machine.write_progress(phase="reading sources", started=started.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
     out = ctx.run(ctx.on.update_status(), ready)
 
-    assert out.unit_status == testing.ActiveStatus("Sync running (reading sources, since 2026-11-26 10:00 UTC)")
+    since = started.strftime("%Y-%m-%d %H:%M UTC")
+    assert out.unit_status == testing.ActiveStatus(f"Sync running (reading sources, since {since})")
+
+
+def test_a_sync_running_for_more_than_a_day_is_named_as_far_longer_than_expected(ctx, ready, machine):
+    now = datetime.now(timezone.utc)
+    updated = now - timedelta(minutes=1)
+    machine.write_progress(
+        started=(now - timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        updated=updated.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        item="x",
+        item_index=1,
+        item_count=2,
+    )
+
+    out = ctx.run(ctx.on.update_status(), ready)
+
+    assert out.unit_status == testing.ActiveStatus(
+        f"Sync running for 30 h, far longer than expected (pid {os.getpid()}, last progress "
+        f"{updated.strftime('%Y-%m-%d %H:%M UTC')}): see the sync log"
+    )
+
+
+def test_a_sync_without_progress_for_longer_than_the_watchdog_allows_is_named(ctx, ready, machine):
+    now = datetime.now(timezone.utc)
+    updated = now - timedelta(hours=2)
+    machine.write_progress(
+        started=(now - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        updated=updated.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+
+    out = ctx.run(ctx.on.update_status(), ready)
+
+    assert out.unit_status == testing.ActiveStatus(
+        f"Sync running for 3 h, far longer than expected (pid {os.getpid()}, last progress "
+        f"{updated.strftime('%Y-%m-%d %H:%M UTC')}): see the sync log"
+    )
+
+
+def test_a_crashed_sync_says_so_and_when_it_is_retried(ctx, ready, machine):
+    machine.write_result(
+        crashed="KeyError: 'items'",
+        errors=["the sync crashed: KeyError: 'items' (the traceback is in the sync log)"],
+        next_try="2999-01-01T00:00:00Z",
+        failures_in_a_row=1,
+    )
+
+    out = ctx.run(ctx.on.update_status(), ready)
+
+    message = out.unit_status.message
+    assert out.unit_status.name == "blocked"
+    assert message.startswith(
+        "Last sync crashed 2026-11-24 10:02 UTC: KeyError: 'items' (traceback in the sync log); next try in "
+    )
+    assert message.endswith(" (retry 1), or run sync-images")
 
 
 def test_stale_progress_of_a_dead_sync_is_ignored(ctx, ready, machine):

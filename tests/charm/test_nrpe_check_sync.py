@@ -389,3 +389,64 @@ def test_a_standby_unit_says_nothing_of_decisions(state_dir):
     write_result(state_dir, finished_ago=HOUR, needs_decision=DECISIONS)
 
     assert run_check(state_dir, DAILY, "--standby") == (0, "OK: standby: the leader unit syncs images")
+
+
+# --- crashes and syncs running far longer than expected -----------------------------------------------
+
+
+def test_a_crashed_run_is_critical_and_says_it_crashed(state_dir):
+    write_result(
+        state_dir,
+        finished_ago=HOUR,
+        errors=["the sync crashed: KeyError: 'items' (the traceback is in the sync log)"],
+        crashed="KeyError: 'items'",
+        failures_in_a_row=1,
+        next_try=stamp(-(4 * 60 + 30)),
+    )
+
+    assert run_check(state_dir) == (
+        2,
+        f"CRITICAL: last sync {shown(HOUR)} crashed: KeyError: 'items' (traceback in the sync log); "
+        "last success: never; next try in 4m (retry 1)",
+    )
+
+
+def write_progress(state_dir: Path, started_ago: float, updated_ago: float, pid: int) -> None:
+    progress = {"pid": pid, "started": stamp(started_ago), "updated": stamp(updated_ago), "phase": "uploading"}
+    (state_dir / "progress.json").write_text(json.dumps(progress))
+
+
+def test_a_sync_running_for_more_than_a_day_warns_naming_it(state_dir):
+    write_result(state_dir, finished_ago=2 * HOUR)
+    write_progress(state_dir, started_ago=30 * HOUR, updated_ago=60, pid=os.getpid())
+
+    assert run_check(state_dir) == (
+        1,
+        f"WARNING: sync running for 30h, far longer than expected (pid {os.getpid()}, last progress "
+        f"{shown(60)}); last sync {shown(2 * HOUR)} succeeded, 2h ago (limit 48h)",
+    )
+
+
+def test_a_sync_without_progress_past_the_watchdog_s_limit_warns(state_dir):
+    write_result(state_dir, finished_ago=3 * HOUR)
+    write_progress(state_dir, started_ago=2 * HOUR, updated_ago=2 * HOUR, pid=os.getpid())
+
+    assert run_check(state_dir) == (
+        1,
+        f"WARNING: sync running for 2h, far longer than expected (pid {os.getpid()}, last progress "
+        f"{shown(2 * HOUR)}); last sync {shown(3 * HOUR)} succeeded, 3h ago (limit 48h)",
+    )
+
+
+def test_a_sync_running_as_long_as_expected_changes_nothing(state_dir):
+    write_result(state_dir, finished_ago=3 * HOUR)
+    write_progress(state_dir, started_ago=HOUR, updated_ago=60, pid=os.getpid())
+
+    assert run_check(state_dir) == (0, f"OK: last sync {shown(3 * HOUR)} succeeded, 3h ago (limit 48h)")
+
+
+def test_the_progress_of_a_sync_whose_process_is_gone_is_ignored(state_dir):
+    write_result(state_dir, finished_ago=3 * HOUR)
+    write_progress(state_dir, started_ago=30 * HOUR, updated_ago=30 * HOUR, pid=2**22 + 12345)
+
+    assert run_check(state_dir) == (0, f"OK: last sync {shown(3 * HOUR)} succeeded, 3h ago (limit 48h)")

@@ -3,6 +3,7 @@
 import pytest
 
 from simplestreams_sync import source as source_module
+from simplestreams_sync import timeouts
 from simplestreams_sync.source import Download, HttpSession, SourceChanged, SourceError
 from tests.localcloud.source import SourceBuilder
 from tests.localcloud.source_server import SourceServer
@@ -47,7 +48,7 @@ def test_no_fault_means_one_plain_request(server, tree):
 
 def test_a_stalled_connection_resumes_from_the_last_whole_chunk_it_had(server, tree, monkeypatch):
     builder, item = tree
-    monkeypatch.setattr(source_module, "READ_TIMEOUT", 0.5)
+    monkeypatch.setattr(timeouts, "SOURCE_READ", 0.5)
     stall_at = source_module.CHUNK_SIZE + 1000
     server.set_faults({"/" + item.path: {"kind": "stall", "at": stall_at, "seconds": 30}})
 

@@ -189,7 +189,10 @@ def test_a_refused_connection_keeps_the_system_reason_and_the_url():
     )
 
 
-def test_a_timeout_says_timed_out():
+def test_a_timeout_names_the_url_and_the_deadline():
     message = unreachable(ks_exceptions.ConnectTimeout(f"Request to {CONTAINER_URL} timed out"))
 
-    assert message.startswith(f"cannot connect to {CONTAINER_URL} (timed out): ")
+    assert message == (
+        f"{CONTAINER_URL}: no answer within 60 s: the object store (Swift proxy or Ceph RGW) accepted the "
+        "connection and did not answer"
+    )

@@ -372,6 +372,8 @@ def charm_machine(tmp_path, monkeypatch):
     monkeypatch.setattr(host, "UPDATE_CA_CERTIFICATES", ["true"])
     monkeypatch.setattr(host, "install_packages", lambda: None)
     monkeypatch.setattr(sync_process, "start_background_sync", lambda charm_dir: 0)
+    # the hook that starts the empty metadata's publish sees it end (test_charm_endpoint.py: the background)
+    monkeypatch.setattr(sync_process, "PUBLISH_WAIT", 600)
     monkeypatch.setattr(sync_process, "ENGINE", [sys.executable, "-m", "simplestreams_sync"])
     monkeypatch.setattr(sync_process, "python_path", lambda charm_dir: str(SRC))
     return paths

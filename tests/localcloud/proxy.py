@@ -11,8 +11,10 @@ requests with that method, once their body is read, without forwarding them (a r
 restarting server or a broken network): a fault the test controls. `--reset-after "METHOD[ PATH]=N"`
 forwards the first N such requests (with that path, when one is given) and resets the connection once
 the upstream has answered, before the answer reaches the client: a change applied whose answer is lost.
-Each request appends a JSON line to the log: {"method", "url", "status"} (status "reset" for a dropped
-one, "reset after 200" for one whose answer was dropped). `HttpProxy` starts and stops it by PID.
+`--garbage METHOD=N` answers the first N requests with that method `200 OK` and a body that is no JSON
+(a load balancer's error page), unforwarded. Each request appends a JSON line to the log: {"method",
+"url", "status"} (status "reset" for a dropped one, "reset after 200" for one whose answer was dropped,
+"garbage" for one answered so). `HttpProxy` starts and stops it by PID.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 CHUNK = 1 << 20
+GARBAGE = b"<html><body>502 Bad Gateway, served as 200</body></html>"
 HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -63,6 +66,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
             if self.server.take_reset(self.command):
                 status = "reset"
                 self._drop_connection()
+                return
+            if self.server.take_garbage(self.command):
+                status = "garbage"
+                self._answer_garbage()
                 return
             if target.hostname is None and self.server.upstream is not None:
                 host, port = self.server.upstream
@@ -115,13 +122,25 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self.rfile.readline()
             yield chunk
 
-    def _drop_connection(self) -> None:
-        """Read the request's body, then close with a reset (SO_LINGER 0): no answer ever comes."""
+    def _skip_body(self) -> None:
         if self._chunked():
             for _ in self._body_chunks():
                 pass
         elif length := int(self.headers.get("Content-Length") or 0):
             self.rfile.read(length)
+
+    def _answer_garbage(self) -> None:
+        """Read the request's body, then answer 200 with a page that is no JSON."""
+        self._skip_body()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(GARBAGE)))
+        self.end_headers()
+        self.wfile.write(GARBAGE)
+
+    def _drop_connection(self) -> None:
+        """Read the request's body, then close with a reset (SO_LINGER 0): no answer ever comes."""
+        self._skip_body()
         self._reset()
 
     def _reset(self) -> None:
@@ -159,6 +178,7 @@ class ProxyServer(ThreadingHTTPServer):
         upstream: tuple[str, int] | None = None,
         resets: dict[str, int] | None = None,
         resets_after: dict[str, int] | None = None,
+        garbage: dict[str, int] | None = None,
     ):
         super().__init__(("127.0.0.1", port), ProxyHandler)
         self.log_path = log_path
@@ -166,6 +186,7 @@ class ProxyServer(ThreadingHTTPServer):
         self.upstream = upstream
         self.resets = dict(resets or {})  # method: how many of its requests still to drop
         self.resets_after = dict(resets_after or {})  # "METHOD" or "METHOD PATH": answers still to drop
+        self.garbage = dict(garbage or {})  # method: how many of its requests still to answer with garbage
         self._lock = threading.Lock()
 
     def take_reset(self, method: str) -> bool:
@@ -185,6 +206,14 @@ class ProxyServer(ThreadingHTTPServer):
                     return True
             return False
 
+    def take_garbage(self, method: str) -> bool:
+        """True if this request is to be answered with garbage (one fewer left)."""
+        with self._lock:
+            if self.garbage.get(method, 0) > 0:
+                self.garbage[method] -= 1
+                return True
+            return False
+
     def log(self, method: str, url: str, status: int | str) -> None:
         with self._lock, open(self.log_path, "a") as log:
             log.write(json.dumps({"method": method, "url": url, "status": status}) + "\n")
@@ -199,6 +228,7 @@ def main(argv=None) -> None:
     parser.add_argument("--upstream", metavar="ADDRESS:PORT", help="where requests for a path (not a URL) go")
     parser.add_argument("--reset", action="append", default=[], metavar="METHOD=COUNT")
     parser.add_argument("--reset-after", action="append", default=[], metavar="METHOD[ PATH]=COUNT")
+    parser.add_argument("--garbage", action="append", default=[], metavar="METHOD=COUNT")
     args = parser.parse_args(argv)
     routes = {}
     for route in args.route:
@@ -206,8 +236,9 @@ def main(argv=None) -> None:
         routes[host] = _address(address)
     resets = {method: int(count) for method, _, count in (reset.partition("=") for reset in args.reset)}
     resets_after = {key: int(count) for key, _, count in (reset.rpartition("=") for reset in args.reset_after)}
+    garbage = {method: int(count) for method, _, count in (option.partition("=") for option in args.garbage)}
     upstream = _address(args.upstream) if args.upstream else None
-    server = ProxyServer(args.port, args.log, routes, upstream, resets, resets_after)
+    server = ProxyServer(args.port, args.log, routes, upstream, resets, resets_after, garbage)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     args.port_file.write_text(str(server.server_address[1]))
     server.serve_forever()
@@ -222,7 +253,8 @@ class HttpProxy:
     """Runs the proxy in a child process; `url`, `requests()`, `stop()` by PID. `routes` maps a host name
         to the local "127.0.0.1:PORT" that serves it; `upstream` ("127.0.0.1:PORT") makes it a reverse proxy
         too; `resets` ({"DELETE": 1}) drops the first requests of those methods; `resets_after`
-    ({"PATCH /v2/images/ID": 1}) forwards such requests and drops their answers."""
+    ({"PATCH /v2/images/ID": 1}) forwards such requests and drops their answers; `garbage` ({"GET": 1})
+    answers the first requests of those methods with a 200 that is no JSON."""
 
     def __init__(
         self,
@@ -231,12 +263,14 @@ class HttpProxy:
         upstream: str | None = None,
         resets: dict[str, int] | None = None,
         resets_after: dict[str, int] | None = None,
+        garbage: dict[str, int] | None = None,
     ):
         self.workdir = workdir
         self.routes = routes or {}
         self.upstream = upstream
         self.resets = resets or {}
         self.resets_after = resets_after or {}
+        self.garbage = garbage or {}
         self.port_file = workdir / "proxy.port"
         self.log_file = workdir / "proxy.jsonl"
         self.process: subprocess.Popen | None = None
@@ -256,6 +290,7 @@ class HttpProxy:
         options += [f"--upstream={self.upstream}"] if self.upstream else []
         options += [f"--reset={method}={count}" for method, count in self.resets.items()]
         options += [f"--reset-after={key}={count}" for key, count in self.resets_after.items()]
+        options += [f"--garbage={method}={count}" for method, count in self.garbage.items()]
         self.process = subprocess.Popen(
             [
                 sys.executable,
