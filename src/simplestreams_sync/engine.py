@@ -372,7 +372,7 @@ class SyncRun:
             finally:
                 close()
 
-    def _upload_modified(self, image: SourceImage, name: str, hash_algo: str, modify_hook: str) -> dict:
+    def _upload_modified(self, image: SourceImage, name: str, hash_algo: str, modify_hook: list[str]) -> dict:
         """The image-modifier case: a verified local copy goes through the script, then to Glance."""
         with tempfile.TemporaryDirectory(prefix="gss-modify-") as workdir:
             local = Path(workdir) / "image"
