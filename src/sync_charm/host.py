@@ -62,7 +62,9 @@ class Paths:
     ca_dir: Path
     nrpe_dir: Path
     nrpe_plugin_dir: Path
-    nginx_site: Path
+    nginx_sites_available: Path
+    nginx_sites_enabled: Path
+    sudoers_file: Path
 
     @classmethod
     def under(cls, root: str | Path) -> Paths:
@@ -76,7 +78,9 @@ class Paths:
             ca_dir=root / "usr/local/share/ca-certificates",
             nrpe_dir=root / "etc/nagios/nrpe.d",
             nrpe_plugin_dir=root / "usr/local/lib/nagios/plugins",
-            nginx_site=root / "etc/nginx/conf.d/glance-simplestreams-sync.conf",
+            nginx_sites_available=root / "etc/nginx/sites-available",
+            nginx_sites_enabled=root / "etc/nginx/sites-enabled",
+            sudoers_file=root / "etc/sudoers.d/glance-simplestreams-sync",
         )
 
     @property
@@ -124,6 +128,24 @@ class Paths:
     @property
     def served_key(self) -> Path:
         return self.config_dir / "metadata-server-key.pem"
+
+    @property
+    def nginx_site(self) -> Path:
+        return self.nginx_sites_available / "glance-simplestreams-sync"
+
+    @property
+    def nginx_site_link(self) -> Path:
+        return self.nginx_sites_enabled / "glance-simplestreams-sync"
+
+    @property
+    def nginx_default_site_link(self) -> Path:
+        """Ubuntu's nginx package enables its own site on port 80 with this link."""
+        return self.nginx_sites_enabled / "default"
+
+    @property
+    def nginx_installed_marker(self) -> Path:
+        """Exists when the charm installed nginx (and so disabled its default site)."""
+        return self.config_dir / "nginx-installed-by-charm"
 
     @property
     def nrpe_server_config(self) -> Path:

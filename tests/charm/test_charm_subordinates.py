@@ -12,7 +12,7 @@ def test_image_modifier_script_path_becomes_the_modify_hook(ctx, machine):
 
     ctx.run(ctx.on.relation_changed(relation), testing.State(relations=[relation]))
 
-    assert load_sync_config(machine.paths.mirrors).modify_hook == "/usr/local/bin/modify-image"
+    assert load_sync_config(machine.paths.mirrors).modify_hook == ["sudo", "-n", "--", "/usr/local/bin/modify-image"]
 
 
 def test_image_modifier_departing_removes_the_modify_hook(ctx, machine):
