@@ -17,13 +17,13 @@ import pwd
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from ops import testing
 
-from simplestreams_sync.state import PROGRESS_FILE, RESULT_FILE, Progress, SyncResult, publish_only_lines
+from simplestreams_sync.state import ProgressFile, SyncResult, publish_only_lines, write_result
 from sync_charm import host, sync_process
 from tests.charm.relation_data import CA_PEM, CHAIN_PEM, KEYSTONE_V3, PRODUCT_STREAMS_URLS
 
@@ -77,18 +77,20 @@ class Machine:
         return len(self.ca_update_calls())
 
     def write_result(self, **result) -> None:
-        """last-sync.json as the engine writes it, with these fields."""
+        """last-sync.json, written by the engine's own writer, with these fields (a failed run's retry
+        fields are the writer's, for a run without a schedule)."""
         data = SyncResult(
             **{"started": "2026-11-24T09:40:00Z", "finished": "2026-11-24T10:02:41Z", "published": True, **result}
         )
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.paths.state_dir / RESULT_FILE).write_text(json.dumps(data.to_dict()))
+        write_result(self.paths.state_dir, data)
 
     def write_progress(self, **progress) -> None:
-        """progress.json as a running engine writes it, with these fields."""
-        data = Progress(**{"pid": os.getpid(), "started": "2026-11-26T10:00:00Z", "phase": "transfer", **progress})
+        """progress.json, written by the engine's own progress writer, with these fields."""
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.paths.state_dir / PROGRESS_FILE).write_text(json.dumps(asdict(data)))
+        ProgressFile(self.paths.state_dir).update(
+            force=True, **{"started": "2026-11-26T10:00:00Z", "phase": "transfer", **progress}
+        )
 
     def owners(self, path: Path) -> tuple[str, str, str]:
         """(octal mode, owner, group) of a file, as `stat -c '%a %U %G'` says."""
