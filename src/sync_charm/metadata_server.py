@@ -169,4 +169,4 @@ def _systemctl(*args: str) -> None:
     argv = [*SYSTEMCTL, *args]
     process = subprocess.run(argv, capture_output=True, text=True)
     if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited with {process.returncode}: {process.stderr.strip()}")
+        raise RuntimeError(f"systemctl {' '.join(args)} exited with {process.returncode}: {process.stderr.strip()}")
