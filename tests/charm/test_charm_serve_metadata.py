@@ -238,7 +238,7 @@ def test_remove_gives_the_nginx_it_installed_its_default_site_back(ctx, keystone
 
 def test_nginx_failing_to_start_blocks_with_its_reason(ctx, keystone, machine, fake_engine, monkeypatch):
     fake_engine(metadata_url="http://10.0.0.5/simplestreams/data")
-    script = "import sys; sys.stderr.write('Job for nginx.service failed.\\n'); sys.exit(0 if sys.argv[1] == 'enable' else 1)"
+    script = "import sys; sys.stderr.write('Job for nginx.service failed.\\n'); sys.exit(sys.argv[1] != 'enable')"
     monkeypatch.setattr(metadata_server, "SYSTEMCTL", [sys.executable, "-c", script])
 
     out = ctx.run(
