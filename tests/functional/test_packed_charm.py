@@ -43,7 +43,7 @@ CHARM_PYTHON = "3.12"  # ubuntu@24.04's
 # What update-ca-certificates (--fresh) regenerates from the system's CA list, with its hooks (Java's
 # keystore) and the dpkg trigger it raises: rebuilt by the system's tool, not left by the charm.
 TRUST_STORE_OUTPUTS = ("/etc/ssl/certs/", "/var/lib/ca-certificates-java/", "/var/lib/dpkg/triggers/")
-NGINX_SITE = "/etc/nginx/conf.d/glance-simplestreams-sync.conf"
+NGINX_SITE = "/etc/nginx/sites-available/glance-simplestreams-sync"
 SERVED_DIR = f"{STATE_DIR}/metadata"
 
 
