@@ -150,10 +150,14 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
             data.update({key: value for key, value in (outcome.nrpe_unit or {}).items() if data.get(key) != value})
 
     def _withdraw_endpoint(self, relation: ops.Relation) -> None:
-        """Clear what we asked keystone to register, and what we remembered for the next leader."""
-        relation.data[self.unit].update(identity_service.withdrawn())
-        if self.unit.is_leader():
-            relation.data[self.app].update(dict.fromkeys(relation.data[self.app], ""))
+        """Clear what we asked keystone to register, and what we remembered for the next leader (Juju
+        may no longer take relation data from a relation that is going: then there is nothing to clear)."""
+        try:
+            relation.data[self.unit].update(identity_service.withdrawn())
+            if self.unit.is_leader():
+                relation.data[self.app].update(dict.fromkeys(relation.data[self.app], ""))
+        except ops.ModelError as error:
+            logger.info("cannot clear the identity-service relation's data: %s", error)
 
     def _active_relation(self, endpoint: str) -> ops.Relation | None:
         relations = [relation for relation in self.model.relations[endpoint] if relation.active]

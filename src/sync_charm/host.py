@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from simplestreams_sync.config import dump_yaml
 
-PACKAGES = ["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron"]
+PACKAGES = ["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron", "sudo"]  # sudo: image-modifier
 UPDATE_CA_CERTIFICATES = ["update-ca-certificates"]
 # The sync runs as this system user (its own group of the same name); the charm creates it when missing.
 SYNC_USER = "glance-simplestreams-sync"

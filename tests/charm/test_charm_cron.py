@@ -231,7 +231,7 @@ def test_no_cron_entry_before_keystone_answers(ctx, machine):
 def test_install_installs_the_packages(ctx, machine):
     ctx.run(ctx.on.install(), testing.State())
 
-    assert machine.installed == [["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron"]]
+    assert machine.installed == [["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron", "sudo"]]
 
 
 def test_background_sync_runs_detached_with_output_to_the_log(ctx, keystone, machine, fake_engine, monkeypatch):

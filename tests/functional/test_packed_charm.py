@@ -163,7 +163,7 @@ def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, tes
     # install: the packages are asked of apt (intercepted), nothing else can happen yet
     run = step(machine.hook("install"), "blocked", "Missing relation: juju integrate glance-simplestreams-sync")
     installs = [args[-1].split("=")[0] for args in run.called("apt-get") if "install" in args]
-    assert sorted(installs) == ["ca-certificates", "cron", "gpgv", "ubuntu-cloudimage-keyring"]
+    assert sorted(installs) == ["ca-certificates", "cron", "gpgv", "sudo", "ubuntu-cloudimage-keyring"]
 
     machine.set_leader(True)
     step(machine.hook("leader-elected"), "blocked", "Missing relation")
