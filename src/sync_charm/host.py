@@ -138,6 +138,11 @@ class Paths:
         return self.nginx_sites_enabled / "glance-simplestreams-sync"
 
     @property
+    def nginx_earlier_site(self) -> Path:
+        """Where earlier revisions of the charm put the site."""
+        return self.nginx_sites_available.parent / "conf.d" / "glance-simplestreams-sync.conf"
+
+    @property
     def nginx_default_site_link(self) -> Path:
         """Ubuntu's nginx package enables its own site on port 80 with this link."""
         return self.nginx_sites_enabled / "default"

@@ -105,7 +105,7 @@ def serve(
     else:
         changed |= host.remove_file(paths.served_certificate) | host.remove_file(paths.served_key)
     changed |= host.write_file(paths.nginx_site, site_config(unit_name, listen, certificate is not None), mode=0o644)
-    changed |= _enable_site()
+    changed |= _enable_site() | host.remove_file(paths.nginx_earlier_site)
     try:
         _systemctl("enable", SERVICE)
         _systemctl("reload-or-restart" if changed else "start", SERVICE)
@@ -152,7 +152,7 @@ def stop_serving() -> None:
     set it up (the package stays, with its default site back if the charm had installed it)."""
     paths = host.PATHS
     host.remove_file(paths.nginx_site_link)
-    had_site = host.remove_file(paths.nginx_site)
+    had_site = host.remove_file(paths.nginx_site) | host.remove_file(paths.nginx_earlier_site)
     if host.remove_file(paths.nginx_installed_marker) and not paths.nginx_default_site_link.is_symlink():
         paths.nginx_default_site_link.symlink_to(paths.nginx_sites_available / "default")
     host.remove_file(paths.served_certificate)

@@ -287,3 +287,14 @@ def test_serve_metadata_off_moves_the_endpoint_once_the_object_store_has_the_met
     assert {interface: request[f"{interface}_url"] for interface in PRODUCT_STREAMS_URLS} == PRODUCT_STREAMS_URLS
     assert not machine.paths.nginx_site.exists() and not machine.paths.served_dir.exists()
     assert systemctl_calls(systemd)[-1] == "disable --now nginx"
+
+
+def test_the_site_an_earlier_revision_wrote_in_conf_d_goes(ctx, keystone, machine, fake_engine, systemd):
+    fake_engine(metadata_url="http://10.0.0.5/simplestreams/data")
+    machine.paths.nginx_earlier_site.parent.mkdir(parents=True)
+    machine.paths.nginx_earlier_site.write_text("server { listen 10.0.0.5:80; }\n")
+
+    ctx.run(ctx.on.upgrade_charm(), testing.State(leader=True, config=SERVE, relations=[keystone], networks=NETWORKS))
+
+    assert not machine.paths.nginx_earlier_site.exists() and machine.paths.nginx_site.exists()
+    assert systemctl_calls(systemd) == ["enable nginx", "reload-or-restart nginx"]
