@@ -436,6 +436,57 @@ def test_the_packed_charm_serves_the_metadata_itself(machine, bare_cloud, source
     assert not machine.exists(NGINX_SITE) and not machine.exists(SERVED_DIR)
 
 
+MODIFIER = """#!/bin/sh
+set -e
+echo "$(id -u) $release $(basename "$IMAGE_PATH")" >> {record}
+printf 'modified by root' >> "$IMAGE_PATH"
+"""
+
+
+def test_the_packed_charm_runs_the_image_modifier_as_root(machine, bare_cloud, source, test_key, tmp_path):
+    """The image-modifier subordinate's script runs as root (as the classic charm ran it) on the verified
+    copy, with the image's fields in its environment, while the sync runs as its own user: the charm's
+    sudoers rule, in the machine's own /etc, is what real sudo reads."""
+    item = source.add_image(release="noble", version="24.04", serial="20261102", seed=312)
+    source.write()
+    original = (source.builder.root / item.path).read_bytes()
+    region = bare_cloud.sync_identity["region"]
+    content_id = CONTENT_ID_TEMPLATE.format(region=region)
+    record = tmp_path / "modifier.record"
+    script = tmp_path / "modify-image"
+    script.write_text(MODIFIER.format(record=record))
+    script.chmod(0o755)
+
+    assert machine.hook("install").returncode == 0
+    machine.set_leader(True)
+    machine.set_config(
+        mirror_list=yaml.safe_dump([{"url": source.url, "item_filters": ["ftype~(disk1.img|disk.img)"]}]),
+        custom_keyring=base64.b64encode(test_key.keyring.read_bytes()).decode(),
+        region=region,
+        content_id_template=CONTENT_ID_TEMPLATE,
+        visibility="private",
+        use_swift=False,
+    )
+    assert machine.hook("config-changed").returncode == 0
+    keystone = machine.add_relation("identity-service", "keystone")
+    machine.set_remote_unit_data(keystone, "keystone/0", keystone_answer(bare_cloud))
+    assert machine.relation_hook(keystone, "changed", "keystone/0").returncode == 0
+    modifier = machine.add_relation("image-modifier", "modifier")
+    machine.set_remote_unit_data(modifier, "modifier/0", {"script-path": str(script)})
+    run = machine.relation_hook(modifier, "changed", "modifier/0")
+    assert run.returncode == 0, run.output[-3000:]
+    assert machine.stat("/etc/sudoers.d/glance-simplestreams-sync") == ("440", "root", "root")
+
+    run, action = machine.action("sync-images")
+
+    assert run.returncode == 0 and action["failed"] is None, run.output[-3000:]
+    assert record.read_text() == "0 noble image\n"
+    (image,) = [image for image in our_images(glanceclient_for(bare_cloud), content_id) if image["status"] == "active"]
+    assert image["size"] == len(original) + len(b"modified by root")
+    run = machine.relation_hook(modifier, "broken")
+    assert run.returncode == 0 and not machine.exists("/etc/sudoers.d/glance-simplestreams-sync")
+
+
 def glanceclient_for(cloud: LocalCloud):
     import glanceclient
 
