@@ -44,6 +44,7 @@ CHARM_PYTHON = "3.12"  # ubuntu@24.04's
 # keystore) and the dpkg trigger it raises: rebuilt by the system's tool, not left by the charm.
 TRUST_STORE_OUTPUTS = ("/etc/ssl/certs/", "/var/lib/ca-certificates-java/", "/var/lib/dpkg/triggers/")
 NGINX_SITE = "/etc/nginx/sites-available/glance-simplestreams-sync"
+NGINX_SITES_ENABLED = "/etc/nginx/sites-enabled"  # Ubuntu's nginx.conf includes every site linked here
 SERVED_DIR = f"{STATE_DIR}/metadata"
 
 
@@ -372,8 +373,11 @@ def test_the_packed_charm_serves_the_metadata_itself(machine, bare_cloud, source
     assert run.called("systemctl") == [["enable", "nginx"], ["reload-or-restart", "nginx"]]
     assert f"listen 127.0.0.1:{http_port};" in machine.read_text(NGINX_SITE)
     assert machine.stat(SERVED_DIR) == ("2750", SYNC_USER, "www-data")
+    # the charm installed nginx (apt says it was missing): the package's default site is no longer enabled
+    assert machine.run(["ls", NGINX_SITES_ENABLED]).stdout.split() == ["glance-simplestreams-sync"]
 
-    nginx = NginxServer(tmp_path / "nginx", NGINX_SITE, http_port, user="www-data", prefix=machine.enter_argv())
+    enabled = f"{NGINX_SITES_ENABLED}/*"
+    nginx = NginxServer(tmp_path / "nginx", enabled, http_port, user="www-data", prefix=machine.enter_argv())
     try:
         nginx.start()
         # keystone's credentials: empty metadata in the served directory, and keystone pointed at it
@@ -417,9 +421,7 @@ def test_the_packed_charm_serves_the_metadata_itself(machine, bare_cloud, source
         served_url = f"https://127.0.0.1:{https_port}/simplestreams/data"
         assert machine.local_unit_data(keystone)["public_url"] == served_url
         nginx.stop()
-        nginx = NginxServer(
-            tmp_path / "nginx-tls", NGINX_SITE, https_port, user="www-data", prefix=machine.enter_argv()
-        )
+        nginx = NginxServer(tmp_path / "nginx-tls", enabled, https_port, user="www-data", prefix=machine.enter_argv())
         nginx.start()
         run, action = machine.action("sync-images", **{"full-check": True})  # reads back over HTTPS
         assert run.returncode == 0 and action["failed"] is None, run.output[-3000:]
@@ -434,6 +436,7 @@ def test_the_packed_charm_serves_the_metadata_itself(machine, bare_cloud, source
     assert run.returncode == 0, run.output[-3000:]
     assert run.called("systemctl") == [["disable", "--now", "nginx"]]
     assert not machine.exists(NGINX_SITE) and not machine.exists(SERVED_DIR)
+    assert machine.run(["ls", NGINX_SITES_ENABLED]).stdout.split() == ["default"]  # as the package has it
 
 
 MODIFIER = """#!/bin/sh
