@@ -228,8 +228,9 @@ def test_no_cron_entry_before_keystone_answers(ctx, machine):
     assert machine.background_syncs == []
 
 
-def test_install_installs_the_packages(ctx, machine):
-    ctx.run(ctx.on.install(), testing.State())
+@pytest.mark.parametrize("event", ["install", "upgrade_charm"])
+def test_install_and_upgrade_install_the_packages(ctx, machine, event):
+    ctx.run(getattr(ctx.on, event)(), testing.State())
 
     assert machine.installed == [["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron", "sudo"]]
 
