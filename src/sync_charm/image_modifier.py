@@ -4,7 +4,7 @@ is told to run it through `sudo -n --`.
 
 The script keeps the environment the sync gives it (the image's fields and IMAGE_PATH), so the rule
 turns sudo's env_reset off for this one command; sudo still removes the variables of its env_delete
-list (LD_PRELOAD and the like) and sets its secure_path.
+list (LD_PRELOAD and the like), sets its secure_path, and HOME is root's.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def sudoers_rule(script: str, user: str, unit_name: str) -> str:
     return (
         f"# Written by the glance-simplestreams-sync charm ({unit_name}): the sync's user runs the\n"
         "# image-modifier subordinate's script as root, with the image's fields in its environment.\n"
-        f"Defaults!{script} !env_reset\n"
+        f"Defaults!{script} !env_reset, always_set_home\n"
         f"{user} ALL=(root) NOPASSWD: {script}\n"
     )
 

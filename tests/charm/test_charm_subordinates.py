@@ -65,7 +65,7 @@ def test_the_sync_user_may_run_exactly_the_image_modifier_script_as_root(ctx, ma
 
     rule = machine.paths.sudoers_file.read_text()
     assert [line for line in rule.splitlines() if not line.startswith("#")] == [
-        "Defaults!/usr/local/bin/modify-image !env_reset",
+        "Defaults!/usr/local/bin/modify-image !env_reset, always_set_home",
         f"{machine.sync_user} ALL=(root) NOPASSWD: /usr/local/bin/modify-image",
     ]
     assert machine.owners(machine.paths.sudoers_file) == ("440", machine.charm_user, machine.charm_group)

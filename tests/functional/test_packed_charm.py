@@ -441,7 +441,7 @@ def test_the_packed_charm_serves_the_metadata_itself(machine, bare_cloud, source
 
 MODIFIER = """#!/bin/sh
 set -e
-echo "$(id -u) $release $(basename "$IMAGE_PATH")" >> {record}
+echo "$(id -u) $HOME $release $(basename "$IMAGE_PATH")" >> {record}
 printf 'modified by root' >> "$IMAGE_PATH"
 """
 
@@ -483,7 +483,7 @@ def test_the_packed_charm_runs_the_image_modifier_as_root(machine, bare_cloud, s
     run, action = machine.action("sync-images")
 
     assert run.returncode == 0 and action["failed"] is None, run.output[-3000:]
-    assert record.read_text() == "0 noble image\n"
+    assert record.read_text() == "0 /root noble image\n"
     (image,) = [image for image in our_images(glanceclient_for(bare_cloud), content_id) if image["status"] == "active"]
     assert image["size"] == len(original) + len(b"modified by root")
     run = machine.relation_hook(modifier, "broken")
