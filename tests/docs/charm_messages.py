@@ -28,7 +28,8 @@ Template = tuple  # of str (fixed text) and WILDCARD
 class Message:
     kind: str  # "status" or "action failure"
     template: Template
-    line: int  # in src/charm.py
+    line: int
+    source: str = "src/charm.py"  # the file of `line`
 
     @property
     def fixed_text(self) -> str:
@@ -46,13 +47,13 @@ class _Code:
     """The charm's module and the src/ modules it imports from."""
 
     def __init__(self) -> None:
-        charm = ast.parse(CHARM.read_text())
+        charm = _parse(CHARM)
         modules = [charm]
         for node in charm.body:
             if isinstance(node, ast.ImportFrom) and node.module:
                 package = SRC.joinpath(*node.module.split("."))
                 candidates = [package.with_suffix(".py"), *(package / f"{alias.name}.py" for alias in node.names)]
-                imported = [ast.parse(path.read_text()) for path in candidates if path.exists()]
+                imported = [_parse(path) for path in candidates if path.exists()]
                 modules += imported + [module for parent in imported for module in _siblings(parent, package)]
         self.charm = charm
         self.functions: dict[str, ast.FunctionDef] = {}
@@ -145,7 +146,16 @@ def _siblings(module: ast.Module, package: Path) -> list[ast.Module]:
         if isinstance(node, ast.ImportFrom) and node.level == 1 and not node.module
         for alias in node.names
     ]
-    return [ast.parse((package / f"{name}.py").read_text()) for name in names if (package / f"{name}.py").exists()]
+    return [_parse(package / f"{name}.py") for name in names if (package / f"{name}.py").exists()]
+
+
+def _parse(path: Path) -> ast.Module:
+    """The module, each function marked with the file it is in."""
+    module = ast.parse(path.read_text())
+    for node in ast.walk(module):
+        if isinstance(node, ast.FunctionDef):
+            node.source = path.relative_to(SRC.parent).as_posix()  # type: ignore[attr-defined]
+    return module
 
 
 def _merged(template: Template) -> Template:
@@ -177,5 +187,7 @@ def charm_messages() -> list[Message]:
                 continue
             for template in code.templates(node.args[0], function):
                 template = _merged(template)
-                messages.setdefault((kind, template), Message(kind, template, node.lineno))
-    return sorted(messages.values(), key=lambda message: (message.kind, message.line, message.readable()))
+                messages.setdefault((kind, template), Message(kind, template, node.lineno, function.source))
+    return sorted(
+        messages.values(), key=lambda message: (message.kind, message.source, message.line, message.readable())
+    )
