@@ -165,12 +165,14 @@ def _endpoint_requests(
         remembered["served_metadata_url"] = served["public"]
         outcome.identity_unit = identity_service.request(config.region, served)
     else:
-        urls = _published_urls(snapshot, remembered)
+        handing_over = metadata_server.is_serving()  # the object store is checked before keystone moves
+        urls = None if handing_over else _published_urls(snapshot, remembered)
         if urls is None and can_publish and config.use_swift:
             urls = _publish_first(snapshot, remembered)
-        if urls is None and remembered.get("metadata_url") not in (None, "", remembered.get("served_metadata_url")):
+        earlier_url = remembered.get("metadata_url") not in (None, "", remembered.get("served_metadata_url"))
+        if urls is None and earlier_url and not handing_over:
             urls = identity_service.same_url(remembered["metadata_url"])  # an earlier revision's single URL
-        if urls is None and metadata_server.is_serving():
+        if urls is None and handing_over:
             outcome.identity_app = _changed(snapshot.remembered, remembered)
             return  # the object store has nothing yet: keystone keeps pointing at the served copy
         metadata_server.stop_serving()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import sys
@@ -298,3 +299,20 @@ def test_the_site_an_earlier_revision_wrote_in_conf_d_goes(ctx, keystone, machin
 
     assert not machine.paths.nginx_earlier_site.exists() and machine.paths.nginx_site.exists()
     assert systemctl_calls(systemd) == ["enable nginx", "reload-or-restart nginx"]
+
+
+def test_serve_metadata_off_checks_the_object_store_even_with_its_urls_remembered(ctx, keystone, machine, fake_engine):
+    fake_engine(metadata_url="http://10.0.0.5/simplestreams/data")
+    served = ctx.run(
+        ctx.on.config_changed(), testing.State(leader=True, config=SERVE, relations=[keystone], networks=NETWORKS)
+    ).get_relation(keystone.id)
+    remembered = {"metadata_url": METADATA_URL, **{f"{key}_url": url for key, url in PRODUCT_STREAMS_URLS.items()}}
+    served = dataclasses.replace(served, local_app_data={**served.local_app_data, **remembered})
+    engine = fake_engine(metadata_url=None)  # swift, which had the metadata before serve_metadata, is down
+    published = len(engine.publish_calls)
+
+    out = ctx.run(ctx.on.config_changed(), testing.State(leader=True, relations=[served], networks=NETWORKS))
+
+    assert len(engine.publish_calls) == published + 1
+    assert out.get_relation(keystone.id).local_unit_data["public_url"] == "http://10.0.0.5/simplestreams/data"
+    assert machine.paths.nginx_site.exists()
