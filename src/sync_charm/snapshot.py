@@ -1,8 +1,8 @@
 """Everything one event's decisions depend on, read once: the options (validated once), the relations,
 leadership, the machine's addresses and the sync's own state files.
 
-`read` is the only place that reads Juju's model or the sync's state for a hook; `workload` acts on
-the snapshot and `status` describes it.
+`read` is where an event reads Juju's model and the sync's state files (the action reads the result
+once more, after its own sync); `workload` acts on the snapshot and `status` describes it.
 """
 
 from __future__ import annotations
