@@ -19,14 +19,8 @@ from .openstack import Cloud, CloudError, image_ids_in_use
 from .plan import Facts, GlanceImage, Plan, make_plan
 from .publish import CONTAINER, PUBLIC_READ_ACL, ObjectStoreMissing, Publisher, SwiftPublisher, image_ids_tree
 from .publish_local import LocalPublisher
-from .quick_check import (
-    Observations,
-    Record,
-    catalog_fingerprint,
-    code_fingerprint,
-    glance_fingerprint,
-    glance_list_url,
-)
+from .quick_check import Observations, Record
+from .run_record import record_of_clean_run
 from .source import HttpSession, SourceChanged, SourceError, SourceImage, open_url_chunks, read_source
 from .state import ProgressFile, SyncResult, utc_now
 from .transfer import VerificationError, VerifyingStream
@@ -449,55 +443,20 @@ class SyncRun:
             self.out(f"metadata for {len(images)} images at {publisher.metadata_url} is up to date")
         return publisher
 
-    def _record_observations(
-        self,
-        final_listing: Future,
-        publisher: Publisher | None,
-        image_count: int,
-    ) -> None:
+    def _record_observations(self, final_listing: Future, publisher: Publisher | None, image_count: int) -> None:
         """After a clean run, what the next run's quick check compares (quick_check.py)."""
-        try:
-            images = final_listing.result()
-            catalog = self.cloud.catalog()
-        except CloudError as error:
-            LOG.info("no quick check for the next run: %s", error)
-            return
-        observed = self.observed
-        identity = self.cloud.identity
-        self.record = Record(
-            code=code_fingerprint(),
-            inputs={},
+        self.record = record_of_clean_run(
+            self.cloud,
+            self.glance.endpoint,
+            final_listing,
+            self.observed,
             user_agent=self.config.user_agent,
-            source=[{"url": url, **document} for url, document in observed.source.items()],
-            identity_file="",
-            keystone={
-                "token_url": identity.auth_url.rstrip("/") + "/auth/tokens",  # as keystoneauth's v3.Password
-                "user": identity.username,
-                "user_domain": identity.user_domain_name,
-                "project": identity.project_name,
-                "project_domain": identity.project_domain_name,
-            },
-            verify=self.cloud.verify,
-            glance_list_url=glance_list_url(self.glance.endpoint, self.cloud.project_id, self.content_id),
-            glance_images=glance_fingerprint(images, self.content_id, self.cloud.project_id),
             content_id=self.content_id,
-            project_id=self.cloud.project_id,
-            swift_objects=observed.objects,
-            swift_container=observed.container_url,
-            swift_read_acl=observed.read_acl,
-            swift_proxy=(
-                self.cloud.object_store_proxy(publisher.storage_url) if isinstance(publisher, SwiftPublisher) else None
-            ),
-            local_files=observed.local_files,
-            served_files=observed.served_files,
+            storage_url=publisher.storage_url if isinstance(publisher, SwiftPublisher) else None,
             metadata_url=publisher.metadata_url if publisher else "",
-            product_streams_urls=self.result.product_streams_urls,
-            catalog_url=f"{self.cloud.auth_url.rstrip('/')}/auth/catalog",
-            catalog=catalog_fingerprint(catalog),
+            result=self.result,
             image_count=image_count,
             said=self._settled_lines,
-            kept=self.result.kept,
-            needs_decision=self.result.needs_decision,
         )
 
     def _clean(self, plan: Plan) -> bool:

@@ -14,6 +14,7 @@ import glanceclient
 from glanceclient import exc as glance_exc
 from keystoneauth1 import exceptions as ks_exceptions
 
+from . import api
 from .openstack import USER_AGENT, Cloud, CloudError, describe
 from .plan import HIDDEN_PROPERTY, VERIFIED_PROPERTY
 from .raw_http import chunked_put
@@ -163,21 +164,12 @@ class GlanceStore:
     def owned_images(self, content_id: str) -> list[dict]:
         """Every image of our project carrying our content_id, whatever its status, hidden ones too
         (Glance lists those only when asked for them alone)."""
-        ours = {"owner": self.cloud.project_id, "content_id": content_id}
+        listings = api.owned_image_filters(self.cloud.project_id, content_id)
         images = self._retried(
             "list images",
-            lambda: [
-                dict(image)
-                for hidden in (False, True)
-                for image in self.client.images.list(filters={**ours, **({"os_hidden": True} if hidden else {})})
-            ],
+            lambda: [dict(image) for filters in listings for image in self.client.images.list(filters=filters)],
         )
-        # Filter again: a Glance that ignores unknown filters must not make us claim others' images.
-        return [
-            image
-            for image in images
-            if image.get("content_id") == content_id and image.get("owner") == self.cloud.project_id
-        ]
+        return [image for image in images if api.is_ours(image, self.cloud.project_id, content_id)]
 
     def hash_algo(self, known_images: Iterable[dict]) -> str:
         """The algorithm Glance uses for os_hash_value, learnt from an active image when there is one."""

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from keystoneauth1 import exceptions as ks_exceptions
 
+from . import api
 from ._simplestreams import util
 from .openstack import Cloud, CloudError, describe
 from .quick_check import Observations
@@ -258,7 +259,7 @@ class SwiftPublisher:
 
     # -- requests ---------------------------------------------------------------------------------
     def _object_url(self, path: str) -> str:
-        return f"{self.container_url}/{PREFIX}{path}"
+        return api.metadata_object_url(self.container_url, PREFIX, path)
 
     def _send(self, method: str, url: str, **kwargs):
         return self.session.request(url, method, raise_exc=False, **kwargs)

@@ -12,18 +12,20 @@ failed, nothing left for a later run to finish), it records what it observed in 
 - the identity and object-store endpoints in Keystone's catalog (the metadata names keystone's public
   URL, and the product-streams URLs are the object store's);
 - the endpoints and how to reach them (CA, proxy), and who it authenticated as (user, project).
-The next run first checks every one of those observations again, all at once, with a token of its own:
-one request to Keystone (the password read from identity.yaml, as the sync reads it; no proxy, the
-same CAs as the sync), made while the source documents are fetched. It checks:
-the same source bytes (signed by the same keyring: the signature result cannot differ), the same
-images in Glance, the same objects in Swift readable by the same ACL. Only when all of them hold does
-it stop there, since the full run would then read, plan and publish the very same things. Anything else (a changed or
-unreachable source, a Glance change, Keystone refusing or unreachable, a new config, new code) makes it
-fall through to the full run, which records afresh when it ends clean. It uses only the standard
-library and PyYAML, so it runs before the heavy imports.
+The next run first checks every one of those observations again, all at once: one login to Keystone
+(the password read from identity.yaml, as the sync reads it; no proxy, the same CAs as the sync), whose
+answer carries the token and the catalog; meanwhile the source documents and the metadata objects are
+read anonymously, as Juju reads them. With the token: the full run's listings of our images in Glance
+(api.py: hidden ones too) and the container's read ACL. It checks the same source bytes (signed by the
+same keyring: the signature result cannot differ), the same images in Glance, the same objects in Swift
+readable by the same ACL. Only when all of them hold does it stop there, since the full run would then
+read, plan and publish the very same things. Anything else (a changed or unreachable source, a Glance
+change, Keystone refusing or unreachable, a new config, new code) makes it fall through to the full run,
+which records afresh when it ends clean. It uses only the standard library and PyYAML, so it runs before
+the heavy imports.
 
 During a full run, the parts that read the source and write the metadata report what they saw to one
-`Observations` object; the run turns it into the `Record` when it ends clean.
+`Observations` object; run_record.py turns it into the `Record` when the run ends clean.
 """
 
 from __future__ import annotations
@@ -34,20 +36,22 @@ import http.client
 import json
 import os
 import threading
-import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
+from . import api, timeouts
 from .raw_http import open_url
 from .state import sha256_of_file, utc_now, write_atomically
 
+T = TypeVar("T")
+
 RECORD_FILE = "unchanged.json"
-RECORD_VERSION = 2
+RECORD_VERSION = 3
 TOKEN_FIELDS = ("token", "token_expires")  # what records of version 1 held, never written again
-TIMEOUT = 10  # seconds per request; a slow answer just means the full run goes ahead
 UNCOMPARED_FIELDS = ("self",)  # a link that glanceclient's image objects leave out
 CATALOG_SERVICE_TYPES = ("identity", "object-store")  # what the metadata and product-streams URLs come from
 
@@ -94,7 +98,7 @@ class Record:
     # {"token_url", "user", "user_domain", "project", "project_domain"}: how the run authenticated
     keystone: dict[str, str]
     verify: str | bool  # CA file/dir for the cloud's APIs, or True: the default store
-    glance_list_url: str  # first page of our images (filtered by owner and content_id)
+    glance_endpoint: str  # where the run listed our images (api.image_list_urls: hidden ones too)
     glance_images: str  # glance_fingerprint() of them
     content_id: str
     project_id: str
@@ -106,9 +110,8 @@ class Record:
     served_files: dict[str, str] = field(default_factory=dict)  # URL -> sha256 of the same files, as served
     metadata_url: str = ""
     product_streams_urls: dict[str, str] = field(default_factory=dict)
-    # Keystone's catalog (GET with the token) and catalog_fingerprint() of it: the metadata names
-    # keystone's public URL and product-streams points at the object store's, both from there.
-    catalog_url: str = ""
+    # catalog_fingerprint() of Keystone's catalog: the metadata names keystone's public URL and
+    # product-streams points at the object store's, both from there.
     catalog: str = ""
     image_count: int = 0
     # What the run said about images it left as they are (protected, deactivated, ...), and its result's
@@ -146,7 +149,7 @@ def glance_fingerprint(images: list[dict], content_id: str, project_id: str) -> 
         (
             {key: value for key, value in image.items() if key not in UNCOMPARED_FIELDS}
             for image in images
-            if image.get("content_id") == content_id and image.get("owner") == project_id
+            if api.is_ours(image, project_id, content_id)
         ),
         key=lambda image: image["id"],
     )
@@ -163,11 +166,6 @@ def catalog_fingerprint(catalog: list) -> str:
         for endpoint in service.get("endpoints", [])
     )
     return hashlib.sha256(json.dumps(endpoints).encode()).hexdigest()
-
-
-def glance_list_url(endpoint: str, project_id: str, content_id: str) -> str:
-    query = urllib.parse.urlencode({"owner": project_id, "content_id": content_id, "limit": 100})
-    return f"{endpoint}/v2/images?{query}"
 
 
 def save(state_dir: str | Path, record: Record) -> None:
@@ -219,44 +217,41 @@ def still_current(state_dir: str | Path) -> Record | None:
         return None
     if any(file_digest(path) != digest for path, digest in record.local_files.items()):
         return None
-    workers = len(record.source) + len(record.served_files) + 4
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        token = pool.submit(_new_token, record)  # Glance's and Swift's checks wait for it
+    anonymous = len(record.source) + len(record.swift_objects) + len(record.served_files)
+    with ThreadPoolExecutor(max_workers=anonymous + 3) as pool:
+        login = pool.submit(login_of, record)  # Glance's listings and the container's ACL wait for its token
+        # One listing after the other: Glance validates the new token with Keystone once, on the first.
+        listings = pool.submit(_or_none, partial(listings_of, record, lambda: login.result()[0]))
         checks: list[Callable[[], bool]] = [partial(_source_unchanged, record, doc) for doc in record.source]
-        checks += [partial(_glance_unchanged, record, token), partial(_swift_all_unchanged, record, token)]
-        checks.append(partial(_catalog_unchanged, record, token))
+        checks += [partial(object_unchanged, record, url, etag) for url, etag in record.swift_objects.items()]
         checks += [partial(_served_unchanged, record, url, digest) for url, digest in record.served_files.items()]
-        results = list(pool.map(_safely, checks))
-    return record if all(results) else None
+        checks += [partial(_swift_acl_unchanged, record, login), partial(_catalog_unchanged, record, login)]
+        held = all(list(pool.map(_safely, checks)))
+        images = listings.result()
+    if not held or images is None:
+        return None
+    return record if glance_fingerprint(images, record.content_id, record.project_id) == record.glance_images else None
 
 
-def _new_token(record: Record) -> str:
-    """A token of the recorded user, scoped to the recorded project: one POST to Keystone's token URL
-    (no proxy, the sync's CAs, no catalog: the record has the endpoints)."""
+def login_of(record: Record) -> tuple[str, list]:
+    """A token of the recorded user, scoped to the recorded project, with its catalog: one POST to
+    Keystone (no proxy, the sync's CAs)."""
     keystone = record.keystone
-    auth = {
-        "identity": {
-            "methods": ["password"],
-            "password": {
-                "user": {
-                    "name": keystone["user"],
-                    "domain": {"name": keystone["user_domain"]},
-                    "password": _password(record.identity_file),
-                }
-            },
-        },
-        "scope": {"project": {"name": keystone["project"], "domain": {"name": keystone["project_domain"]}}},
-    }
+    body = api.password_login(
+        keystone["user"],
+        keystone["user_domain"],
+        _password(record.identity_file),
+        keystone["project"],
+        keystone["project_domain"],
+    )
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    body = json.dumps({"auth": auth}).encode()
-    with _open(
-        f"{keystone['token_url']}?nocatalog", headers, method="POST", data=body, verify=record.verify
-    ) as response:
+    data = json.dumps(body).encode()
+    with _open(keystone["token_url"], headers, method="POST", data=data, verify=record.verify) as response:
         token = response.headers["X-Subject-Token"]
-        scoped_to = json.load(response)["token"]["project"]["id"]
-    if not token or scoped_to != record.project_id:
+        answer = json.load(response)["token"]
+    if not token or answer["project"]["id"] != record.project_id:
         raise ValueError("keystone gave a token for another project")
-    return token
+    return token, answer["catalog"]
 
 
 def _password(identity_file: str) -> str:
@@ -275,52 +270,50 @@ def _password(identity_file: str) -> str:
 
 def _safely(check: Callable[[], bool]) -> bool:
     """A check that cannot be made (unreachable, refused, unreadable answer) does not hold."""
+    return _or_none(check) is True
+
+
+def _or_none(call: Callable[[], T]) -> T | None:
     try:
-        return check()
+        return call()
     except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
-        return False
+        return None
 
 
 def _source_unchanged(record: Record, doc: dict) -> bool:
-    with _open(doc["url"], {"User-Agent": record.user_agent}, proxy=doc.get("proxy"), verify=True) as response:
+    headers = {"User-Agent": record.user_agent}
+    with _open(doc["url"], headers, proxy=doc.get("proxy"), verify=True, timeout=timeouts.SOURCE_READ) as response:
         digest = hashlib.sha256()
         while chunk := response.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest() == doc["sha256"]
 
 
-def _glance_unchanged(record: Record, token: Future[str]) -> bool:
+def listings_of(record: Record, token: Callable[[], str]) -> list[dict]:
+    """Our images as the full run lists them: every listing of api.image_list_urls, all their pages."""
+    urls = api.image_list_urls(record.glance_endpoint, record.project_id, record.content_id)
+    return [image for url in urls for image in listing(record, url, token)]
+
+
+def listing(record: Record, url: str | None, token: Callable[[], str]) -> list[dict]:
+    """Every page of one of the full run's listings of our images (api.image_list_urls)."""
     images: list[dict] = []
-    url: str | None = record.glance_list_url
-    base = record.glance_list_url.split("/v2/", 1)[0]
     while url:
-        headers = {"X-Auth-Token": token.result(), "Accept": "application/json"}
+        headers = {"X-Auth-Token": token(), "Accept": "application/json"}
         with _open(url, headers, verify=record.verify) as response:
             page = json.load(response)
         images.extend(page.get("images", []))
-        url = base + page["next"] if page.get("next") else None
-    return glance_fingerprint(images, record.content_id, record.project_id) == record.glance_images
+        url = record.glance_endpoint + page["next"] if page.get("next") else None
+    return images
 
 
-def _catalog_unchanged(record: Record, token: Future[str]) -> bool:
-    headers = {"X-Auth-Token": token.result(), "Accept": "application/json"}
-    with _open(record.catalog_url, headers, verify=record.verify) as response:
-        catalog = json.load(response)["catalog"]
-    return catalog_fingerprint(catalog) == record.catalog
+def _catalog_unchanged(record: Record, login: Future[tuple[str, list]]) -> bool:
+    return catalog_fingerprint(login.result()[1]) == record.catalog
 
 
-def _swift_all_unchanged(record: Record, token: Future[str]) -> bool:
-    """The container's ACL, then each object: one after the other, so that Swift validates the new token
-    once (the first request) rather than once per concurrent request."""
-    if record.swift_container and not _swift_acl_unchanged(record, token):
-        return False
-    return all(_swift_unchanged(record, token, url, etag) for url, etag in record.swift_objects.items())
-
-
-def _swift_unchanged(record: Record, token: Future[str], url: str, etag: str) -> bool:
-    with _open(
-        url, {"X-Auth-Token": token.result()}, method="HEAD", proxy=record.swift_proxy, verify=record.verify
-    ) as response:
+def object_unchanged(record: Record, url: str, etag: str) -> bool:
+    """A metadata object as anonymous readers (Juju) get it, through the object store's proxy."""
+    with _open(url, {}, method="HEAD", proxy=record.swift_proxy, verify=record.verify) as response:
         return response.headers.get("ETag", "").strip('"') == etag
 
 
@@ -330,10 +323,12 @@ def _served_unchanged(record: Record, url: str, digest: str) -> bool:
         return hashlib.sha256(response.read()).hexdigest() == digest
 
 
-def _swift_acl_unchanged(record: Record, token: Future[str]) -> bool:
+def _swift_acl_unchanged(record: Record, login: Future[tuple[str, list]]) -> bool:
+    if not record.swift_container:
+        return True
     with _open(
         record.swift_container,
-        {"X-Auth-Token": token.result()},
+        {"X-Auth-Token": login.result()[0]},
         method="HEAD",
         proxy=record.swift_proxy,
         verify=record.verify,
@@ -341,5 +336,5 @@ def _swift_acl_unchanged(record: Record, token: Future[str]) -> bool:
         return response.headers.get("X-Container-Read", "") == record.swift_read_acl
 
 
-def _open(url: str, headers: dict, **options):
-    return open_url(url, headers, timeout=TIMEOUT, **options)
+def _open(url: str, headers: dict, timeout: float = timeouts.READ, **options):
+    return open_url(url, headers, timeout=timeout, **options)

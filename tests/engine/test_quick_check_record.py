@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import stat
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -108,7 +112,9 @@ SOURCE_DOC = b'{"index": {}}'
 
 PASSWORD = "s3cret"
 TOKEN = "t0k3n"
-TOKEN_PATH = "/v3/auth/tokens?nocatalog"
+TOKEN_PATH = "/v3/auth/tokens"
+LISTED = f"/v2/images?owner={PROJECT}&content_id={CONTENT_ID}&limit=100"
+LISTED_HIDDEN = f"/v2/images?owner={PROJECT}&content_id={CONTENT_ID}&os_hidden=true&limit=100"
 
 
 def catalog(keystone_public: str = "https://keystone.public:5000/v3") -> list[dict]:
@@ -146,13 +152,13 @@ def test_catalog_fingerprint_moves_with_keystones_public_url():
 
 @pytest.fixture
 def served():
-    """What the server answers: the source document, Glance's list, the project Keystone scopes a
-    token to and Keystone's catalog (tests may change them)."""
+    """What the server answers: the source document, Glance's listings by path (hidden images: none), the
+    project Keystone scopes a token to and the catalog in its answer (tests may change them)."""
     return {
         "source": SOURCE_DOC,
-        "glance": json.dumps({"images": [image("a")]}).encode(),
+        "glance": {LISTED: json.dumps({"images": [image("a")]}).encode(), LISTED_HIDDEN: b'{"images": []}'},
         "project": PROJECT,
-        "catalog": json.dumps({"catalog": catalog()}).encode(),
+        "catalog": catalog(),
     }
 
 
@@ -163,7 +169,8 @@ def _keystone(served: dict, body: bytes) -> tuple[int, dict, bytes]:
     if (user["name"], user["domain"]["name"], user["password"]) != ("sync", "Default", PASSWORD):
         return 401, {}, b'{"error": {"code": 401}}'
     assert auth["scope"] == {"project": {"name": "services", "domain": {"name": "Default"}}}
-    return 201, {"X-Subject-Token": TOKEN}, json.dumps({"token": {"project": {"id": served["project"]}}}).encode()
+    token = {"project": {"id": served["project"]}, "catalog": served["catalog"]}
+    return 201, {"X-Subject-Token": TOKEN}, json.dumps({"token": token}).encode()
 
 
 @pytest.fixture
@@ -177,14 +184,11 @@ def recorded(tmp_path, served):
     def answer(method: str, path: str, headers: dict, body: bytes) -> tuple[int, dict, bytes]:
         if method == "POST":
             return _keystone(served, body)
-        if not path.startswith(("/v2/images", "/v3/auth/catalog")):
+        if not path.startswith("/v2/images"):
             return 200, {}, served["source"]
         if headers.get("X-Auth-Token") != TOKEN:
             return 401, {}, b""
-        if path == "/v3/auth/catalog":
-            return 200, {}, served["catalog"]
-        glance = served["glance"]
-        return 200, {}, glance[path] if isinstance(glance, dict) else glance  # a dict: pages by path
+        return (200, {}, served["glance"][path]) if path in served["glance"] else (404, {}, b"")
 
     with Server(answer) as server:
         record = quick_check.Record(
@@ -201,11 +205,10 @@ def recorded(tmp_path, served):
                 "project_domain": "Default",
             },
             verify=True,
-            glance_list_url=quick_check.glance_list_url(server.url, PROJECT, CONTENT_ID),
+            glance_endpoint=server.url,
             glance_images=quick_check.glance_fingerprint([image("a")], CONTENT_ID, PROJECT),
             content_id=CONTENT_ID,
             project_id=PROJECT,
-            catalog_url=f"{server.url}/v3/auth/catalog",
             catalog=quick_check.catalog_fingerprint(catalog()),
         )
         quick_check.save(tmp_path / "state", record)
@@ -222,8 +225,8 @@ def test_a_record_whose_observations_hold_is_current(recorded):
     assert quick_check.still_current(state_dir) is not None
     assert sorted(server.requests) == [
         "GET /streams/v1/index.json",
-        f"GET /v2/images?owner={PROJECT}&content_id={CONTENT_ID}&limit=100",
-        "GET /v3/auth/catalog",
+        f"GET {LISTED}",
+        f"GET {LISTED_HIDDEN}",
         f"POST {TOKEN_PATH}",
     ]
 
@@ -231,10 +234,10 @@ def test_a_record_whose_observations_hold_is_current(recorded):
 def test_a_moved_keystone_public_url_in_the_catalog_invalidates(recorded, served):
     """The metadata names keystone's public URL: a new one there means publishing again."""
     state_dir, _, server = recorded
-    served["catalog"] = json.dumps({"catalog": catalog("https://keystone.example:5000/v3")}).encode()
+    served["catalog"] = catalog("https://keystone.example:5000/v3")
 
     assert quick_check.still_current(state_dir) is None
-    assert "GET /v3/auth/catalog" in server.requests
+    assert server.requests.count(f"POST {TOKEN_PATH}") == 1
 
 
 def test_a_changed_input_file_invalidates_without_a_request(recorded):
@@ -308,19 +311,15 @@ def test_changed_source_bytes_invalidate(recorded, served):
 
 def test_a_changed_glance_listing_invalidates(recorded, served):
     state_dir, _, _ = recorded
-    served["glance"] = json.dumps({"images": [image("a", status="deactivated")]}).encode()
+    served["glance"][LISTED] = json.dumps({"images": [image("a", status="deactivated")]}).encode()
 
     assert quick_check.still_current(state_dir) is None
 
 
 def test_glance_pages_are_all_read(recorded, served):
     state_dir, _, server = recorded
-    served["glance"] = {
-        "/v2/images?owner=p1&content_id=auto.sync&limit=100": json.dumps(
-            {"images": [], "next": "/v2/images?marker=x"}
-        ).encode(),
-        "/v2/images?marker=x": json.dumps({"images": [image("a")]}).encode(),
-    }
+    served["glance"][LISTED] = json.dumps({"images": [], "next": "/v2/images?marker=x"}).encode()
+    served["glance"]["/v2/images?marker=x"] = json.dumps({"images": [image("a")]}).encode()
 
     assert quick_check.still_current(state_dir) is not None
     assert "GET /v2/images?marker=x" in server.requests
@@ -352,3 +351,45 @@ def test_a_file_source_is_read_from_the_file(recorded, tmp_path):
     assert quick_check.still_current(state_dir) is not None
     document.write_bytes(b"{}")
     assert quick_check.still_current(state_dir) is None
+
+
+def test_an_image_listed_only_as_hidden_counts_as_listed(recorded, served):
+    """The full run lists hidden images too (api.py): a record holding one is current when Glance still
+    lists it, hidden, and is not once it is gone."""
+    state_dir, _, _ = recorded
+    hidden = image("b", os_hidden=True)
+    data = json.loads((state_dir / quick_check.RECORD_FILE).read_text())
+    data["glance_images"] = quick_check.glance_fingerprint([image("a"), hidden], CONTENT_ID, PROJECT)
+    (state_dir / quick_check.RECORD_FILE).write_text(json.dumps(data))
+    served["glance"][LISTED_HIDDEN] = json.dumps({"images": [hidden]}).encode()
+
+    assert quick_check.still_current(state_dir) is not None
+    served["glance"][LISTED_HIDDEN] = b'{"images": []}'
+    assert quick_check.still_current(state_dir) is None
+
+
+def test_a_glance_listing_that_fails_invalidates(recorded, served):
+    state_dir, _, _ = recorded
+    del served["glance"][LISTED_HIDDEN]
+
+    assert quick_check.still_current(state_dir) is None
+
+
+HEAVY_MODULES = ("requests", "keystoneauth1", "glanceclient", "pydantic", "simplestreams", "urllib3", "jinja2")
+
+
+def test_the_quick_check_decides_without_a_heavy_import(recorded):
+    """In a fresh interpreter, as cron starts the sync: a current record is confirmed with none of the
+    full run's libraries loaded."""
+    state_dir, _, _ = recorded
+    program = (
+        "import sys\n"
+        "from simplestreams_sync import __main__, quick_check\n"
+        f"assert quick_check.still_current({str(state_dir)!r}) is not None\n"
+        f"print(sorted(name for name in sys.modules if name.split('.')[0] in {HEAVY_MODULES!r}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(quick_check.__file__).parents[1])}
+
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=60)
+
+    assert (done.returncode, done.stdout, done.stderr) == (0, "[]\n", "")

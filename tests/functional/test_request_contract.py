@@ -1,0 +1,75 @@
+"""One definition of each request (api.py): the quick check and the full run, against the real local cloud,
+log in as the same user, list the same images of ours (hidden ones included) and read the same metadata
+objects; an image an operator hid therefore leaves the scheduled run at the quick check."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from simplestreams_sync import api, quick_check
+from simplestreams_sync.config import load_identity
+from simplestreams_sync.glance import GlanceStore
+from simplestreams_sync.openstack import Cloud
+from simplestreams_sync.publish import INDEX_PATH, PREFIX
+from tests.functional.conftest import QUICK, assert_full_run, our_images
+
+pytestmark = pytest.mark.functional
+
+
+def synced_with_one_hidden_by_an_operator(source, sync, glance) -> tuple[list[dict], str]:
+    """Two images of ours in Glance, one of them hidden by an operator after the first sync, and a
+    record of the clean run that saw them so; (mirrors, the hidden image's id)."""
+    source.add_image(release="jammy", version="22.04", serial="20210101", seed=760)
+    source.add_image(release="focal", version="20.04", serial="20210101", seed=761)
+    source.write()
+    mirrors = [sync.mirror(source.url)]
+    first = sync.run(mirrors)
+    assert first.returncode == 0, first.stderr
+    assert_full_run(first, sync, images=2, published=True)
+    hidden_id = sorted(image["id"] for image in our_images(glance, sync.content_id))[0]
+    glance.images.update(hidden_id, os_hidden=True)
+
+    seen_hidden = sync.run(mirrors)
+
+    assert seen_hidden.returncode == 0, seen_hidden.stderr
+    assert QUICK not in seen_hidden.stdout  # Glance changed since the record: the full run looks again
+    assert "sync finished: 0 created, 0 failed, 0 deleted, 0 errors" in seen_hidden.stdout
+    return mirrors, hidden_id
+
+
+def test_an_image_an_operator_hid_leaves_the_next_scheduled_run_at_the_quick_check(source, sync, glance):
+    mirrors, hidden_id = synced_with_one_hidden_by_an_operator(source, sync, glance)
+
+    result = sync.run(mirrors)
+
+    assert result.returncode == 0, result.stderr
+    assert QUICK in result.stdout
+    assert "the source, our 2 images in Glance and the metadata at " in result.stdout
+    assert glance.images.get(hidden_id)["os_hidden"] is True
+
+
+def test_the_quick_check_and_the_full_run_see_the_same_images_objects_and_catalog(source, sync, glance):
+    synced_with_one_hidden_by_an_operator(source, sync, glance)
+    record = quick_check.load(sync.state_dir)
+    assert record is not None
+    cloud = Cloud(load_identity(str(sync.workdir / "identity.yaml")))
+    full_run_view = GlanceStore(cloud).owned_images(sync.content_id)
+
+    token, catalog = quick_check.login_of(record)
+    quick_view = quick_check.listings_of(record, lambda: token)
+
+    assert sorted(image["id"] for image in quick_view) == sorted(image["id"] for image in full_run_view)
+    assert [image["os_hidden"] for image in sorted(quick_view, key=lambda image: image["os_hidden"])] == [False, True]
+    assert quick_check.glance_fingerprint(quick_view, record.content_id, record.project_id) == (
+        quick_check.glance_fingerprint(full_run_view, sync.content_id, cloud.project_id)
+    )
+    assert quick_check.catalog_fingerprint(catalog) == quick_check.catalog_fingerprint(cloud.catalog())
+    container = f"{sync.cloud.swift_url}/simplestreams"
+    products_path = f"streams/v1/{sync.content_id}.json"
+    assert sorted(record.swift_objects) == sorted(
+        api.metadata_object_url(container, PREFIX, path) for path in (INDEX_PATH, products_path)
+    )
+    assert all(quick_check.object_unchanged(record, url, etag) for url, etag in record.swift_objects.items())
+    assert json.loads((sync.state_dir / quick_check.RECORD_FILE).read_text())["version"] == quick_check.RECORD_VERSION
