@@ -1,4 +1,5 @@
-"""The sync engine: mirror simplestreams image sources into Glance, publish image-ids metadata to Swift.
+"""The sync engine: mirror simplestreams image sources into Glance, publish image-ids metadata to the
+object store (Swift or Ceph RGW) or to the directory the unit's own web server serves.
 
 Imports nothing from ops; cron and the charm's action run it the same way:
 

@@ -18,7 +18,6 @@ from .state import (
     SyncAlreadyRunning,
     SyncLock,
     SyncResult,
-    publish_only_lines,
     read_result,
     utc_now,
     write_result,
@@ -148,9 +147,10 @@ def _state_dir(mirrors_path: str) -> str | None:
     """state_dir from mirrors.yaml as written (the full load validates it), before the heavy imports."""
     import yaml
 
+    from .yaml_file import read_yaml
+
     try:
-        with open(mirrors_path) as stream:
-            data = yaml.load(stream, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = read_yaml(mirrors_path)
     except (OSError, yaml.YAMLError):
         return None
     if not isinstance(data, dict):
@@ -210,11 +210,9 @@ def _publish_only(args: argparse.Namespace) -> int:
     """Publish an empty image list for our content id unless the index already lists it, and print
     where: the URL the sync writes through, then the URL of each interface the product-streams endpoint
     should point at (the same a sync reports), see `publish_only_lines`."""
-    from keystoneauth1 import exceptions as ks_exceptions
-
     from .config import ConfigError, load_identity, load_sync_config
-    from .openstack import Cloud, CloudError, describe
-    from .publish import INDEX_PATH, SwiftPublisher
+    from .openstack import Cloud, CloudError
+    from .publishing import publish_empty_unless_listed
 
     try:
         config = load_sync_config(args.mirrors)
@@ -222,85 +220,17 @@ def _publish_only(args: argparse.Namespace) -> int:
     except ConfigError as error:
         _print_err(f"error: {error}")
         return EXIT_CONFIG
-    if config.local_metadata is not None:
-        return _publish_only_locally(config, identity)
-    if not config.use_swift:
+    if not config.publishes_metadata:
         _print_err(f"error: use_swift is false in {args.mirrors}: no metadata is published")
         return EXIT_CONFIG
     try:
-        cloud = Cloud(identity, config.object_store_proxies())
-        publisher = SwiftPublisher(cloud)
+        lines = publish_empty_unless_listed(config, Cloud(identity, config.object_store_proxies()))
     except CloudError as error:
         _print_err(f"error: metadata not published: {error}")
         return EXIT_FAILED
-    index_url = f"{publisher.metadata_url}/{INDEX_PATH}"
-
-    def listed() -> set[str]:
-        try:
-            response = publisher.session.request(index_url, "GET", raise_exc=False)
-        except ks_exceptions.ClientException as error:
-            raise CloudError(f"swift: GET {index_url}: {describe(error)}") from None
-        if response.status_code not in (200, 404):
-            raise CloudError(f"swift: GET {index_url}: HTTP {response.status_code}")
-        return _listed_content_ids(response) if response.status_code == 200 else set()
-
-    return _publish_empty_unless_listed(
-        publisher, listed, index_url, config, cloud.region, cloud.public_auth_url, publisher.product_streams_urls
-    )
-
-
-def _publish_only_locally(config, identity) -> int:
-    """--publish-only when the unit serves the metadata: the same, into the served directory."""
-    from .openstack import system_ca_certificates
-    from .publish import INDEX_PATH
-    from .publish_local import LocalPublisher
-    from .state import INTERFACES
-
-    local = config.local_metadata
-    verify = identity.ca_file or system_ca_certificates()
-    publisher = LocalPublisher(local.directory, local.url, identity.region, identity.auth_url, verify)
-
-    def listed() -> set[str]:
-        return set(publisher.read(INDEX_PATH).get("index") or {})
-
-    def served_urls() -> dict[str, str]:  # the charm registers its bindings' URLs itself
-        return dict.fromkeys(INTERFACES, publisher.metadata_url)
-
-    index_url = publisher.url_of(INDEX_PATH)
-    auth_url = identity.public_auth_url or identity.auth_url  # no keystone session here: no catalog to read
-    return _publish_empty_unless_listed(publisher, listed, index_url, config, identity.region, auth_url, served_urls)
-
-
-def _publish_empty_unless_listed(
-    publisher, listed, index_url: str, config, region: str, auth_url: str, product_streams_urls
-) -> int:
-    """Publish an empty image list for our content id unless `listed()` (the content ids the index
-    lists) has it; print the metadata URL and `product_streams_urls()` (see `publish_only_lines`)."""
-    from .openstack import CloudError
-    from .publish import image_ids_tree
-
-    try:
-        if config.content_id in listed():
-            logging.info("%s already lists %s: left as it is", index_url, config.content_id)
-        else:
-            tree = image_ids_tree(config.content_id, [], region, auth_url, config.hypervisor_mapping)
-            publisher.publish(tree, config.cloud_name)
-            logging.info("published an empty image list for %s to %s", config.content_id, publisher.metadata_url)
-        urls = product_streams_urls()
-    except CloudError as error:
-        _print_err(f"error: metadata not published: {error}")
-        return EXIT_FAILED
-    for line in publish_only_lines(publisher.metadata_url, urls):
+    for line in lines:
         _print(line)
     return EXIT_OK
-
-
-def _listed_content_ids(response) -> set[str]:
-    try:
-        index = response.json().get("index")
-    except (ValueError, AttributeError):
-        return set()
-    return set(index) if isinstance(index, dict) else set()
 
 
 def _new_run(config, identity, args, progress=None):
@@ -321,14 +251,14 @@ def _run_and_record(config, identity, args) -> SyncResult:
     """Run (the lock is held); write the result, the metrics and, after a clean run, the record of
     what it observed for the next run's quick check."""
     from . import quick_check
-    from .engine import Progress
+    from .upload import RunProgress
 
     input_paths = [args.mirrors, args.identity, *(config.keyring_for(mirror) for mirror in config.mirror_list)]
     if identity.ca_file:
         input_paths.append(identity.ca_file)
     inputs = quick_check.input_digests(input_paths)  # the bytes this run starts from
     quick_check.forget(config.state_dir)
-    progress = Progress(ProgressFile(config.state_dir))
+    progress = RunProgress(ProgressFile(config.state_dir))
     try:
         sync = _new_run(config, identity, args, progress)
         result = sync.run()

@@ -14,8 +14,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from . import metadata_layout
 from ._simplestreams import filters as ss_filters
 from .state import DEFAULT_STATE_DIR
+from .yaml_file import read_yaml
 
 DEFAULT_KEYRING = "/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg"
 DEFAULT_NAME_PREFIX = "auto-sync/"
@@ -170,7 +172,7 @@ class SyncConfig(SyncOptions):
 
     @property
     def publishes_metadata(self) -> bool:
-        return self.local_metadata is not None or self.use_swift
+        return metadata_layout.publishes_metadata(self.local_metadata is not None, self.use_swift)
 
     @property
     def publishes_to_swift(self) -> bool:
@@ -222,7 +224,7 @@ def _format_validation_error(path: Path, error: ValidationError) -> str:
 
 def _load_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path)
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
     except yaml.YAMLError as error:

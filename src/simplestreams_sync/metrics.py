@@ -6,10 +6,9 @@ node_exporter's `--collector.textfile.directory` at the state dir (or copy/symli
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
-from .state import SyncResult, write_atomically
+from .state import SyncResult, parse_time, write_atomically
 
 METRICS_FILE = "glance_simplestreams_sync.prom"
 
@@ -57,7 +56,7 @@ def render(result: SyncResult) -> str:
 def _epoch_utc(timestamp: str) -> int:
     if not timestamp:
         return 0
-    return int(datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
+    return int(parse_time(timestamp).timestamp())
 
 
 def write_metrics(state_dir: str | Path, result: SyncResult) -> None:

@@ -27,9 +27,13 @@ from .source import SourceImage
 
 # Set once Glance's stored image has been checked against the bytes that came from the source.
 VERIFIED_PROPERTY = "verified_source_hash"
+# Set with it by an upload: "algo:hex" of the bytes it sent, in Glance's algorithm. A mark whose digest
+# is not Glance's os_hash_value was set on bytes that do not match (a rollback that failed): a mismatch.
+VERIFIED_STORED_PROPERTY = "verified_stored_hash"
 # Set with os_hidden by the sync, so that it only ever shows again the images it hid itself.
 HIDDEN_PROPERTY = "hidden_by_sync"
-# Left by an interrupted upload of ours; safe to delete because the sync lock excludes a concurrent run.
+# Left by an interrupted upload of ours; safe to delete because the sync lock keeps a second run on this
+# machine from uploading meanwhile (it is per machine: a run on another unit is not excluded by it).
 UNFINISHED_STATUSES = frozenset({"queued", "saving", "killed", "uploading", "importing"})
 
 SUPERSEDED = "superseded by a newer version"
@@ -76,6 +80,7 @@ class GlanceImage:
     version_name: str
     item_name: str
     source_digest: str | None  # "algo:hex" from the source item it was made from, if it names one
+    mark_mismatch: str  # how Glance's digest contradicts the one verified on upload, or ""
     properties: Mapping[str, Any] = field(compare=False, repr=False)  # everything Glance listed
 
     @classmethod
@@ -93,6 +98,7 @@ class GlanceImage:
             version_name=listed.get("version_name") or "",
             item_name=listed.get("item_name") or "",
             source_digest=_source_digest(listed.get("simplestreams_metadata")),
+            mark_mismatch=_mark_mismatch(listed),
             properties=MappingProxyType(dict(listed)),
         )
 
@@ -119,8 +125,12 @@ def _source_digest(metadata: object) -> str | None:
     return None
 
 
-def _key(image: SourceImage) -> tuple[str, str, str, str]:
-    return (image.source_content_id, image.product_name, image.version_name, image.item_name)
+def _mark_mismatch(listed: Mapping[str, Any]) -> str:
+    marked = listed.get(VERIFIED_STORED_PROPERTY)
+    stored = f"{listed.get('os_hash_algo')}:{listed.get('os_hash_value')}"
+    if not marked or marked == stored:
+        return ""
+    return f"Glance's digest of its bytes ({stored}) is not the one verified on upload ({marked})"
 
 
 @dataclass(frozen=True)
@@ -200,16 +210,16 @@ def make_plan(facts: Facts) -> Plan:
             plan.needs_decision.append(Decision(image, DEACTIVATED.format(id=image.id), announce=True))
         elif image.status != "active" or image.id in facts.not_verified:
             continue
+        elif image.id in facts.mismatched or image.mark_mismatch:
+            mismatched.append(image)
         elif image.verified or image.id in facts.adopted:
             verified.append(image)
-        elif image.id in facts.mismatched:
-            mismatched.append(image)
         elif image.source_digest is None:
             plan.unverifiable.append(image)
         else:
             plan.adopt.append(image)
     present = {image.key for image in [*verified, *plan.adopt]}
-    plan.upload = [image for image in facts.desired if _key(image) not in present]
+    plan.upload = [image for image in facts.desired if image.key not in present]
     superseded = _plan_retention(plan, facts, verified)
     _plan_mismatched(plan, facts, mismatched)
     plan.publish = [image for image in verified if image.id not in superseded]
@@ -230,7 +240,8 @@ def _unfinished(plan: Plan, image: GlanceImage) -> None:
 
 def _plan_retention(plan: Plan, facts: Facts, verified: list[GlanceImage]) -> set[str]:
     """Add what happens to verified images the source no longer selects; return the ids of the
-    superseded ones (deleted or kept: never published)."""
+    superseded ones that leave the metadata (deleted, or kept hidden while in use). While Nova cannot
+    be asked (servers_unknown) a superseded image is neither: it stays in the metadata."""
     selected_versions: dict[tuple, set[str]] = {}
     selected_items: dict[tuple, set[tuple]] = {}
     for wanted in facts.desired:
@@ -267,7 +278,7 @@ def _plan_mismatched(plan: Plan, facts: Facts, images: Iterable[GlanceImage]) ->
     """Images of ours whose bytes do not match the source: never published; a protected one stays, with
     a warning, until an operator decides."""
     for image in images:
-        mismatch = facts.mismatched[image.id]
+        mismatch = facts.mismatched.get(image.id) or image.mark_mismatch
         if facts.servers_unknown and not image.protected:
             continue
         if image.protected:

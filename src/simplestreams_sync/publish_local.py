@@ -14,11 +14,12 @@ import logging
 from pathlib import Path
 
 from ._simplestreams import util
+from .metadata_layout import INDEX_PATH, products_path
 from .openstack import CloudError
-from .publish import INDEX_PATH, index_entry, misread_path, products_path, write_in_order
+from .publish import index_entry, misread_path, write_in_order
 from .quick_check import Observations
 from .raw_http import open_url
-from .state import sha256_of_file, write_atomically
+from .state import INTERFACES, sha256_of_file, write_atomically
 
 LOG = logging.getLogger(__name__)
 
@@ -58,6 +59,17 @@ class LocalPublisher:
             check=self._check_served,
             shown_as=str(self.directory / INDEX_PATH),
         )
+
+    @property
+    def index_url(self) -> str:
+        return self.url_of(INDEX_PATH)
+
+    def listed_content_ids(self) -> set[str]:
+        return set(self.read(INDEX_PATH).get("index") or {})
+
+    def product_streams_urls(self) -> dict[str, str]:
+        """The served URL for every interface (the charm registers its bindings' URLs itself)."""
+        return dict.fromkeys(INTERFACES, self.metadata_url)
 
     def read(self, path: str) -> dict:
         """A published file as a dict; {} when it is missing or not a JSON object."""

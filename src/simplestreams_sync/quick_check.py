@@ -258,9 +258,10 @@ def _password(identity_file: str) -> str:
     """The password in identity.yaml (the caller has checked its bytes are those of the recorded run)."""
     import yaml
 
+    from .yaml_file import read_yaml
+
     try:
-        with open(identity_file) as stream:
-            password = yaml.load(stream, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))["password"]
+        password = read_yaml(identity_file)["password"]  # type: ignore[index]
     except yaml.YAMLError as error:
         raise ValueError(f"{identity_file}: {error}") from None
     if not isinstance(password, str):

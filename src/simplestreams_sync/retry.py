@@ -1,4 +1,4 @@
-"""Retrying soon after a failed run: when the next try is due, and whether it is.
+"""Retrying: a call that failed in passing (`retried`), and a failed run soon after it (the rest).
 
 After a run that failed, the next try comes 5 minutes after it, then 10, 20, 40, ... after each further
 failure, never later than one period of the schedule (`frequency` in mirrors.yaml: hourly, daily or
@@ -10,11 +10,19 @@ library only: it runs every minute.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from .timestamps import format_time, parse_time
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FIRST_DELAY = timedelta(minutes=5)
 PERIODS = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # state.utc_now()'s
 
 
 def delay(failures_in_a_row: int, frequency: str) -> timedelta:
@@ -28,7 +36,7 @@ def next_try(finished: str, failures_in_a_row: int, frequency: str | None) -> st
     """When to try again after a run that finished at `finished`: "" after a success or without a schedule."""
     if not failures_in_a_row or frequency is None:
         return ""
-    return (parse_time(finished) + delay(failures_in_a_row, frequency)).strftime(TIME_FORMAT)
+    return format_time(parse_time(finished) + delay(failures_in_a_row, frequency))
 
 
 def is_due(next_try_at: str | None, now: datetime) -> bool:
@@ -38,5 +46,23 @@ def is_due(next_try_at: str | None, now: datetime) -> bool:
     return bool(next_try_at) and parse_time(next_try_at) <= now
 
 
-def parse_time(text: str) -> datetime:
-    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)
+def retried(
+    call: Callable[[], T],
+    *,
+    what: str,
+    attempts: int,
+    first_delay: float,
+    transient: tuple[type[BaseException], ...],
+) -> T:
+    """`call()`, tried again after a `transient` error, up to `attempts` times in all, waiting
+    `first_delay` seconds before the first retry and twice as long before each further one. The last
+    attempt's error comes out as it is."""
+    delay = first_delay
+    for _ in range(attempts - 1):
+        try:
+            return call()
+        except transient as error:
+            LOG.warning("%s failed (%s); retrying in %.1fs", what, type(error).__name__, delay)
+            time.sleep(delay)
+            delay *= 2
+    return call()

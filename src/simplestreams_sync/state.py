@@ -16,20 +16,18 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from .retry import next_try
+from .timestamps import TIME_FORMAT as TIME_FORMAT
+from .timestamps import parse_time as parse_time
+from .timestamps import utc_now
 
 DEFAULT_STATE_DIR = "/var/lib/glance-simplestreams-sync"
 PROGRESS_FILE = "progress.json"
 RESULT_FILE = "last-sync.json"
 LOCK_FILE = "sync.lock"
 INTERFACES = ("public", "internal", "admin")  # of a Keystone catalog endpoint
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def sha256_of_file(path: str | Path) -> str:

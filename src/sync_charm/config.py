@@ -15,6 +15,7 @@ import pydantic
 import yaml
 from pydantic import field_validator
 
+from simplestreams_sync import metadata_layout
 from simplestreams_sync.config import SyncConfig, SyncOptions
 
 
@@ -108,8 +109,7 @@ class CharmConfig(SyncOptions):
 
     @property
     def publishes_metadata(self) -> bool:
-        """serve_metadata wins over use_swift; use_swift=false alone publishes nothing."""
-        return self.serve_metadata or self.use_swift
+        return metadata_layout.publishes_metadata(self.serve_metadata, self.use_swift)
 
     @property
     def interface(self) -> Literal["public", "internal"]:

@@ -15,6 +15,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from simplestreams_sync.metadata_layout import INDEX_PATH
+
 from . import host
 
 logger = logging.getLogger(__name__)
@@ -24,7 +26,6 @@ SERVICE = "nginx"
 SYSTEMCTL = ["systemctl"]
 WEB_SERVER_GROUP = "www-data"  # nginx's workers run as www-data on Debian and Ubuntu
 URL_PATH = "/simplestreams/data"  # as in Swift (container simplestreams, prefix data/): Juju reads the same paths
-INDEX_PATH = "streams/v1/index.json"
 SERVED_DIR_MODE = 0o2750  # setgid: what the sync creates in it gets the web server's group
 
 

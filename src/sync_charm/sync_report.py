@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import datetime
 
 from simplestreams_sync import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_OK
-from simplestreams_sync.state import Progress, SyncResult
+from simplestreams_sync.state import Progress, SyncResult, parse_time
 from simplestreams_sync.text import shorten
 
 MAX_STATUS_DETAIL = 100
@@ -19,7 +19,7 @@ def last_line(text: str) -> str:
 
 def _format_time(timestamp: str | None) -> str:
     try:
-        return datetime.strptime(timestamp or "", "%Y-%m-%dT%H:%M:%SZ").strftime("%Y-%m-%d %H:%M UTC")
+        return parse_time(timestamp or "").strftime("%Y-%m-%d %H:%M UTC")
     except ValueError:
         return timestamp or "unknown time"
 
@@ -54,7 +54,7 @@ def last_sync_summary(result: SyncResult) -> str:
 def next_try_summary(result: SyncResult, now: datetime) -> str | None:
     """E.g. 'next try in 10 min (retry 2)' from last-sync.json's `next_try`; None when none is due."""
     try:
-        due = datetime.strptime(result.next_try, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        due = parse_time(result.next_try)
     except ValueError:  # "" (no retry) or not a time
         return None
     seconds = (due - now).total_seconds()

@@ -87,6 +87,11 @@ EMPTY = {
 }
 UNPROTECT = "unprotect it (openstack image set --unprotected {}) and the next sync deletes it"
 NONE_USED = frozenset()
+STORED_AS_MARKED = {"os_hash_algo": "sha512", "os_hash_value": "b" * 128, "verified_stored_hash": "sha512:" + "b" * 128}
+STORED_OTHERWISE = {**STORED_AS_MARKED, "os_hash_value": "c" * 128}
+MARK_CONTRADICTED = (
+    f"Glance's digest of its bytes (sha512:{'c' * 128}) is not the one verified on upload (sha512:{'b' * 128})"
+)
 
 ROWS = {
     # -- uploads and adoption ------------------------------------------------------------------------
@@ -109,6 +114,14 @@ ROWS = {
     "an image whose bytes do not match is replaced, then deleted after publishing": (
         Facts(desired=(wanted("2"),), owned=(unmarked("u2", "2"),), mismatched={"u2": "its bytes differ"}),
         {"upload": [(FOCAL, "2")], "delete": {"u2": "its bytes differ"}, "ask_servers": True},
+    ),
+    "a verified image whose upload mark names Glance's hash is published": (
+        Facts(desired=(wanted("2"),), owned=(ours("v2", "2", **STORED_AS_MARKED),)),
+        {"publish": ["v2"]},
+    ),
+    "a verified image whose upload mark contradicts Glance's hash is replaced, then deleted": (
+        Facts(desired=(wanted("2"),), owned=(ours("w2", "2", **STORED_OTHERWISE),)),
+        {"upload": [(FOCAL, "2")], "delete": {"w2": MARK_CONTRADICTED}, "ask_servers": True},
     ),
     "an image that could not be hashed is neither published nor deleted; its item is uploaded": (
         Facts(desired=(wanted("2"),), owned=(unmarked("u2", "2"),), not_verified=frozenset({"u2"})),

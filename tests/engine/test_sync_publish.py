@@ -13,8 +13,7 @@ import requests
 from keystoneauth1 import exceptions as ks_exceptions
 from keystoneauth1 import session as ks_session
 
-from simplestreams_sync.openstack import CloudError
-from simplestreams_sync.publish import (
+from simplestreams_sync.object_store import (
     PUBLIC_READ_ACL,
     answer_text,
     ensure_public_container,
@@ -22,6 +21,7 @@ from simplestreams_sync.publish import (
     refusal,
     unreachable,
 )
+from simplestreams_sync.openstack import CloudError
 
 CONTAINER_URL = "http://127.0.0.1:8080/v1/AUTH_p1/simplestreams"
 SWIFT_FORBIDDEN = "<html><h1>Forbidden</h1><p>Access was denied to this resource.</p></html>"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from simplestreams_sync import retry
-from simplestreams_sync.state import SyncLock, SyncResult, read_result, write_result
+from simplestreams_sync.state import TIME_FORMAT, SyncLock, SyncResult, read_result, write_result
 from tests.localcloud.engine_cli import engine_argv, engine_env
 
 FAILED = {"errors": ["glance: cannot connect"]}
@@ -128,7 +128,7 @@ def test_retry_once_due_syncs_and_records_the_next_failure(config_files):
     assert result.stdout.splitlines()[0].endswith(" retry 1 of the sync that failed 2026-01-01T00:00:00Z (--retry)")
     after = read_result(state_dir)
     assert after is not None and after.failures_in_a_row == 2
-    assert after.next_try == (retry.parse_time(after.finished) + retry.delay(2, "weekly")).strftime(retry.TIME_FORMAT)
+    assert after.next_try == (retry.parse_time(after.finished) + retry.delay(2, "weekly")).strftime(TIME_FORMAT)
 
 
 def test_retry_while_another_sync_holds_the_lock_does_nothing_and_says_nothing(config_files):

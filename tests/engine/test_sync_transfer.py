@@ -6,7 +6,7 @@ import json
 import pytest
 from simplestreams import util
 
-from simplestreams_sync.glance import image_properties
+from simplestreams_sync.image_properties import image_properties
 from simplestreams_sync.publish import image_ids_tree
 from simplestreams_sync.source import SourceImage
 from simplestreams_sync.transfer import VerificationError, VerifyingStream

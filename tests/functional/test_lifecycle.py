@@ -150,6 +150,31 @@ def test_latest_property_marks_only_the_newest_per_release_and_arch(source, sync
     assert flags == {"20210201": "true", "20210101": None}
 
 
+def test_a_property_removal_whose_answer_is_lost_is_retried_and_found_done(source, sync, glance, cloud, tmp_path):
+    """The proxy in front of Glance forwards the PATCH that takes `latest` off the older image, then
+    resets the connection before its answer arrives: the retry gets 409 (nothing left to remove), the
+    image as Glance has it shows the property gone, and the run counts that as done."""
+    sync.settings = {"set_latest_property": True}
+    old = sync_two_versions(source, sync, glance, max=2)
+    assert old.get("latest") == "true"
+    glance_port = cloud.glance_url.rsplit(":", 1)[1]
+    old_path = f"/v2/images/{old['id']}"
+    proxy = HttpProxy(tmp_path / "proxy", upstream=f"127.0.0.1:{glance_port}", resets_after={f"PATCH {old_path}": 1})
+
+    with proxy, cloud.image_endpoints_at(proxy.url):
+        result = sync.run([sync.mirror(source.url, max=2)])
+
+    assert result.returncode == 0, result.stderr
+    assert "sync finished: 1 created, 0 failed, 0 deleted, 0 errors" in result.stdout
+    assert [(r["method"], r["status"]) for r in proxy.requests() if r["url"] == old_path] == [
+        ("PATCH", "reset after 200"),
+        ("PATCH", 409),
+        ("GET", 200),
+    ]
+    flags = {i["version_name"]: i.get("latest") for i in our_images(glance, sync.content_id)}
+    assert flags == {"20210201": "true", "20210101": None}
+
+
 def test_latest_property_is_scoped_to_each_source(source, sync, glance, tmp_path, test_key):
     from tests.localcloud.source import SourceBuilder
 

@@ -8,10 +8,12 @@ with a Range request guarded by If-Range, and the source must have served the im
 from __future__ import annotations
 
 import email.utils
+import hashlib
 
 import pytest
 
 from tests.functional.conftest import assert_cloud_is_clean, created_ids, our_images
+from tests.functional.test_lifecycle import MODIFIER
 
 pytestmark = pytest.mark.functional
 
@@ -76,6 +78,37 @@ def test_a_source_that_cannot_resume_restarts_the_image_cleanly(source, sync, gl
         (200, None),  # the restart
     ]
     assert_cloud_is_clean(glance, cloud, sync.content_id, source)
+
+
+def test_with_the_image_modifier_a_changed_source_restarts_the_image_too(source, sync, glance, cloud, tmp_path):
+    """The local copy the image-modifier works on is dropped halfway by a source that then answers the
+    whole file: the image starts again from its first byte (a new copy, the script run on it), as without
+    the script."""
+    item = source.add_image(seed=137, size=4 * MIB, incompressible=True)
+    source.write()
+    source.server.set_faults({"/" + item.path: {"kind": "drop", "at": [item.size // 2], "ranges": False}})
+    log = tmp_path / "modifier.log"
+    script = tmp_path / "modify.sh"
+    script.write_text(MODIFIER.replace("{log}", str(log)))
+    script.chmod(0o755)
+    sync.settings = {"modify_hook": str(script)}
+
+    result = sync.run([sync.mirror(source.url)])
+
+    assert result.returncode == 0, result.stderr
+    [restart] = [line for line in result.stdout.splitlines() if line.startswith("restarting ")]
+    assert restart.startswith("restarting auto-sync/ubuntu-focal") and "with HTTP 200, not 206" in restart
+    assert log.read_text() == "20210720 disk1.img\n"  # the script ran once, on the complete copy
+    [image] = our_images(glance, sync.content_id)
+    stored = b"".join(glance.images.data(image["id"]))
+    assert image["status"] == "active"
+    assert image["verified_source_hash"] == f"sha256:{hashlib.sha256(stored).hexdigest()}"
+    served = image_requests(source, item, 3)
+    assert [(entry["status"], entry["range"]) for entry in served] == [
+        (200, None),
+        (200, f"bytes={item.size // 2}-"),
+        (200, None),
+    ]
 
 
 def test_without_an_etag_a_resume_is_guarded_by_last_modified(source, sync, glance, cloud):

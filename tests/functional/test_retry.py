@@ -17,7 +17,7 @@ from ops import testing
 
 from charm import GlanceSimplestreamsSyncCharm
 from simplestreams_sync import retry
-from simplestreams_sync.state import RESULT_FILE
+from simplestreams_sync.state import RESULT_FILE, TIME_FORMAT
 from tests.functional.conftest import keystone_relation, our_images
 
 pytestmark = pytest.mark.functional
@@ -62,7 +62,7 @@ class CronMachine:
         for name in TIME_FIELDS:
             if data.get(name):
                 moved = retry.parse_time(data[name]) - timedelta(minutes=minutes)
-                data[name] = moved.strftime(retry.TIME_FORMAT)
+                data[name] = moved.strftime(TIME_FORMAT)
         (self.paths.state_dir / RESULT_FILE).write_text(json.dumps(data))
 
     def minutes_to_next_try(self) -> float:

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from simplestreams_sync.publish import CONTAINER, PUBLIC_READ_ACL
+from simplestreams_sync.object_store import CONTAINER, PUBLIC_READ_ACL
 from tests.functional.conftest import created_ids, our_images, published_image_ids, published_products
 
 # The Swift tests that exercise the object store, collected here again to run against RGW.

@@ -18,7 +18,7 @@ from simplestreams_sync.publish import INDEX_PATH, image_ids_tree, products_path
 from simplestreams_sync.publish_local import LocalPublisher
 from sync_charm import host, metadata_server
 from tests.functional.conftest import SyncRunner, created_ids, our_images, published_image_ids
-from tests.localcloud.cloud import LocalCloud
+from tests.localcloud.cloud import LocalCloud, internal_url
 from tests.localcloud.web_server import NginxServer, free_port
 
 pytestmark = pytest.mark.functional
@@ -135,6 +135,27 @@ def test_a_sync_publishes_to_the_served_directory_and_reads_it_back(source, serv
     assert "quick check" not in full.stdout
     assert f"published metadata for 1 images to {served.url}\n" in full.stdout
     assert served.image_ids(content_id) == {image_id}
+
+
+def test_publish_only_names_the_keystone_url_a_sync_names(source, serving_sync, served, bare_cloud):
+    """With the internal endpoints (identity.yaml's auth_url the internal keystone URL), --publish-only
+    and a sync both name the catalog's public identity URL in the index, as Juju's cloud does."""
+    serving_sync.identity_override = {
+        **bare_cloud.sync_identity,
+        "auth_url": internal_url(bare_cloud.auth_url),
+        "interface": "internal",
+    }
+    source.write()
+    content_id = serving_sync.content_id
+    expected = [{"region": bare_cloud.sync_identity["region"], "endpoint": bare_cloud.auth_url}]
+
+    publish_only = serving_sync.run([serving_sync.mirror(source.url)], "--publish-only")
+
+    assert publish_only.returncode == 0, publish_only.stderr
+    assert served.get(INDEX_PATH).json()["index"][content_id]["clouds"] == expected
+    served.directory.joinpath(INDEX_PATH).unlink()
+    first_sync(source, serving_sync, seed=905)
+    assert served.get(INDEX_PATH).json()["index"][content_id]["clouds"] == expected
 
 
 def test_the_products_file_is_replaced_first_the_index_last_each_whole(served, monkeypatch):

@@ -8,8 +8,11 @@ sends requests for HOST to that address instead (a public host, such as cloud-im
 locally). With `--upstream 127.0.0.1:PORT` it is also a reverse proxy: requests for a path go there (put its
 URL in Keystone's catalog in place of a service's). `--reset METHOD=N` drops the connection of the first N
 requests with that method, once their body is read, without forwarding them (a reset, as from a
-restarting server or a broken network): a fault the test controls. Each request appends a JSON line to the
-log: {"method", "url", "status"} (status "reset" for a dropped one). `HttpProxy` starts and stops it by PID.
+restarting server or a broken network): a fault the test controls. `--reset-after "METHOD[ PATH]=N"`
+forwards the first N such requests (with that path, when one is given) and resets the connection once
+the upstream has answered, before the answer reaches the client: a change applied whose answer is lost.
+Each request appends a JSON line to the log: {"method", "url", "status"} (status "reset" for a dropped
+one, "reset after 200" for one whose answer was dropped). `HttpProxy` starts and stops it by PID.
 """
 
 from __future__ import annotations
@@ -71,6 +74,11 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self._send_request(upstream, path or "/", headers)
             response = upstream.getresponse()
             status = response.status
+            if self.server.take_reset_after(self.command, target.path):
+                response.read()
+                status = f"reset after {status}"
+                self._reset()
+                return
             self._relay(response)
         except OSError as error:
             self.send_error(502, f"proxy: {error}")
@@ -114,6 +122,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
                 pass
         elif length := int(self.headers.get("Content-Length") or 0):
             self.rfile.read(length)
+        self._reset()
+
+    def _reset(self) -> None:
+        """Close the client's connection with a reset (SO_LINGER 0)."""
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_connection = True
         self.connection.close()
@@ -146,12 +158,14 @@ class ProxyServer(ThreadingHTTPServer):
         routes: dict[str, tuple[str, int]],
         upstream: tuple[str, int] | None = None,
         resets: dict[str, int] | None = None,
+        resets_after: dict[str, int] | None = None,
     ):
         super().__init__(("127.0.0.1", port), ProxyHandler)
         self.log_path = log_path
         self.routes = routes
         self.upstream = upstream
         self.resets = dict(resets or {})  # method: how many of its requests still to drop
+        self.resets_after = dict(resets_after or {})  # "METHOD" or "METHOD PATH": answers still to drop
         self._lock = threading.Lock()
 
     def take_reset(self, method: str) -> bool:
@@ -160,6 +174,15 @@ class ProxyServer(ThreadingHTTPServer):
             if self.resets.get(method, 0) > 0:
                 self.resets[method] -= 1
                 return True
+            return False
+
+    def take_reset_after(self, method: str, path: str) -> bool:
+        """True if this request's answer is to be dropped (one fewer left to drop)."""
+        with self._lock:
+            for key in (f"{method} {path}", method):
+                if self.resets_after.get(key, 0) > 0:
+                    self.resets_after[key] -= 1
+                    return True
             return False
 
     def log(self, method: str, url: str, status: int | str) -> None:
@@ -175,14 +198,16 @@ def main(argv=None) -> None:
     parser.add_argument("--route", action="append", default=[], metavar="HOST=ADDRESS:PORT")
     parser.add_argument("--upstream", metavar="ADDRESS:PORT", help="where requests for a path (not a URL) go")
     parser.add_argument("--reset", action="append", default=[], metavar="METHOD=COUNT")
+    parser.add_argument("--reset-after", action="append", default=[], metavar="METHOD[ PATH]=COUNT")
     args = parser.parse_args(argv)
     routes = {}
     for route in args.route:
         host, _, address = route.partition("=")
         routes[host] = _address(address)
     resets = {method: int(count) for method, _, count in (reset.partition("=") for reset in args.reset)}
+    resets_after = {key: int(count) for key, _, count in (reset.rpartition("=") for reset in args.reset_after)}
     upstream = _address(args.upstream) if args.upstream else None
-    server = ProxyServer(args.port, args.log, routes, upstream, resets)
+    server = ProxyServer(args.port, args.log, routes, upstream, resets, resets_after)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     args.port_file.write_text(str(server.server_address[1]))
     server.serve_forever()
@@ -195,8 +220,9 @@ def _address(address: str) -> tuple[str, int]:
 
 class HttpProxy:
     """Runs the proxy in a child process; `url`, `requests()`, `stop()` by PID. `routes` maps a host name
-    to the local "127.0.0.1:PORT" that serves it; `upstream` ("127.0.0.1:PORT") makes it a reverse proxy
-    too; `resets` ({"DELETE": 1}) drops the first requests of those methods."""
+        to the local "127.0.0.1:PORT" that serves it; `upstream` ("127.0.0.1:PORT") makes it a reverse proxy
+        too; `resets` ({"DELETE": 1}) drops the first requests of those methods; `resets_after`
+    ({"PATCH /v2/images/ID": 1}) forwards such requests and drops their answers."""
 
     def __init__(
         self,
@@ -204,11 +230,13 @@ class HttpProxy:
         routes: dict[str, str] | None = None,
         upstream: str | None = None,
         resets: dict[str, int] | None = None,
+        resets_after: dict[str, int] | None = None,
     ):
         self.workdir = workdir
         self.routes = routes or {}
         self.upstream = upstream
         self.resets = resets or {}
+        self.resets_after = resets_after or {}
         self.port_file = workdir / "proxy.port"
         self.log_file = workdir / "proxy.jsonl"
         self.process: subprocess.Popen | None = None
@@ -227,6 +255,7 @@ class HttpProxy:
         options = [f"--route={host}={address}" for host, address in self.routes.items()]
         options += [f"--upstream={self.upstream}"] if self.upstream else []
         options += [f"--reset={method}={count}" for method, count in self.resets.items()]
+        options += [f"--reset-after={key}={count}" for key, count in self.resets_after.items()]
         self.process = subprocess.Popen(
             [
                 sys.executable,

@@ -1,0 +1,14 @@
+"""Reading the sync's YAML files (mirrors.yaml, identity.yaml) the one way: the safe loader, LibYAML's
+when PyYAML has it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+
+def read_yaml(path: str | Path) -> object:
+    """The document in the file; OSError when it cannot be read, yaml.YAMLError when it is no YAML."""
+    with open(path) as stream:
+        return yaml.load(stream, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
