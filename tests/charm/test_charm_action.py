@@ -3,7 +3,6 @@
 import pytest
 from ops import testing
 
-from sync_charm import sync_process
 from tests.charm.relation_data import METADATA_URL
 
 CREATED = [
@@ -184,14 +183,13 @@ def test_status_shows_progress_while_the_action_syncs(ctx, state, fake_engine, m
     fake_engine(
         stdout=CREATED, hold=release, result={"created": [{"id": "1"}, {"id": "2"}], "finished": "2026-11-26T11:00:00Z"}
     )
-    read_progress = sync_process.read_progress
+    show_progress = charm.GlanceSimplestreamsSyncCharm._show_progress
 
-    def read_progress_then_release():  # the engine finishes once the charm has shown its progress
-        progress = read_progress()
+    def show_progress_then_release(self):  # the engine finishes once the charm has shown its progress
+        show_progress(self)
         release.touch()
-        return progress
 
-    monkeypatch.setattr(sync_process, "read_progress", read_progress_then_release)
+    monkeypatch.setattr(charm.GlanceSimplestreamsSyncCharm, "_show_progress", show_progress_then_release)
 
     out = ctx.run(ctx.on.action("sync-images"), state)
 
