@@ -16,7 +16,7 @@ import ops
 from charmlibs.interfaces.certificate_transfer import CertificateTransferRequires
 
 from simplestreams_sync.state import utc_now
-from sync_charm import identity_service, snapshot, status, sync_process, workload
+from sync_charm import cos_agent, identity_service, snapshot, status, sync_process, workload
 from sync_charm.snapshot import CERTIFICATES, IDENTITY, IMAGE_MODIFIER, NRPE, RECEIVE_CA, Snapshot
 from sync_charm.sync_report import action_failure, action_results, progress_message
 
@@ -45,11 +45,11 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
         framework.observe(self._ca_transfer.on.certificates_removed, self._on_reconcile)
         for event in (self.on.start, self.on.leader_elected, self.on.leader_settings_changed, self.on.update_status):
             framework.observe(event, self._on_reconcile)
-        for endpoint in (IDENTITY, CERTIFICATES, IMAGE_MODIFIER, NRPE):
+        for endpoint in (IDENTITY, CERTIFICATES, IMAGE_MODIFIER, NRPE, cos_agent.ENDPOINT):
             events = self.on[endpoint]
             for event in (events.relation_joined, events.relation_changed, events.relation_departed):
                 framework.observe(event, self._on_reconcile)
-        for endpoint in (CERTIFICATES, IMAGE_MODIFIER, NRPE):
+        for endpoint in (CERTIFICATES, IMAGE_MODIFIER, NRPE, cos_agent.ENDPOINT):
             framework.observe(self.on[endpoint].relation_broken, self._on_reconcile)
 
     def _read(self) -> Snapshot:
@@ -135,8 +135,11 @@ class GlanceSimplestreamsSyncCharm(ops.CharmBase):
     # --- effects ----------------------------------------------------------------------------------
 
     def _reconcile(self, first_sync: bool = True) -> None:
-        outcome = workload.reconcile(self._read(), first_sync)
+        state = self._read()
+        outcome = workload.reconcile(state, first_sync)
         self._served_problem = outcome.served_problem
+        if state.config is not None and not state.modifier_problem:  # the sync's user and state dir exist
+            cos_agent.reconcile(self, state.config.metrics_port, state.config.frequency if state.config.run else None)
         identity = self._active_relation(IDENTITY)
         if identity is not None and outcome.identity_unit is not None:
             identity.data[self.unit].update(outcome.identity_unit)

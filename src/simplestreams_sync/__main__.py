@@ -175,6 +175,8 @@ def _quick_noop(state_dir: str) -> int | None:
         product_streams_urls=record.product_streams_urls,
         kept=record.kept,
         needs_decision=record.needs_decision,
+        images_active=record.image_count,
+        quick_check=True,
         duration_seconds=round(time.monotonic() - clock, 3),
     )
     write_result(state_dir, result)

@@ -47,7 +47,9 @@ class RunReport:
         self.result.deleted.append({"id": image.id, "name": image.name, "reason": reason})
 
     def kept(self, plan: Plan) -> None:
-        """Say what the run keeps and leaves to an operator, and record it in the result."""
+        """Say what the run keeps and leaves to an operator, and record it in the result, with how many
+        images it publishes (active)."""
+        self.result.images_active = len(plan.publish)
         for image in plan.unverifiable:
             LOG.warning(
                 "image %s (%s) has no source checksum to verify; left alone, not published", image.id, image.name

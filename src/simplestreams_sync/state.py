@@ -87,6 +87,8 @@ class SyncResult:
     next_try: str = ""  # when the retry of a failed run is due; "" after a success or without a schedule
     bytes_transferred: int = 0
     duration_seconds: float = 0.0
+    images_active: int = 0  # our images the metadata names (active in Glance) as the run leaves them
+    quick_check: bool = False  # the run ended at the quick check: nothing changed since the last clean run
 
     @property
     def ok(self) -> bool:

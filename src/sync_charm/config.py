@@ -39,6 +39,7 @@ class CharmConfig(SyncOptions):
     serve_metadata: bool = False
     serve_metadata_http_port: int = pydantic.Field(default=80, ge=1, le=65535)
     serve_metadata_https_port: int = pydantic.Field(default=443, ge=1, le=65535)
+    metrics_port: int = pydantic.Field(default=9731, ge=1, le=65535)
     nagios_context: str = "juju"
     nagios_servicegroups: str = ""
     # The classic charm's options that mean nothing here, accepted so that its bundles deploy unchanged.

@@ -65,6 +65,7 @@ class Paths:
     nginx_sites_available: Path
     nginx_sites_enabled: Path
     sudoers_file: Path
+    metrics_unit: Path
 
     @classmethod
     def under(cls, root: str | Path) -> Paths:
@@ -81,6 +82,7 @@ class Paths:
             nginx_sites_available=root / "etc/nginx/sites-available",
             nginx_sites_enabled=root / "etc/nginx/sites-enabled",
             sudoers_file=root / "etc/sudoers.d/glance-simplestreams-sync",
+            metrics_unit=root / "etc/systemd/system/glance-simplestreams-sync-metrics.service",
         )
 
     @property

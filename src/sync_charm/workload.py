@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from simplestreams_sync import quick_check
 from simplestreams_sync.config import LocalMetadata
 
-from . import certificates, host, identity_service, image_modifier, metadata_server, nrpe, sync_process
+from . import certificates, cos_agent, host, identity_service, image_modifier, metadata_server, nrpe, sync_process
 from .config import CharmConfig
 from .snapshot import Snapshot
 
@@ -46,10 +46,12 @@ def upgrade() -> None:
 
 
 def remove() -> None:
-    """Undo what the charm wrote on the machine: cron, the Nagios check, the served metadata and its site,
+    """Undo what the charm wrote on the machine: cron, the Nagios check, the metrics service, the served
+    metadata and its site,
     the sudoers rule, the config files (the password among them), CAs and state. The sync log stays."""
     sync_process.write_cron(None)
     nrpe.remove_check()
+    cos_agent.stop()
     metadata_server.stop_serving()
     image_modifier.forbid()
     host.remove_files()

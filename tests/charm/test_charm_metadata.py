@@ -84,6 +84,7 @@ def test_context_autoloads_the_real_metadata():
         "simplestreams-image-service",
         "image-modifier",
         "nrpe-external-master",
+        "cos-agent",
     }
 
 

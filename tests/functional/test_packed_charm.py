@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ import yaml
 from tests.functional.conftest import keystone_answer, our_images, published_image_ids
 from tests.juju_agent.agent import JujuMachine
 from tests.localcloud.cloud import LocalCloud, make_tls_files
+from tests.localcloud.prometheus import Prometheus, binary
 from tests.localcloud.web_server import NginxServer, free_port
 
 pytestmark = pytest.mark.functional
@@ -46,6 +48,8 @@ TRUST_STORE_OUTPUTS = ("/etc/ssl/certs/", "/var/lib/ca-certificates-java/", "/va
 NGINX_SITE = "/etc/nginx/sites-available/glance-simplestreams-sync"
 NGINX_SITES_ENABLED = "/etc/nginx/sites-enabled"  # Ubuntu's nginx.conf includes every site linked here
 SERVED_DIR = f"{STATE_DIR}/metadata"
+METRICS_SERVICE = "glance-simplestreams-sync-metrics"
+METRICS_UNIT = f"/etc/systemd/system/{METRICS_SERVICE}.service"
 
 
 @pytest.fixture(scope="module")
@@ -488,6 +492,77 @@ def test_the_packed_charm_runs_the_image_modifier_as_root(machine, bare_cloud, s
     assert image["size"] == len(original) + len(b"modified by root")
     run = machine.relation_hook(modifier, "broken")
     assert run.returncode == 0 and not machine.exists("/etc/sudoers.d/glance-simplestreams-sync")
+
+
+def test_the_packed_charm_reports_a_real_sync_to_prometheus_over_cos_agent(
+    machine, bare_cloud, source, test_key, tmp_path
+):
+    """cos-agent: the charm writes the metrics server's systemd unit (systemctl recorded); the test runs
+    exactly its ExecStart in the machine, as its User, after a real sync; Debian's Prometheus scrapes it
+    with the job the charm sent."""
+    if binary("prometheus") is None:
+        pytest.skip("prometheus is not installed (scripts/bootstrap installs Debian's prometheus)")
+    source.add_image(release="noble", version="24.04", serial="20261101", seed=321)
+    source.write()
+    region = bare_cloud.sync_identity["region"]
+    metrics_port = free_port()
+    assert machine.hook("install").returncode == 0
+    machine.set_leader(True)
+    machine.set_config(
+        mirror_list=yaml.safe_dump([{"url": source.url, "item_filters": ["ftype~(disk1.img|disk.img)"]}]),
+        custom_keyring=base64.b64encode(test_key.keyring.read_bytes()).decode(),
+        region=region,
+        content_id_template=CONTENT_ID_TEMPLATE,
+        visibility="private",
+        use_swift=False,
+        metrics_port=metrics_port,
+    )
+    assert machine.hook("config-changed").returncode == 0
+    keystone = machine.add_relation("identity-service", "keystone")
+    machine.set_remote_unit_data(keystone, "keystone/0", keystone_answer(bare_cloud))
+    assert machine.relation_hook(keystone, "changed", "keystone/0").returncode == 0
+    run, action = machine.action("sync-images")
+    assert run.returncode == 0 and action["failed"] is None, run.output[-3000:]
+    last = json.loads(machine.read_text(f"{STATE_DIR}/last-sync.json"))
+
+    agent = machine.add_relation("cos-agent", "grafana-agent")
+    machine.set_remote_unit_data(agent, "grafana-agent/0", {})
+    run = machine.relation_hook(agent, "joined", "grafana-agent/0")
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.called("systemctl") == [["daemon-reload"], ["enable", METRICS_SERVICE], ["restart", METRICS_SERVICE]]
+    unit = dict(line.split("=", 1) for line in machine.read_text(METRICS_UNIT).splitlines() if "=" in line)
+    assert (unit["User"], unit["Group"]) == (SYNC_USER, SYNC_USER)
+    sent = json.loads(machine.local_unit_data(agent)["config"])
+
+    as_systemd_would = [*machine.enter_argv(), "setpriv", f"--reuid={SYNC_USER}", f"--regid={SYNC_USER}"]
+    as_systemd_would += ["--init-groups", "env", "-i", unit["Environment"], *shlex.split(unit["ExecStart"])]
+    server = subprocess.Popen(as_systemd_would, stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        with Prometheus(tmp_path / "prometheus", sent["metrics_scrape_jobs"], []) as prometheus:
+            prometheus.until(prometheus.up_targets, "the unit's metrics server up")
+            served = prometheus.until(
+                lambda: {
+                    sample["metric"]["__name__"] + sample["metric"].get("state", ""): sample["value"][1]
+                    for sample in prometheus.query('{__name__=~"glance_simplestreams_sync_.+"}')
+                },
+                "the sync's metrics",
+            )
+    finally:
+        server.kill()
+        server.wait()
+
+    assert served["glance_simplestreams_sync_standby"] == "0"
+    assert served["glance_simplestreams_sync_last_run_success"] == "1"
+    assert served["glance_simplestreams_sync_last_run_images_created"] == "1"
+    assert served["glance_simplestreams_sync_imagesactive"] == "1"
+    assert served["glance_simplestreams_sync_last_run_bytes_transferred"] == str(last["bytes_transferred"])
+    assert int(last["bytes_transferred"]) > 0
+    assert "glance_simplestreams_sync_expected_period_seconds" not in served  # run=false: no schedule
+
+    run = machine.hook("remove")
+    assert run.returncode == 0, run.output[-3000:]
+    assert ["disable", "--now", METRICS_SERVICE] in run.called("systemctl")
+    assert not machine.exists(METRICS_UNIT)
 
 
 def glanceclient_for(cloud: LocalCloud):

@@ -53,6 +53,17 @@ def test_nothing_changed_stops_at_the_quick_check(source, sync, glance):
     assert last["ok"] and last["published"] and last["last_success"] == last["finished"]
 
 
+def test_the_result_says_whether_the_run_ended_at_the_quick_check_and_counts_active_images(source, sync):
+    mirrors = first_sync(source, sync, seed=709)
+    full = json.loads((sync.state_dir / "last-sync.json").read_text())
+
+    assert QUICK in sync.run(mirrors).stdout
+    quick = json.loads((sync.state_dir / "last-sync.json").read_text())
+
+    assert (full["quick_check"], full["images_active"]) == (False, 1)
+    assert (quick["quick_check"], quick["images_active"]) == (True, 1)
+
+
 def test_the_record_holds_no_secret_and_only_the_sync_reads_it(source, sync):
     mirrors = first_sync(source, sync, seed=701)
     assert QUICK in sync.run(mirrors).stdout
