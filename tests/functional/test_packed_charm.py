@@ -458,7 +458,8 @@ def test_the_packed_charm_runs_the_image_modifier_as_root(machine, bare_cloud, s
     source.write()
     original = (source.builder.root / item.path).read_bytes()
     region = bare_cloud.sync_identity["region"]
-    content_id = CONTENT_ID_TEMPLATE.format(region=region)
+    template = "packed.modifier.{region}"  # apart from the other tests' images in the same cloud
+    content_id = template.format(region=region)
     record = tmp_path / "modifier.record"
     script = tmp_path / "modify-image"
     script.write_text(MODIFIER.format(record=record))
@@ -470,7 +471,7 @@ def test_the_packed_charm_runs_the_image_modifier_as_root(machine, bare_cloud, s
         mirror_list=yaml.safe_dump([{"url": source.url, "item_filters": ["ftype~(disk1.img|disk.img)"]}]),
         custom_keyring=base64.b64encode(test_key.keyring.read_bytes()).decode(),
         region=region,
-        content_id_template=CONTENT_ID_TEMPLATE,
+        content_id_template=template,
         visibility="private",
         use_swift=False,
     )
