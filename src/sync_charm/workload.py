@@ -39,7 +39,9 @@ def install() -> None:
 
 
 def upgrade() -> None:
-    """Also what switching from the classic charm runs: no earlier version's token in the quick check's record."""
+    """Also what switching from the classic charm runs (install does not run again): what install does,
+    and no earlier version's token in the quick check's record; the reconcile makes the sync's user and
+    directories."""
     install()
     if quick_check.drop_token(host.PATHS.state_dir):
         logger.info("removed the Keystone token an earlier version kept in the quick check's record")

@@ -266,3 +266,24 @@ def test_a_dry_run_does_not_count_as_the_first_sync(ctx, keystone, machine):
     )
 
     assert len(machine.background_syncs) == 1
+
+
+def test_upgrade_charm_installs_the_packages_as_install_does(ctx, machine):
+    """A unit refreshed from the classic charm never runs this charm's install."""
+    ctx.run(ctx.on.upgrade_charm(), testing.State())
+
+    assert machine.installed == [["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron", "sudo"]]
+
+
+def test_upgrade_charm_twice_leaves_the_same_files_and_modes_as_once(ctx, keystone, machine):
+    """Idempotent: a second upgrade-charm (a refresh to the same charm) adds, removes and re-modes nothing
+    (contents name the charm dir, which ops.testing makes anew for each run)."""
+    state = testing.State(leader=True, config={"run": True}, relations=[keystone])
+    ctx.run(ctx.on.upgrade_charm(), state)
+    once = {path: path.stat().st_mode for path in machine.root.rglob("*")}
+
+    ctx.run(ctx.on.upgrade_charm(), state)
+
+    assert {path: path.stat().st_mode for path in machine.root.rglob("*")} == once
+    assert machine.paths.state_dir in once and machine.paths.cron_file in once and machine.paths.mirrors in once
+    assert machine.installed == [["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron", "sudo"]] * 2

@@ -16,13 +16,19 @@ def _load(name: str) -> dict:
     return yaml.safe_load((ROOT / name).read_text())
 
 
-def test_charmcraft_yaml_builds_a_24_04_charm_with_a_venv():
+BASE_PYTHONS = {"22.04": "3.10", "24.04": "3.12"}
+
+
+def test_charmcraft_yaml_builds_for_every_base_of_the_classic_charm_with_a_venv():
     charmcraft = _load("charmcraft.yaml")
     assert charmcraft["type"] == "charm"
-    assert charmcraft["base"] == "ubuntu@24.04"
+    assert "base" not in charmcraft  # each platform names its base
+    assert set(charmcraft["platforms"]) == {
+        f"ubuntu@{base}:{arch}" for base in BASE_PYTHONS for arch in ("amd64", "arm64")
+    }
     part = charmcraft["parts"]["charm"]
     assert part["plugin"] in ("python", "uv")
-    assert part["python-requirements"] == ["requirements-charm.txt"]
+    assert part["python-requirements"] == [f"requirements-charm-{base}.txt" for base in BASE_PYTHONS]
     assert not {"name", "summary", "description"} & set(charmcraft)  # they live in metadata.yaml
 
 
@@ -93,12 +99,21 @@ def _names(requirements_file: str) -> set[str]:
     for line in (ROOT / requirements_file).read_text().splitlines():
         line = line.split("#")[0].strip()
         if line and not line.startswith("-"):
-            names.add(line.split("==")[0].split(">=")[0].split("[")[0].strip().lower().replace("_", "-"))
+            name = line.split(";")[0].split("==")[0].split(">=")[0].split("[")[0]
+            names.add(name.strip().lower().replace("_", "-"))
     return names
 
 
-def test_charm_venv_requirements_are_flat_and_cover_requirements_txt():
-    """Charmcraft's python plugin installs with --no-deps: every direct dependency must be pinned there."""
-    pinned = (ROOT / "requirements-charm.txt").read_text().splitlines()
-    assert all("==" in line for line in pinned if line and not line.startswith("#"))
-    assert _names("requirements.txt") <= _names("requirements-charm.txt")
+def test_each_base_lock_is_flat_covers_requirements_txt_and_installs_on_its_python_only():
+    """Charmcraft's python plugin installs with --no-deps: every direct dependency must be pinned there;
+    it installs both files, so each line must name its base's Python."""
+    for base, python in BASE_PYTHONS.items():
+        lock = f"requirements-charm-{base}.txt"
+        pinned = [line for line in (ROOT / lock).read_text().splitlines() if line and not line.startswith("#")]
+        assert all(line.endswith(f' ; python_version == "{python}"') and "==" in line for line in pinned), lock
+        assert _names("requirements.txt") <= _names(lock)
+
+
+def test_the_runtime_requirements_hold_no_test_only_package():
+    assert "python-keystoneclient" not in _names("requirements.txt")
+    assert "python-keystoneclient" in _names("requirements-test.txt")

@@ -247,3 +247,12 @@ def test_the_sync_appends_to_the_log_but_cannot_replace_or_remove_it(ctx, state,
         "open for append": "EACCES",
     }
     assert machine.sync_readable(log)
+
+
+def test_upgrade_charm_creates_the_missing_user_as_install_does(ctx, keystone, machine, useradd):
+    """A unit refreshed from the classic charm (which ran the sync as root) has no sync user."""
+    with pytest.raises(testing.errors.UncaughtCharmError, match="does not know the user gss-test-no-such-user"):
+        ctx.run(ctx.on.upgrade_charm(), testing.State(leader=True, relations=[keystone]))
+
+    (call,) = useradd()
+    assert call[-1] == "gss-test-no-such-user" and "--system" in call

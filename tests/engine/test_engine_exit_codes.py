@@ -96,3 +96,14 @@ def test_while_another_sync_holds_the_lock_it_exits_3_and_changes_nothing(files,
     assert (result.returncode, result.stdout) == (EXIT_LOCKED, "")
     assert result.stderr == f"error: another sync is already running (pid {os.getpid()})\n"
     assert state_files(state_dir) == before
+
+
+def test_a_dry_run_writes_no_result_so_the_status_keeps_the_last_real_runs(files):
+    """docs/reference/status-messages.md: a dry run leaves last-sync.json (what `juju status` reports) as it was."""
+    mirrors, identity, state_dir = files
+    before = state_files(state_dir)
+
+    result = run(mirrors, identity, "--dry-run", "--assume-empty-glance")
+
+    assert result.stdout.splitlines()[-1] == "dry run: 0 would be created, 1 errors"
+    assert state_files(state_dir) == before

@@ -40,8 +40,10 @@ LOG_FILE = "/var/log/glance-simplestreams-sync.log"
 SYNC_USER = "glance-simplestreams-sync"  # the system user the charm creates; its group has the same name
 SYNC_READABLE = ("640", "root", SYNC_USER)  # what the sync reads: root's, readable by its group only
 CONTENT_ID_TEMPLATE = "packed.test.{region}"
-ARCHITECTURES = {"amd64": "x86_64", "arm64": "aarch64"}  # charmcraft platform -> manylinux wheel tag
-CHARM_PYTHON = "3.12"  # ubuntu@24.04's
+ARCHITECTURES = {"amd64": "x86_64", "arm64": "aarch64"}  # charmcraft architecture -> manylinux wheel tag
+# Each base's Python and C library: a wheel must be for that Python and need no newer glibc.
+BASES = {"22.04": ("3.10", 35), "24.04": ("3.12", 39)}
+PACKED_BASE = "24.04"  # the pack these tests drive: its venv is ubuntu@24.04's (Python 3.12)
 # What update-ca-certificates (--fresh) regenerates from the system's CA list, with its hooks (Java's
 # keystore) and the dpkg trigger it raises: rebuilt by the system's tool, not left by the charm.
 TRUST_STORE_OUTPUTS = ("/etc/ssl/certs/", "/var/lib/ca-certificates-java/", "/var/lib/dpkg/triggers/")
@@ -64,11 +66,23 @@ def packed_charm(tmp_path_factory) -> Path:
         "XDG_RUNTIME_DIR": str(state / "run"),
     }
     process = subprocess.run(
-        [str(ROOT / "scripts" / "pack"), str(output)], env=env, capture_output=True, text=True, timeout=1200
+        [str(ROOT / "scripts" / "pack"), "--base", PACKED_BASE, str(output)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
-    (charm,) = output.glob("*.charm")
+    (charm,) = output.glob(f"*_ubuntu@{PACKED_BASE}-*.charm")
+    assert "(for testing here, not for deploying)" in process.stdout
     return charm
+
+
+def base_python() -> str:
+    """The interpreter that is the packed base's /usr/bin/python3 on the test machine."""
+    return subprocess.run(
+        [str(ROOT / "scripts" / "base-python"), PACKED_BASE], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +100,7 @@ def bare_cloud(tmp_path_factory):
 
 @pytest.fixture
 def machine(tmp_path, packed_charm):
-    juju_machine = JujuMachine(tmp_path / "machine", packed_charm, UNIT)
+    juju_machine = JujuMachine(tmp_path / "machine", packed_charm, UNIT, python3=base_python())
     with juju_machine:
         yield juju_machine
     assert juju_machine.processes() == []
@@ -94,10 +108,13 @@ def machine(tmp_path, packed_charm):
 
 def test_every_pin_has_a_wheel_for_every_declared_platform(tmp_path):
     platforms = yaml.safe_load((ROOT / "charmcraft.yaml").read_text())["platforms"]
-    assert set(platforms) <= set(ARCHITECTURES), f"no wheel check for {set(platforms) - set(ARCHITECTURES)}"
-    for platform in platforms:
+    declared = [platform.removeprefix("ubuntu@").split(":") for platform in platforms]
+    assert {base for base, _ in declared} == set(BASES)
+    assert {arch for _, arch in declared} <= set(ARCHITECTURES), f"no wheel check for {declared}"
+    for base, platform in declared:
+        python, glibc_minor = BASES[base]
         arch = ARCHITECTURES[platform]
-        tags = [f"--platform=manylinux_2_{minor}_{arch}" for minor in (17, 28, 31, 34, 35, 39)]
+        tags = [f"--platform=manylinux_2_{minor}_{arch}" for minor in range(17, glibc_minor + 1)]
         process = subprocess.run(
             [
                 sys.executable,
@@ -107,19 +124,24 @@ def test_every_pin_has_a_wheel_for_every_declared_platform(tmp_path):
                 "-q",
                 "--no-deps",
                 "--only-binary=:all:",
-                f"--python-version={CHARM_PYTHON}",
+                f"--python-version={python}",
                 "--implementation=cp",
                 *tags,
                 "-d",
-                str(tmp_path / platform),
-                "-r",
-                str(ROOT / "requirements-charm.txt"),
+                str(tmp_path / f"{base}-{platform}"),
+                *lock_pins(base),
             ],
             capture_output=True,
             text=True,
             timeout=600,
         )
-        assert process.returncode == 0, f"{platform}: {process.stderr[-2000:]}"
+        assert process.returncode == 0, f"ubuntu@{base}:{platform}: {process.stderr[-2000:]}"
+
+
+def lock_pins(base: str) -> list[str]:
+    """`name==version` of each line of a base's lock (its marker names that base's Python)."""
+    lines = (ROOT / f"requirements-charm-{base}.txt").read_text().splitlines()
+    return [line.split(";")[0].strip() for line in lines if "==" in line]
 
 
 def test_the_packed_venv_holds_exactly_the_pins_and_passes_pip_check(tmp_path, packed_charm):
@@ -129,15 +151,12 @@ def test_the_packed_venv_holds_exactly_the_pins_and_passes_pip_check(tmp_path, p
     installed = dict(
         canonical_pin(path.name.removesuffix(".dist-info").rsplit("-", 1)) for path in site.glob("*.dist-info")
     )
-    pins = dict(
-        canonical_pin(line.split("=="))
-        for line in (ROOT / "requirements-charm.txt").read_text().splitlines()
-        if "==" in line
-    )
+    pins = dict(canonical_pin(pin.split("==")) for pin in lock_pins(PACKED_BASE))
     assert installed == pins
+    assert site.parent.name == f"python{BASES[PACKED_BASE][0]}"
     python = tmp_path / "venv" / "bin" / "python"
     python.parent.mkdir(exist_ok=True)
-    python.symlink_to("/usr/bin/python3")  # as the charm's dispatch does on the machine
+    python.symlink_to(base_python())  # as the charm's dispatch does on the machine, with its python3
     check = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "check"], capture_output=True, text=True, timeout=120
     )
@@ -595,3 +614,97 @@ def juju_image_lookup(metadata_url: str, region: str, endpoint: str, verify: str
                     if (item["region"], item["endpoint"].rstrip("/")) == (region, endpoint.rstrip("/")):
                         found.add(item["id"])
     return found
+
+
+CLASSIC_CHARM = ROOT / "tests" / "data" / "classic-charm"
+CLASSIC_CRON_FILES = ("/etc/cron.daily/glance_simplestreams_sync", "/etc/cron.d/glance_simplestreams_sync_fastpoll")
+
+
+def leave_the_classic_charms_unit(machine: JujuMachine) -> None:
+    """The machine as the classic charm leaves it with run=true, frequency=daily: its config files (root's,
+    0640, its own format), its wrapper script, its cron files byte for byte, its log written as root."""
+    script = "\n".join(
+        [
+            f"mkdir -p {CONFIG_DIR} /usr/share/glance-simplestreams-sync /etc/cron.daily /etc/cron.d",
+            f"printf 'mirror_list: classic\\n' > {CONFIG_DIR}/mirrors.yaml",
+            f"printf 'admin_user: classic\\n' > {CONFIG_DIR}/identity.yaml",
+            f"chmod 640 {CONFIG_DIR}/mirrors.yaml {CONFIG_DIR}/identity.yaml",
+            "printf '#!/bin/sh\\nexit 1\\n' > /usr/share/glance-simplestreams-sync/glance-simplestreams-sync.sh",
+            f"cp -P {CLASSIC_CHARM}/etc/cron.daily/glance_simplestreams_sync /etc/cron.daily/",
+            f"cp {CLASSIC_CHARM}/etc/cron.d/glance_simplestreams_sync_fastpoll /etc/cron.d/",
+            f"printf 'classic sync log\\n' > {LOG_FILE}",
+        ]
+    )
+    assert machine.run(["/bin/sh", "-ec", script]).returncode == 0
+
+
+def test_the_packed_charm_refreshes_a_unit_the_classic_charm_left(
+    machine, tls_cloud, source, test_key, glance_over_tls
+):
+    """`juju refresh --path` from the classic charm on the same base: upgrade-charm, then config-changed,
+    on a unit the classic charm set up (install never runs); options and relation data carry over."""
+    source.add_image(release="noble", version="24.04", serial="20261101", seed=321)
+    source.write()
+    region = tls_cloud.sync_identity["region"]
+    template = "packed.classic.{region}"  # its own images on the module's cloud
+    content_id = template.format(region=region)
+    leave_the_classic_charms_unit(machine)
+    machine.set_leader(True)
+    machine.set_config(  # what the operator had set on the classic charm
+        mirror_list=yaml.safe_dump([{"url": source.url, "item_filters": ["ftype~(disk1.img|disk.img)"]}]),
+        custom_keyring=base64.b64encode(test_key.keyring.read_bytes()).decode(),
+        region=region,
+        content_id_template=template,
+        visibility="private",
+        frequency="daily",
+        run=True,
+    )
+    keystone = machine.add_relation("identity-service", "keystone")
+    classic_url = "http://127.0.0.1"  # the classic charm's placeholder until its first sync
+    machine.set_local_unit_data(
+        keystone,
+        {"service": "image-stream", "region": region, **{f"{kind}_url": classic_url for kind in INTERFACE_KINDS}},
+    )
+    machine.set_remote_unit_data(keystone, "keystone/0", keystone_answer(tls_cloud))
+    vault = machine.add_relation("certificates", "vault")
+    machine.set_remote_unit_data(vault, "vault/0", {"ca": tls_cloud.ca_file.read_text()})
+
+    run = machine.hook("upgrade-charm")
+
+    assert run.returncode == 0, run.output[-3000:]
+    installs = [args[-1].split("=")[0] for args in run.called("apt-get") if "install" in args]
+    assert sorted(installs) == ["ca-certificates", "cron", "gpgv", "ubuntu-cloudimage-keyring"]
+    assert [path for path in CLASSIC_CRON_FILES if machine.run(["test", "-L", path]).returncode == 0] == []
+    assert [path for path in CLASSIC_CRON_FILES if machine.exists(path)] == []
+    _name, _, uid, _gid, _, home, shell = machine.run(["getent", "passwd", SYNC_USER]).stdout.strip().split(":")
+    assert 0 < int(uid) < 1000 and (home, shell) == (STATE_DIR, "/usr/sbin/nologin")
+    for name in ("mirrors.yaml", "identity.yaml", "ca-bundle.pem"):
+        assert machine.stat(f"{CONFIG_DIR}/{name}") == SYNC_READABLE, name
+    for name in ("mirrors.yaml", "identity.yaml"):  # the classic charm's rewritten in this charm's format
+        assert "written by the glance-simplestreams-sync charm" in machine.read_text(f"{CONFIG_DIR}/{name}")
+    assert machine.stat(STATE_DIR) == ("755", SYNC_USER, SYNC_USER)
+    assert machine.stat(LOG_FILE) == SYNC_READABLE
+    assert machine.read_text(LOG_FILE).startswith("classic sync log\n")  # kept, appended to
+    (job, _retry_job) = machine.cron_jobs(CRON_FILE)
+    assert job.command.startswith(f"setpriv --reuid={SYNC_USER} --regid={SYNC_USER} --init-groups env -i ")
+    # the first sync started in the background, as after install; config-changed starts no second one
+    first_sync = json.loads(machine.read_text(f"{STATE_DIR}/charm-first-sync.json"))["pid"]
+    run = machine.hook("config-changed")
+    assert run.returncode == 0, run.output[-3000:]
+    assert json.loads(machine.read_text(f"{STATE_DIR}/charm-first-sync.json"))["pid"] == first_sync
+    wait_for_exit(first_sync)
+
+    (image,) = our_images(glance_over_tls, content_id)
+    assert image["status"] == "active"
+    assert_written_by_the_sync_user(machine)
+    run = machine.hook("update-status")
+    assert run.returncode == 0, run.output[-3000:]
+    status, message = machine.unit_status
+    assert status == "active" and re.search(r"^Unit is ready \(last sync .*: 1 created, 0 failed\)$", message), message
+    urls = machine.local_unit_data(keystone)
+    assert urls["public_url"] == f"{tls_cloud.swift_url}/simplestreams/data"
+    assert classic_url not in {urls[f"{kind}_url"] for kind in INTERFACE_KINDS}
+    assert published_image_ids(published_products_over_tls(tls_cloud, content_id)) == {image["id"]}
+
+
+INTERFACE_KINDS = ("public", "internal", "admin")

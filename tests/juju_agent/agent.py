@@ -55,8 +55,13 @@ class CronJob:
 
 
 class JujuMachine:
-    def __init__(self, workdir: Path, charm_file: Path, unit: str, address: str = "127.0.0.1"):
+    def __init__(
+        self, workdir: Path, charm_file: Path, unit: str, address: str = "127.0.0.1", python3: str | None = None
+    ):
+        """`python3`: the interpreter the machine's /usr/bin/python3 is (its base's Python, e.g. pyenv's
+        3.12 for ubuntu@24.04); by default this host's."""
         self.workdir = workdir
+        self.python3 = python3
         self.charm_file = charm_file
         self.unit = unit
         self.app = unit.split("/")[0]
@@ -80,6 +85,10 @@ class JujuMachine:
                 mode = info.external_attr >> 16 & 0o777
                 if mode:
                     path.chmod(mode)
+        if self.python3 is not None:
+            system_python = self._upper(Path("/usr/bin/python3"))
+            system_python.parent.mkdir(parents=True, exist_ok=True)
+            system_python.symlink_to(self.python3)
         self.tools_dir.mkdir()
         for tool in _tool_names():
             (self.tools_dir / tool).symlink_to(HOOK_TOOLS)
@@ -274,6 +283,10 @@ class JujuMachine:
     def set_remote_unit_data(self, rid: int, unit: str, data: dict[str, str]) -> None:
         self._update(lambda model: model["relations"][str(rid)]["units"].setdefault(unit, {}).update(data))
 
+    def set_local_unit_data(self, rid: int, data: dict[str, str]) -> None:
+        """What an earlier charm (e.g. the classic one) left on our side of a relation."""
+        self._update(lambda model: model["relations"][str(rid)]["local_unit"].update(data))
+
     def local_unit_data(self, rid: int) -> dict[str, str]:
         return self.model()["relations"][str(rid)]["local_unit"]
 
@@ -309,7 +322,7 @@ class JujuMachine:
             upper = self.workdir / "overlay" / directory.strip("/") / "upper"
             for path in sorted(upper.rglob("*")):
                 real = Path(directory) / path.relative_to(upper)
-                if real.is_relative_to(AGENT_DATA_DIR):
+                if real.is_relative_to(AGENT_DATA_DIR) or (self.python3 and str(real) == "/usr/bin/python3"):
                     continue
                 if path.is_dir() and not path.is_symlink():
                     if not real.is_dir():
