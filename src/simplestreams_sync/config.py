@@ -150,7 +150,9 @@ class SyncConfig(SyncOptions):
 
     keyring: str = DEFAULT_KEYRING
     state_dir: str = DEFAULT_STATE_DIR
-    modify_hook: str | None = None  # image-modifier script, run on a local copy of each image
+    # The image-modifier's command, run on a local copy of each image: its script, or what runs the script
+    # as root (`sudo -n -- script`); a single string is a script run as is.
+    modify_hook: list[str] | None = None
     import_timeout: int = Field(default=1800, ge=10)  # seconds to wait for Glance's import (conversion)
     source_proxy: ProxySettings = Field(default_factory=ProxySettings)
     # The schedule cron runs the sync on: after a failed run, retries back off up to its period (retry.py).
@@ -158,6 +160,15 @@ class SyncConfig(SyncOptions):
     frequency: Literal["hourly", "daily", "weekly"] | None = None
     # When set, the metadata goes to this directory, served by the unit's web server, instead of Swift.
     local_metadata: LocalMetadata | None = None
+
+    @field_validator("modify_hook", mode="before")
+    @classmethod
+    def _script_alone(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [value] if value else None
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty command runs nothing: leave modify_hook out instead")
+        return value
 
     @property
     def publishes_metadata(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -17,12 +18,14 @@ class ModifyHookError(Exception):
     pass
 
 
-def run_modify_hook(script: str, image_path: Path, metadata: dict) -> None:
-    """Run the script as sstream-mirror-glance does: item fields and IMAGE_PATH in its environment."""
+def run_modify_hook(command: list[str], image_path: Path, metadata: dict) -> None:
+    """Run the script as sstream-mirror-glance does: item fields and IMAGE_PATH in its environment.
+    `command` is the script, or what runs it with other privileges (the charm's `sudo -n -- script`)."""
+    script = shlex.join(command)
     fields = {key: str(value) for key, value in metadata.items() if isinstance(value, (str, int, float))}
     env = {**os.environ, **fields, "IMAGE_PATH": str(image_path), "FIELDS": " ".join([*fields, "IMAGE_PATH"])}
     try:
-        completed = subprocess.run([script], env=env, capture_output=True, text=True, timeout=HOOK_TIMEOUT)
+        completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=HOOK_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise ModifyHookError(f"image-modifier script {script}: {error}") from None
     if completed.returncode != 0:

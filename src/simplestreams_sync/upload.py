@@ -123,13 +123,13 @@ class Uploader:
                 self.report.out(f"restarting {name} from its first byte: {error}")
 
     def _attempt(self, image: SourceImage, name: str) -> dict:
-        script = self.config.modify_hook
-        if not script:
+        command = self.config.modify_hook  # the image-modifier's script, or what runs it as root
+        if not command:
             return self._store(image, name)
         with tempfile.TemporaryDirectory(prefix="gss-modify-") as workdir:
             local = Path(workdir) / "image"
             self._copy_verified(image, local)
-            run_modify_hook(script, local, image.metadata)
+            run_modify_hook(command, local, image.metadata)
             return self._store(modified_image(image, local), name)
 
     def _copy_verified(self, image: SourceImage, local: Path) -> None:

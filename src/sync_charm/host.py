@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from simplestreams_sync.config import dump_yaml
 
-PACKAGES = ["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron"]
+PACKAGES = ["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron", "sudo"]  # sudo: image-modifier
 UPDATE_CA_CERTIFICATES = ["update-ca-certificates"]
 # The sync runs as this system user (its own group of the same name); the charm creates it when missing.
 SYNC_USER = "glance-simplestreams-sync"
@@ -62,7 +62,9 @@ class Paths:
     ca_dir: Path
     nrpe_dir: Path
     nrpe_plugin_dir: Path
-    nginx_site: Path
+    nginx_sites_available: Path
+    nginx_sites_enabled: Path
+    sudoers_file: Path
     metrics_unit: Path
 
     @classmethod
@@ -77,7 +79,9 @@ class Paths:
             ca_dir=root / "usr/local/share/ca-certificates",
             nrpe_dir=root / "etc/nagios/nrpe.d",
             nrpe_plugin_dir=root / "usr/local/lib/nagios/plugins",
-            nginx_site=root / "etc/nginx/conf.d/glance-simplestreams-sync.conf",
+            nginx_sites_available=root / "etc/nginx/sites-available",
+            nginx_sites_enabled=root / "etc/nginx/sites-enabled",
+            sudoers_file=root / "etc/sudoers.d/glance-simplestreams-sync",
             metrics_unit=root / "etc/systemd/system/glance-simplestreams-sync-metrics.service",
         )
 
@@ -126,6 +130,29 @@ class Paths:
     @property
     def served_key(self) -> Path:
         return self.config_dir / "metadata-server-key.pem"
+
+    @property
+    def nginx_site(self) -> Path:
+        return self.nginx_sites_available / "glance-simplestreams-sync"
+
+    @property
+    def nginx_site_link(self) -> Path:
+        return self.nginx_sites_enabled / "glance-simplestreams-sync"
+
+    @property
+    def nginx_earlier_site(self) -> Path:
+        """Where earlier revisions of the charm put the site."""
+        return self.nginx_sites_available.parent / "conf.d" / "glance-simplestreams-sync.conf"
+
+    @property
+    def nginx_default_site_link(self) -> Path:
+        """Ubuntu's nginx package enables its own site on port 80 with this link."""
+        return self.nginx_sites_enabled / "default"
+
+    @property
+    def nginx_installed_marker(self) -> Path:
+        """Exists when the charm installed nginx (and so disabled its default site)."""
+        return self.config_dir / "nginx-installed-by-charm"
 
     @property
     def nrpe_server_config(self) -> Path:

@@ -9,6 +9,7 @@ when vault gave a server certificate, else HTTP. Nothing here reads Juju.
 from __future__ import annotations
 
 import grp
+import logging
 import os
 import shutil
 import subprocess
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from simplestreams_sync.metadata_layout import INDEX_PATH
 
 from . import host
+
+logger = logging.getLogger(__name__)
 
 PACKAGE = "nginx"
 SERVICE = "nginx"
@@ -46,10 +49,16 @@ class ServerCertificate:
     key: str  # PEM
 
 
-def install() -> None:
+def install() -> bool:
+    """Install nginx when missing; True if this call installed it."""
     from charmlibs import apt  # only on the machine: importing it is harmless, running it is not
 
-    apt.add_package([PACKAGE])
+    try:
+        apt.DebianPackage.from_installed_package(PACKAGE)
+        return False
+    except apt.PackageNotFoundError:
+        apt.add_package([PACKAGE])
+        return True
 
 
 def url(address: str, port: int, tls: bool) -> str:
@@ -79,12 +88,17 @@ def site_config(unit_name: str, listen: list[str], tls: bool) -> str:
     )
 
 
-def serve(unit_name: str, listen: list[str], certificate: ServerCertificate | None, account: host.Account) -> None:
+def serve(
+    unit_name: str, listen: list[str], certificate: ServerCertificate | None, account: host.Account
+) -> str | None:
     """Install nginx, prepare the served directory, write the TLS files and the site, and have systemd
-    run nginx with it (reloaded when something changed)."""
-    install()
-    prepare_served_dir(account)
+    run nginx with it (reloaded when something changed); why nginx does not run, or None."""
     paths = host.PATHS
+    if install():
+        host.write_file(paths.nginx_installed_marker, "", mode=0o644)
+    if paths.nginx_installed_marker.exists() and paths.nginx_default_site_link.is_symlink():
+        paths.nginx_default_site_link.unlink()  # the package's own site would answer on port 80
+    prepare_served_dir(account)
     changed = False
     if certificate is not None:
         changed |= host.write_file(paths.served_certificate, certificate.certificate, mode=0o644)
@@ -92,8 +106,24 @@ def serve(unit_name: str, listen: list[str], certificate: ServerCertificate | No
     else:
         changed |= host.remove_file(paths.served_certificate) | host.remove_file(paths.served_key)
     changed |= host.write_file(paths.nginx_site, site_config(unit_name, listen, certificate is not None), mode=0o644)
-    _systemctl("enable", SERVICE)
-    _systemctl("reload-or-restart" if changed else "start", SERVICE)
+    changed |= _enable_site() | host.remove_file(paths.nginx_earlier_site)
+    try:
+        _systemctl("enable", SERVICE)
+        _systemctl("reload-or-restart" if changed else "start", SERVICE)
+    except RuntimeError as error:
+        logger.error("nginx does not serve the metadata: %s", error)
+        return str(error)
+    return None
+
+
+def _enable_site() -> bool:
+    link = host.PATHS.nginx_site_link
+    if link.is_symlink() and os.readlink(link) == str(host.PATHS.nginx_site):
+        return False
+    link.parent.mkdir(parents=True, exist_ok=True)
+    host.remove_file(link)
+    link.symlink_to(host.PATHS.nginx_site)
+    return True
 
 
 def prepare_served_dir(account: host.Account) -> None:
@@ -113,20 +143,31 @@ def has_published() -> bool:
     return (host.PATHS.served_dir / INDEX_PATH).is_file()
 
 
+def is_serving() -> bool:
+    """Whether the charm's site is in place (serve_metadata was on here)."""
+    return host.PATHS.nginx_site.exists()
+
+
 def stop_serving() -> None:
     """Remove the site, its TLS files and the served files; stop and disable nginx if the charm had
-    set it up (the package stays)."""
+    set it up (the package stays, with its default site back if the charm had installed it)."""
     paths = host.PATHS
-    had_site = host.remove_file(paths.nginx_site)
+    host.remove_file(paths.nginx_site_link)
+    had_site = host.remove_file(paths.nginx_site) | host.remove_file(paths.nginx_earlier_site)
+    if host.remove_file(paths.nginx_installed_marker) and not paths.nginx_default_site_link.is_symlink():
+        paths.nginx_default_site_link.symlink_to(paths.nginx_sites_available / "default")
     host.remove_file(paths.served_certificate)
     host.remove_file(paths.served_key)
     shutil.rmtree(paths.served_dir, ignore_errors=True)
     if had_site:
-        _systemctl("disable", "--now", SERVICE)
+        try:
+            _systemctl("disable", "--now", SERVICE)
+        except RuntimeError as error:
+            logger.warning("nginx may still run: %s", error)
 
 
 def _systemctl(*args: str) -> None:
     argv = [*SYSTEMCTL, *args]
     process = subprocess.run(argv, capture_output=True, text=True)
     if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited with {process.returncode}: {process.stderr.strip()}")
+        raise RuntimeError(f"systemctl {' '.join(args)} exited with {process.returncode}: {process.stderr.strip()}")

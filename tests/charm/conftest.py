@@ -10,6 +10,7 @@ user, that user.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import json
 import os
@@ -17,13 +18,15 @@ import pwd
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from ops import testing
 
-from simplestreams_sync.state import PROGRESS_FILE, RESULT_FILE, Progress, SyncResult, publish_only_lines, utc_now
+from simplestreams_sync import state
+from simplestreams_sync.state import ProgressFile, SyncResult, publish_only_lines, utc_now, write_result
 from sync_charm import host, sync_process
 from tests.charm.relation_data import CA_PEM, CHAIN_PEM, KEYSTONE_V3, PRODUCT_STREAMS_URLS
 
@@ -42,15 +45,17 @@ if "--publish-only" in args:
     print("\n".join(spec["publish_only"])) if spec["publish_only"] else sys.stderr.write("error: swift is down\n")
     sys.exit(0 if spec["publish_only"] else 1)
 state_dir = spec["state_dir"]
-time.sleep(spec["sleep"])
-if spec["result"] is not None:
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    result = {"started": now, "finished": now, "dry_run": "--dry-run" in args, "created": [],
-              "would_create": [], "deleted": [], "failed": [], "errors": [], "published": False,
-              **spec["result"]}
+if spec["hold"]:  # until the test releases it (bounded, so that a broken test fails instead of hanging)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(spec["hold"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+if spec["result"] is not None:  # with the engine's own writer
+    sys.path.insert(0, spec["engine_src"])
+    from simplestreams_sync.state import SyncResult, utc_now, write_result
+    now = utc_now()
+    fields = {"started": now, "finished": now, "dry_run": "--dry-run" in args, **spec["result"]}
     os.makedirs(state_dir, exist_ok=True)
-    with open(os.path.join(state_dir, "last-sync.json"), "w") as out:
-        json.dump(result, out)
+    write_result(state_dir, SyncResult(**fields))
 for line in spec["stdout"]:
     print(line, flush=True)
 sys.stderr.write(spec["stderr"])
@@ -78,19 +83,23 @@ class Machine:
     def ca_update_count(self) -> int:
         return len(self.ca_update_calls())
 
-    def write_result(self, **result) -> None:
-        """last-sync.json as the engine writes it, with these fields."""
+    def write_result(self, frequency: str | None = None, **result) -> None:
+        """last-sync.json, written by the engine's own writer, with these fields (a failed run's retry
+        fields are the writer's, for a run scheduled at `frequency`, or without a schedule)."""
         data = SyncResult(
             **{"started": "2026-11-24T09:40:00Z", "finished": "2026-11-24T10:02:41Z", "published": True, **result}
         )
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.paths.state_dir / RESULT_FILE).write_text(json.dumps(data.to_dict()))
+        write_result(self.paths.state_dir, data, frequency)
 
-    def write_progress(self, **progress) -> None:
-        """progress.json as a running engine writes it, with these fields."""
-        data = Progress(**{"pid": os.getpid(), "started": utc_now(), "phase": "transfer", **progress})
+    def write_progress(self, updated: str | None = None, **progress) -> None:
+        """progress.json, written by the engine's own progress writer, with these fields; `updated`: the
+        writer's clock when it wrote (a sync that last made progress then)."""
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.paths.state_dir / PROGRESS_FILE).write_text(json.dumps(asdict(data)))
+        with mock.patch.object(state, "utc_now", lambda: updated) if updated else contextlib.nullcontext():
+            ProgressFile(self.paths.state_dir).update(
+                force=True, **{"started": utc_now(), "phase": "transfer", **progress}
+            )
 
     def owners(self, path: Path) -> tuple[str, str, str]:
         """(octal mode, owner, group) of a file, as `stat -c '%a %U %G'` says."""
@@ -128,6 +137,7 @@ class Machine:
 
 
 AS_ROOT = os.geteuid() == 0
+ENGINE_PACKAGE = Path(__file__).resolve().parents[2] / "src" / "simplestreams_sync"
 # Runs the fake engine: as root, the system's python3 (the venv's may sit where nobody cannot reach it).
 FAKE_ENGINE_PYTHON = "/usr/bin/python3" if AS_ROOT else sys.executable
 
@@ -204,18 +214,19 @@ class FakeEngine:
 @pytest.fixture
 def fake_engine(shared_dir: Path, machine: Machine, monkeypatch: pytest.MonkeyPatch):
     """Make a stand-in for the sync engine (arguments: stdout=[...], exit_code=0, stderr="", result={...},
-    sleep=0, metadata_url=None, publish_hold=None) that sleeps, writes last-sync.json (if `result` is
-    given), prints the lines, removes progress.json and exits with the code; with --publish-only it prints
-    `metadata_url` and the product-streams URLs (`product_streams_urls`, default PRODUCT_STREAMS_URLS) as
-    the engine does (once the file `publish_hold` exists, if given), or fails without a `metadata_url`.
-    Each run records its arguments, uid, gid and HOME."""
+    hold=None, metadata_url=None, publish_hold=None) that waits until the file `hold` exists (the test
+    releases it), writes last-sync.json with the engine's own writer (if `result` is given), prints the
+    lines, removes progress.json and exits with the code; with --publish-only it prints `metadata_url`
+    and the product-streams URLs (`product_streams_urls`, default PRODUCT_STREAMS_URLS) as the engine
+    does (once the file `publish_hold` exists, if given), or fails without a `metadata_url`. Each run
+    records its arguments, uid, gid and HOME."""
 
     def make(
         stdout: list[str] = (),
         exit_code: int = 0,
         stderr: str = "",
         result: dict | None = None,
-        sleep: float = 0.0,
+        hold: Path | None = None,
         metadata_url: str | None = None,
         product_streams_urls: dict[str, str] = PRODUCT_STREAMS_URLS,
         publish_hold: Path | None = None,
@@ -223,6 +234,9 @@ def fake_engine(shared_dir: Path, machine: Machine, monkeypatch: pytest.MonkeyPa
         directory = shared_dir / "engine"
         directory.mkdir(exist_ok=True)
         (directory / "fake_engine.py").write_text(FAKE_ENGINE)
+        engine_src = directory / "src"  # where the sync's user can read the engine's state writer
+        if not engine_src.exists():
+            shutil.copytree(ENGINE_PACKAGE, engine_src / ENGINE_PACKAGE.name)
         engine = FakeEngine(calls_file=directory / "calls.jsonl")
         engine.calls_file.touch()
         engine.calls_file.chmod(0o666)  # the sync's user appends to it
@@ -231,7 +245,8 @@ def fake_engine(shared_dir: Path, machine: Machine, monkeypatch: pytest.MonkeyPa
             "exit": exit_code,
             "stderr": stderr,
             "result": result,
-            "sleep": sleep,
+            "hold": str(hold) if hold else None,
+            "engine_src": str(engine_src),
             "calls": str(engine.calls_file),
             "publish_only": publish_only_lines(metadata_url, product_streams_urls) if metadata_url else [],
             "state_dir": str(machine.paths.state_dir),

@@ -190,14 +190,22 @@ def test_output_is_appended_to_the_log(ctx, state, fake_engine, machine):
     assert CREATED[1] in log and "INFO transfer done" in log
 
 
-def test_status_shows_progress_while_the_action_syncs(ctx, state, fake_engine, machine, monkeypatch):
+def test_status_shows_progress_while_the_action_syncs(ctx, state, fake_engine, machine, monkeypatch, shared_dir):
     import charm
 
     monkeypatch.setattr(charm, "PROGRESS_INTERVAL", 0.05)
     machine.write_progress(item="ubuntu-26.04 amd64 disk1.img", item_index=2, item_count=4)
+    release = shared_dir / "release"
     fake_engine(
-        stdout=CREATED, sleep=0.5, result={"created": [{"id": "1"}, {"id": "2"}], "finished": "2026-11-26T11:00:00Z"}
+        stdout=CREATED, hold=release, result={"created": [{"id": "1"}, {"id": "2"}], "finished": "2026-11-26T11:00:00Z"}
     )
+    show_progress = charm.GlanceSimplestreamsSyncCharm._show_progress
+
+    def show_progress_then_release(self):  # the engine finishes once the charm has shown its progress
+        show_progress(self)
+        release.touch()
+
+    monkeypatch.setattr(charm.GlanceSimplestreamsSyncCharm, "_show_progress", show_progress_then_release)
 
     out = ctx.run(ctx.on.action("sync-images"), state)
 

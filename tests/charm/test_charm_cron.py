@@ -230,10 +230,11 @@ def test_no_cron_entry_before_keystone_answers(ctx, machine):
     assert machine.background_syncs == []
 
 
-def test_install_installs_the_packages(ctx, machine):
-    ctx.run(ctx.on.install(), testing.State())
+@pytest.mark.parametrize("event", ["install", "upgrade_charm"])
+def test_install_and_upgrade_install_the_packages(ctx, machine, event):
+    ctx.run(getattr(ctx.on, event)(), testing.State())
 
-    assert machine.installed == [["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron"]]
+    assert machine.installed == [["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron", "sudo"]]
 
 
 def test_background_sync_runs_detached_with_output_to_the_log(ctx, keystone, machine, fake_engine, monkeypatch):
@@ -273,7 +274,7 @@ def test_upgrade_charm_installs_the_packages_as_install_does(ctx, machine):
     """A unit refreshed from the classic charm never runs this charm's install."""
     ctx.run(ctx.on.upgrade_charm(), testing.State())
 
-    assert machine.installed == [["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron"]]
+    assert machine.installed == [["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron", "sudo"]]
 
 
 def test_upgrade_charm_twice_leaves_the_same_files_and_modes_as_once(ctx, keystone, machine):
@@ -287,4 +288,4 @@ def test_upgrade_charm_twice_leaves_the_same_files_and_modes_as_once(ctx, keysto
 
     assert {path: path.stat().st_mode for path in machine.root.rglob("*")} == once
     assert machine.paths.state_dir in once and machine.paths.cron_file in once and machine.paths.mirrors in once
-    assert machine.installed == [["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron"]] * 2
+    assert machine.installed == [["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron", "sudo"]] * 2

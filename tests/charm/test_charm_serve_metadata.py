@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import sys
@@ -12,7 +13,7 @@ from ops import testing
 
 from simplestreams_sync.config import load_sync_config
 from sync_charm import host, metadata_server
-from tests.charm.relation_data import CA_PEM, CHAIN_PEM
+from tests.charm.relation_data import CA_PEM, CHAIN_PEM, METADATA_URL, PRODUCT_STREAMS_URLS
 
 SERVE = {"serve_metadata": True}
 SERVER_CERT = (
@@ -23,12 +24,30 @@ SERVER_KEY = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAServerKey0000000000000000\n--
 
 @pytest.fixture(autouse=True)
 def systemd(tmp_path: Path, machine, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Calls of systemctl and apt recorded: the file of systemctl's argument lists, one per line."""
+    """Calls of systemctl and apt recorded: the file of systemctl's argument lists, one per line. The
+    charm installs nginx, which comes with Ubuntu's packaged layout: its `default` site, enabled."""
     calls = tmp_path / "systemctl.calls"
     script = f"import sys; open({str(calls)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')"
     monkeypatch.setattr(metadata_server, "SYSTEMCTL", [sys.executable, "-c", script])
-    monkeypatch.setattr(metadata_server, "install", lambda: machine.installed.append([metadata_server.PACKAGE]))
+
+    def install() -> bool:
+        machine.installed.append([metadata_server.PACKAGE])
+        if machine.paths.nginx_sites_available.exists():
+            return False
+        packaged_nginx(machine.paths)
+        return True
+
+    monkeypatch.setattr(metadata_server, "install", install)
     return calls
+
+
+def packaged_nginx(paths: host.Paths) -> None:
+    """What Ubuntu's nginx package installs of its sites: `default`, on port 80, enabled by a link."""
+    paths.nginx_sites_available.mkdir(parents=True)
+    paths.nginx_sites_enabled.mkdir(parents=True)
+    default = paths.nginx_sites_available / "default"
+    default.write_text("server {\n\tlisten 80 default_server;\n\troot /var/www/html;\n}\n")
+    paths.nginx_default_site_link.symlink_to(default)
 
 
 def systemctl_calls(calls: Path) -> list[str]:
@@ -176,3 +195,124 @@ def test_remove_stops_serving_and_removes_the_site_and_the_served_files(ctx, key
         assert not path.exists(), path
     assert systemctl_calls(systemd)[-1] == "disable --now nginx"
     assert host.PATHS.served_key.exists() is False
+
+
+def test_the_site_is_enabled_as_ubuntu_s_nginx_enables_sites(ctx, keystone, machine, fake_engine):
+    fake_engine(metadata_url="http://10.0.0.5/simplestreams/data")
+
+    ctx.run(ctx.on.config_changed(), testing.State(leader=True, config=SERVE, relations=[keystone], networks=NETWORKS))
+
+    assert machine.paths.nginx_site == machine.paths.nginx_sites_available / "glance-simplestreams-sync"
+    assert machine.paths.nginx_site_link.resolve() == machine.paths.nginx_site
+
+
+def test_the_packaged_default_site_is_disabled_when_the_charm_installed_nginx(ctx, keystone, machine, fake_engine):
+    fake_engine(metadata_url="http://10.0.0.5/simplestreams/data")
+
+    ctx.run(ctx.on.config_changed(), testing.State(leader=True, config=SERVE, relations=[keystone], networks=NETWORKS))
+
+    enabled = sorted(path.name for path in machine.paths.nginx_sites_enabled.iterdir())
+    assert enabled == ["glance-simplestreams-sync"]
+    assert (machine.paths.nginx_sites_available / "default").exists()  # the package's file stays
+
+
+def test_an_nginx_installed_before_the_charm_keeps_its_default_site(ctx, keystone, machine, fake_engine):
+    fake_engine(metadata_url="http://10.0.0.5/simplestreams/data")
+    packaged_nginx(machine.paths)  # the operator's nginx: the charm installs nothing
+
+    ctx.run(ctx.on.config_changed(), testing.State(leader=True, config=SERVE, relations=[keystone], networks=NETWORKS))
+
+    enabled = sorted(path.name for path in machine.paths.nginx_sites_enabled.iterdir())
+    assert enabled == ["default", "glance-simplestreams-sync"]
+
+
+def test_remove_gives_the_nginx_it_installed_its_default_site_back(ctx, keystone, machine, fake_engine):
+    fake_engine(metadata_url="http://10.0.0.5/simplestreams/data")
+    state = testing.State(leader=True, config=SERVE, relations=[keystone], networks=NETWORKS)
+    ctx.run(ctx.on.config_changed(), state)
+
+    ctx.run(ctx.on.remove(), state)
+
+    enabled = {path.name: path.resolve() for path in machine.paths.nginx_sites_enabled.iterdir()}
+    assert enabled == {"default": machine.paths.nginx_sites_available / "default"}
+
+
+def test_nginx_failing_to_start_blocks_with_its_reason(ctx, keystone, machine, fake_engine, monkeypatch):
+    fake_engine(metadata_url="http://10.0.0.5/simplestreams/data")
+    script = "import sys; sys.stderr.write('Job for nginx.service failed.\\n'); sys.exit(sys.argv[1] != 'enable')"
+    monkeypatch.setattr(metadata_server, "SYSTEMCTL", [sys.executable, "-c", script])
+
+    out = ctx.run(
+        ctx.on.config_changed(), testing.State(leader=True, config=SERVE, relations=[keystone], networks=NETWORKS)
+    )
+
+    assert out.unit_status == testing.BlockedStatus(
+        "Cannot serve the metadata: systemctl reload-or-restart nginx exited with 1: Job for nginx.service failed."
+    )
+    assert machine.paths.nginx_site.exists()
+
+
+def test_serve_metadata_off_keeps_serving_while_the_object_store_cannot_take_the_metadata(
+    ctx, keystone, machine, fake_engine, systemd
+):
+    fake_engine(metadata_url="http://10.0.0.5/simplestreams/data")
+    ctx.run(ctx.on.config_changed(), testing.State(leader=True, config=SERVE, relations=[keystone], networks=NETWORKS))
+    served = ctx.run(
+        ctx.on.update_status(), testing.State(leader=True, config=SERVE, relations=[keystone], networks=NETWORKS)
+    ).get_relation(keystone.id)
+    engine = fake_engine(metadata_url=None)  # swift is down
+    calls, published = len(systemctl_calls(systemd)), len(engine.publish_calls)
+
+    out = ctx.run(ctx.on.config_changed(), testing.State(leader=True, relations=[served], networks=NETWORKS))
+
+    assert len(engine.publish_calls) == published + 1
+    assert out.get_relation(keystone.id).local_unit_data["public_url"] == "http://10.0.0.5/simplestreams/data"
+    assert machine.paths.nginx_site.exists() and machine.paths.served_dir.exists()
+    assert systemctl_calls(systemd)[calls:] == []
+
+
+def test_serve_metadata_off_moves_the_endpoint_once_the_object_store_has_the_metadata(
+    ctx, keystone, machine, fake_engine, systemd
+):
+    fake_engine(metadata_url="http://10.0.0.5/simplestreams/data")
+    served = ctx.run(
+        ctx.on.config_changed(), testing.State(leader=True, config=SERVE, relations=[keystone], networks=NETWORKS)
+    ).get_relation(keystone.id)
+    engine = fake_engine(metadata_url=METADATA_URL)  # the object store takes the metadata
+    published = len(engine.publish_calls)
+
+    out = ctx.run(ctx.on.config_changed(), testing.State(leader=True, relations=[served], networks=NETWORKS))
+
+    assert len(engine.publish_calls) == published + 1
+    request = out.get_relation(keystone.id).local_unit_data
+    assert {interface: request[f"{interface}_url"] for interface in PRODUCT_STREAMS_URLS} == PRODUCT_STREAMS_URLS
+    assert not machine.paths.nginx_site.exists() and not machine.paths.served_dir.exists()
+    assert systemctl_calls(systemd)[-1] == "disable --now nginx"
+
+
+def test_the_site_an_earlier_revision_wrote_in_conf_d_goes(ctx, keystone, machine, fake_engine, systemd):
+    fake_engine(metadata_url="http://10.0.0.5/simplestreams/data")
+    machine.paths.nginx_earlier_site.parent.mkdir(parents=True)
+    machine.paths.nginx_earlier_site.write_text("server { listen 10.0.0.5:80; }\n")
+
+    ctx.run(ctx.on.upgrade_charm(), testing.State(leader=True, config=SERVE, relations=[keystone], networks=NETWORKS))
+
+    assert not machine.paths.nginx_earlier_site.exists() and machine.paths.nginx_site.exists()
+    assert systemctl_calls(systemd) == ["enable nginx", "reload-or-restart nginx"]
+
+
+def test_serve_metadata_off_checks_the_object_store_even_with_its_urls_remembered(ctx, keystone, machine, fake_engine):
+    fake_engine(metadata_url="http://10.0.0.5/simplestreams/data")
+    served = ctx.run(
+        ctx.on.config_changed(), testing.State(leader=True, config=SERVE, relations=[keystone], networks=NETWORKS)
+    ).get_relation(keystone.id)
+    remembered = {"metadata_url": METADATA_URL, **{f"{key}_url": url for key, url in PRODUCT_STREAMS_URLS.items()}}
+    served = dataclasses.replace(served, local_app_data={**served.local_app_data, **remembered})
+    engine = fake_engine(metadata_url=None)  # swift, which had the metadata before serve_metadata, is down
+    published = len(engine.publish_calls)
+
+    out = ctx.run(ctx.on.config_changed(), testing.State(leader=True, relations=[served], networks=NETWORKS))
+
+    assert len(engine.publish_calls) == published + 1
+    assert out.get_relation(keystone.id).local_unit_data["public_url"] == "http://10.0.0.5/simplestreams/data"
+    assert machine.paths.nginx_site.exists()

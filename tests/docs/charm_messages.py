@@ -2,7 +2,8 @@
 and every `event.fail(...)` of its action, as templates whose fixed text comes from the code.
 
 A message is followed through what builds it: f-strings, module constants, local variables assigned
-once, the charm's methods and the functions of the src/ modules it imports (their `return` values), and
+once, the charm's methods and the functions of the src/ modules it imports, and of the modules of their
+package those import (their `return` values), and
 `shorten(...)`. What cannot be followed (a value known only at run time) is a wildcard.
 """
 
@@ -27,7 +28,8 @@ Template = tuple  # of str (fixed text) and WILDCARD
 class Message:
     kind: str  # "status" or "action failure"
     template: Template
-    line: int  # in src/charm.py
+    line: int
+    source: str = "src/charm.py"  # the file of `line`
 
     @property
     def fixed_text(self) -> str:
@@ -45,13 +47,14 @@ class _Code:
     """The charm's module and the src/ modules it imports from."""
 
     def __init__(self) -> None:
-        charm = ast.parse(CHARM.read_text())
+        charm = _parse(CHARM)
         modules = [charm]
         for node in charm.body:
             if isinstance(node, ast.ImportFrom) and node.module:
                 package = SRC.joinpath(*node.module.split("."))
                 candidates = [package.with_suffix(".py"), *(package / f"{alias.name}.py" for alias in node.names)]
-                modules += [ast.parse(path.read_text()) for path in candidates if path.exists()]
+                imported = [_parse(path) for path in candidates if path.exists()]
+                modules += imported + [module for parent in imported for module in _siblings(parent, package)]
         self.charm = charm
         self.functions: dict[str, ast.FunctionDef] = {}
         self.constants: dict[str, str] = {}
@@ -115,8 +118,8 @@ class _Code:
         """What a call returns: the returns of a known function (the `element`-th of a returned tuple)."""
         func = call.func
         name = func.id if isinstance(func, ast.Name) else None
-        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
-            name = func.attr
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+            name = func.attr  # a method of the charm, or a function of a module it reads
         if name in PASS_THROUGH and call.args and element is None:
             return self.templates(call.args[0], function, seen)
         callee = self.functions.get(name or "")
@@ -133,6 +136,26 @@ class _Code:
                     value = value.elts[element]
                 results += self.templates(value, callee, seen | {name})
         return results
+
+
+def _siblings(module: ast.Module, package: Path) -> list[ast.Module]:
+    """The modules of the same package that `module` imports (`from . import name`)."""
+    names = [
+        alias.name
+        for node in module.body
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and not node.module
+        for alias in node.names
+    ]
+    return [_parse(package / f"{name}.py") for name in names if (package / f"{name}.py").exists()]
+
+
+def _parse(path: Path) -> ast.Module:
+    """The module, each function marked with the file it is in."""
+    module = ast.parse(path.read_text())
+    for node in ast.walk(module):
+        if isinstance(node, ast.FunctionDef):
+            node.source = path.relative_to(SRC.parent).as_posix()  # type: ignore[attr-defined]
+    return module
 
 
 def _merged(template: Template) -> Template:
@@ -164,5 +187,7 @@ def charm_messages() -> list[Message]:
                 continue
             for template in code.templates(node.args[0], function):
                 template = _merged(template)
-                messages.setdefault((kind, template), Message(kind, template, node.lineno))
-    return sorted(messages.values(), key=lambda message: (message.kind, message.line, message.readable()))
+                messages.setdefault((kind, template), Message(kind, template, node.lineno, function.source))
+    return sorted(
+        messages.values(), key=lambda message: (message.kind, message.source, message.line, message.readable())
+    )

@@ -59,11 +59,14 @@ def test_the_charm_s_messages_are_found_in_its_source():
     assert [message.readable() for message in MESSAGES if len(message.fixed_text) < MIN_FIXED_TEXT] == []
 
 
-@pytest.mark.parametrize("message", MESSAGES, ids=lambda message: f"{message.kind}:{message.line}")
+@pytest.mark.parametrize(
+    "message", MESSAGES, ids=lambda message: f"{message.kind}:{Path(message.source).stem}:{message.line}"
+)
 def test_every_message_the_charm_can_show_is_in_the_reference(message):
     documented = message.pattern().search(reference_text()) is not None
 
-    assert documented, f"src/charm.py:{message.line}: {message.kind} {message.readable()!r} is not in docs/reference"
+    where = f"{message.source}:{message.line}"
+    assert documented, f"{where}: {message.kind} {message.readable()!r} is not in docs/reference"
 
 
 def relative_links(page: Path) -> list[str]:

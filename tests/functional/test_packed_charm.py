@@ -47,7 +47,8 @@ PACKED_BASE = "24.04"  # the pack these tests drive: its venv is ubuntu@24.04's 
 # What update-ca-certificates (--fresh) regenerates from the system's CA list, with its hooks (Java's
 # keystore) and the dpkg trigger it raises: rebuilt by the system's tool, not left by the charm.
 TRUST_STORE_OUTPUTS = ("/etc/ssl/certs/", "/var/lib/ca-certificates-java/", "/var/lib/dpkg/triggers/")
-NGINX_SITE = "/etc/nginx/conf.d/glance-simplestreams-sync.conf"
+NGINX_SITE = "/etc/nginx/sites-available/glance-simplestreams-sync"
+NGINX_SITES_ENABLED = "/etc/nginx/sites-enabled"  # Ubuntu's nginx.conf includes every site linked here
 SERVED_DIR = f"{STATE_DIR}/metadata"
 METRICS_SERVICE = "glance-simplestreams-sync-metrics"
 METRICS_UNIT = f"/etc/systemd/system/{METRICS_SERVICE}.service"
@@ -186,7 +187,7 @@ def test_the_packed_charm_from_install_to_remove(machine, tls_cloud, source, tes
     # install: the packages are asked of apt (intercepted), nothing else can happen yet
     run = step(machine.hook("install"), "blocked", "Missing relation: juju integrate glance-simplestreams-sync")
     installs = [args[-1].split("=")[0] for args in run.called("apt-get") if "install" in args]
-    assert sorted(installs) == ["ca-certificates", "cron", "gpgv", "ubuntu-cloudimage-keyring"]
+    assert sorted(installs) == ["ca-certificates", "cron", "gpgv", "sudo", "ubuntu-cloudimage-keyring"]
 
     machine.set_leader(True)
     step(machine.hook("leader-elected"), "blocked", "Missing relation")
@@ -403,8 +404,11 @@ def test_the_packed_charm_serves_the_metadata_itself(machine, bare_cloud, source
     assert run.called("systemctl") == [["enable", "nginx"], ["reload-or-restart", "nginx"]]
     assert f"listen 127.0.0.1:{http_port};" in machine.read_text(NGINX_SITE)
     assert machine.stat(SERVED_DIR) == ("2750", SYNC_USER, "www-data")
+    # the charm installed nginx (apt says it was missing): the package's default site is no longer enabled
+    assert machine.run(["ls", NGINX_SITES_ENABLED]).stdout.split() == ["glance-simplestreams-sync"]
 
-    nginx = NginxServer(tmp_path / "nginx", NGINX_SITE, http_port, user="www-data", prefix=machine.enter_argv())
+    enabled = f"{NGINX_SITES_ENABLED}/*"
+    nginx = NginxServer(tmp_path / "nginx", enabled, http_port, user="www-data", prefix=machine.enter_argv())
     try:
         nginx.start()
         # keystone's credentials: empty metadata in the served directory, and keystone pointed at it
@@ -450,9 +454,7 @@ def test_the_packed_charm_serves_the_metadata_itself(machine, bare_cloud, source
         served_url = f"https://127.0.0.1:{https_port}/simplestreams/data"
         assert machine.local_unit_data(keystone)["public_url"] == served_url
         nginx.stop()
-        nginx = NginxServer(
-            tmp_path / "nginx-tls", NGINX_SITE, https_port, user="www-data", prefix=machine.enter_argv()
-        )
+        nginx = NginxServer(tmp_path / "nginx-tls", enabled, https_port, user="www-data", prefix=machine.enter_argv())
         nginx.start()
         run, action = machine.action("sync-images", **{"full-check": True})  # reads back over HTTPS
         assert run.returncode == 0 and action["failed"] is None, run.output[-3000:]
@@ -467,6 +469,59 @@ def test_the_packed_charm_serves_the_metadata_itself(machine, bare_cloud, source
     assert run.returncode == 0, run.output[-3000:]
     assert run.called("systemctl") == [["disable", "--now", "nginx"]]
     assert not machine.exists(NGINX_SITE) and not machine.exists(SERVED_DIR)
+    assert machine.run(["ls", NGINX_SITES_ENABLED]).stdout.split() == ["default"]  # as the package has it
+
+
+MODIFIER = """#!/bin/sh
+set -e
+echo "$(id -u) $HOME $release $(basename "$IMAGE_PATH")" >> {record}
+printf 'modified by root' >> "$IMAGE_PATH"
+"""
+
+
+def test_the_packed_charm_runs_the_image_modifier_as_root(machine, bare_cloud, source, test_key, tmp_path):
+    """The image-modifier subordinate's script runs as root (as the classic charm ran it) on the verified
+    copy, with the image's fields in its environment, while the sync runs as its own user: the charm's
+    sudoers rule, in the machine's own /etc, is what real sudo reads."""
+    item = source.add_image(release="noble", version="24.04", serial="20261102", seed=312)
+    source.write()
+    original = (source.builder.root / item.path).read_bytes()
+    region = bare_cloud.sync_identity["region"]
+    template = "packed.modifier.{region}"  # apart from the other tests' images in the same cloud
+    content_id = template.format(region=region)
+    record = tmp_path / "modifier.record"
+    script = tmp_path / "modify-image"
+    script.write_text(MODIFIER.format(record=record))
+    script.chmod(0o755)
+
+    assert machine.hook("install").returncode == 0
+    machine.set_leader(True)
+    machine.set_config(
+        mirror_list=yaml.safe_dump([{"url": source.url, "item_filters": ["ftype~(disk1.img|disk.img)"]}]),
+        custom_keyring=base64.b64encode(test_key.keyring.read_bytes()).decode(),
+        region=region,
+        content_id_template=template,
+        visibility="private",
+        use_swift=False,
+    )
+    assert machine.hook("config-changed").returncode == 0
+    keystone = machine.add_relation("identity-service", "keystone")
+    machine.set_remote_unit_data(keystone, "keystone/0", keystone_answer(bare_cloud))
+    assert machine.relation_hook(keystone, "changed", "keystone/0").returncode == 0
+    modifier = machine.add_relation("image-modifier", "modifier")
+    machine.set_remote_unit_data(modifier, "modifier/0", {"script-path": str(script)})
+    run = machine.relation_hook(modifier, "changed", "modifier/0")
+    assert run.returncode == 0, run.output[-3000:]
+    assert machine.stat("/etc/sudoers.d/glance-simplestreams-sync") == ("440", "root", "root")
+
+    run, action = machine.action("sync-images")
+
+    assert run.returncode == 0 and action["failed"] is None, run.output[-3000:]
+    assert record.read_text() == "0 /root noble image\n"
+    (image,) = [image for image in our_images(glanceclient_for(bare_cloud), content_id) if image["status"] == "active"]
+    assert image["size"] == len(original) + len(b"modified by root")
+    run = machine.relation_hook(modifier, "broken")
+    assert run.returncode == 0 and not machine.exists("/etc/sudoers.d/glance-simplestreams-sync")
 
 
 def test_the_packed_charm_reports_a_real_sync_to_prometheus_over_cos_agent(
