@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -138,6 +139,10 @@ def test_glance_stalling_an_upload_already_under_way_ends_the_run(source, sync, 
     stalled = subprocess.CompletedProcess(running.args, running.returncode, stdout, stderr)
     assert_failed_with_retry(sync, stalled, "no answer within 5 s")
     assert f"127.0.0.1:{relay.port}/v2/images/" in stderr
+    [left] = [image for image in our_images(glance, sync.content_id) if image["status"] != "active"]
+    # The stalled upload could not be rolled back; once not updated for longer than an upload in flight
+    # can be (plan.py), the next run deletes it.
+    cloud.set_image_updated_at(left["id"], datetime.now(timezone.utc) - timedelta(hours=1))
     assert_next_run_succeeds(sync, mirrors, glance, cloud, source, created=1)
 
 
