@@ -5,24 +5,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from . import EXIT_CONFIG, EXIT_CRASHED, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, retry
 from .metrics import write_metrics
+from .output import print_error, print_line
+from .run_once import new_run, run_and_record, summary
 from .state import (
     DEFAULT_STATE_DIR,
     PROGRESS_FILE,
-    ProgressFile,
     SyncAlreadyRunning,
     SyncLock,
     SyncResult,
     read_result,
-    read_stop_request,
     utc_now,
     write_result,
 )
@@ -85,23 +83,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-_OUTPUT_LOCK = threading.Lock()  # uploads report from several threads: whole lines, never interleaved
-
-
-def _print(line: str) -> None:
-    _write_line(sys.stdout, line)
-
-
-def _print_err(line: str) -> None:
-    _write_line(sys.stderr, line)
-
-
-def _write_line(stream, line: str) -> None:
-    with _OUTPUT_LOCK:
-        stream.write(line + "\n")
-        stream.flush()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -133,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     except SyncAlreadyRunning as error:
         if args.retry:  # the sync that runs is the retry
             return EXIT_OK
-        _print_err(f"error: {error}")
+        print_error(f"error: {error}")
         return EXIT_LOCKED
 
 
@@ -155,8 +136,8 @@ def _crashed(error: Exception, state_dir: str | None, started: str, mirrors: dic
     a failed result that says it crashed, with the retry scheduled."""
     from .outcomes import crash_text, crash_traceback, frequency_in, record_crash
 
-    _print_err(crash_traceback(error).rstrip())
-    _print_err(f"error: the sync crashed: {crash_text(error)}")
+    print_error(crash_traceback(error).rstrip())
+    print_error(f"error: the sync crashed: {crash_text(error)}")
     if state_dir is not None:
         Path(state_dir, PROGRESS_FILE).unlink(missing_ok=True)
         record_crash(state_dir, started, error, frequency_in(mirrors))
@@ -169,7 +150,7 @@ def _retry_due(state_dir: str, say: bool = False) -> bool:
     due = retry.is_due(result.next_try if result else None, datetime.now(timezone.utc))
     if due and say:
         what = f"retry {result.failures_in_a_row} of the sync that failed {result.finished}" if result else "first sync"
-        _print(f"{utc_now()} {what} (--retry)")
+        print_line(f"{utc_now()} {what} (--retry)")
     return due
 
 
@@ -219,9 +200,9 @@ def _quick_noop(state_dir: str) -> int | None:
     what = f"the source, our {record.image_count} images in Glance"
     what += f" and the metadata at {record.metadata_url}" if record.swift_objects or record.local_files else ""
     for line in record.said:
-        _print(line)
-    _print(f"unchanged since the sync of {record.recorded}: {what} (quick check; --full-check redoes it all)")
-    _print(_summary(result))
+        print_line(line)
+    print_line(f"unchanged since the sync of {record.recorded}: {what} (quick check; --full-check redoes it all)")
+    print_line(summary(result))
     return EXIT_OK
 
 
@@ -234,17 +215,17 @@ def _sync(args: argparse.Namespace, state_dir: str | None = None) -> int:
         identity = None if args.assume_empty_glance else load_identity(args.identity)
     except ConfigError as error:
         if state_dir is None or _config_error_is_new(args, state_dir, str(error)):
-            _print_err(f"error: {error}")
+            print_error(f"error: {error}")
         return EXIT_CONFIG
     if state_dir is not None:
         from .outcomes import forget_config_error
 
         forget_config_error(state_dir)
     if args.dry_run:
-        result = _new_run(config, identity, args).run()
+        result = new_run(config, identity, args).run()
     else:
-        result = _run_and_record(config, identity, args)
-    _print(_summary(result))
+        result = run_and_record(config, identity, args)
+    print_line(summary(result))
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
@@ -267,97 +248,19 @@ def _publish_only(args: argparse.Namespace) -> int:
         config = load_sync_config(args.mirrors)
         identity = load_identity(args.identity)
     except ConfigError as error:
-        _print_err(f"error: {error}")
+        print_error(f"error: {error}")
         return EXIT_CONFIG
     if not config.publishes_metadata:
-        _print_err(f"error: use_swift is false in {args.mirrors}: no metadata is published")
+        print_error(f"error: use_swift is false in {args.mirrors}: no metadata is published")
         return EXIT_CONFIG
     try:
         lines = publish_empty_unless_listed(config, Cloud(identity, config.object_store_proxies()))
     except CloudError as error:
-        _print_err(f"error: metadata not published: {error}")
+        print_error(f"error: metadata not published: {error}")
         return EXIT_FAILED
     for line in lines:
-        _print(line)
+        print_line(line)
     return EXIT_OK
-
-
-def _stop_on_sigterm(state_dir: str):
-    """SIGTERM asks the run to stop at its next safe point; why: the stop request's text, if any."""
-    requested: list[str] = []
-
-    def on_sigterm(signum, frame) -> None:
-        requested.append(read_stop_request(state_dir) or "asked to stop (SIGTERM)")
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    return lambda: requested[0] if requested else None
-
-
-def _new_run(config, identity, args, progress=None, stop_reason=None):
-    from .engine import SyncRun
-
-    return SyncRun(
-        config,
-        identity,
-        dry_run=args.dry_run,
-        assume_empty_glance=args.assume_empty_glance,
-        out=_print,
-        err=_print_err,
-        progress=progress,
-        **({"stop_reason": stop_reason} if stop_reason else {}),
-    )
-
-
-def _run_and_record(config, identity, args) -> SyncResult:
-    """Run (the lock is held); write the result, the metrics and, after a clean run, the record of
-    what it observed for the next run's quick check."""
-    from . import quick_check
-    from .upload import RunProgress
-
-    input_paths = [args.mirrors, args.identity, *(config.keyring_for(mirror) for mirror in config.mirror_list)]
-    if identity.ca_file:
-        input_paths.append(identity.ca_file)
-    inputs = quick_check.input_digests(input_paths)  # the bytes this run starts from
-    quick_check.forget(config.state_dir)
-    progress_file = ProgressFile(config.state_dir)
-    progress = RunProgress(progress_file)
-    try:
-        with _watchdog(progress_file, config):
-            sync = _new_run(config, identity, args, progress, _stop_on_sigterm(config.state_dir))
-            result = sync.run()
-        write_result(config.state_dir, result, config.frequency)
-        write_metrics(config.state_dir, result)
-    finally:
-        progress.close()
-    if sync.record is not None:
-        sync.record.inputs = inputs
-        sync.record.identity_file = args.identity
-        quick_check.save(config.state_dir, sync.record)
-    return result
-
-
-def _watchdog(progress_file: ProgressFile, config):
-    """The watchdog on the run (watchdog.py): on a stall it records the failure and ends the process."""
-    from .outcomes import record_failure
-    from .watchdog import Watchdog, no_progress_limit
-
-    started = progress_file.data["started"]
-
-    def on_stall(message: str) -> None:
-        progress_file.close()
-        record_failure(config.state_dir, started, message, config.frequency)
-        _print_err(f"error: {message}")
-
-    return Watchdog(progress_file, on_stall, EXIT_FAILED, no_progress_limit(config))
-
-
-def _summary(result) -> str:
-    if result.dry_run:
-        return f"dry run: {len(result.would_create)} would be created, {len(result.errors)} errors"
-    return (
-        f"sync finished: {len(result.created)} created, {len(result.failed)} failed, "
-        f"{len(result.deleted)} deleted, {len(result.errors)} errors"
-    )
 
 
 if __name__ == "__main__":

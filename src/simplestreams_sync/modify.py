@@ -9,7 +9,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from .source import CHUNK_SIZE, SourceImage
+from .source import SourceImage
+from .source_http import CHUNK_SIZE
 
 HOOK_TIMEOUT = 3600
 

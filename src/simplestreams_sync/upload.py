@@ -17,7 +17,8 @@ from .image_properties import disk_format, image_properties
 from .modify import ModifyHookError, modified_image, run_modify_hook
 from .openstack import CloudError
 from .report import RunReport
-from .source import HttpSession, SourceChanged, SourceError, SourceImage, open_url_chunks
+from .source import SourceImage
+from .source_http import HttpSession, SourceChanged, SourceError, open_url_chunks
 from .state import ProgressFile
 from .transfer import VerificationError, VerifyingStream
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from simplestreams_sync import source as source_module
+from simplestreams_sync import source_http as source_module
 from simplestreams_sync import timeouts
-from simplestreams_sync.source import Download, HttpSession, SourceChanged, SourceError
+from simplestreams_sync.source_http import Download, HttpSession, SourceChanged, SourceError
 from tests.localcloud.source import SourceBuilder
 from tests.localcloud.source_server import SourceServer
 
