@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from . import verdicts
+from . import in_flight, verdicts
 from .config import IdentityConfig, SyncConfig
 from .glance import GlanceStore, ImageInUseByStore
 from .glance_effects import adopt, delete, hide_and_show, mark_latest
@@ -25,7 +25,7 @@ from .publishing import publish_images
 from .quick_check import Observations, Record
 from .report import Output, RunReport
 from .run_record import record_of_clean_run
-from .source import HttpSession, SourceError, SourceImage, read_source
+from .source import HttpSession, SourceImage, read_mirrors
 from .state import SyncResult, utc_now
 from .upload import RunProgress, Uploader
 
@@ -57,10 +57,6 @@ class SyncRun:
         self.record: Record | None = None  # what a clean run observed, for the quick check
         self.glance: GlanceStore  # once the run has authenticated
 
-    @property
-    def result(self) -> SyncResult:
-        return self.report.result
-
     def run(self) -> SyncResult:
         started = time.monotonic()
         try:
@@ -70,26 +66,15 @@ class SyncRun:
             else:
                 self._sync_with_cloud(desired)
         finally:
-            self.result.finished = utc_now()
-            self.result.duration_seconds = round(time.monotonic() - started, 3)
-        return self.result
+            self.report.result.finished = utc_now()
+            self.report.result.duration_seconds = round(time.monotonic() - started, 3)
+        return self.report.result
 
     # -- observe ----------------------------------------------------------------------------------
     def _read_sources(self) -> list[SourceImage]:
         self.progress.phase("reading sources")
-        desired: dict[tuple, SourceImage] = {}
-        for mirror in self.config.mirror_list:
-            try:
-                images = read_source(mirror, self.config.keyring_for(mirror), self.http)
-            except SourceError as error:
-                self.report.error(f"mirror {mirror.url}: {error}")
-                self._all_sources_read = False
-                continue
-            for image in images:
-                if image.key not in desired:  # the first mirror listing an item names it
-                    desired[image.key] = image
-                    self._names[image.key] = self.config.prefix_for(mirror) + image.pubname
-        return list(desired.values())
+        desired, self._names, self._all_sources_read = read_mirrors(self.config, self.http, self.report.error)
+        return desired
 
     def _observe_glance(self, desired: list[SourceImage]) -> tuple[Facts, str] | None:
         """The facts as Glance lists our images, and the hash algorithm it uses; None when it cannot be asked."""
@@ -109,7 +94,7 @@ class SyncRun:
         owned = tuple(GlanceImage.from_glance(image) for image in listed)
         mismatched = verdicts.remembered_mismatches(self.config.state_dir, owned)
         convert_timeout = self.config.import_timeout if self.config.image_import_conversion else None
-        in_flight_quiet = GlanceStore.in_flight_quiet(convert_timeout)
+        in_flight_quiet = in_flight.quiet_limit(convert_timeout)
         facts = Facts(tuple(desired), owned, self._all_sources_read, mismatched=mismatched)
         return replace(facts, now=listed_at, in_flight_quiet=in_flight_quiet), hash_algo
 
@@ -122,10 +107,10 @@ class SyncRun:
         if self.dry_run:
             self.report.plan(make_plan(self._with_servers_in_use(facts)), self._names)
             return
-        if self._stopped():
+        if self.report.stopped(self.stop_reason()):  # nothing more is done
             return
         facts = self._upload_new(self._settle_existing(facts), hash_algo)
-        if self._stopped():
+        if self.report.stopped(self.stop_reason()):  # nothing more is done
             return
         facts = self._with_servers_in_use(facts)
         plan = make_plan(facts)  # what to publish, and whether anything changes Glance after that
@@ -164,23 +149,9 @@ class SyncRun:
         )
         self.progress.start_uploads(images)
         with ThreadPoolExecutor(max_workers=self.config.max_parallel) as pool:
-            stored = pool.map(lambda image: self._upload_one(uploader, image), images)
+            stored = pool.map(lambda image: uploader.upload_reported(image, self._names[image.key]), images)
             created = tuple(GlanceImage.from_glance(image) for image in stored if image is not None)
         return replace(facts, owned=facts.owned + created)
-
-    def _upload_one(self, uploader: Uploader, image: SourceImage) -> dict | None:
-        if self.stop_reason() is not None:
-            return None
-        return uploader.upload_reported(image, self._names[image.key])
-
-    def _stopped(self) -> bool:
-        """Whether the run was asked to stop; if so, it says why and records it: nothing more is done."""
-        reason = self.stop_reason()
-        if reason is None:
-            return False
-        self.result.stopped = reason
-        self.report.err(f"stopped at a safe point, publishing and deleting nothing more: {reason}")
-        return True
 
     def _with_servers_in_use(self, facts: Facts) -> Facts:
         """The facts with which images Nova's servers use, when the plan depends on that (asked once)."""
@@ -212,7 +183,7 @@ class SyncRun:
     # -- what the next run's quick check compares -------------------------------------------------
     def _clean(self, plan: Plan) -> bool:
         """Nothing failed so far and nothing is left for a later run: what the quick check needs."""
-        return self.result.ok and plan.settled
+        return self.report.result.ok and plan.settled
 
     def _list_if_clean(self, pool: ThreadPoolExecutor, plan: Plan) -> Future | None:
         return pool.submit(self.glance.owned_images, self.config.content_id) if self._clean(plan) else None
@@ -220,7 +191,7 @@ class SyncRun:
     def _record(self, final_listing: Future, publisher: Publisher | None, image_count: int) -> None:
         self.record = record_of_clean_run(
             self.glance.cloud, self.glance.endpoint, final_listing, self.observed, user_agent=self.config.user_agent,
-            content_id=self.config.content_id, storage_url=getattr(publisher, "storage_url", None), result=self.result,
+            content_id=self.config.content_id, storage_url=getattr(publisher, "storage_url", None),
             metadata_url=publisher.metadata_url if publisher else "", image_count=image_count,
-            said=self.report.settled_lines,
+            result=self.report.result, said=self.report.settled_lines,
         )  # fmt: skip

@@ -5,33 +5,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable, Iterable
-from datetime import timedelta
 
 import glanceclient
 from glanceclient import exc as glance_exc
 from keystoneauth1 import exceptions as ks_exceptions
 
-from . import api
+from . import api, in_flight
 from .glance_transport import send_image_data
 from .openstack import Cloud, CloudError, describe
 from .plan import HIDDEN_PROPERTY, VERIFIED_PROPERTY, VERIFIED_STORED_PROPERTY
 from .retry import retried
-from .state import utc_now
-from .timeouts import SOURCE_READ, UPLOAD_ANSWER
 from .transfer import VerifyingStream
 
 LOG = logging.getLogger(__name__)
-# While an upload's bytes flow, its image is updated (this property set) every UPLOAD_BEAT seconds, so that
-# another unit's sync sees it in flight (plan.py). Only between two pieces: Glance cannot finish the upload
-# then, and so a PATCH never overwrites the status and checksums its end writes.
-UPLOAD_BEAT = 60.0
-BEAT_PROPERTY = "sync_upload_alive"
-BEAT_STATUSES = ("saving", "uploading")  # a PATCH before Glance's queued -> saving could undo that step
-# Between this machine's clock and Glance's, and a beat Glance was briefly too busy to take.
-CLOCK_MARGIN = timedelta(minutes=5)
-
 # What Glance's 409 to a DELETE says when the image store (RBD) still has clones of the image.
 IN_USE_IN_STORE = "because it is in use"
 DEFAULT_HASH_ALGO = "sha512"
@@ -113,32 +100,7 @@ class GlanceStore:
     def send_data(self, image_id: str, target: str, stream: VerifyingStream) -> None:
         """PUT the stream to /file (upload) or /stage (interoperable import)."""
         url = f"{self.endpoint}/v2/images/{image_id}/{target}"
-        send_image_data(self.cloud, url, image_id, stream, between_pieces=self._beats(image_id))
-
-    def _beats(self, image_id: str) -> Callable[[], None]:
-        """What runs before each piece of an upload: the image updated every UPLOAD_BEAT seconds."""
-        last_beat = [time.monotonic()]
-
-        def maybe_beat() -> None:
-            if time.monotonic() - last_beat[0] >= UPLOAD_BEAT:
-                self._beat(image_id)
-                last_beat[0] = time.monotonic()
-
-        return maybe_beat
-
-    def _beat(self, image_id: str) -> None:
-        try:
-            if self.get(image_id).get("status") in BEAT_STATUSES:
-                self.set_properties(image_id, **{BEAT_PROPERTY: utc_now()})
-        except CloudError as error:
-            LOG.warning("could not mark the upload of %s as in flight: %s", image_id, error)
-
-    @staticmethod
-    def in_flight_quiet(convert_timeout: int | None) -> timedelta:
-        """The longest an upload in flight leaves its image unchanged: a beat, then the next piece read
-        (SOURCE_READ) and sent (UPLOAD_ANSWER), then Glance's answer (UPLOAD_ANSWER) or its import."""
-        streaming = UPLOAD_BEAT + SOURCE_READ + 2 * UPLOAD_ANSWER
-        return timedelta(seconds=max(streaming, convert_timeout or 0)) + CLOCK_MARGIN
+        send_image_data(self.cloud, url, image_id, stream, between_pieces=in_flight.beats(self, image_id))
 
     def start_import(self, image_id: str) -> None:
         image_import = self.client.images.image_import

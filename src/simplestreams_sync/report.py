@@ -31,6 +31,14 @@ class RunReport:
             self.result.errors.append(message)
         self.err(f"error: {message}")
 
+    def stopped(self, reason: str | None) -> bool:
+        """Whether the run was asked to stop (`reason`); if so, it says why and records it."""
+        if reason is None:
+            return False
+        self.result.stopped = reason
+        self.err(f"stopped at a safe point, publishing and deleting nothing more: {reason}")
+        return True
+
     def failed(self, name: str, message: str) -> None:
         with self._lock:
             self.result.failed.append({"name": name, "error": message})

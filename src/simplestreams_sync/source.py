@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._simplestreams import contentsource, filters, mirrors, util
-from .config import MirrorSpec
+from .config import MirrorSpec, SyncConfig
 from .source_http import HttpSession, SourceError, open_url_chunks
 
 LOG = logging.getLogger(__name__)
@@ -103,6 +104,28 @@ def _gpg_reason(error: subprocess.CalledProcessError) -> str:
 def check_keyring(mirror: MirrorSpec, keyring: str) -> None:
     if mirror.signed and not os.path.isfile(keyring):
         raise SourceError(f"keyring {keyring} does not exist (needed to verify {mirror.url}{mirror.path})")
+
+
+def read_mirrors(
+    config: SyncConfig, http: HttpSession, on_error: Callable[[str], None]
+) -> tuple[list[SourceImage], dict[tuple, str], bool]:
+    """The images every mirror selects (the first mirror listing an item names it), their Glance names by
+    `SourceImage.key`, and whether every mirror was read; `on_error` hears each mirror that was not."""
+    desired: dict[tuple, SourceImage] = {}
+    names: dict[tuple, str] = {}
+    all_read = True
+    for mirror in config.mirror_list:
+        try:
+            images = read_source(mirror, config.keyring_for(mirror), http)
+        except SourceError as error:
+            on_error(f"mirror {mirror.url}: {error}")
+            all_read = False
+            continue
+        for image in images:
+            if image.key not in desired:
+                desired[image.key] = image
+                names[image.key] = config.prefix_for(mirror) + image.pubname
+    return list(desired.values()), names, all_read
 
 
 def read_source(mirror: MirrorSpec, keyring: str, http: HttpSession) -> list[SourceImage]:

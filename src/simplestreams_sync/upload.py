@@ -93,7 +93,10 @@ class Uploader:
         self.report = report
 
     def upload_reported(self, image: SourceImage, name: str) -> dict | None:
-        """`upload`, reported as created or failed: the image as Glance stored it, or None."""
+        """`upload`, reported as created or failed: the image as Glance stored it, or None (also when the
+        run was asked to stop before it began)."""
+        if self.stop_reason() is not None:
+            return None
         self.progress.item_started(name)
         try:
             stored = self.upload(image, name)

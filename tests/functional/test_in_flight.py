@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 import glanceclient
 import pytest
 
-from simplestreams_sync import glance as glance_module
+from simplestreams_sync import in_flight as in_flight_module
 from simplestreams_sync.config import load_identity, load_sync_config
 from simplestreams_sync.engine import SyncRun
 from tests.functional.conftest import SRC, SyncRunner, assert_cloud_is_clean, created_ids, our_images
@@ -24,7 +24,7 @@ from tests.functional.test_faults import MIB, hold, wait_until_uploading
 pytestmark = pytest.mark.functional
 
 STOP_REASON = "the unit is no longer the leader"
-QUIET = "15 min"  # glance.GlanceStore.in_flight_quiet without import conversion
+QUIET = "15 min"  # in_flight.quiet_limit without import conversion
 
 
 def other_unit(sync: SyncRunner, tmp_path) -> SyncRunner:
@@ -105,16 +105,16 @@ def test_an_upload_updates_its_image_while_the_bytes_flow(source, sync, glance, 
     source.write()
     release = tmp_path / "release-upload"
     hold(source, item, release)
-    monkeypatch.setattr(glance_module, "UPLOAD_BEAT", 0.0)  # a beat before every piece
+    monkeypatch.setattr(in_flight_module, "UPLOAD_BEAT", 0.0)  # a beat before every piece
     seen = []  # (status, beat property set) as Glance answers right after each beat
-    beat = glance_module.GlanceStore._beat
+    beat = in_flight_module.beat
 
     def beat_and_look(store, image_id):
         beat(store, image_id)
         image = store.get(image_id)
-        seen.append((image["status"], glance_module.BEAT_PROPERTY in image))
+        seen.append((image["status"], in_flight_module.BEAT_PROPERTY in image))
 
-    monkeypatch.setattr(glance_module.GlanceStore, "_beat", beat_and_look)
+    monkeypatch.setattr(in_flight_module, "beat", beat_and_look)
     mirrors, identity = sync.write_files([sync.mirror(source.url)])
     run = SyncRun(load_sync_config(str(mirrors)), load_identity(str(identity)), out=lambda line: None)
     results = []
@@ -132,7 +132,7 @@ def test_an_upload_updates_its_image_while_the_bytes_flow(source, sync, glance, 
     assert result.ok, result.errors + result.failed
     [stored] = our_images(glance, sync.content_id)
     assert (stored["id"], stored["status"]) == (in_flight["id"], "active")
-    assert glance_module.BEAT_PROPERTY not in stored  # Glance's end of the upload drops it
+    assert in_flight_module.BEAT_PROPERTY not in stored  # Glance's end of the upload drops it
 
 
 def test_the_guard_stops_the_sync_of_a_unit_juju_no_longer_calls_the_leader(
