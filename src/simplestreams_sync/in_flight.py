@@ -8,14 +8,11 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .openstack import CloudError
 from .state import utc_now
 from .timeouts import SOURCE_READ, UPLOAD_ANSWER
-
-if TYPE_CHECKING:
-    from .glance import GlanceStore
 
 LOG = logging.getLogger(__name__)
 # Updated only between two pieces: Glance cannot finish the upload then, and so a PATCH never overwrites
@@ -27,7 +24,15 @@ BEAT_STATUSES = ("saving", "uploading")  # a PATCH before Glance's queued -> sav
 CLOCK_MARGIN = timedelta(minutes=5)
 
 
-def beats(glance: GlanceStore, image_id: str) -> Callable[[], None]:
+class Images(Protocol):
+    """What a beat needs of Glance (glance.GlanceStore)."""
+
+    def get(self, image_id: str) -> dict: ...
+
+    def set_properties(self, image_id: str, **properties: str | bool) -> dict: ...
+
+
+def beats(glance: Images, image_id: str) -> Callable[[], None]:
     """What runs before each piece of an upload: the image updated every UPLOAD_BEAT seconds."""
     last_beat = [time.monotonic()]
 
@@ -39,7 +44,7 @@ def beats(glance: GlanceStore, image_id: str) -> Callable[[], None]:
     return maybe_beat
 
 
-def beat(glance: GlanceStore, image_id: str) -> None:
+def beat(glance: Images, image_id: str) -> None:
     try:
         if glance.get(image_id).get("status") in BEAT_STATUSES:
             glance.set_properties(image_id, **{BEAT_PROPERTY: utc_now()})
