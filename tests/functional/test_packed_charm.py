@@ -542,7 +542,7 @@ def test_the_packed_charm_reports_a_real_sync_to_prometheus_over_cos_agent(
         mirror_list=yaml.safe_dump([{"url": source.url, "item_filters": ["ftype~(disk1.img|disk.img)"]}]),
         custom_keyring=base64.b64encode(test_key.keyring.read_bytes()).decode(),
         region=region,
-        content_id_template=CONTENT_ID_TEMPLATE,
+        content_id_template="packed.cos.{region}",  # apart from the other tests' images in the same cloud
         visibility="private",
         use_swift=False,
         metrics_port=metrics_port,
@@ -683,7 +683,7 @@ def test_the_packed_charm_refreshes_a_unit_the_classic_charm_left(
 
     assert run.returncode == 0, run.output[-3000:]
     installs = [args[-1].split("=")[0] for args in run.called("apt-get") if "install" in args]
-    assert sorted(installs) == ["ca-certificates", "cron", "gpgv", "ubuntu-cloudimage-keyring"]
+    assert sorted(installs) == ["ca-certificates", "cron", "gpgv", "sudo", "ubuntu-cloudimage-keyring"]
     assert [path for path in CLASSIC_CRON_FILES if machine.run(["test", "-L", path]).returncode == 0] == []
     assert [path for path in CLASSIC_CRON_FILES if machine.exists(path)] == []
     _name, _, uid, _gid, _, home, shell = machine.run(["getent", "passwd", SYNC_USER]).stdout.strip().split(":")
@@ -696,7 +696,9 @@ def test_the_packed_charm_refreshes_a_unit_the_classic_charm_left(
     assert machine.stat(LOG_FILE) == SYNC_READABLE
     assert machine.read_text(LOG_FILE).startswith("classic sync log\n")  # kept, appended to
     (job, _retry_job) = machine.cron_jobs(CRON_FILE)
-    assert job.command.startswith(f"setpriv --reuid={SYNC_USER} --regid={SYNC_USER} --init-groups env -i ")
+    guard, sync_command = job.command.split(" -- ", 1)  # the leadership guard, then the sync as its user
+    assert guard.endswith(f" -m sync_charm.leadership --unit {UNIT} --state-dir {STATE_DIR}")
+    assert sync_command.startswith(f"setpriv --reuid={SYNC_USER} --regid={SYNC_USER} --init-groups env -i ")
     # the first sync started in the background, as after install; config-changed starts no second one
     first_sync = json.loads(machine.read_text(f"{STATE_DIR}/charm-first-sync.json"))["pid"]
     run = machine.hook("config-changed")

@@ -20,6 +20,7 @@ from tests.functional.test_packed_charm import (  # noqa: F401 (packed_charm: th
     CRON_FILE,
     LOG_FILE,
     STATE_DIR,
+    base_python,
     packed_charm,
     wait_for_exit,
 )
@@ -42,7 +43,10 @@ def cloud(tmp_path_factory):
 
 @pytest.fixture
 def machines(tmp_path, packed_charm):  # noqa: F811
-    started = [JujuMachine(tmp_path / f"machine-{index}", packed_charm, unit) for index, unit in enumerate(UNITS)]
+    started = [
+        JujuMachine(tmp_path / f"machine-{index}", packed_charm, unit, python3=base_python())
+        for index, unit in enumerate(UNITS)
+    ]
     for machine in started:
         machine.start()
     try:
