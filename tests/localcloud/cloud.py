@@ -62,7 +62,7 @@ import requests
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3 as ks_identity
 
-from tests.localcloud import rgw
+from tests.localcloud import rgw, seeds
 
 BIN_DIR = Path(sys.executable).parent
 HOST = "127.0.0.1"
@@ -388,7 +388,12 @@ class LocalCloud:
         # What `keystone-manage fernet_setup` and `credential_setup` would make, without their ~2 s of CPU each.
         for repository in ("fernet-keys", "credential-keys"):
             _fernet_key_repository(self.workdir / "keystone" / repository)
-        self._run("keystone-manage", "--config-file", conf, "db_sync")
+        database = self.workdir / "keystone" / "keystone.db"
+        new_database = not database.exists()
+        if not (new_database and seeds.restore("keystone-schema", database)):
+            self._run("keystone-manage", "--config-file", conf, "db_sync")
+            if new_database:
+                seeds.keep("keystone-schema", database)
         self._run(
             "keystone-manage", "--config-file", conf, "bootstrap",
             f"--bootstrap-password={self._passwords['admin']}",  # "=": a password may start with "-"
@@ -402,8 +407,13 @@ class LocalCloud:
         self._register_in_keystone()
 
     def _bring_up_glance(self, ceph: Future | None) -> None:
-        self._bring_up_postgres()
-        self._run("glance-manage", "--config-file", str(self.workdir / "glance" / "glance-api.conf"), "db_sync")
+        made = self._bring_up_postgres()
+        if made != "seeded":
+            self._run("glance-manage", "--config-file", str(self.workdir / "glance" / "glance-api.conf"), "db_sync")
+        if made == "initdb" and seeds.wanted("glance-database"):  # kept while the server is stopped
+            self.stop_service("postgres", graceful=True)
+            seeds.keep("glance-database", *self._postgres_files())
+            self.start_service("postgres")
         if self.glance_store == "rbd" and ceph is not None:
             ceph.result()  # its pools made
         self._start_and_wait("glance")
@@ -438,14 +448,18 @@ class LocalCloud:
             domain=DOMAIN,
         )
 
-    def _bring_up_postgres(self) -> None:
+    def _bring_up_postgres(self) -> str:
+        """Start Glance's database server; how its data came: "initdb", "seeded" (a copy of a first
+        cloud's, Glance's schema in it: tests/localcloud/seeds.py) or "kept" (a reused workdir)."""
         pg = self.workdir / "postgres"
-        initialised = (pg / "data" / "PG_VERSION").exists()
-        if not initialised:  # a new workdir, or a data dir left half-made by an interrupted initdb
+        made = "kept" if (pg / "data" / "PG_VERSION").exists() else "initdb"
+        if made == "initdb":  # a new workdir, or a data dir left half-made by an interrupted initdb
             shutil.rmtree(pg / "data")
             (pg / "data").mkdir()
+            if seeds.restore("glance-database", *self._postgres_files()):
+                made = "seeded"
         self._own_postgres_dirs()
-        if not initialised:
+        if made == "initdb":
             self._run(
                 str(_postgres_bin_dir() / "initdb"), "-D", f"{DIR_FD}/data", "--username", POSTGRES_SUPERUSER,
                 f"--pwfile={DIR_FD}/superuser-password", "--auth", "scram-sha-256",
@@ -460,6 +474,12 @@ class LocalCloud:
             cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (GLANCE_DB,))
             if not cursor.fetchone():
                 cursor.execute(f"CREATE DATABASE {GLANCE_DB} OWNER {GLANCE_DB}")
+        return made
+
+    def _postgres_files(self) -> tuple[Path, Path]:
+        """The data directory and the superuser's password file that initdb was given."""
+        pg = self.workdir / "postgres"
+        return pg / "data", pg / "superuser-password"
 
     def _own_postgres_dirs(self) -> None:
         """workdir/postgres and what is in it belong to the user that runs PostgreSQL, mode 0700."""
