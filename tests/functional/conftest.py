@@ -1,4 +1,5 @@
-"""Fixtures for functional tests: one real local cloud per session, a fresh signed source per test.
+"""Fixtures for functional tests: one real local cloud per session (and one each over TLS and with no object
+store, and the packed charm, each made once per session), a fresh signed source per test.
 
 Each test owns a distinct `content_id` (from its own `content_id_template`), so its images and its
 products file in Swift never mix with another test's, and the cloud can be shared.
@@ -29,6 +30,7 @@ from keystoneclient.v3 import client as keystone_client
 from ops import testing
 
 from sync_charm import host, sync_process
+from tests.localcloud import seeds
 from tests.localcloud.cloud import LocalCloud
 from tests.localcloud.engine_cli import engine_argv, engine_env
 from tests.localcloud.source import SourceBuilder
@@ -38,10 +40,61 @@ ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cloud_seeds(tmp_path_factory):
+    """Every new LocalCloud of the session copies Keystone's empty schema and PostgreSQL's initdb from
+    the first one that made them (tests/localcloud/seeds.py)."""
+    seeds.use(tmp_path_factory.mktemp("cloud-seeds"))
+    yield
+    seeds.use(None)
+
+
 @pytest.fixture(scope="session")
 def cloud(tmp_path_factory):
     with LocalCloud(tmp_path_factory.mktemp("cloud")) as local_cloud:
         yield local_cloud
+
+
+@pytest.fixture(scope="session")
+def tls_cloud(tmp_path_factory):
+    """Keystone, Glance and Swift over HTTPS only, with a throw-away CA (LocalCloud(tls=True))."""
+    with LocalCloud(tmp_path_factory.mktemp("tls-cloud"), tls=True) as local_cloud:
+        yield local_cloud
+
+
+@pytest.fixture(scope="session")
+def bare_cloud(tmp_path_factory):
+    """Keystone and Glance, and no object store in the catalog: the unit serves the metadata itself."""
+    with LocalCloud(tmp_path_factory.mktemp("no-object-store"), object_store=None) as local_cloud:
+        yield local_cloud
+
+
+PACKED_BASE = "24.04"  # the pack the packed-charm tests drive: its venv is ubuntu@24.04's (Python 3.12)
+
+
+@pytest.fixture(scope="session")
+def packed_charm(tmp_path_factory) -> Path:
+    """The charm as `scripts/pack` builds it with charmcraft for PACKED_BASE, packed once per session."""
+    output = tmp_path_factory.mktemp("packed")
+    state = tmp_path_factory.mktemp("charmcraft-home")
+    env = {
+        **os.environ,
+        "XDG_STATE_HOME": str(state / "state"),
+        "XDG_DATA_HOME": str(state / "data"),
+        "XDG_CONFIG_HOME": str(state / "config"),
+        "XDG_RUNTIME_DIR": str(state / "run"),
+    }
+    process = subprocess.run(
+        [str(ROOT / "scripts" / "pack"), "--base", PACKED_BASE, str(output)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    (charm,) = output.glob(f"*_ubuntu@{PACKED_BASE}-*.charm")
+    assert "(for testing here, not for deploying)" in process.stdout
+    return charm
 
 
 @dataclass

@@ -23,14 +23,6 @@ pytestmark = pytest.mark.functional
 MiB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
-    cloud = LocalCloud(tmp_path_factory.mktemp("localcloud"))
-    cloud.start()
-    yield cloud
-    cloud.stop()
-
-
 def empty_qcow2(virtual_size: int) -> bytes:
     """An empty qcow2 v3 image laid out as `qemu-img create -f qcow2` lays it out:
     header, refcount table, refcount block and L1 table, one 64 KiB cluster each."""

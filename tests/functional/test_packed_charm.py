@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -23,7 +22,7 @@ import pytest
 import requests
 import yaml
 
-from tests.functional.conftest import keystone_answer, our_images, published_image_ids
+from tests.functional.conftest import PACKED_BASE, keystone_answer, our_images, published_image_ids
 from tests.juju_agent.agent import JujuMachine
 from tests.localcloud.cloud import LocalCloud, make_tls_files
 from tests.localcloud.prometheus import Prometheus, binary
@@ -43,7 +42,6 @@ CONTENT_ID_TEMPLATE = "packed.test.{region}"
 ARCHITECTURES = {"amd64": "x86_64", "arm64": "aarch64"}  # charmcraft architecture -> manylinux wheel tag
 # Each base's Python and C library: a wheel must be for that Python and need no newer glibc.
 BASES = {"22.04": ("3.10", 35), "24.04": ("3.12", 39)}
-PACKED_BASE = "24.04"  # the pack these tests drive: its venv is ubuntu@24.04's (Python 3.12)
 # What update-ca-certificates (--fresh) regenerates from the system's CA list, with its hooks (Java's
 # keystore) and the dpkg trigger it raises: rebuilt by the system's tool, not left by the charm.
 TRUST_STORE_OUTPUTS = ("/etc/ssl/certs/", "/var/lib/ca-certificates-java/", "/var/lib/dpkg/triggers/")
@@ -54,48 +52,11 @@ METRICS_SERVICE = "glance-simplestreams-sync-metrics"
 METRICS_UNIT = f"/etc/systemd/system/{METRICS_SERVICE}.service"
 
 
-@pytest.fixture(scope="module")
-def packed_charm(tmp_path_factory) -> Path:
-    output = tmp_path_factory.mktemp("packed")
-    state = tmp_path_factory.mktemp("charmcraft-home")
-    env = {
-        **os.environ,
-        "XDG_STATE_HOME": str(state / "state"),
-        "XDG_DATA_HOME": str(state / "data"),
-        "XDG_CONFIG_HOME": str(state / "config"),
-        "XDG_RUNTIME_DIR": str(state / "run"),
-    }
-    process = subprocess.run(
-        [str(ROOT / "scripts" / "pack"), "--base", PACKED_BASE, str(output)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
-    (charm,) = output.glob(f"*_ubuntu@{PACKED_BASE}-*.charm")
-    assert "(for testing here, not for deploying)" in process.stdout
-    return charm
-
-
 def base_python() -> str:
     """The interpreter that is the packed base's /usr/bin/python3 on the test machine."""
     return subprocess.run(
         [str(ROOT / "scripts" / "base-python"), PACKED_BASE], capture_output=True, text=True, check=True
     ).stdout.strip()
-
-
-@pytest.fixture(scope="module")
-def tls_cloud(tmp_path_factory):
-    with LocalCloud(tmp_path_factory.mktemp("packed-cloud"), tls=True) as local_cloud:
-        yield local_cloud
-
-
-@pytest.fixture(scope="module")
-def bare_cloud(tmp_path_factory):
-    """Keystone and Glance, and no object store: the unit serves the metadata itself."""
-    with LocalCloud(tmp_path_factory.mktemp("packed-bare-cloud"), object_store=None) as local_cloud:
-        yield local_cloud
 
 
 @pytest.fixture

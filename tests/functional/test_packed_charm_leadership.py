@@ -15,13 +15,12 @@ import yaml
 
 from tests.functional.conftest import keystone_answer, our_images, published_image_ids, published_products
 from tests.functional.test_faults import MIB, hold, wait_until_uploading
-from tests.functional.test_packed_charm import (  # noqa: F401 (packed_charm: the module's packed .charm)
+from tests.functional.test_packed_charm import (
     CONFIG_DIR,
     CRON_FILE,
     LOG_FILE,
     STATE_DIR,
     base_python,
-    packed_charm,
     wait_for_exit,
 )
 from tests.juju_agent.agent import JujuMachine
@@ -35,14 +34,8 @@ UNITS = ("glance-simplestreams-sync/0", "glance-simplestreams-sync/1")
 NOT_LEADER = "the unit is no longer the leader"
 
 
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
-    with LocalCloud(tmp_path_factory.mktemp("packed-leadership-cloud")) as local_cloud:
-        yield local_cloud
-
-
 @pytest.fixture
-def machines(tmp_path, packed_charm):  # noqa: F811
+def machines(tmp_path, packed_charm):
     started = [
         JujuMachine(tmp_path / f"machine-{index}", packed_charm, unit, python3=base_python())
         for index, unit in enumerate(UNITS)

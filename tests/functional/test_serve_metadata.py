@@ -18,20 +18,13 @@ from simplestreams_sync.publish import INDEX_PATH, image_ids_tree, products_path
 from simplestreams_sync.publish_local import LocalPublisher
 from sync_charm import host, metadata_server
 from tests.functional.conftest import SyncRunner, created_ids, our_images, published_image_ids
-from tests.localcloud.cloud import LocalCloud, internal_url
+from tests.localcloud.cloud import internal_url
 from tests.localcloud.web_server import NginxServer, free_port
 
 pytestmark = pytest.mark.functional
 
 HELD_BYTES = 64 * 1024  # what the source sends of a held image before the test lets the rest go
 UNIT = "glance-simplestreams-sync/0"
-
-
-@pytest.fixture(scope="module")
-def bare_cloud(tmp_path_factory):
-    """Keystone and Glance, and no object store in the catalog."""
-    with LocalCloud(tmp_path_factory.mktemp("no-object-store"), object_store=None) as local_cloud:
-        yield local_cloud
 
 
 @pytest.fixture

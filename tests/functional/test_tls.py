@@ -31,12 +31,6 @@ HTTPS = {"service_protocol": "https", "auth_protocol": "https", "internal_protoc
 
 
 @pytest.fixture(scope="module")
-def tls_cloud(tmp_path_factory):
-    with LocalCloud(tmp_path_factory.mktemp("tls-cloud"), tls=True) as local_cloud:
-        yield local_cloud
-
-
-@pytest.fixture(scope="module")
 def wrong_ca(tmp_path_factory):
     """Another throw-away CA: a valid CA, but not the one the cloud's certificate chains to."""
     return make_tls_files(tmp_path_factory.mktemp("wrong-ca"), "Wrong").ca
