@@ -12,6 +12,7 @@ import json
 import os
 import pwd
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -72,29 +73,72 @@ def bare_cloud(tmp_path_factory):
 PACKED_BASE = "24.04"  # the pack the packed-charm tests drive: its venv is ubuntu@24.04's (Python 3.12)
 
 
+@dataclass
+class Packing:
+    """`scripts/pack --base PACKED_BASE` running in the background, its output in files."""
+
+    output: Path
+    log: Path
+    process: subprocess.Popen
+
+    @classmethod
+    def start(cls, tmp_path_factory) -> Packing:
+        output = tmp_path_factory.mktemp("packed")
+        state = tmp_path_factory.mktemp("charmcraft-home")
+        env = {
+            **os.environ,
+            "XDG_STATE_HOME": str(state / "state"),
+            "XDG_DATA_HOME": str(state / "data"),
+            "XDG_CONFIG_HOME": str(state / "config"),
+            "XDG_RUNTIME_DIR": str(state / "run"),
+        }
+        log = state / "pack.log"
+        with open(log, "wb") as log_file:
+            process = subprocess.Popen(
+                [str(ROOT / "scripts" / "pack"), "--base", PACKED_BASE, str(output)],
+                env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        return cls(output, log, process)
+
+    def charm(self) -> Path:
+        """The packed .charm, once the packing has ended well."""
+        returncode = self.process.wait(timeout=1200)
+        said = self.log.read_text(errors="replace")
+        assert returncode == 0, said[-6000:]
+        (charm,) = self.output.glob(f"*_ubuntu@{PACKED_BASE}-*.charm")
+        assert "(for testing here, not for deploying)" in said
+        return charm
+
+    def stop(self) -> None:
+        """Stop a packing still under way (the session ended before its packed-charm tests)."""
+        if self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)  # scripts/pack removes its build directory
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def packing(request, tmp_path_factory):
+    """When the session has packed-charm tests, the packing starts with the first functional test and
+    goes on while the tests before those run."""
+    if not any("packed_charm" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        yield None
+        return
+    started = Packing.start(tmp_path_factory)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
 @pytest.fixture(scope="session")
-def packed_charm(tmp_path_factory) -> Path:
+def packed_charm(packing) -> Path:
     """The charm as `scripts/pack` builds it with charmcraft for PACKED_BASE, packed once per session."""
-    output = tmp_path_factory.mktemp("packed")
-    state = tmp_path_factory.mktemp("charmcraft-home")
-    env = {
-        **os.environ,
-        "XDG_STATE_HOME": str(state / "state"),
-        "XDG_DATA_HOME": str(state / "data"),
-        "XDG_CONFIG_HOME": str(state / "config"),
-        "XDG_RUNTIME_DIR": str(state / "run"),
-    }
-    process = subprocess.run(
-        [str(ROOT / "scripts" / "pack"), "--base", PACKED_BASE, str(output)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
-    (charm,) = output.glob(f"*_ubuntu@{PACKED_BASE}-*.charm")
-    assert "(for testing here, not for deploying)" in process.stdout
-    return charm
+    return packing.charm()
 
 
 @dataclass
