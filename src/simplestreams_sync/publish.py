@@ -235,7 +235,7 @@ class SwiftPublisher:
         Returns False when what is published already says the same (nothing is rewritten then)."""
         try:
             self.read_acl, self.repaired_acl = ensure_public_container(self._send, self.container_url)
-            self.observations.container(self.container_url, self.read_acl)
+            self.observations.container(self.container_url)
             entry = index_entry(tree, self.cloud.region, self.cloud.public_auth_url, cloud_name)
             return write_in_order(
                 tree,
