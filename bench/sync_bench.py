@@ -12,7 +12,7 @@ started once the first is stopped); their results on RBD are named a-rbd and a-m
   (a) N images x M MiB, fresh Glance content (a unique content_id) for every side and round:
       floor - bench/floor.py, a bare client: create image + stream the source's bytes into Glance,
               with the same concurrency as ours (max_parallel); what Glance itself can ingest here;
-      ours  - python -m simplestreams_sync (verifies sha256 and Glance's sha512, publishes to Swift);
+      ours  - python -m simplestreams_sync (verifies sha256 and md5, then Glance's checksum; publishes to Swift);
       peer  - sstream-mirror-glance (python-simplestreams), same source and filters, --max 1.
       floor+s, floor+v - the floor sending each image's size (X-Openstack-Image-Size, as ours does), and
               that plus the two digests the sync computes on the stream: the floor ours is held to;
