@@ -18,7 +18,7 @@ started once the first is stopped); their results on RBD are named a-rbd and a-m
               that plus the two digests the sync computes on the stream: the floor ours is held to;
   (b) the same again with nothing new: ours and peer re-run against what (a) just created (file store).
   (many) --many-images x --many-image-kib (64 x 1 MiB): the cost per image beyond the bytes (requests to
-      Glance, Keystone, properties): ms per image of ours over the floor.
+      Glance, Keystone, properties): ms per image of ours over the floor, and ours / peer.
   (c) plan only on the real signed 2016 Canonical catalog (7,008 items), file:// mirror,
       `--dry-run --assume-empty-glance`: signature check + filters + selection.
   rss one 2 GiB image through ours: peak RSS and the bytes it wrote to local disk.
@@ -508,7 +508,7 @@ def workloads_on(bench: Bench, key, store: str) -> None:
         with_b = "b" in only and store == "file"
         workload_fresh(bench, key, f"a{suffix}", args.images, args.image_mib * MIB, sides, with_b)
     if "many" in only:
-        sides = ["floor", "floor+v", "ours"]
+        sides = ["floor", "floor+v", "ours", "peer"]
         workload_fresh(bench, key, f"a-many{suffix}", args.many_images, args.many_image_kib * 1024, sides, False)
 
 
