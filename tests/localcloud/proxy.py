@@ -5,16 +5,16 @@
 Enough of a proxy for the tests: absolute-URI requests over plain HTTP (GET, HEAD, PUT, POST, PATCH,
 DELETE with a Content-Length or chunked body), responses streamed back. `--route HOST=127.0.0.1:PORT`
 sends requests for HOST to that address instead (a public host, such as cloud-images.ubuntu.com, served
-locally). With `--upstream 127.0.0.1:PORT` it is also a reverse proxy: requests for a path go there (put its
-URL in Keystone's catalog in place of a service's). `--reset "METHOD[ PATH*]=N"` drops the connection of the first N
-requests with that method (and a path that starts so), once their body is read, without forwarding them (a reset, as from a
-restarting server or a broken network): a fault the test controls. `--reset-after "METHOD[ PATH]=N"`
-forwards the first N such requests (with that path, when one is given) and resets the connection once
-the upstream has answered, before the answer reaches the client: a change applied whose answer is lost.
-`--garbage METHOD=N` answers the first N requests with that method `200 OK` and a body that is no JSON
-(a load balancer's error page), unforwarded. Each request appends a JSON line to the log: {"method",
-"url", "status"} (status "reset" for a dropped one, "reset after 200" for one whose answer was dropped,
-"garbage" for one answered so). `HttpProxy` starts and stops it by PID.
+locally). With `--upstream 127.0.0.1:PORT` it is also a reverse proxy: requests for a path go there (put
+its URL in Keystone's catalog in place of a service's). `--reset "METHOD[ PATH*]=N"` drops the connection
+of the first N requests with that method (and a path that starts so), once their body is read, without
+forwarding them (a reset, as from a restarting server or a broken network): a fault the test controls.
+`--reset-after "METHOD[ PATH]=N"` forwards the first N such requests (with that path, when one is given)
+and resets the connection once the upstream has answered, before the answer reaches the client: a change
+applied whose answer is lost. `--garbage METHOD=N` answers the first N requests with that method `200 OK`
+and a body that is no JSON (a load balancer's error page), unforwarded. Each request appends a JSON line
+to the log: {"method", "url", "status"} (status "reset" for a dropped one, "reset after 200" for one whose
+answer was dropped, "garbage" for one answered so). `HttpProxy` starts and stops it by PID.
 """
 
 from __future__ import annotations
@@ -258,10 +258,10 @@ def _address(address: str) -> tuple[str, int]:
 
 class HttpProxy:
     """Runs the proxy in a child process; `url`, `requests()`, `stop()` by PID. `routes` maps a host name
-        to the local "127.0.0.1:PORT" that serves it; `upstream` ("127.0.0.1:PORT") makes it a reverse proxy
-        too; `resets` ({"DELETE": 1}, {"GET /v2/images/*": 1}) drops the first requests of those methods (and paths); `resets_after`
-    ({"PATCH /v2/images/ID": 1}) forwards such requests and drops their answers; `garbage` ({"GET": 1})
-    answers the first requests of those methods with a 200 that is no JSON."""
+    to the local "127.0.0.1:PORT" that serves it; `upstream` ("127.0.0.1:PORT") makes it a reverse proxy
+    too; `resets` ({"DELETE": 1}, {"GET /v2/images/*": 1}) drops the first requests of those methods (and
+    paths); `resets_after` ({"PATCH /v2/images/ID": 1}) forwards such requests and drops their answers;
+    `garbage` ({"GET": 1}) answers the first requests of those methods with a 200 that is no JSON."""
 
     def __init__(
         self,
