@@ -10,9 +10,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import SyncConfig
-from .glance import GlanceStore
 from .image_properties import disk_format, image_properties
 from .modify import ModifyHookError, modified_image, run_modify_hook
 from .openstack import CloudError
@@ -21,6 +21,9 @@ from .source import SourceImage
 from .source_http import HttpSession, SourceChanged, SourceError, open_url_chunks
 from .state import ProgressFile
 from .transfer import VerificationError, VerifyingStream
+
+if TYPE_CHECKING:  # glanceclient is loaded only by a run that changes Glance (image_listing.py)
+    from .glance import GlanceStore
 
 LOG = logging.getLogger(__name__)
 
