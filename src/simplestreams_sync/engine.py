@@ -61,6 +61,7 @@ class SyncRun:
         self.record: Record | None = None  # what a clean run observed, for the quick check
         self.cloud: Cloud  # once the run has authenticated
         self.glance_endpoint = ""
+        self._swift_warm_up: threading.Thread | None = None
 
     def run(self) -> SyncResult:
         started = time.monotonic()
@@ -87,7 +88,7 @@ class SyncRun:
         assert self.identity is not None, "only --assume-empty-glance runs without identity.yaml"
         cloud = Cloud(self.identity, self.config.object_store_proxies())
         if self.config.publishes_to_swift and not self.dry_run:
-            threading.Thread(target=SwiftPublisher.warm_up, args=(cloud,), daemon=True).start()
+            self._swift_warm_up = SwiftPublisher.start_warm_up(cloud)
         return cloud
 
     @functools.cached_property
@@ -197,6 +198,8 @@ class SyncRun:
         if not self.config.publishes_metadata:
             return facts, None
         self.progress.phase("publishing metadata")
+        if self._swift_warm_up is not None:  # its token validation is then the one the publish's requests use
+            self._swift_warm_up.join()
         publisher = publish_images(self.config, self.cloud, images, self.observed, self.report)
         return replace(facts, metadata_published=publisher is not None), publisher
 
