@@ -248,7 +248,7 @@ class SwiftPublisher:
                 paths = (INDEX_PATH, products_path(tree["content_id"]))
                 stored = {path: pool.submit(self._read, path, {}) for path in paths}
                 self.read_acl, self.repaired_acl = ensure_public_container(self._send, self.container_url)
-            self.observations.container(self.container_url, self.read_acl)
+            self.observations.container(self.container_url)
             entry = index_entry(tree, self.cloud.region, self.cloud.public_auth_url, cloud_name)
             return write_in_order(
                 tree,
