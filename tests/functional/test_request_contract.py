@@ -90,19 +90,41 @@ def test_the_full_run_lists_our_images_as_glanceclient_lists_them_field_for_fiel
     assert sorted(listed, key=lambda image: image["id"]) == sorted(by_glanceclient, key=lambda image: image["id"])
 
 
-def test_a_full_check_that_changes_nothing_loads_no_glanceclient(source, sync, glance):
-    mirrors, _ = synced_with_one_hidden_by_an_operator(source, sync, glance)
+def full_check_reporting(sync, mirrors: list[dict], at_exit: str, first: str = "pass") -> subprocess.CompletedProcess:
+    """A full check in a fresh interpreter that runs `first` (Python statements) before anything and
+    `at_exit` (an expression, with sys imported) as it ends."""
     mirrors_file, identity_file = sync.write_files(mirrors)
-    loaded = "import atexit, sys; atexit.register(lambda: print('glanceclient loaded:', 'glanceclient' in sys.modules))"
-    run_engine = "import runpy; runpy.run_module('simplestreams_sync', run_name='__main__', alter_sys=True)"
     argv = ["simplestreams_sync", "--mirrors", str(mirrors_file), "--identity", str(identity_file), "--full-check"]
-    command = f"{loaded}; sys.argv = {argv!r}; {run_engine}"
-
+    command = (
+        f"{first}; import atexit, sys; atexit.register(lambda: {at_exit}); sys.argv = {argv!r}; "
+        "import runpy; runpy.run_module('simplestreams_sync', run_name='__main__', alter_sys=True)"
+    )
     result = subprocess.run(
         [sys.executable, "-c", command], capture_output=True, text=True, env=sync_environment(), timeout=600
     )
-
     assert result.returncode == 0, result.stderr
     assert QUICK not in result.stdout
     assert "sync finished: 0 created, 0 failed, 0 deleted, 0 errors" in result.stdout
+    return result
+
+
+def test_a_full_check_that_changes_nothing_loads_no_glanceclient(source, sync, glance):
+    mirrors, _ = synced_with_one_hidden_by_an_operator(source, sync, glance)
+
+    result = full_check_reporting(sync, mirrors, "print('glanceclient loaded:', 'glanceclient' in sys.modules)")
+
     assert result.stdout.splitlines()[-1] == "glanceclient loaded: False"
+
+
+def test_a_full_check_logs_in_once_before_its_heavy_imports(source, sync, glance):
+    mirrors, _ = synced_with_one_hidden_by_an_operator(source, sync, glance)
+    logins = (
+        "import http.client, threading; logins = []; putrequest = http.client.HTTPConnection.putrequest; "
+        "http.client.HTTPConnection.putrequest = lambda self, method, url, *a, **k: ("
+        "logins.append(threading.current_thread().name) if url.endswith('/auth/tokens') else None, "
+        "putrequest(self, method, url, *a, **k))[1]"
+    )
+
+    result = full_check_reporting(sync, mirrors, "print('logins:', logins)", first=logins)
+
+    assert result.stdout.splitlines()[-1] == "logins: ['early-login_0']"
