@@ -42,7 +42,7 @@ def _listing(cloud: Cloud, endpoint: str, url: str) -> list[dict]:
             first_delay=RETRY_DELAY,
             transient=TRANSIENT_ERRORS,
         )
-    except (ks_exceptions.ClientException, ValueError) as error:
+    except ks_exceptions.ClientException as error:
         raise CloudError(f"glance: list images: {describe(error)}") from None
 
 
