@@ -67,12 +67,12 @@ class SyncRun:
         started = time.monotonic()
         try:
             with ThreadPoolExecutor(max_workers=1) as pool:
-                login = None if self.assume_empty_glance else pool.submit(self._login)  # while sources are read
+                listing = None if self.assume_empty_glance else pool.submit(self._login_and_list)
                 desired = self._read_sources()
-                if login is None:
+                if listing is None:
                     self.report.would_create(desired, self._names)
                 else:
-                    self._sync_with_cloud(desired, login)
+                    self._sync_with_cloud(desired, listing)
         finally:
             self.report.result.finished = utc_now()
             self.report.result.duration_seconds = round(time.monotonic() - started, 3)
@@ -84,12 +84,14 @@ class SyncRun:
         desired, self._names, self._all_sources_read = read_mirrors(self.config, self.http, self.report.error)
         return desired
 
-    def _login(self) -> Cloud:
+    def _login_and_list(self) -> tuple[list[dict], datetime]:
+        """Log in and list our images in Glance, while the sources are read: the listing and its time."""
         assert self.identity is not None, "only --assume-empty-glance runs without identity.yaml"
-        cloud = Cloud(self.identity, self.config.object_store_proxies())
+        self.cloud = Cloud(self.identity, self.config.object_store_proxies())
         if self.config.publishes_to_swift and not self.dry_run:
-            self._swift_warm_up = SwiftPublisher.start_warm_up(cloud)
-        return cloud
+            self._swift_warm_up = SwiftPublisher.start_warm_up(self.cloud)
+        self.glance_endpoint = glance_endpoint(self.cloud)
+        return owned_images(self.cloud, self.glance_endpoint, self.config.content_id), datetime.now(timezone.utc)
 
     @functools.cached_property
     def glance(self) -> GlanceStore:
@@ -97,14 +99,11 @@ class SyncRun:
 
         return GlanceStore(self.cloud)
 
-    def _observe_glance(self, desired: list[SourceImage], login: Future) -> tuple[Facts, str] | None:
+    def _observe_glance(self, desired: list[SourceImage], listing: Future) -> tuple[Facts, str] | None:
         """The facts as Glance lists our images, and the hash algorithm it uses; None when it cannot be asked."""
         self.progress.phase("checking glance")
         try:
-            self.cloud = login.result()
-            self.glance_endpoint = glance_endpoint(self.cloud)
-            listed = owned_images(self.cloud, self.glance_endpoint, self.config.content_id)
-            listed_at = datetime.now(timezone.utc)
+            listed, listed_at = listing.result()
             hash_algo = listed_hash_algo(listed) or self.glance.hash_algo(listed)
         except CloudError as error:
             self.report.error(str(error))
@@ -117,8 +116,8 @@ class SyncRun:
         return replace(facts, now=listed_at, in_flight_quiet=in_flight_quiet), hash_algo
 
     # -- plan and act -----------------------------------------------------------------------------
-    def _sync_with_cloud(self, desired: list[SourceImage], login: Future) -> None:
-        observed = self._observe_glance(desired, login)
+    def _sync_with_cloud(self, desired: list[SourceImage], listing: Future) -> None:
+        observed = self._observe_glance(desired, listing)
         if observed is None:
             return
         facts, hash_algo = observed
