@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 from . import api, timeouts
 from .raw_http import open_url, system_ca_certificates
@@ -40,10 +40,18 @@ def start(identity_path: str) -> None:
     *needed, ca_file = fields
     if not all(isinstance(value, str) and value for value in needed) or not isinstance(ca_file, (str, type(None))):
         return
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="early-login")
+    answer: Future = Future()
     with _lock:
-        _started[fields] = pool.submit(_login, *fields)
-    pool.shutdown(wait=False)
+        _started[fields] = answer
+    # A daemon: a run that ends early (a config error) does not wait for Keystone.
+    threading.Thread(target=_answer, args=(answer, fields), name="early-login", daemon=True).start()
+
+
+def _answer(answer: Future, fields: tuple) -> None:
+    try:
+        answer.set_result(_login(*fields))
+    except Exception as error:  # answer_for() hands out None; the caller's own login reports the problem
+        answer.set_exception(error)
 
 
 def answer_for(fields: tuple) -> tuple[str, dict] | None:
@@ -55,7 +63,7 @@ def answer_for(fields: tuple) -> tuple[str, dict] | None:
         return None
     try:
         return login.result()
-    except Exception:  # the caller logs in itself, and that login reports the problem
+    except Exception:  # the caller logs in itself
         return None
 
 

@@ -127,4 +127,4 @@ def test_a_full_check_logs_in_once_before_its_heavy_imports(source, sync, glance
 
     result = full_check_reporting(sync, mirrors, "print('logins:', logins)", first=logins)
 
-    assert result.stdout.splitlines()[-1] == "logins: ['early-login_0']"
+    assert result.stdout.splitlines()[-1] == "logins: ['early-login']"
