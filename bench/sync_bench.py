@@ -12,13 +12,13 @@ started once the first is stopped); their results on RBD are named a-rbd and a-m
   (a) N images x M MiB, fresh Glance content (a unique content_id) for every side and round:
       floor - bench/floor.py, a bare client: create image + stream the source's bytes into Glance,
               with the same concurrency as ours (max_parallel); what Glance itself can ingest here;
-      ours  - python -m simplestreams_sync (verifies sha256 and Glance's sha512, publishes to Swift);
+      ours  - python -m simplestreams_sync (verifies sha256 and md5, then Glance's checksum; publishes to Swift);
       peer  - sstream-mirror-glance (python-simplestreams), same source and filters, --max 1.
       floor+s, floor+v - the floor sending each image's size (X-Openstack-Image-Size, as ours does), and
               that plus the two digests the sync computes on the stream: the floor ours is held to;
   (b) the same again with nothing new: ours and peer re-run against what (a) just created (file store).
   (many) --many-images x --many-image-kib (64 x 1 MiB): the cost per image beyond the bytes (requests to
-      Glance, Keystone, properties): ms per image of ours over the floor.
+      Glance, Keystone, properties): ms per image of ours over the floor, and ours / peer.
   (c) plan only on the real signed 2016 Canonical catalog (7,008 items), file:// mirror,
       `--dry-run --assume-empty-glance`: signature check + filters + selection.
   rss one 2 GiB image through ours: peak RSS and the bytes it wrote to local disk.
@@ -513,7 +513,7 @@ def workloads_on(bench: Bench, key, store: str) -> None:
         with_b = "b" in only and store == "file"
         workload_fresh(bench, key, f"a{suffix}", args.images, args.image_mib * MIB, sides, with_b)
     if "many" in only:
-        sides = ["floor", "floor+v", "ours"]
+        sides = ["floor", "floor+v", "ours", "peer"]
         workload_fresh(bench, key, f"a-many{suffix}", args.many_images, args.many_image_kib * 1024, sides, False)
 
 
