@@ -20,11 +20,11 @@ from .config import SyncConfig
 from .image_properties import disk_format, image_properties
 from .modify import ModifyHookError, modified_image, run_modify_hook
 from .openstack import CloudError
+from .plan import VERIFIED_PROPERTY, VERIFIED_STORED_PROPERTY
 from .report import RunReport
 from .source import SourceImage
 from .source_http import HttpSession, SourceChanged, SourceError, open_url_chunks
 from .state import ProgressFile
-from .plan import VERIFIED_PROPERTY, VERIFIED_STORED_PROPERTY
 from .transfer import CHECKSUM, VerificationError, VerifyingStream, expected_source_digest
 
 if TYPE_CHECKING:  # glanceclient is loaded only by a run that changes Glance (image_listing.py)
