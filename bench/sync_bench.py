@@ -84,6 +84,7 @@ RUN_TIMEOUT = 1800
 AN_HOUR_LATER = ["faketime", "-f", "+61m"]
 QUICK_CHECK_LINE = "(quick check; --full-check redoes it all)"
 TRACE_B = "b (the no-op: ours ends at the quick check)"
+TRACE_B_FULL = "b full (ours with --full-check against the peer's no-op)"
 GLANCE_STORES = ("file", "rbd")
 WORKLOAD_NAMES = {"a": "a fresh", "a-rbd": "a rbd", "a-many": "a many", "a-many-rbd": "many rbd", "b": "b no-op",
                   "b-full": "b full", "b-cron": "b cron", "c": "c plan", "rss": "rss 2GiB"}  # fmt: skip
@@ -458,8 +459,9 @@ def workload_fresh(bench: Bench, key, name: str, count: int, size: int, sides: l
                         floor = partial(bench.noop_floor, content_id, "b", rnd, server=server)
                         for run_b in (floor, quick) if rnd % 2 else (quick, floor):
                             run_b()
-                        bench.ours(server.url, content_id, "b-full", rnd, parallel=args.parallel, server=server,
-                                   extra=("--full-check",))  # fmt: skip
+                        full = partial(bench.ours, server.url, content_id, "b-full", rnd, parallel=args.parallel,
+                                       server=server, extra=("--full-check",))  # fmt: skip
+                        full()
                         cron = bench.ours(server.url, content_id, "b-cron", rnd, parallel=args.parallel,
                                           server=server, an_hour_later=True)  # fmt: skip
                         if QUICK_CHECK_LINE not in (bench.workdir / "logs" / f"b-cron-ours-r{rnd}.out").read_text():
@@ -468,6 +470,7 @@ def workload_fresh(bench: Bench, key, name: str, count: int, size: int, sides: l
                         if rnd == 1:
                             bench.trace(TRACE_B, "ours", quick, server)
                             bench.trace(TRACE_B, "floor", floor, server)
+                            bench.trace(TRACE_B_FULL, "ours full", full, server)
                     elif with_b and side == "peer":
                         bench.peer(server.url, content_id, "b", rnd, server=server)
                         # The peer keeps no token between runs: an hour later its no-op is the same run
@@ -476,6 +479,8 @@ def workload_fresh(bench: Bench, key, name: str, count: int, size: int, sides: l
                         if rnd == 1:
                             peer_b = partial(bench.peer, server.url, content_id, "b", rnd, server=server)
                             bench.trace(TRACE_B, "peer", peer_b, server)
+                            if "peer" in bench.traces.get(TRACE_B, {}):  # b full is compared with b's peer
+                                bench.traces.setdefault(TRACE_B_FULL, {})["peer"] = bench.traces[TRACE_B]["peer"]
                     if name.startswith("a-many") and rnd == 1 and side in ("ours", "floor"):
                         trace_one_image(bench, name, side, floor_items, content_id, server)
                 finally:
@@ -655,7 +660,7 @@ def print_table(summary: dict, args) -> None:
 
 def print_traces(bench: Bench) -> None:
     for title, sides in bench.traces.items():
-        if title == TRACE_B:
+        if title in (TRACE_B, TRACE_B_FULL):
             breakdown.print_side_by_side(title, sides)
         else:
             breakdown.print_one_image(title, sides, bench.args.many_images)

@@ -11,7 +11,7 @@ import glanceclient
 from glanceclient import exc as glance_exc
 from keystoneauth1 import exceptions as ks_exceptions
 
-from . import api, in_flight
+from . import in_flight
 from .glance_transport import send_image_data
 from .openstack import Cloud, CloudError, describe
 from .plan import HIDDEN_PROPERTY, VERIFIED_PROPERTY, VERIFIED_STORED_PROPERTY
@@ -74,13 +74,6 @@ class GlanceStore:
         return self._call(
             "list images", lambda: [dict(i) for i in self.client.images.list(**kwargs)], attempts=RETRY_ATTEMPTS
         )
-
-    def owned_images(self, content_id: str) -> list[dict]:
-        """Every image of our project carrying our content_id, whatever its status, hidden ones too
-        (Glance lists those only when asked for them alone)."""
-        filters = api.owned_image_filters(self.cloud.project_id, content_id)
-        images = [image for listing in filters for image in self._list(filters=listing)]
-        return [image for image in images if api.is_ours(image, self.cloud.project_id, content_id)]
 
     def hash_algo(self, known_images: Iterable[dict]) -> str:
         """The algorithm Glance uses for os_hash_value, learnt from an active image when there is one."""

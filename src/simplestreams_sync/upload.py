@@ -14,9 +14,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import SyncConfig
-from .glance import GlanceStore
 from .image_properties import disk_format, image_properties
 from .modify import ModifyHookError, modified_image, run_modify_hook
 from .openstack import CloudError
@@ -26,6 +26,9 @@ from .source import SourceImage
 from .source_http import HttpSession, SourceChanged, SourceError, open_url_chunks
 from .state import ProgressFile
 from .transfer import CHECKSUM, VerificationError, VerifyingStream, expected_source_digest
+
+if TYPE_CHECKING:  # glanceclient is loaded only by a run that changes Glance (image_listing.py)
+    from .glance import GlanceStore
 
 LOG = logging.getLogger(__name__)
 
