@@ -30,7 +30,7 @@ PIECE = 64 << 10
 
 
 def _pieces(response: requests.Response, verify: bool):
-    digests = (hashlib.sha256(), hashlib.sha512()) if verify else ()
+    digests = (hashlib.sha256(), hashlib.md5()) if verify else ()
     for chunk in response.raw.stream(READ, decode_content=False):
         for digest in digests:
             digest.update(chunk)

@@ -12,13 +12,13 @@ started once the first is stopped); their results on RBD are named a-rbd and a-m
   (a) N images x M MiB, fresh Glance content (a unique content_id) for every side and round:
       floor - bench/floor.py, a bare client: create image + stream the source's bytes into Glance,
               with the same concurrency as ours (max_parallel); what Glance itself can ingest here;
-      ours  - python -m simplestreams_sync (verifies sha256 and Glance's sha512, publishes to Swift);
+      ours  - python -m simplestreams_sync (verifies sha256 and md5, then Glance's checksum; publishes to Swift);
       peer  - sstream-mirror-glance (python-simplestreams), same source and filters, --max 1.
       floor+s, floor+v - the floor sending each image's size (X-Openstack-Image-Size, as ours does), and
               that plus the two digests the sync computes on the stream: the floor ours is held to;
   (b) the same again with nothing new: ours and peer re-run against what (a) just created (file store).
   (many) --many-images x --many-image-kib (64 x 1 MiB): the cost per image beyond the bytes (requests to
-      Glance, Keystone, properties): ms per image of ours over the floor.
+      Glance, Keystone, properties): ms per image of ours over the floor, and ours / peer.
   (c) plan only on the real signed 2016 Canonical catalog (7,008 items), file:// mirror,
       `--dry-run --assume-empty-glance`: signature check + filters + selection.
   rss one 2 GiB image through ours: peak RSS and the bytes it wrote to local disk.
@@ -34,6 +34,7 @@ end, also on Ctrl-C or error; the workdir (images) is deleted unless --keep.
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import json
 import os
@@ -83,6 +84,7 @@ RUN_TIMEOUT = 1800
 AN_HOUR_LATER = ["faketime", "-f", "+61m"]
 QUICK_CHECK_LINE = "(quick check; --full-check redoes it all)"
 TRACE_B = "b (the no-op: ours ends at the quick check)"
+TRACE_B_FULL = "b full (ours with --full-check against the peer's no-op)"
 GLANCE_STORES = ("file", "rbd")
 WORKLOAD_NAMES = {"a": "a fresh", "a-rbd": "a rbd", "a-many": "a many", "a-many-rbd": "many rbd", "b": "b no-op",
                   "b-full": "b full", "b-cron": "b cron", "c": "c plan", "rss": "rss 2GiB"}  # fmt: skip
@@ -457,8 +459,9 @@ def workload_fresh(bench: Bench, key, name: str, count: int, size: int, sides: l
                         floor = partial(bench.noop_floor, content_id, "b", rnd, server=server)
                         for run_b in (floor, quick) if rnd % 2 else (quick, floor):
                             run_b()
-                        bench.ours(server.url, content_id, "b-full", rnd, parallel=args.parallel, server=server,
-                                   extra=("--full-check",))  # fmt: skip
+                        full = partial(bench.ours, server.url, content_id, "b-full", rnd, parallel=args.parallel,
+                                       server=server, extra=("--full-check",))  # fmt: skip
+                        full()
                         cron = bench.ours(server.url, content_id, "b-cron", rnd, parallel=args.parallel,
                                           server=server, an_hour_later=True)  # fmt: skip
                         if QUICK_CHECK_LINE not in (bench.workdir / "logs" / f"b-cron-ours-r{rnd}.out").read_text():
@@ -467,6 +470,7 @@ def workload_fresh(bench: Bench, key, name: str, count: int, size: int, sides: l
                         if rnd == 1:
                             bench.trace(TRACE_B, "ours", quick, server)
                             bench.trace(TRACE_B, "floor", floor, server)
+                            bench.trace(TRACE_B_FULL, "ours full", full, server)
                     elif with_b and side == "peer":
                         bench.peer(server.url, content_id, "b", rnd, server=server)
                         # The peer keeps no token between runs: an hour later its no-op is the same run
@@ -475,6 +479,8 @@ def workload_fresh(bench: Bench, key, name: str, count: int, size: int, sides: l
                         if rnd == 1:
                             peer_b = partial(bench.peer, server.url, content_id, "b", rnd, server=server)
                             bench.trace(TRACE_B, "peer", peer_b, server)
+                            if "peer" in bench.traces.get(TRACE_B, {}):  # b full is compared with b's peer
+                                bench.traces.setdefault(TRACE_B_FULL, {})["peer"] = bench.traces[TRACE_B]["peer"]
                     if name.startswith("a-many") and rnd == 1 and side in ("ours", "floor"):
                         trace_one_image(bench, name, side, floor_items, content_id, server)
                 finally:
@@ -507,7 +513,7 @@ def workloads_on(bench: Bench, key, store: str) -> None:
         with_b = "b" in only and store == "file"
         workload_fresh(bench, key, f"a{suffix}", args.images, args.image_mib * MIB, sides, with_b)
     if "many" in only:
-        sides = ["floor", "floor+v", "ours"]
+        sides = ["floor", "floor+v", "ours", "peer"]
         workload_fresh(bench, key, f"a-many{suffix}", args.many_images, args.many_image_kib * 1024, sides, False)
 
 
@@ -654,7 +660,7 @@ def print_table(summary: dict, args) -> None:
 
 def print_traces(bench: Bench) -> None:
     for title, sides in bench.traces.items():
-        if title == TRACE_B:
+        if title in (TRACE_B, TRACE_B_FULL):
             breakdown.print_side_by_side(title, sides)
         else:
             breakdown.print_one_image(title, sides, bench.args.many_images)
@@ -729,6 +735,9 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     bench = Bench(args, workdir)
+    # The engine's bytecode, as the charm's install writes it on the unit (the environment may forbid
+    # writing it as a side effect of imports, which would make each run compile the engine).
+    compileall.compile_dir(ROOT / "src" / "simplestreams_sync", maxlevels=0, quiet=1)
     # SIGTERM unwinds like Ctrl-C, so the finally blocks below stop what was started.
     signal.signal(signal.SIGTERM, _interrupt)
     only = args.only_set

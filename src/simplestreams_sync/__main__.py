@@ -208,6 +208,10 @@ def _quick_noop(state_dir: str) -> int | None:
 
 def _sync(args: argparse.Namespace, state_dir: str | None = None) -> int:
     """The full sync (main() holds the lock unless it is a dry run; then `state_dir` is mirrors.yaml's)."""
+    if not args.assume_empty_glance:
+        from . import early_login
+
+        early_login.start(args.identity)  # Keystone answers while the heavy modules load
     from .config import ConfigError, load_identity, load_sync_config
 
     try:

@@ -7,17 +7,18 @@ that returns the Facts with that answer added (`_settle_existing`, `_upload_new`
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from . import in_flight, verdicts
 from .config import IdentityConfig, SyncConfig
-from .glance import GlanceStore, ImageInUseByStore
-from .glance_effects import adopt, delete, hide_and_show, mark_latest
+from .image_listing import glance_endpoint, listed_hash_algo, owned_images
 from .openstack import Cloud, CloudError, image_ids_in_use
 from .plan import Facts, GlanceImage, Plan, make_plan
 from .publish import Publisher, SwiftPublisher
@@ -28,6 +29,9 @@ from .run_record import record_of_clean_run
 from .source import HttpSession, SourceImage, read_mirrors
 from .state import SyncResult, utc_now
 from .upload import RunProgress, Uploader
+
+if TYPE_CHECKING:  # glanceclient loads with the first change to Glance: listing it needs none
+    from .glance import GlanceStore
 
 
 class SyncRun:
@@ -55,16 +59,20 @@ class SyncRun:
         self._names: dict[tuple, str] = {}  # Glance name of each source image, by SourceImage.key
         self._all_sources_read = True
         self.record: Record | None = None  # what a clean run observed, for the quick check
-        self.glance: GlanceStore  # once the run has authenticated
+        self.cloud: Cloud  # once the run has authenticated
+        self.glance_endpoint = ""
+        self._swift_warm_up: threading.Thread | None = None
 
     def run(self) -> SyncResult:
         started = time.monotonic()
         try:
-            desired = self._read_sources()
-            if self.assume_empty_glance:
-                self.report.would_create(desired, self._names)
-            else:
-                self._sync_with_cloud(desired)
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                listing = None if self.assume_empty_glance else pool.submit(self._login_and_list)
+                desired = self._read_sources()
+                if listing is None:
+                    self.report.would_create(desired, self._names)
+                else:
+                    self._sync_with_cloud(desired, listing)
         finally:
             self.report.result.finished = utc_now()
             self.report.result.duration_seconds = round(time.monotonic() - started, 3)
@@ -76,18 +84,27 @@ class SyncRun:
         desired, self._names, self._all_sources_read = read_mirrors(self.config, self.http, self.report.error)
         return desired
 
-    def _observe_glance(self, desired: list[SourceImage]) -> tuple[Facts, str] | None:
+    def _login_and_list(self) -> tuple[list[dict], datetime]:
+        """Log in and list our images in Glance, while the sources are read: the listing and its time."""
+        assert self.identity is not None, "only --assume-empty-glance runs without identity.yaml"
+        self.cloud = Cloud(self.identity, self.config.object_store_proxies())
+        if self.config.publishes_to_swift and not self.dry_run:
+            self._swift_warm_up = SwiftPublisher.start_warm_up(self.cloud)
+        self.glance_endpoint = glance_endpoint(self.cloud)
+        return owned_images(self.cloud, self.glance_endpoint, self.config.content_id), datetime.now(timezone.utc)
+
+    @functools.cached_property
+    def glance(self) -> GlanceStore:
+        from .glance import GlanceStore
+
+        return GlanceStore(self.cloud)
+
+    def _observe_glance(self, desired: list[SourceImage], listing: Future) -> tuple[Facts, str] | None:
         """The facts as Glance lists our images, and the hash algorithm it uses; None when it cannot be asked."""
         self.progress.phase("checking glance")
         try:
-            assert self.identity is not None, "only --assume-empty-glance runs without identity.yaml"
-            cloud = Cloud(self.identity, self.config.object_store_proxies())
-            if self.config.publishes_to_swift and not self.dry_run:
-                threading.Thread(target=SwiftPublisher.warm_up, args=(cloud,), daemon=True).start()
-            self.glance = GlanceStore(cloud)
-            listed = self.glance.owned_images(self.config.content_id)
-            listed_at = datetime.now(timezone.utc)
-            hash_algo = self.glance.hash_algo(listed)
+            listed, listed_at = listing.result()
+            hash_algo = listed_hash_algo(listed) or self.glance.hash_algo(listed)
         except CloudError as error:
             self.report.error(str(error))
             return None
@@ -99,8 +116,8 @@ class SyncRun:
         return replace(facts, now=listed_at, in_flight_quiet=in_flight_quiet), hash_algo
 
     # -- plan and act -----------------------------------------------------------------------------
-    def _sync_with_cloud(self, desired: list[SourceImage]) -> None:
-        observed = self._observe_glance(desired)
+    def _sync_with_cloud(self, desired: list[SourceImage], listing: Future) -> None:
+        observed = self._observe_glance(desired, listing)
         if observed is None:
             return
         facts, hash_algo = observed
@@ -115,6 +132,8 @@ class SyncRun:
         facts = self._with_servers_in_use(facts)
         plan = make_plan(facts)  # what to publish, and whether anything changes Glance after that
         if self.config.set_latest_property:
+            from .glance_effects import mark_latest
+
             mark_latest(self.glance, plan.publish, self.report)
         changes_after_publish = bool(plan.delete_after_publish or plan.hide or plan.unhide)
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -123,7 +142,10 @@ class SyncRun:
             final_listing = self._list_if_clean(pool, plan) if not changes_after_publish else None
             facts, publisher = self._publish(facts, plan.publish)
             plan = make_plan(self._delete_unpublished(facts))  # what is kept, hidden, shown again
-            hide_and_show(self.glance, plan, self.report)
+            if plan.hide or plan.unhide:
+                from .glance_effects import hide_and_show
+
+                hide_and_show(self.glance, plan, self.report)
             self.report.kept(plan)
             if changes_after_publish:
                 final_listing = self._list_if_clean(pool, plan)
@@ -133,8 +155,13 @@ class SyncRun:
     def _settle_existing(self, facts: Facts) -> Facts:
         """Delete what an interrupted run left and adopt what it did not mark: the facts with what that found."""
         plan = make_plan(facts)
-        gone = {d.image.id for d in plan.delete_now if delete(self.glance, d.image, d.reason, self.report) is True}
-        adopted, mismatched, not_verified = adopt(self.glance, plan.adopt, self.report)
+        gone: set[str] = set()
+        adopted, mismatched, not_verified = set[str](), dict[str, str](), set[str]()
+        if plan.delete_now or plan.adopt:
+            from .glance_effects import adopt, delete
+
+            gone = {d.image.id for d in plan.delete_now if delete(self.glance, d.image, d.reason, self.report) is True}
+            adopted, mismatched, not_verified = adopt(self.glance, plan.adopt, self.report)
         mismatched = {**facts.mismatched, **mismatched}
         verdicts.remember(self.config.state_dir, facts.owned, mismatched)
         owned = tuple(image for image in facts.owned if image.id not in gone)
@@ -144,10 +171,12 @@ class SyncRun:
     def _upload_new(self, facts: Facts, hash_algo: str) -> Facts:
         """Upload what the plan says is missing, `max_parallel` at a time: the facts with what was created."""
         images = make_plan(facts).upload
+        self.progress.start_uploads(images)
+        if not images:
+            return facts
         uploader = Uploader(
             self.glance, self.http, self.config, hash_algo, self.progress, self.report, self.stop_reason
         )
-        self.progress.start_uploads(images)
         with ThreadPoolExecutor(max_workers=self.config.max_parallel) as pool:
             stored = pool.map(lambda image: uploader.upload_reported(image, self._names[image.key]), images)
             created = tuple(GlanceImage.from_glance(image) for image in stored if image is not None)
@@ -158,7 +187,7 @@ class SyncRun:
         if facts.servers_use is not None or facts.servers_unknown or not make_plan(facts).ask_servers:
             return facts
         try:
-            return replace(facts, servers_use=frozenset(image_ids_in_use(self.glance.cloud)))
+            return replace(facts, servers_use=frozenset(image_ids_in_use(self.cloud)))
         except CloudError as error:
             self.report.error(f"superseded images not deleted: {error}")
             return replace(facts, servers_unknown=True)
@@ -168,13 +197,20 @@ class SyncRun:
         if not self.config.publishes_metadata:
             return facts, None
         self.progress.phase("publishing metadata")
-        publisher = publish_images(self.config, self.glance.cloud, images, self.observed, self.report)
+        if self._swift_warm_up is not None:  # its token validation is then the one the publish's requests use
+            self._swift_warm_up.join()
+        publisher = publish_images(self.config, self.cloud, images, self.observed, self.report)
         return replace(facts, metadata_published=publisher is not None), publisher
 
     def _delete_unpublished(self, facts: Facts) -> Facts:
         """Delete what the published metadata no longer names: the facts without what is gone, and with
         the images whose delete the image store refused because clones still use them."""
         deletions = make_plan(facts).delete_after_publish
+        if not deletions:
+            return replace(facts, store_uses=frozenset())
+        from .glance import ImageInUseByStore
+        from .glance_effects import delete
+
         answers = {d.image.id: delete(self.glance, d.image, d.reason, self.report) for d in deletions}
         refused = frozenset(image_id for image_id, answer in answers.items() if answer is ImageInUseByStore)
         owned = tuple(image for image in facts.owned if answers.get(image.id) is not True)
@@ -186,11 +222,13 @@ class SyncRun:
         return self.report.result.ok and plan.settled
 
     def _list_if_clean(self, pool: ThreadPoolExecutor, plan: Plan) -> Future | None:
-        return pool.submit(self.glance.owned_images, self.config.content_id) if self._clean(plan) else None
+        if not self._clean(plan):
+            return None
+        return pool.submit(owned_images, self.cloud, self.glance_endpoint, self.config.content_id)
 
     def _record(self, final_listing: Future, publisher: Publisher | None, image_count: int) -> None:
         self.record = record_of_clean_run(
-            self.glance.cloud, self.glance.endpoint, final_listing, self.observed, user_agent=self.config.user_agent,
+            self.cloud, self.glance_endpoint, final_listing, self.observed, user_agent=self.config.user_agent,
             content_id=self.config.content_id, storage_url=getattr(publisher, "storage_url", None),
             metadata_url=publisher.metadata_url if publisher else "", image_count=image_count,
             result=self.report.result, said=self.report.settled_lines,

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import re
-import ssl
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import requests
+from keystoneauth1 import access
 from keystoneauth1 import exceptions as ks_exceptions
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 from urllib3.exceptions import ReadTimeoutError
 
-from . import timeouts
+from . import early_login, timeouts
 from .config import IdentityConfig
+from .raw_http import system_ca_certificates
 from .text import shorten
 
 # keystoneauth logs request bodies (credentials, tokens) at DEBUG: never let them through.
@@ -71,18 +71,6 @@ def proxy_for(url: str, proxies: Mapping[str, str], trust_env: bool) -> str | No
     return requests.utils.select_proxy(url, requests.utils.resolve_proxies(prepared, dict(proxies), trust_env))
 
 
-def system_ca_certificates() -> str | bool:
-    """The machine's trust store, which update-ca-certificates maintains: OpenSSL's default CA file
-    (Ubuntu: /usr/lib/ssl/cert.pem -> /etc/ssl/certs/ca-certificates.crt) or directory. Not requests'
-    default, certifi's own copy of Mozilla's CAs, which knows nothing of the CAs this machine trusts.
-    SSL_CERT_FILE/SSL_CERT_DIR are not followed (nothing is taken from the environment)."""
-    paths = ssl.get_default_verify_paths()
-    for candidate in (paths.openssl_cafile, paths.openssl_capath):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    return True
-
-
 class CloudError(Exception):
     """Keystone, Glance or Swift refused or could not be reached; the message says which and why."""
 
@@ -109,6 +97,9 @@ class Cloud:
         self.object_store_session = self.session
         if object_store_proxies:
             self.object_store_session = _keystone_session(auth, verify, object_store_proxies)
+        early = early_login.answer_for(login_fields(identity))
+        if early is not None:  # keystoneauth logs in again with the password once that token nears its end
+            auth.auth_ref = access.create(body=early[1], auth_token=early[0])
         self._authenticate()
 
     def _authenticate(self) -> None:
@@ -190,6 +181,12 @@ class Cloud:
     @property
     def region(self) -> str:
         return self.identity.region
+
+
+def login_fields(identity: IdentityConfig) -> tuple:
+    """What a login of this identity sends, as early_login.FIELDS orders it."""
+    return (identity.auth_url, identity.username, identity.password, identity.project_name,
+            identity.user_domain_name, identity.project_domain_name, identity.ca_file)  # fmt: skip
 
 
 def _short(error: Exception) -> str:

@@ -10,14 +10,13 @@ and the engine plans again: every decision is made here, in one place.
 Retention: per product of a mirror, the versions the source selection keeps (newest `max` passing the
 filters) stay; older versions of ours are superseded and deleted, but only once every selected item of
 that product is active and verified in Glance, and never when the image is protected or in use (by a
-server, or by volumes and disks the image store cloned from it). Images whose product no longer passes
-any mirror's filters are never deleted: they are listed. Superseded images kept only because they are
-in use are hidden (os_hidden) and left out of the metadata.
+server, or by volumes and disks the image store cloned from it). Images of a product no mirror selects
+are listed, never deleted. Superseded images kept only as in use are hidden and left out of the metadata.
 
-Unfinished images (queued, saving, ...) may be another unit's upload in flight: the sync lock is per
-machine, and a deposed leader's sync can still be uploading. An upload in flight has Glance update its
-image at least every `Facts.in_flight_quiet` (glance.py refreshes a property while the bytes flow), so
-only an unfinished image not updated for longer than that is deleted as left by an interrupted sync.
+Unfinished images (queued, saving, ...) may be another unit's upload in flight (the sync lock is per
+machine; a deposed leader's sync can still be uploading). Glance updates an image in flight at least
+every `Facts.in_flight_quiet` (in_flight.py refreshes a property while the bytes flow), so only an
+unfinished image not updated for longer is deleted as left by an interrupted sync.
 """
 
 from __future__ import annotations
@@ -32,10 +31,10 @@ from typing import Any, NamedTuple
 from .source import SourceImage
 from .timestamps import duration, parse_time
 
-# Set once Glance's stored image has been checked against the bytes that came from the source.
+# On an active image: its bytes were checked against the source's digest (upload.py, glance_effects.adopt).
 VERIFIED_PROPERTY = "verified_source_hash"
-# Set with it by an upload: "algo:hex" of the bytes it sent, in Glance's algorithm. A mark whose digest
-# is not Glance's os_hash_value was set on bytes that do not match (a rollback that failed): a mismatch.
+# Set with it by an upload: "algo:hex" of the bytes Glance must store, as its md5 `checksum` or in its
+# os_hash_algo. A mark that Glance's digest contradicts is on bytes that do not match: a mismatch.
 VERIFIED_STORED_PROPERTY = "verified_stored_hash"
 # Set with os_hidden by the sync, so that it only ever shows again the images it hid itself.
 HIDDEN_PROPERTY = "hidden_by_sync"
@@ -143,8 +142,9 @@ def _source_digest(metadata: object) -> str | None:
 
 
 def _mark_mismatch(listed: Mapping[str, Any]) -> str:
-    marked = listed.get(VERIFIED_STORED_PROPERTY)
-    stored = f"{listed.get('os_hash_algo')}:{listed.get('os_hash_value')}"
+    marked = str(listed.get(VERIFIED_STORED_PROPERTY) or "")
+    hashed = f"{listed.get('os_hash_algo')}:{listed.get('os_hash_value')}"
+    stored = f"md5:{listed.get('checksum')}" if marked.startswith("md5:") else hashed  # md5: Glance's `checksum`
     if not marked or marked == stored:
         return ""
     return f"Glance's digest of its bytes ({stored}) is not the one verified on upload ({marked})"

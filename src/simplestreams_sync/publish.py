@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from keystoneauth1 import exceptions as ks_exceptions
@@ -170,9 +172,17 @@ class SwiftPublisher:
         self.repaired_acl: str | None = None  # the read ACL found, when it had to be set again
 
     @staticmethod
-    def warm_up(cloud: Cloud) -> None:
-        """Have Swift validate our token (a request to Keystone) while Glance is listed and images
-        upload, so that the publish at the end does not wait for it. Failures are the publish's to report."""
+    def start_warm_up(cloud: Cloud) -> threading.Thread:
+        """Have Swift validate our token (a request to Keystone) while Glance is listed and images upload;
+        the publish waits for that thread, so that its requests, made at once, find the token validated
+        rather than each having Swift validate it."""
+        warm_up = threading.Thread(target=SwiftPublisher._warm_up, args=(cloud,), daemon=True)
+        warm_up.start()
+        return warm_up
+
+    @staticmethod
+    def _warm_up(cloud: Cloud) -> None:
+        """A HEAD of the container; failures are the publish's to report."""
         try:
             publisher = SwiftPublisher(cloud)
             publisher.session.request(publisher.container_url, "HEAD", raise_exc=False)
@@ -234,13 +244,16 @@ class SwiftPublisher:
 
         Returns False when what is published already says the same (nothing is rewritten then)."""
         try:
-            self.read_acl, self.repaired_acl = ensure_public_container(self._send, self.container_url)
-            self.observations.container(self.container_url, self.read_acl)
+            with ThreadPoolExecutor(max_workers=2) as pool:  # what is published is read while the HEAD goes
+                paths = (INDEX_PATH, products_path(tree["content_id"]))
+                stored = {path: pool.submit(self._read, path, {}) for path in paths}
+                self.read_acl, self.repaired_acl = ensure_public_container(self._send, self.container_url)
+            self.observations.container(self.container_url)
             entry = index_entry(tree, self.cloud.region, self.cloud.public_auth_url, cloud_name)
             return write_in_order(
                 tree,
                 entry,
-                read=lambda path: self._read(path, default={}),
+                read=lambda path: stored.pop(path).result() if path in stored else self._read(path, {}),
                 write=self._put,
                 check=self._check_anonymous_reads,
                 shown_as=PREFIX + INDEX_PATH,
@@ -254,8 +267,12 @@ class SwiftPublisher:
 
     def _check_anonymous_reads(self, content_id: str, products: dict, entry: dict) -> None:
         """Read without a token, as Juju does, our products file and our entry of the index (other
-        clouds' entries may change meanwhile) must be what the object store holds for us."""
-        misread = misread_path(self._read_anonymously, content_id, products, entry)
+        clouds' entries may change meanwhile) must be what the object store holds for us. Both go at once."""
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            served = {
+                path: pool.submit(self._read_anonymously, path) for path in (products_path(content_id), INDEX_PATH)
+            }
+            misread = misread_path(lambda path: served[path].result(), content_id, products, entry)
         if misread:
             raise self._served_otherwise(misread)
 

@@ -7,22 +7,25 @@ failed, nothing left for a later run to finish), it records what it observed in 
 - the bytes of its inputs (mirrors.yaml, identity.yaml, keyrings, CA file) and of this package's code;
 - the sha256 of every source document it read (index and products files);
 - what Glance listed of our images at the end of the run (every field of each);
-- the ETags of the metadata objects it published to Swift, and the container's read ACL; or, when the
-  unit serves the metadata itself, the sha256 of the files it wrote and of what the web server serves;
+- the ETags of the metadata objects it published to Swift, and its container; or, when the unit serves
+  the metadata itself, the sha256 of the files it wrote and of what the web server serves;
 - the identity and object-store endpoints in Keystone's catalog (the metadata names keystone's public
   URL, and the product-streams URLs are the object store's);
 - the endpoints and how to reach them (CA, proxy), and who it authenticated as (user, project).
 The next run first checks every one of those observations again, all at once: one login to Keystone
 (the password read from identity.yaml, as the sync reads it; no proxy, the same CAs as the sync), whose
-answer carries the token and the catalog; meanwhile the source documents and the metadata objects are
-read anonymously, as Juju reads them. With the token: the full run's listings of our images in Glance
-(api.py: hidden ones too) and the container's read ACL. It checks the same source bytes (signed by the
-same keyring: the signature result cannot differ), the same images in Glance, the same objects in Swift
-readable by the same ACL. Only when all of them hold does it stop there, since the full run would then
-read, plan and publish the very same things. Anything else (a changed or unreachable source, a Glance
-change, Keystone refusing or unreachable, a new config, new code) makes it fall through to the full run,
-which records afresh when it ends clean. It uses only the standard library and PyYAML, so it runs before
-the heavy imports.
+answer carries the token and the catalog; meanwhile the source documents, the metadata objects and the
+container's listing are read anonymously, as Juju reads them. The container's read ACL is checked by what
+it grants: anonymous reads of its objects and of its listing succeed when it still grants what
+object_store.grants_public_read asks (on Ceph RGW, which lets anyone list a container anyone may read,
+an ACL that lost `.rlistings` waits for the next full run), so no authenticated request is spent on it.
+With the token: the full run's listings of our images in Glance (api.py: hidden ones too). It checks the
+same source bytes (signed by the same keyring: the signature result cannot differ), the same images in
+Glance, the same objects in Swift, readable and listable by anyone. Only when all of them hold does it
+stop there, since the full run would then read, plan and publish the very same things. Anything else (a
+changed or unreachable source, a Glance change, Keystone refusing or unreachable, a new config, new code)
+makes it fall through to the full run, which records afresh when it ends clean. It uses only the
+standard library and PyYAML, so it runs before the heavy imports.
 
 During a full run, the parts that read the source and write the metadata report what they saw to one
 `Observations` object; run_record.py turns it into the `Record` when the run ends clean.
@@ -50,7 +53,7 @@ from .state import sha256_of_file, utc_now, write_atomically
 T = TypeVar("T")
 
 RECORD_FILE = "unchanged.json"
-RECORD_VERSION = 3
+RECORD_VERSION = 4
 TOKEN_FIELDS = ("token", "token_expires")  # what records of version 1 held, never written again
 UNCOMPARED_FIELDS = ("self",)  # a link that glanceclient's image objects leave out
 CATALOG_SERVICE_TYPES = ("identity", "object-store")  # what the metadata and product-streams URLs come from
@@ -63,7 +66,6 @@ class Observations:
     source: dict[str, dict] = field(default_factory=dict)  # URL -> {"sha256", "proxy"}: documents read
     objects: dict[str, str] = field(default_factory=dict)  # object URL -> ETag, as last read or written
     container_url: str = ""
-    read_acl: str = ""
     local_files: dict[str, str] = field(default_factory=dict)  # path -> sha256: metadata the unit serves
     served_files: dict[str, str] = field(default_factory=dict)  # URL -> sha256: the same, as served
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -81,9 +83,9 @@ class Observations:
             self.local_files[path] = sha256
             self.served_files[url] = sha256
 
-    def container(self, url: str, read_acl: str) -> None:
+    def container(self, url: str) -> None:
         with self._lock:
-            self.container_url, self.read_acl = url, read_acl
+            self.container_url = url
 
 
 @dataclass
@@ -103,8 +105,7 @@ class Record:
     content_id: str
     project_id: str
     swift_objects: dict[str, str] = field(default_factory=dict)  # object URL -> ETag
-    swift_container: str = ""  # URL of the metadata's container ...
-    swift_read_acl: str = ""  # ... and its X-Container-Read, as the run left it
+    swift_container: str = ""  # URL of the metadata's container, which the run left readable by anyone
     swift_proxy: str | None = None
     local_files: dict[str, str] = field(default_factory=dict)  # path -> sha256 of the metadata the unit serves
     served_files: dict[str, str] = field(default_factory=dict)  # URL -> sha256 of the same files, as served
@@ -219,13 +220,13 @@ def still_current(state_dir: str | Path) -> Record | None:
         return None
     anonymous = len(record.source) + len(record.swift_objects) + len(record.served_files)
     with ThreadPoolExecutor(max_workers=anonymous + 3) as pool:
-        login = pool.submit(login_of, record)  # Glance's listings and the container's ACL wait for its token
+        login = pool.submit(login_of, record)  # Glance's listings wait for its token
         # One listing after the other: Glance validates the new token with Keystone once, on the first.
         listings = pool.submit(_or_none, partial(listings_of, record, lambda: login.result()[0]))
         checks: list[Callable[[], bool]] = [partial(_source_unchanged, record, doc) for doc in record.source]
         checks += [partial(object_unchanged, record, url, etag) for url, etag in record.swift_objects.items()]
         checks += [partial(_served_unchanged, record, url, digest) for url, digest in record.served_files.items()]
-        checks += [partial(_swift_acl_unchanged, record, login), partial(_catalog_unchanged, record, login)]
+        checks += [partial(_container_lists_anonymously, record), partial(_catalog_unchanged, record, login)]
         held = all(list(pool.map(_safely, checks)))
         images = listings.result()
     if not held or images is None:
@@ -324,17 +325,12 @@ def _served_unchanged(record: Record, url: str, digest: str) -> bool:
         return hashlib.sha256(response.read()).hexdigest() == digest
 
 
-def _swift_acl_unchanged(record: Record, login: Future[tuple[str, list]]) -> bool:
+def _container_lists_anonymously(record: Record) -> bool:
+    """The container still lets anyone list it (its objects' anonymous reads are checked one by one)."""
     if not record.swift_container:
         return True
-    with _open(
-        record.swift_container,
-        {"X-Auth-Token": login.result()[0]},
-        method="HEAD",
-        proxy=record.swift_proxy,
-        verify=record.verify,
-    ) as response:
-        return response.headers.get("X-Container-Read", "") == record.swift_read_acl
+    with _open(record.swift_container, {}, method="HEAD", proxy=record.swift_proxy, verify=record.verify) as response:
+        return 200 <= response.status < 300
 
 
 def _open(url: str, headers: dict, timeout: float = timeouts.READ, **options):

@@ -17,6 +17,18 @@ from urllib.parse import urlsplit
 from . import timeouts
 
 
+def system_ca_certificates() -> str | bool:
+    """The machine's trust store, which update-ca-certificates maintains: OpenSSL's default CA file
+    (Ubuntu: /usr/lib/ssl/cert.pem -> /etc/ssl/certs/ca-certificates.crt) or directory. Not requests'
+    default, certifi's own copy of Mozilla's CAs, which knows nothing of the CAs this machine trusts.
+    SSL_CERT_FILE/SSL_CERT_DIR are not followed (nothing is taken from the environment)."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.openssl_cafile, paths.openssl_capath):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return True
+
+
 def tls_context(verify: str | bool) -> ssl.SSLContext:
     """A verifying client context: `verify` is a CA file or directory, or True for OpenSSL's default store."""
     if isinstance(verify, str):

@@ -56,7 +56,6 @@ def record_of_clean_run(
         project_id=cloud.project_id,
         swift_objects=observed.objects,
         swift_container=observed.container_url,
-        swift_read_acl=observed.read_acl,
         swift_proxy=cloud.object_store_proxy(storage_url) if storage_url else None,
         local_files=observed.local_files,
         served_files=observed.served_files,

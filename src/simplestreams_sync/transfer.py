@@ -1,8 +1,9 @@
 """Verification of image bytes while they stream from the source to Glance.
 
-The source's checksum and size are checked on the stream itself: a mismatch raises *before the last
-byte reaches Glance*, so Glance never completes an upload of wrong data. The hash Glance will report
-(`os_hash_algo`, sha512 by default) is computed on the same bytes so the stored image can be checked too.
+Every checksum the source lists (sha256, md5) and its size are checked on the stream itself: a mismatch
+raises *before the last byte reaches Glance*, so Glance never completes an upload of wrong data. The
+digest the stored image is checked with (Glance's md5 `checksum`, or its `os_hash_algo`, sha512 by
+default) is computed on the same bytes.
 """
 
 from __future__ import annotations
@@ -12,40 +13,40 @@ from collections.abc import Callable, Iterable, Iterator
 
 from .source import SourceError, SourceImage
 
+CHECKSUM = "md5"  # the algorithm of Glance's `checksum` field, which it computes for every upload
+
+
+def expected_source_digest(image: SourceImage) -> str:
+    """The "algo:hex" the source lists for the image, in its strongest algorithm: what `source_digest`
+    is once the bytes have passed."""
+    return f"sha256:{image.sha256.lower()}" if image.sha256 else f"md5:{(image.md5 or '').lower()}"
+
 
 class VerificationError(Exception):
     """Bytes from the source, or the image Glance stored, do not match what the source promised."""
 
 
 class VerifyingStream:
-    """Iterate over image chunks; raises VerificationError when size or checksum do not match."""
+    """Iterate over image chunks; raises VerificationError when size or checksums do not match.
+    `stored_algo` is the digest Glance's answer is checked with: CHECKSUM, or Glance's os_hash_algo."""
 
     def __init__(
         self,
         image: SourceImage,
         chunks: Iterable[bytes],
-        glance_hash_algo: str,
+        stored_algo: str,
         on_bytes: Callable[[int], None] = lambda n: None,
     ):
         self.image = image
         self._chunks = chunks
         self._on_bytes = on_bytes
         self.size = 0
-        if image.sha256:
-            self.source_algo, self.source_expected = "sha256", image.sha256.lower()
-        elif image.md5:
-            self.source_algo, self.source_expected = "md5", image.md5.lower()
-        else:
+        listed = {"sha256": image.sha256, "md5": image.md5}
+        self._expected = {algo: value.lower() for algo, value in listed.items() if value}
+        if not self._expected:
             raise VerificationError(f"{image.url}: the source gives no sha256 or md5 to verify against")
-        self._source_hash = hashlib.new(self.source_algo)
-        self.glance_hash_algo = glance_hash_algo
-        # A Glance configured to hash with the source's algorithm needs no second pass over the bytes.
-        self._hashes = [self._source_hash]
-        if glance_hash_algo == self.source_algo:
-            self._glance_hash = self._source_hash
-        else:
-            self._glance_hash = hashlib.new(glance_hash_algo)
-            self._hashes.append(self._glance_hash)
+        self.stored_algo = stored_algo
+        self._hashes = {algo: hashlib.new(algo) for algo in [*self._expected, stored_algo]}
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._source_chunks():
@@ -54,7 +55,7 @@ class VerifyingStream:
                 raise VerificationError(
                     f"{self.image.url}: source sent more than the {self.image.size} bytes its metadata lists"
                 )
-            for digest in self._hashes:
+            for digest in self._hashes.values():
                 digest.update(chunk)
             self._on_bytes(len(chunk))
             if self.image.size is not None and self.size == self.image.size:
@@ -83,19 +84,21 @@ class VerifyingStream:
     def _check_source(self) -> None:
         if self.image.size is not None and self.size != self.image.size:
             raise VerificationError(f"{self.image.url}: got {self.size} bytes, the source lists {self.image.size}")
-        digest = self._source_hash.hexdigest()
-        if digest != self.source_expected:
-            raise VerificationError(
-                f"{self.image.url}: {self.source_algo} {digest} does not match the source's {self.source_expected}"
-            )
+        for algo, expected in self._expected.items():
+            digest = self._hashes[algo].hexdigest()
+            if digest != expected:
+                raise VerificationError(f"{self.image.url}: {algo} {digest} does not match the source's {expected}")
 
     @property
     def source_digest(self) -> str:
-        return f"{self.source_algo}:{self._source_hash.hexdigest()}"
+        """The "algo:hex" of the bytes, in the source's strongest algorithm."""
+        algo = next(iter(self._expected))
+        return f"{algo}:{self._hashes[algo].hexdigest()}"
 
     @property
-    def glance_digest(self) -> str:
-        return self._glance_hash.hexdigest()
+    def stored_digest(self) -> str:
+        """The "algo:hex" of the bytes in `stored_algo`: what Glance must answer for the stored image."""
+        return f"{self.stored_algo}:{self._hashes[self.stored_algo].hexdigest()}"
 
     def check_stored(self, stored: dict) -> None:
         """Compare what Glance reports for the stored image with what went through this stream."""
@@ -104,10 +107,13 @@ class VerifyingStream:
             problems.append(f"status {stored.get('status')}")
         if stored.get("size") != self.size:
             problems.append(f"size {stored.get('size')} != {self.size}")
-        algo = stored.get("os_hash_algo")
-        if algo != self.glance_hash_algo:
-            problems.append(f"Glance hashed with {algo}, expected {self.glance_hash_algo}")
-        elif stored.get("os_hash_value") != self.glance_digest:
-            problems.append(f"{algo} {stored.get('os_hash_value')} != {self.glance_digest}")
+        digest = self._hashes[self.stored_algo].hexdigest()
+        if self.stored_algo == CHECKSUM:
+            if stored.get("checksum") != digest:
+                problems.append(f"{CHECKSUM} checksum {stored.get('checksum')} != {digest}")
+        elif stored.get("os_hash_algo") != self.stored_algo:
+            problems.append(f"Glance hashed with {stored.get('os_hash_algo')}, expected {self.stored_algo}")
+        elif stored.get("os_hash_value") != digest:
+            problems.append(f"{self.stored_algo} {stored.get('os_hash_value')} != {digest}")
         if problems:
             raise VerificationError(f"Glance stored image {stored.get('id')} wrongly: " + "; ".join(problems))

@@ -1,6 +1,10 @@
-"""One new image into Glance: create it, send the verified bytes, check what Glance stored, mark it
-verified; on any error delete it again, so that nothing half-made or wrong stays. A download that cannot
-resume (the source changed) starts again from the first byte, with or without the image-modifier."""
+"""One new image into Glance: create it, send the verified bytes, check what Glance stored; on any error
+delete it again, so that nothing half-made or wrong stays. An image is marked verified when it is
+created, with the digests its bytes must have: Glance only makes it active once the stream has checked
+them (transfer.py), and Glance's md5 `checksum` of what it stored must match the mark's, then and in
+every later run (plan.py). A source without md5, and an import with conversion, are marked afterwards.
+A download that cannot resume (the source changed) starts again from the first byte, with or without
+the image-modifier."""
 
 from __future__ import annotations
 
@@ -10,17 +14,21 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import SyncConfig
-from .glance import GlanceStore
 from .image_properties import disk_format, image_properties
 from .modify import ModifyHookError, modified_image, run_modify_hook
 from .openstack import CloudError
+from .plan import VERIFIED_PROPERTY, VERIFIED_STORED_PROPERTY
 from .report import RunReport
 from .source import SourceImage
 from .source_http import HttpSession, SourceChanged, SourceError, open_url_chunks
 from .state import ProgressFile
-from .transfer import VerificationError, VerifyingStream
+from .transfer import CHECKSUM, VerificationError, VerifyingStream, expected_source_digest
+
+if TYPE_CHECKING:  # glanceclient is loaded only by a run that changes Glance (image_listing.py)
+    from .glance import GlanceStore
 
 LOG = logging.getLogger(__name__)
 
@@ -150,15 +158,22 @@ class Uploader:
         chunks, close = open_url_chunks(image.url, self.http)
         chunks = self._until_stopped(chunks)
         stream = None
+        marked = bool(image.md5) and not self.config.image_import_conversion
         try:
-            stream = VerifyingStream(image, chunks, self.hash_algo, on_bytes=self.progress.add_bytes)
+            stored_algo = CHECKSUM if marked else self.hash_algo
+            stream = VerifyingStream(image, chunks, stored_algo, on_bytes=self.progress.add_bytes)
             properties = image_properties(
                 image, self.config.content_id, self.config.custom_properties, self.config.hypervisor_mapping
             )
+            if marked:
+                properties |= {
+                    VERIFIED_PROPERTY: expected_source_digest(image),
+                    VERIFIED_STORED_PROPERTY: f"{CHECKSUM}:{(image.md5 or '').lower()}",
+                }
             ftype = disk_format(image.metadata.get("ftype"))
             image_id = self.glance.create(name, ftype, self.config.visibility, properties)["id"]
             try:
-                return self._fill(image_id, stream)
+                return self._fill(image_id, stream, marked)
             except BaseException:
                 self._roll_back(image_id)
                 raise
@@ -181,15 +196,18 @@ class Uploader:
         except CloudError as error:
             LOG.error("could not delete image %s: %s; the next sync will", image_id, error)
 
-    def _fill(self, image_id: str, stream: VerifyingStream) -> dict:
-        """Send the bytes and mark the image verified. Uploaded: the mark's answer is checked against
-        what went through the stream, and the mark names the digest this run computed, so that a mark
-        left on wrong bytes (its rollback failed) contradicts Glance's hash. Imported with conversion:
-        Glance stores other bytes (raw), so the check is that it converted them."""
+    def _fill(self, image_id: str, stream: VerifyingStream, marked: bool) -> dict:
+        """Send the bytes; check what Glance stored against what went through the stream. Marked when
+        created: Glance's answer to one GET. Otherwise the mark, naming the digest this run computed (a
+        mark left on wrong bytes, whose rollback failed, then contradicts Glance's hash), is set now and
+        its answer checked. Imported with conversion: Glance stores other bytes (raw), so the check is
+        that it converted them."""
         if not self.config.image_import_conversion:
             self.glance.send_data(image_id, "file", stream)
-            stored_digest = f"{stream.glance_hash_algo}:{stream.glance_digest}"
-            stored = self.glance.mark_verified(image_id, stream.source_digest, stored_digest)
+            if marked:
+                stored = self.glance.get(image_id)
+            else:
+                stored = self.glance.mark_verified(image_id, stream.source_digest, stream.stored_digest)
             stream.check_stored(stored)
             return stored
         self.glance.send_data(image_id, "stage", stream)

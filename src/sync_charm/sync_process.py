@@ -7,6 +7,7 @@ charm (root) opens the log it writes to, so that the log stays root's with the s
 from __future__ import annotations
 
 import calendar
+import compileall
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import simplestreams_sync
 from simplestreams_sync import state
 
 from . import host, leadership
@@ -30,9 +32,19 @@ logger = logging.getLogger(__name__)
 
 # How the sync engine is started (the charm venv's python); the rest of the command line is `sync_argv`'s.
 ENGINE = [sys.executable, "-m", "simplestreams_sync"]
+ENGINE_PACKAGE = Path(simplestreams_sync.__file__).parent
 SETPRIV = "setpriv"  # util-linux's: runs a command as another user, without a login session
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PUBLISH_WAIT = 5.0  # seconds a hook waits for the (empty) metadata's publish; then it goes on in the background
+
+
+def compile_engine() -> bool:
+    """Write the engine's bytecode beside its sources, as root: the sync's user cannot write in the charm
+    dir, so without it every scheduled run would compile the engine before its quick check."""
+    compiled = compileall.compile_dir(ENGINE_PACKAGE, maxlevels=0, quiet=1)
+    if not compiled:
+        logger.warning("could not compile the sync engine in %s: each sync compiles it as it starts", ENGINE_PACKAGE)
+    return bool(compiled)
 
 
 def sync_argv(

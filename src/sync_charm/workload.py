@@ -43,9 +43,11 @@ class Outcome:
 
 
 def install() -> None:
-    """What a new unit needs, and a unit the classic charm leaves: packages, and no classic cron files."""
+    """What a new unit needs, and a unit the classic charm leaves: packages, no classic cron files, and
+    the engine's bytecode."""
     host.install_packages()
     sync_process.remove_classic_cron_files()
+    sync_process.compile_engine()
 
 
 def upgrade() -> None:

@@ -185,6 +185,9 @@ def machine(shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(sync_process, "start_background_sync", start_background_sync)
     # An engine that does not exist: a test that runs the sync must say what the engine does.
     monkeypatch.setattr(sync_process, "ENGINE", [sys.executable, str(tmp_path / "no-such-engine.py")])
+    # Install compiles the engine in the charm dir; here, in a directory of the test's (empty unless filled).
+    (tmp_path / "engine").mkdir()
+    monkeypatch.setattr(sync_process, "ENGINE_PACKAGE", tmp_path / "engine")
     for variable in host.PROXY_VARIABLES.values():
         monkeypatch.delenv(variable, raising=False)
     return fake

@@ -2,6 +2,7 @@
 
 import re
 import sys
+from pathlib import Path
 
 import pytest
 from ops import testing
@@ -235,6 +236,33 @@ def test_install_and_upgrade_install_the_packages(ctx, machine, event):
     ctx.run(getattr(ctx.on, event)(), testing.State())
 
     assert machine.installed == [["ca-certificates", "gpgv", "ubuntu-cloudimage-keyring", "cron", "sudo"]]
+
+
+@pytest.mark.parametrize("event", ["install", "upgrade_charm"])
+def test_install_and_upgrade_leave_the_engines_bytecode_for_the_sync_user(ctx, machine, event):
+    """The sync's user cannot write in the charm dir: without bytecode there, each run compiles the engine."""
+    import importlib.util
+    import shutil
+
+    import simplestreams_sync
+    from sync_charm import sync_process
+
+    engine = sync_process.ENGINE_PACKAGE
+    shutil.copytree(
+        Path(simplestreams_sync.__file__).parent,
+        engine,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    sources = sorted(engine.glob("*.py"))
+
+    ctx.run(getattr(ctx.on, event)(), testing.State())
+
+    compiled = [Path(importlib.util.cache_from_source(str(source))) for source in sources]
+    assert [path.exists() for path in compiled] == [True] * len(sources)
+    # the source's mtime in each header: what the import system checks before it uses the bytecode
+    stamps = [int.from_bytes(path.read_bytes()[8:12], "little") for path in compiled]
+    assert stamps == [int(source.stat().st_mtime) for source in sources]
 
 
 def test_background_sync_runs_detached_with_output_to_the_log(ctx, keystone, machine, fake_engine, monkeypatch):

@@ -107,6 +107,12 @@ STORED_OTHERWISE = {**STORED_AS_MARKED, "os_hash_value": "c" * 128}
 MARK_CONTRADICTED = (
     f"Glance's digest of its bytes (sha512:{'c' * 128}) is not the one verified on upload (sha512:{'b' * 128})"
 )
+# Marked when created: Glance's md5 `checksum` of what it stored must be the source's md5.
+CHECKSUM_AS_MARKED = {**STORED_AS_MARKED, "checksum": "d" * 32, "verified_stored_hash": "md5:" + "d" * 32}
+CHECKSUM_OTHERWISE = {**CHECKSUM_AS_MARKED, "checksum": "e" * 32, "os_hash_value": "d" * 128}
+CHECKSUM_CONTRADICTED = (
+    f"Glance's digest of its bytes (md5:{'e' * 32}) is not the one verified on upload (md5:{'d' * 32})"
+)
 
 ROWS = {
     # -- uploads and adoption ------------------------------------------------------------------------
@@ -137,6 +143,14 @@ ROWS = {
     "a verified image whose upload mark contradicts Glance's hash is replaced, then deleted": (
         Facts(desired=(wanted("2"),), owned=(ours("w2", "2", **STORED_OTHERWISE),)),
         {"upload": [(FOCAL, "2")], "delete": {"w2": MARK_CONTRADICTED}, "ask_servers": True},
+    ),
+    "a verified image whose md5 mark is Glance's checksum is published": (
+        Facts(desired=(wanted("2"),), owned=(ours("v2", "2", **CHECKSUM_AS_MARKED),)),
+        {"publish": ["v2"]},
+    ),
+    "a verified image whose md5 mark contradicts Glance's checksum is replaced, then deleted": (
+        Facts(desired=(wanted("2"),), owned=(ours("w2", "2", **CHECKSUM_OTHERWISE),)),
+        {"upload": [(FOCAL, "2")], "delete": {"w2": CHECKSUM_CONTRADICTED}, "ask_servers": True},
     ),
     "an image that could not be hashed is neither published nor deleted; its item is uploaded": (
         Facts(desired=(wanted("2"),), owned=(unmarked("u2", "2"),), not_verified=frozenset({"u2"})),

@@ -9,7 +9,7 @@ from simplestreams import util
 from simplestreams_sync.image_properties import image_properties
 from simplestreams_sync.publish import image_ids_tree
 from simplestreams_sync.source import SourceImage
-from simplestreams_sync.transfer import VerificationError, VerifyingStream
+from simplestreams_sync.transfer import CHECKSUM, VerificationError, VerifyingStream, expected_source_digest
 
 DATA = b"x" * 3000 + b"y" * 3000
 
@@ -45,16 +45,17 @@ def chunks(data, size=1000):
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-def test_matching_stream_passes_all_bytes_and_computes_glance_hash():
+def test_matching_stream_passes_all_bytes_and_computes_the_digest_glance_must_store():
     stream = VerifyingStream(source_image(), chunks(DATA), "sha512")
     assert b"".join(stream) == DATA
-    assert stream.glance_digest == hashlib.sha512(DATA).hexdigest()
+    assert stream.stored_digest == "sha512:" + hashlib.sha512(DATA).hexdigest()
+    assert stream.source_digest == "sha256:" + hashlib.sha256(DATA).hexdigest()
 
 
 def test_glance_hashing_with_the_sources_algorithm_is_checked_with_the_same_digest():
     stream = VerifyingStream(source_image(), chunks(DATA), "sha256")
     assert b"".join(stream) == DATA
-    assert stream.glance_digest == hashlib.sha256(DATA).hexdigest()
+    assert stream.stored_digest == "sha256:" + hashlib.sha256(DATA).hexdigest()
     stream.check_stored(
         {
             "id": "i",
@@ -64,6 +65,26 @@ def test_glance_hashing_with_the_sources_algorithm_is_checked_with_the_same_dige
             "os_hash_value": hashlib.sha256(DATA).hexdigest(),
         }
     )
+
+
+def test_an_md5_the_source_lists_is_checked_on_the_stream_too():
+    stream = VerifyingStream(source_image(md5="0" * 32), chunks(DATA), CHECKSUM)
+    passed = []
+    with pytest.raises(VerificationError, match=r"md5 [0-9a-f]{32} does not match the source's 0{32}"):
+        for chunk in stream:
+            passed.append(chunk)
+    assert len(b"".join(passed)) < len(DATA)
+
+
+def test_the_stored_image_is_checked_by_glances_md5_checksum_when_that_is_the_stored_algorithm():
+    stream = VerifyingStream(source_image(md5=hashlib.md5(DATA).hexdigest()), chunks(DATA), CHECKSUM)
+    list(stream)
+    stored = {"id": "i2", "status": "active", "size": len(DATA), "checksum": "0" * 32, "os_hash_algo": "sha512"}
+    with pytest.raises(VerificationError, match=r"Glance stored image i2 wrongly: md5 checksum 0{32} != "):
+        stream.check_stored(stored)
+    stream.check_stored({**stored, "checksum": hashlib.md5(DATA).hexdigest()})
+    assert stream.stored_digest == "md5:" + hashlib.md5(DATA).hexdigest()
+    assert expected_source_digest(stream.image) == stream.source_digest
 
 
 def test_wrong_bytes_raise_before_the_last_chunk_is_passed_on():

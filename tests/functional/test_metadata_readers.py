@@ -126,7 +126,7 @@ def test_a_drifted_read_acl_is_repaired_and_readers_read_again(source, sync, gla
     assert QUICK in again.stdout
 
 
-def test_a_changed_acl_that_still_lets_anyone_read_means_a_full_check_and_no_repair(source, sync, cloud):
+def test_a_changed_acl_that_still_lets_anyone_read_and_list_ends_at_the_quick_check(source, sync, cloud):
     source.add_image(serial="20210101", seed=724)
     source.write()
     mirrors = [sync.mirror(source.url)]
@@ -140,9 +140,29 @@ def test_a_changed_acl_that_still_lets_anyone_read_means_a_full_check_and_no_rep
         result = sync.run(mirrors)
 
         assert result.returncode == 0, result.stderr
-        assert_full_run(result, sync, images=1, published=False)
-        assert "repaired" not in result.stdout
+        assert QUICK in result.stdout
         assert container_read_acl(cloud) == changed
-        assert QUICK in sync.run(mirrors).stdout
     finally:
         cloud.sync_session().post(container, headers={"X-Container-Read": PUBLIC_READ_ACL})
+
+
+def test_an_acl_that_lets_anyone_read_but_not_list_is_repaired_after_the_quick_check(source, sync, cloud):
+    source.add_image(serial="20210101", seed=726)
+    source.write()
+    mirrors = [sync.mirror(source.url)]
+    assert sync.run(mirrors).returncode == 0
+    container = f"{cloud.swift_url}/simplestreams"
+    cloud.sync_session().post(container, headers={"X-Container-Read": ".r:*"})
+    products_url = f"{container}/data/streams/v1/{sync.content_id}.json"
+    assert requests.get(products_url, timeout=10).status_code == 200
+    assert requests.head(container, timeout=10).status_code == 401
+
+    result = sync.run(mirrors)
+
+    assert result.returncode == 0, result.stderr
+    assert_full_run(result, sync, images=1, published=False)
+    assert (
+        "repaired the read ACL of container simplestreams: it was '.r:*', anonymous readers "
+        f"need '{PUBLIC_READ_ACL}'" in result.stdout
+    )
+    assert container_read_acl(cloud) == PUBLIC_READ_ACL

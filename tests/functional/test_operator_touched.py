@@ -187,6 +187,45 @@ def test_image_whose_bytes_do_not_match_is_deleted_after_the_metadata_without_it
     assert published_ids(cloud, sync) == {replacement}
 
 
+def test_an_image_whose_stored_bytes_contradict_the_mark_it_was_created_with_is_replaced(
+    source, sync, glance, cloud, tmp_path
+):
+    """What an upload whose check found other bytes in Glance leaves when its rollback fails: an active
+    image created marked with the digests its bytes must have, holding other bytes."""
+    source.add_image(seed=803)
+    source.write()
+    mirrors = [sync.mirror(source.url)]
+    assert sync.run(mirrors).returncode == 0
+    (synced,) = our_images(glance, sync.content_id)
+    marks = {key: synced[key] for key in ("verified_source_hash", "verified_stored_hash")}
+    as_sync_user = glanceclient.Client("2", session=cloud.sync_session())
+    wrong = as_sync_user.images.create(
+        name=synced["name"],
+        disk_format="qcow2",
+        container_format="bare",
+        **{key: synced[key] for key in SYNC_PROPERTIES if key in synced},
+        **marks,
+    )
+    other = tmp_path / "other.img"
+    make_qcow2(other, 256 << 10, seed=1803)
+    with open(other, "rb") as stream:
+        as_sync_user.images.upload(wrong["id"], stream)
+    glance.images.delete(synced["id"])
+
+    result = sync.run(mirrors)
+
+    assert result.returncode == 0, result.stderr
+    stored = hashlib.md5(other.read_bytes()).hexdigest()
+    contradicted = (
+        f"Glance's digest of its bytes (md5:{stored}) is not the one verified on upload "
+        f"({marks['verified_stored_hash']})"
+    )
+    assert f"deleted {wrong['id']}: {wrong['name']} ({contradicted})" in result.stdout.splitlines()
+    (replacement,) = created_ids(result.stdout)
+    assert published_ids(cloud, sync) == {replacement}
+    assert [image["id"] for image in our_images(glance, sync.content_id)] == [replacement]
+
+
 def test_deactivated_image_is_named_for_an_operators_decision_and_never_published(source, sync, glance, cloud):
     source.add_image(seed=803)
     source.write()

@@ -5,15 +5,18 @@ objects; an image an operator hid therefore leaves the scheduled run at the quic
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
 from simplestreams_sync import api, quick_check
 from simplestreams_sync.config import load_identity
 from simplestreams_sync.glance import GlanceStore
+from simplestreams_sync.image_listing import glance_endpoint, owned_images
 from simplestreams_sync.openstack import Cloud
 from simplestreams_sync.publish import INDEX_PATH, PREFIX
-from tests.functional.conftest import QUICK, assert_full_run, our_images
+from tests.functional.conftest import QUICK, assert_full_run, our_images, sync_environment
 
 pytestmark = pytest.mark.functional
 
@@ -55,7 +58,7 @@ def test_the_quick_check_and_the_full_run_see_the_same_images_objects_and_catalo
     record = quick_check.load(sync.state_dir)
     assert record is not None
     cloud = Cloud(load_identity(str(sync.workdir / "identity.yaml")))
-    full_run_view = GlanceStore(cloud).owned_images(sync.content_id)
+    full_run_view = owned_images(cloud, glance_endpoint(cloud), sync.content_id)
 
     token, catalog = quick_check.login_of(record)
     quick_view = quick_check.listings_of(record, lambda: token)
@@ -73,3 +76,55 @@ def test_the_quick_check_and_the_full_run_see_the_same_images_objects_and_catalo
     )
     assert all(quick_check.object_unchanged(record, url, etag) for url, etag in record.swift_objects.items())
     assert json.loads((sync.state_dir / quick_check.RECORD_FILE).read_text())["version"] == quick_check.RECORD_VERSION
+
+
+def test_the_full_run_lists_our_images_as_glanceclient_lists_them_field_for_field(source, sync, glance):
+    synced_with_one_hidden_by_an_operator(source, sync, glance)
+    cloud = Cloud(load_identity(str(sync.workdir / "identity.yaml")))
+    listings = api.owned_image_filters(cloud.project_id, sync.content_id)
+    by_glanceclient = [dict(i) for filters in listings for i in GlanceStore(cloud).client.images.list(filters=filters)]
+
+    listed = owned_images(cloud, glance_endpoint(cloud), sync.content_id)
+
+    assert len(listed) == 2
+    assert sorted(listed, key=lambda image: image["id"]) == sorted(by_glanceclient, key=lambda image: image["id"])
+
+
+def full_check_reporting(sync, mirrors: list[dict], at_exit: str, first: str = "pass") -> subprocess.CompletedProcess:
+    """A full check in a fresh interpreter that runs `first` (Python statements) before anything and
+    `at_exit` (an expression, with sys imported) as it ends."""
+    mirrors_file, identity_file = sync.write_files(mirrors)
+    argv = ["simplestreams_sync", "--mirrors", str(mirrors_file), "--identity", str(identity_file), "--full-check"]
+    command = (
+        f"{first}; import atexit, sys; atexit.register(lambda: {at_exit}); sys.argv = {argv!r}; "
+        "import runpy; runpy.run_module('simplestreams_sync', run_name='__main__', alter_sys=True)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", command], capture_output=True, text=True, env=sync_environment(), timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    assert QUICK not in result.stdout
+    assert "sync finished: 0 created, 0 failed, 0 deleted, 0 errors" in result.stdout
+    return result
+
+
+def test_a_full_check_that_changes_nothing_loads_no_glanceclient(source, sync, glance):
+    mirrors, _ = synced_with_one_hidden_by_an_operator(source, sync, glance)
+
+    result = full_check_reporting(sync, mirrors, "print('glanceclient loaded:', 'glanceclient' in sys.modules)")
+
+    assert result.stdout.splitlines()[-1] == "glanceclient loaded: False"
+
+
+def test_a_full_check_logs_in_once_before_its_heavy_imports(source, sync, glance):
+    mirrors, _ = synced_with_one_hidden_by_an_operator(source, sync, glance)
+    logins = (
+        "import http.client, threading; logins = []; putrequest = http.client.HTTPConnection.putrequest; "
+        "http.client.HTTPConnection.putrequest = lambda self, method, url, *a, **k: ("
+        "logins.append(threading.current_thread().name) if url.endswith('/auth/tokens') else None, "
+        "putrequest(self, method, url, *a, **k))[1]"
+    )
+
+    result = full_check_reporting(sync, mirrors, "print('logins:', logins)", first=logins)
+
+    assert result.stdout.splitlines()[-1] == "logins: ['early-login']"

@@ -24,7 +24,7 @@ from tests.functional.conftest import created_ids, our_images, published_image_i
 from tests.functional.test_faults import test_swift_down_images_still_sync_and_next_run_publishes  # noqa: F401
 from tests.functional.test_lifecycle import test_internal_endpoints  # noqa: F401
 from tests.functional.test_metadata_readers import (  # noqa: F401
-    test_a_changed_acl_that_still_lets_anyone_read_means_a_full_check_and_no_repair,
+    test_a_changed_acl_that_still_lets_anyone_read_and_list_ends_at_the_quick_check,
     test_a_drifted_read_acl_is_repaired_and_readers_read_again,
     test_superseded_image_stays_until_metadata_without_it_is_published,
 )
@@ -182,6 +182,23 @@ def test_a_container_whose_read_acl_was_removed_is_made_public_again(source, syn
         i["id"] for i in our_images(glance, sync.content_id) if i["status"] == "active"
     }
     assert again.returncode == 0 and "unchanged since the sync of" in again.stdout
+
+
+def test_an_acl_without_rlistings_still_lets_anyone_list_on_rgw_so_the_quick_check_holds(source, sync, cloud):
+    sync_one_image(source, sync, seed=907)
+    session = cloud.sync_session()
+    session.post(container_url(cloud), headers={"X-Container-Read": ".r:*"})
+    try:
+        listing = requests.get(container_url(cloud) + "/?format=json", timeout=10)
+        result = sync.run([sync.mirror(source.url)])
+        acl = session.head(container_url(cloud)).headers.get("X-Container-Read")
+    finally:
+        session.post(container_url(cloud), headers={"X-Container-Read": PUBLIC_READ_ACL})
+
+    assert listing.status_code == 200  # RGW, where Swift answers 401 (test_metadata_readers)
+    assert result.returncode == 0, result.stderr
+    assert "unchanged since the sync of" in result.stdout
+    assert acl == ".r:*"
 
 
 def test_stop_leaves_no_ceph_daemon_running(tmp_path):

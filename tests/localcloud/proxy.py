@@ -5,16 +5,16 @@
 Enough of a proxy for the tests: absolute-URI requests over plain HTTP (GET, HEAD, PUT, POST, PATCH,
 DELETE with a Content-Length or chunked body), responses streamed back. `--route HOST=127.0.0.1:PORT`
 sends requests for HOST to that address instead (a public host, such as cloud-images.ubuntu.com, served
-locally). With `--upstream 127.0.0.1:PORT` it is also a reverse proxy: requests for a path go there (put its
-URL in Keystone's catalog in place of a service's). `--reset METHOD=N` drops the connection of the first N
-requests with that method, once their body is read, without forwarding them (a reset, as from a
-restarting server or a broken network): a fault the test controls. `--reset-after "METHOD[ PATH]=N"`
-forwards the first N such requests (with that path, when one is given) and resets the connection once
-the upstream has answered, before the answer reaches the client: a change applied whose answer is lost.
-`--garbage METHOD=N` answers the first N requests with that method `200 OK` and a body that is no JSON
-(a load balancer's error page), unforwarded. Each request appends a JSON line to the log: {"method",
-"url", "status"} (status "reset" for a dropped one, "reset after 200" for one whose answer was dropped,
-"garbage" for one answered so). `HttpProxy` starts and stops it by PID.
+locally). With `--upstream 127.0.0.1:PORT` it is also a reverse proxy: requests for a path go there (put
+its URL in Keystone's catalog in place of a service's). `--reset "METHOD[ PATH*]=N"` drops the connection
+of the first N requests with that method (and a path that starts so), once their body is read, without
+forwarding them (a reset, as from a restarting server or a broken network): a fault the test controls.
+`--reset-after "METHOD[ PATH]=N"` forwards the first N such requests (with that path, when one is given)
+and resets the connection once the upstream has answered, before the answer reaches the client: a change
+applied whose answer is lost. `--garbage METHOD=N` answers the first N requests with that method `200 OK`
+and a body that is no JSON (a load balancer's error page), unforwarded. Each request appends a JSON line
+to the log: {"method", "url", "status"} (status "reset" for a dropped one, "reset after 200" for one whose
+answer was dropped, "garbage" for one answered so). `HttpProxy` starts and stops it by PID.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
         target = urlsplit(self.path)
         status: int | str = 502
         try:
-            if self.server.take_reset(self.command):
+            if self.server.take_reset(self.command, target.path):
                 status = "reset"
                 self._drop_connection()
                 return
@@ -184,17 +184,18 @@ class ProxyServer(ThreadingHTTPServer):
         self.log_path = log_path
         self.routes = routes
         self.upstream = upstream
-        self.resets = dict(resets or {})  # method: how many of its requests still to drop
+        self.resets = dict(resets or {})  # "METHOD" or "METHOD PATH-PREFIX*": how many requests still to drop
         self.resets_after = dict(resets_after or {})  # "METHOD" or "METHOD PATH": answers still to drop
         self.garbage = dict(garbage or {})  # method: how many of its requests still to answer with garbage
         self._lock = threading.Lock()
 
-    def take_reset(self, method: str) -> bool:
+    def take_reset(self, method: str, path: str) -> bool:
         """True if this request is to be dropped (one fewer left to drop)."""
         with self._lock:
-            if self.resets.get(method, 0) > 0:
-                self.resets[method] -= 1
-                return True
+            for key in [method, *(key for key in self.resets if _matches(key, method, path))]:
+                if self.resets.get(key, 0) > 0:
+                    self.resets[key] -= 1
+                    return True
             return False
 
     def take_reset_after(self, method: str, path: str) -> bool:
@@ -226,7 +227,7 @@ def main(argv=None) -> None:
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--route", action="append", default=[], metavar="HOST=ADDRESS:PORT")
     parser.add_argument("--upstream", metavar="ADDRESS:PORT", help="where requests for a path (not a URL) go")
-    parser.add_argument("--reset", action="append", default=[], metavar="METHOD=COUNT")
+    parser.add_argument("--reset", action="append", default=[], metavar="METHOD[ PATH*]=COUNT")
     parser.add_argument("--reset-after", action="append", default=[], metavar="METHOD[ PATH]=COUNT")
     parser.add_argument("--garbage", action="append", default=[], metavar="METHOD=COUNT")
     args = parser.parse_args(argv)
@@ -234,7 +235,7 @@ def main(argv=None) -> None:
     for route in args.route:
         host, _, address = route.partition("=")
         routes[host] = _address(address)
-    resets = {method: int(count) for method, _, count in (reset.partition("=") for reset in args.reset)}
+    resets = {key: int(count) for key, _, count in (reset.rpartition("=") for reset in args.reset)}
     resets_after = {key: int(count) for key, _, count in (reset.rpartition("=") for reset in args.reset_after)}
     garbage = {method: int(count) for method, _, count in (option.partition("=") for option in args.garbage)}
     upstream = _address(args.upstream) if args.upstream else None
@@ -244,6 +245,12 @@ def main(argv=None) -> None:
     server.serve_forever()
 
 
+def _matches(key: str, method: str, path: str) -> bool:
+    """Whether a reset's key "METHOD PATH-PREFIX*" names this request."""
+    key_method, _, prefix = key.partition(" ")
+    return key_method == method and prefix.endswith("*") and path.startswith(prefix[:-1])
+
+
 def _address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host, int(port)
@@ -251,10 +258,10 @@ def _address(address: str) -> tuple[str, int]:
 
 class HttpProxy:
     """Runs the proxy in a child process; `url`, `requests()`, `stop()` by PID. `routes` maps a host name
-        to the local "127.0.0.1:PORT" that serves it; `upstream` ("127.0.0.1:PORT") makes it a reverse proxy
-        too; `resets` ({"DELETE": 1}) drops the first requests of those methods; `resets_after`
-    ({"PATCH /v2/images/ID": 1}) forwards such requests and drops their answers; `garbage` ({"GET": 1})
-    answers the first requests of those methods with a 200 that is no JSON."""
+    to the local "127.0.0.1:PORT" that serves it; `upstream` ("127.0.0.1:PORT") makes it a reverse proxy
+    too; `resets` ({"DELETE": 1}, {"GET /v2/images/*": 1}) drops the first requests of those methods (and
+    paths); `resets_after` ({"PATCH /v2/images/ID": 1}) forwards such requests and drops their answers;
+    `garbage` ({"GET": 1}) answers the first requests of those methods with a 200 that is no JSON."""
 
     def __init__(
         self,
