@@ -30,13 +30,17 @@ SYNC_PROPERTIES = (
     "architecture",
     "simplestreams_metadata",
 )
+MARKS = ("verified_source_hash", "verified_stored_hash")  # set when the sync creates an image
 
 
-def image_of_ours_with_other_bytes(source, sync, glance, cloud, tmp_path, seed: int) -> tuple[list[dict], dict, str]:
+def image_of_ours_with_other_bytes(
+    source, sync, glance, cloud, tmp_path, seed: int, marked: bool = False
+) -> tuple[list[dict], dict, str]:
     """Sync one image, then put in its place what an older tool (or a run that died before marking it
     verified) may leave: an image with our properties, not marked verified, whose bytes are not the source's
-    (another valid qcow2: Glance checks the format). Returns the mirrors, that image, and how the sync
-    says that its bytes do not match."""
+    (another valid qcow2: Glance checks the format); `marked`: with the synced image's marks, as an upload
+    whose rollback failed leaves it. Returns the mirrors, that image, and how the sync says that the bytes
+    of an unmarked one do not match."""
     source.add_image(seed=seed)
     source.write()
     mirrors = [sync.mirror(source.url)]
@@ -49,6 +53,7 @@ def image_of_ours_with_other_bytes(source, sync, glance, cloud, tmp_path, seed: 
         disk_format="qcow2",
         container_format="bare",
         **{key: synced[key] for key in SYNC_PROPERTIES if key in synced},
+        **({key: synced[key] for key in MARKS} if marked else {}),
     )
     other = tmp_path / "other.img"
     make_qcow2(other, 256 << 10, seed=seed + 1000)
@@ -192,33 +197,15 @@ def test_an_image_whose_stored_bytes_contradict_the_mark_it_was_created_with_is_
 ):
     """What an upload whose check found other bytes in Glance leaves when its rollback fails: an active
     image created marked with the digests its bytes must have, holding other bytes."""
-    source.add_image(seed=803)
-    source.write()
-    mirrors = [sync.mirror(source.url)]
-    assert sync.run(mirrors).returncode == 0
-    (synced,) = our_images(glance, sync.content_id)
-    marks = {key: synced[key] for key in ("verified_source_hash", "verified_stored_hash")}
-    as_sync_user = glanceclient.Client("2", session=cloud.sync_session())
-    wrong = as_sync_user.images.create(
-        name=synced["name"],
-        disk_format="qcow2",
-        container_format="bare",
-        **{key: synced[key] for key in SYNC_PROPERTIES if key in synced},
-        **marks,
-    )
-    other = tmp_path / "other.img"
-    make_qcow2(other, 256 << 10, seed=1803)
-    with open(other, "rb") as stream:
-        as_sync_user.images.upload(wrong["id"], stream)
-    glance.images.delete(synced["id"])
+    mirrors, wrong, _ = image_of_ours_with_other_bytes(source, sync, glance, cloud, tmp_path, seed=803, marked=True)
 
     result = sync.run(mirrors)
 
     assert result.returncode == 0, result.stderr
-    stored = hashlib.md5(other.read_bytes()).hexdigest()
+    stored = hashlib.md5((tmp_path / "other.img").read_bytes()).hexdigest()
     contradicted = (
         f"Glance's digest of its bytes (md5:{stored}) is not the one verified on upload "
-        f"({marks['verified_stored_hash']})"
+        f"({wrong['verified_stored_hash']})"
     )
     assert f"deleted {wrong['id']}: {wrong['name']} ({contradicted})" in result.stdout.splitlines()
     (replacement,) = created_ids(result.stdout)
