@@ -67,6 +67,20 @@ def machine(tmp_path, packed_charm):
     assert juju_machine.processes() == []
 
 
+def lead_with_config(machine, source, test_key, region: str, content_id_template: str, **options) -> None:
+    """Make the unit the leader, configured to mirror `source` (disk images, signed with `test_key`) into
+    private images of its own content id, plus `options`."""
+    machine.set_leader(True)
+    machine.set_config(
+        mirror_list=yaml.safe_dump([{"url": source.url, "item_filters": ["ftype~(disk1.img|disk.img)"]}]),
+        custom_keyring=base64.b64encode(test_key.keyring.read_bytes()).decode(),
+        region=region,
+        content_id_template=content_id_template,
+        visibility="private",
+        **options,
+    )
+
+
 def test_every_pin_has_a_wheel_for_every_declared_platform(tmp_path):
     platforms = yaml.safe_load((ROOT / "charmcraft.yaml").read_text())["platforms"]
     declared = [platform.removeprefix("ubuntu@").split(":") for platform in platforms]
@@ -348,13 +362,12 @@ def test_the_packed_charm_serves_the_metadata_itself(machine, bare_cloud, source
     glance = glanceclient_for(bare_cloud)
 
     assert machine.hook("install").returncode == 0
-    machine.set_leader(True)
-    machine.set_config(
-        mirror_list=yaml.safe_dump([{"url": source.url, "item_filters": ["ftype~(disk1.img|disk.img)"]}]),
-        custom_keyring=base64.b64encode(test_key.keyring.read_bytes()).decode(),
-        region=region,
-        content_id_template=CONTENT_ID_TEMPLATE,
-        visibility="private",
+    lead_with_config(
+        machine,
+        source,
+        test_key,
+        region,
+        CONTENT_ID_TEMPLATE,
         serve_metadata=True,
         serve_metadata_http_port=http_port,
         serve_metadata_https_port=https_port,
@@ -456,13 +469,12 @@ def test_the_packed_charm_runs_the_image_modifier_as_root(machine, bare_cloud, s
     script.chmod(0o755)
 
     assert machine.hook("install").returncode == 0
-    machine.set_leader(True)
-    machine.set_config(
-        mirror_list=yaml.safe_dump([{"url": source.url, "item_filters": ["ftype~(disk1.img|disk.img)"]}]),
-        custom_keyring=base64.b64encode(test_key.keyring.read_bytes()).decode(),
-        region=region,
-        content_id_template=template,
-        visibility="private",
+    lead_with_config(
+        machine,
+        source,
+        test_key,
+        region,
+        template,
         use_swift=False,
     )
     assert machine.hook("config-changed").returncode == 0
@@ -498,16 +510,8 @@ def test_the_packed_charm_reports_a_real_sync_to_prometheus_over_cos_agent(
     region = bare_cloud.sync_identity["region"]
     metrics_port = free_port()
     assert machine.hook("install").returncode == 0
-    machine.set_leader(True)
-    machine.set_config(
-        mirror_list=yaml.safe_dump([{"url": source.url, "item_filters": ["ftype~(disk1.img|disk.img)"]}]),
-        custom_keyring=base64.b64encode(test_key.keyring.read_bytes()).decode(),
-        region=region,
-        content_id_template="packed.cos.{region}",  # apart from the other tests' images in the same cloud
-        visibility="private",
-        use_swift=False,
-        metrics_port=metrics_port,
-    )
+    cos_template = "packed.cos.{region}"  # apart from the other tests' images in the same cloud
+    lead_with_config(machine, source, test_key, region, cos_template, use_swift=False, metrics_port=metrics_port)
     assert machine.hook("config-changed").returncode == 0
     keystone = machine.add_relation("identity-service", "keystone")
     machine.set_remote_unit_data(keystone, "keystone/0", keystone_answer(bare_cloud))
@@ -620,14 +624,13 @@ def test_the_packed_charm_refreshes_a_unit_the_classic_charm_left(
     template = "packed.classic.{region}"  # its own images on the module's cloud
     content_id = template.format(region=region)
     leave_the_classic_charms_unit(machine)
-    machine.set_leader(True)
-    machine.set_config(  # what the operator had set on the classic charm
-        mirror_list=yaml.safe_dump([{"url": source.url, "item_filters": ["ftype~(disk1.img|disk.img)"]}]),
-        custom_keyring=base64.b64encode(test_key.keyring.read_bytes()).decode(),
-        region=region,
-        content_id_template=template,
-        visibility="private",
-        frequency="daily",
+    lead_with_config(
+        machine,
+        source,
+        test_key,
+        region,
+        template,
+        frequency="daily",  # what the operator had set on the classic charm
         run=True,
     )
     keystone = machine.add_relation("identity-service", "keystone")
