@@ -93,13 +93,19 @@ def test_superseded_image_stays_until_metadata_without_it_is_published(source, s
     assert [image["id"] for image in our_images(glance, sync.content_id)] == [new_id]
 
 
-@pytest.mark.parametrize("extra", [[], ["--full-check"]], ids=["quick-check-falls-through", "full-check"])
-def test_a_drifted_read_acl_is_repaired_and_readers_read_again(source, sync, glance, cloud, extra):
-    source.add_image(serial="20210101", seed=722 + len(extra))
+def one_image_synced(source, sync, seed: int) -> list[dict]:
+    """The mirrors of a source with one image, synced once."""
+    source.add_image(serial="20210101", seed=seed)
     source.write()
     mirrors = [sync.mirror(source.url)]
     first = sync.run(mirrors)
     assert first.returncode == 0, first.stderr
+    return mirrors
+
+
+@pytest.mark.parametrize("extra", [[], ["--full-check"]], ids=["quick-check-falls-through", "full-check"])
+def test_a_drifted_read_acl_is_repaired_and_readers_read_again(source, sync, glance, cloud, extra):
+    mirrors = one_image_synced(source, sync, seed=722 + len(extra))
     products_url = f"{cloud.swift_url}/simplestreams/data/streams/v1/{sync.content_id}.json"
     drift = cloud.sync_session().post(
         f"{cloud.swift_url}/simplestreams", headers={"X-Container-Read": ".r:example.com"}
@@ -127,10 +133,7 @@ def test_a_drifted_read_acl_is_repaired_and_readers_read_again(source, sync, gla
 
 
 def test_a_changed_acl_that_still_lets_anyone_read_and_list_ends_at_the_quick_check(source, sync, cloud):
-    source.add_image(serial="20210101", seed=724)
-    source.write()
-    mirrors = [sync.mirror(source.url)]
-    assert sync.run(mirrors).returncode == 0
+    mirrors = one_image_synced(source, sync, seed=724)
     container = f"{cloud.swift_url}/simplestreams"
     try:
         cloud.sync_session().post(container, headers={"X-Container-Read": f"{PUBLIC_READ_ACL},.r:example.com"})
@@ -147,10 +150,7 @@ def test_a_changed_acl_that_still_lets_anyone_read_and_list_ends_at_the_quick_ch
 
 
 def test_an_acl_that_lets_anyone_read_but_not_list_is_repaired_after_the_quick_check(source, sync, cloud):
-    source.add_image(serial="20210101", seed=726)
-    source.write()
-    mirrors = [sync.mirror(source.url)]
-    assert sync.run(mirrors).returncode == 0
+    mirrors = one_image_synced(source, sync, seed=726)
     container = f"{cloud.swift_url}/simplestreams"
     cloud.sync_session().post(container, headers={"X-Container-Read": ".r:*"})
     products_url = f"{container}/data/streams/v1/{sync.content_id}.json"
