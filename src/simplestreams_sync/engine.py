@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 from . import in_flight, verdicts
 from .config import IdentityConfig, SyncConfig
-from .image_listing import glance_endpoint, listed_hash_algo, owned_images
+from .glance_effects import adopt, delete, hide_and_show, mark_latest
+from .image_listing import ImageInUseByStore, glance_endpoint, listed_hash_algo, owned_images
 from .openstack import Cloud, CloudError, image_ids_in_use
 from .plan import Facts, GlanceImage, Plan, make_plan
 from .publish import Publisher, SwiftPublisher
@@ -132,8 +133,6 @@ class SyncRun:
         facts = self._with_servers_in_use(facts)
         plan = make_plan(facts)  # what to publish, and whether anything changes Glance after that
         if self.config.set_latest_property:
-            from .glance_effects import mark_latest
-
             mark_latest(self.glance, plan.publish, self.report)
         changes_after_publish = bool(plan.delete_after_publish or plan.hide or plan.unhide)
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -143,8 +142,6 @@ class SyncRun:
             facts, publisher = self._publish(facts, plan.publish)
             plan = make_plan(self._delete_unpublished(facts))  # what is kept, hidden, shown again
             if plan.hide or plan.unhide:
-                from .glance_effects import hide_and_show
-
                 hide_and_show(self.glance, plan, self.report)
             self.report.kept(plan)
             if changes_after_publish:
@@ -158,8 +155,6 @@ class SyncRun:
         gone: set[str] = set()
         adopted, mismatched, not_verified = set[str](), dict[str, str](), set[str]()
         if plan.delete_now or plan.adopt:
-            from .glance_effects import adopt, delete
-
             gone = {d.image.id for d in plan.delete_now if delete(self.glance, d.image, d.reason, self.report) is True}
             adopted, mismatched, not_verified = adopt(self.glance, plan.adopt, self.report)
         mismatched = {**facts.mismatched, **mismatched}
@@ -208,9 +203,6 @@ class SyncRun:
         deletions = make_plan(facts).delete_after_publish
         if not deletions:
             return replace(facts, store_uses=frozenset())
-        from .glance import ImageInUseByStore
-        from .glance_effects import delete
-
         answers = {d.image.id: delete(self.glance, d.image, d.reason, self.report) for d in deletions}
         refused = frozenset(image_id for image_id, answer in answers.items() if answer is ImageInUseByStore)
         owned = tuple(image for image in facts.owned if answers.get(image.id) is not True)

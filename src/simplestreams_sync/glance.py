@@ -13,6 +13,7 @@ from keystoneauth1 import exceptions as ks_exceptions
 
 from . import in_flight
 from .glance_transport import send_image_data
+from .image_listing import RETRY_ATTEMPTS, RETRY_DELAY, UNLISTED_FIELDS, ImageInUseByStore, glance_endpoint
 from .openstack import Cloud, CloudError, describe
 from .plan import HIDDEN_PROPERTY, VERIFIED_PROPERTY, VERIFIED_STORED_PROPERTY
 from .retry import retried
@@ -23,8 +24,6 @@ LOG = logging.getLogger(__name__)
 IN_USE_IN_STORE = "because it is in use"
 DEFAULT_HASH_ALGO = "sha512"
 DELETE_ATTEMPTS = 5
-RETRY_ATTEMPTS = 3  # of a call that changes nothing when repeated (a read, a JSON-patch PATCH)
-RETRY_DELAY = 0.5  # seconds before the first retry, doubled after each
 # Worth another try: Glance busy or restarting, or the connection dropped (glanceclient raises
 # CommunicationError for what keystoneauth calls ConnectFailure, which its own requests raise).
 TRANSIENT_ERRORS = (
@@ -35,10 +34,6 @@ TRANSIENT_ERRORS = (
 )
 CLIENT_ERRORS = (glance_exc.BaseException, glance_exc.ClientException, ks_exceptions.ClientException)
 JSON_PATCH = "application/openstack-images-v2.1-json-patch"
-
-
-class ImageInUseByStore(CloudError):
-    """Glance refused to delete an image because its store still uses it (RBD clones of its snapshot)."""
 
 
 def _pointer(name: str) -> str:
@@ -54,10 +49,7 @@ class GlanceStore:
         self.client = glanceclient.Client(
             "2", session=cloud.session, interface=cloud.identity.interface, region_name=cloud.region
         )
-        endpoint = cloud.endpoint("image")
-        if not endpoint:
-            raise CloudError(f"no image (Glance) endpoint in the catalog for region {cloud.region}")
-        self.endpoint = endpoint.rstrip("/").removesuffix("/v2")
+        self.endpoint = glance_endpoint(cloud)
 
     def _call(self, what: str, call: Callable, *, attempts: int = 1, also_retried: tuple = ()):
         """`call()`, its client errors as CloudError; tried up to `attempts` times on TRANSIENT_ERRORS
@@ -108,7 +100,8 @@ class GlanceStore:
     def _image(self, what: str, call: Callable, attempts: int = 1) -> dict:
         """The image in the answer of an http_client `call` (a link to itself left out, as glanceclient does)."""
         _, image = self._call(what, call, attempts=attempts)
-        image.pop("self", None)
+        for field in UNLISTED_FIELDS:
+            image.pop(field, None)
         return image
 
     def delete(self, image_id: str) -> None:

@@ -3,10 +3,15 @@ and show again; each effect said and recorded through the run's report."""
 
 from __future__ import annotations
 
-from .glance import GlanceStore, ImageInUseByStore
+from typing import TYPE_CHECKING
+
+from .image_listing import ImageInUseByStore
 from .openstack import CloudError
 from .plan import GlanceImage, Plan
 from .report import RunReport
+
+if TYPE_CHECKING:  # glanceclient loads only once a run changes Glance (engine.SyncRun.glance)
+    from .glance import GlanceStore
 
 
 def adopt(glance: GlanceStore, images: list[GlanceImage], report: RunReport) -> tuple[set, dict, set]:

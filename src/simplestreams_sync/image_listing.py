@@ -10,12 +10,16 @@ from . import api
 from .openstack import Cloud, CloudError, describe
 from .retry import retried
 
-RETRY_ATTEMPTS = 3  # a listing changes nothing: tried again on a transient failure
+RETRY_ATTEMPTS = 3  # of a call that changes nothing when repeated (a listing, a read, a JSON-patch PATCH)
 RETRY_DELAY = 0.5  # seconds before the first retry, doubled after each
 # Glance busy or restarting, or the connection dropped.
 TRANSIENT_ERRORS = (ks_exceptions.InternalServerError, ks_exceptions.ServiceUnavailable, ks_exceptions.ConnectFailure)
 # What glanceclient drops from each image it lists: the same dicts whichever of the two listed them.
 UNLISTED_FIELDS = ("self",)
+
+
+class ImageInUseByStore(CloudError):
+    """Glance refused to delete an image because its store still uses it (RBD clones of its snapshot)."""
 
 
 def glance_endpoint(cloud: Cloud) -> str:
