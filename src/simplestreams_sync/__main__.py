@@ -4,29 +4,18 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import time
-from datetime import datetime, timezone
-from pathlib import Path
 
-from . import EXIT_CONFIG, EXIT_CRASHED, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, retry
-from .metrics import write_metrics
+from . import EXIT_CONFIG, EXIT_CRASHED, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, early_login
+from .directories import DEFAULT_STATE_DIR
 from .output import print_error, print_line
-from .run_once import new_run, run_and_record, summary
-from .state import (
-    DEFAULT_STATE_DIR,
-    PROGRESS_FILE,
-    SyncAlreadyRunning,
-    SyncLock,
-    SyncResult,
-    read_result,
-    utc_now,
-    write_result,
-)
+from .sync_lock import SyncAlreadyRunning, SyncLock
+from .timestamps import utc_now
 
-# The heavy modules (config: pydantic; engine: keystoneauth, glanceclient, simplestreams) are imported
-# only once the quick check (quick_check.py) has found that the full sync must run.
+# A scheduled run that finds nothing new ends at the quick check (quick_check.py). So that Keystone and
+# Glance answer while it loads, a run takes the lock and sends its first requests (early_login.py) before
+# loading anything else: the quick check's modules, then, when it falls through, the heavy ones (config:
+# pydantic; engine: keystoneauth, glanceclient, simplestreams) are imported in the functions below.
 
 DEFAULT_CONF_DIR = "/etc/glance-simplestreams-sync"
 
@@ -85,13 +74,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )  # simplestreams puts a NullHandler on the root logger at import
+    try:
+        return _run(args)
+    finally:
+        early_login.forget()
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.dry_run:  # changes nothing: no lock, no result
+        if not args.assume_empty_glance:
+            early_login.start(args.identity, _mirrors_as_written(args.mirrors))
+        _configure_logging(args)
         try:
             return _sync(args)
         except Exception as error:
@@ -101,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if state_dir is None:  # not a readable mapping: the full load names the problem, before any change
         if args.retry:  # the scheduled run names it; every minute would flood the log
             return EXIT_OK
+        _configure_logging(args)
         return _publish_only(args) if args.publish_only else _sync(args)
     if args.retry and not _retry_due(state_dir):
         return EXIT_OK
@@ -108,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with SyncLock(state_dir):  # the one lock: publish-only, the quick check and the full sync run under it
             try:
-                return _locked(args, state_dir)
+                return _locked(args, state_dir, mirrors)
             except Exception as error:
                 return _crashed(error, state_dir if not args.publish_only else None, started, mirrors)
     except SyncAlreadyRunning as error:
@@ -118,12 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_LOCKED
 
 
-def _locked(args: argparse.Namespace, state_dir: str) -> int:
+def _locked(args: argparse.Namespace, state_dir: str, mirrors: dict | None) -> int:
     """What main() does once it holds the lock."""
-    if args.publish_only:
-        return _publish_only(args)
     if args.retry and not _retry_due(state_dir, say=True):  # a run may have ended since
         return EXIT_OK
+    early_login.start(args.identity, None if args.publish_only else mirrors)
+    _configure_logging(args)
+    if args.publish_only:
+        return _publish_only(args)
     if not args.full_check:
         code = _quick_noop(state_dir)
         if code is not None:
@@ -131,10 +127,24 @@ def _locked(args: argparse.Namespace, state_dir: str) -> int:
     return _sync(args, state_dir)
 
 
+def _configure_logging(args: argparse.Namespace) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )  # simplestreams puts a NullHandler on the root logger at import
+
+
 def _crashed(error: Exception, state_dir: str | None, started: str, mirrors: dict | None) -> int:
     """An unexpected exception: its traceback to stderr (the sync log) and, for a sync (`state_dir`),
     a failed result that says it crashed, with the retry scheduled."""
+    from pathlib import Path
+
     from .outcomes import crash_text, crash_traceback, frequency_in, record_crash
+    from .state import PROGRESS_FILE
 
     print_error(crash_traceback(error).rstrip())
     print_error(f"error: the sync crashed: {crash_text(error)}")
@@ -146,6 +156,11 @@ def _crashed(error: Exception, state_dir: str | None, started: str, mirrors: dic
 
 def _retry_due(state_dir: str, say: bool = False) -> bool:
     """Whether the retry of the last run is due now (retry.py); `say`: print which retry starts."""
+    from datetime import datetime, timezone
+
+    from . import retry
+    from .state import read_result
+
     result = read_result(state_dir)
     due = retry.is_due(result.next_try if result else None, datetime.now(timezone.utc))
     if due and say:
@@ -177,7 +192,12 @@ def _state_dir(mirrors: dict | None) -> str | None:
 
 def _quick_noop(state_dir: str) -> int | None:
     """EXIT_OK when nothing changed since the last clean sync (quick_check.py); None: do the full sync."""
+    import time
+
     from . import quick_check
+    from .metrics import write_metrics
+    from .run_once import summary
+    from .state import SyncResult, write_result
 
     started, clock = utc_now(), time.monotonic()
     record = quick_check.still_current(state_dir)
@@ -208,11 +228,8 @@ def _quick_noop(state_dir: str) -> int | None:
 
 def _sync(args: argparse.Namespace, state_dir: str | None = None) -> int:
     """The full sync (main() holds the lock unless it is a dry run; then `state_dir` is mirrors.yaml's)."""
-    if not args.assume_empty_glance:
-        from . import early_login
-
-        early_login.start(args.identity)  # Keystone answers while the heavy modules load
     from .config import ConfigError, load_identity, load_sync_config
+    from .run_once import new_run, run_and_record, summary
 
     try:
         config = load_sync_config(args.mirrors)

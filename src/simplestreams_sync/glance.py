@@ -11,9 +11,9 @@ import glanceclient
 from glanceclient import exc as glance_exc
 from keystoneauth1 import exceptions as ks_exceptions
 
-from . import in_flight
+from . import api, in_flight
 from .glance_transport import send_image_data
-from .image_listing import RETRY_ATTEMPTS, RETRY_DELAY, UNLISTED_FIELDS, ImageInUseByStore, glance_endpoint
+from .image_listing import RETRY_ATTEMPTS, RETRY_DELAY, ImageInUseByStore, glance_endpoint
 from .openstack import Cloud, CloudError, describe
 from .plan import HIDDEN_PROPERTY, VERIFIED_PROPERTY, VERIFIED_STORED_PROPERTY
 from .retry import retried
@@ -100,7 +100,7 @@ class GlanceStore:
     def _image(self, what: str, call: Callable, attempts: int = 1) -> dict:
         """The image in the answer of an http_client `call` (a link to itself left out, as glanceclient does)."""
         _, image = self._call(what, call, attempts=attempts)
-        for field in UNLISTED_FIELDS:
+        for field in api.UNLISTED_FIELDS:
             image.pop(field, None)
         return image
 

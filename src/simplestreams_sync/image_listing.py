@@ -1,12 +1,13 @@
 """Our images as Glance lists them (api.image_list_urls: hidden ones too), read with the run's keystone
-session. A run that changes nothing in Glance needs no more of it, so glanceclient (glance.py) is
-loaded only once an image is created, marked, hidden or deleted."""
+session, or taken from the listing early_login sent with the same token. A run that changes nothing in
+Glance needs no more of it, so glanceclient (glance.py) is loaded only once an image is created, marked,
+hidden or deleted."""
 
 from __future__ import annotations
 
 from keystoneauth1 import exceptions as ks_exceptions
 
-from . import api
+from . import api, early_login
 from .openstack import Cloud, CloudError, describe
 from .retry import retried
 
@@ -14,8 +15,6 @@ RETRY_ATTEMPTS = 3  # of a call that changes nothing when repeated (a listing, a
 RETRY_DELAY = 0.5  # seconds before the first retry, doubled after each
 # Glance busy or restarting, or the connection dropped.
 TRANSIENT_ERRORS = (ks_exceptions.InternalServerError, ks_exceptions.ServiceUnavailable, ks_exceptions.ConnectFailure)
-# What glanceclient drops from each image it lists: the same dicts whichever of the two listed them.
-UNLISTED_FIELDS = ("self",)
 
 
 class ImageInUseByStore(CloudError):
@@ -38,6 +37,10 @@ def owned_images(cloud: Cloud, endpoint: str, content_id: str) -> list[dict]:
 
 
 def _listing(cloud: Cloud, endpoint: str, url: str) -> list[dict]:
+    token = cloud.session.get_token()
+    listed_early = early_login.listing(url, token) if token else None
+    if listed_early is not None:
+        return listed_early
     try:
         return retried(
             lambda: _pages(cloud, endpoint, url),
@@ -56,7 +59,7 @@ def _pages(cloud: Cloud, endpoint: str, url: str | None) -> list[dict]:
     while url:
         page = cloud.session.get(url, headers={"Accept": "application/json"}).json()
         for image in page.get("images", []):
-            images.append({key: value for key, value in image.items() if key not in UNLISTED_FIELDS})
+            images.append({key: value for key, value in image.items() if key not in api.UNLISTED_FIELDS})
         url = endpoint + page["next"] if page.get("next") else None
     return images
 

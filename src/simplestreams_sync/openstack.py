@@ -15,7 +15,7 @@ from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 from urllib3.exceptions import ReadTimeoutError
 
-from . import early_login, timeouts
+from . import api, early_login, timeouts
 from .config import IdentityConfig
 from .raw_http import system_ca_certificates
 from .text import shorten
@@ -97,7 +97,7 @@ class Cloud:
         self.object_store_session = self.session
         if object_store_proxies:
             self.object_store_session = _keystone_session(auth, verify, object_store_proxies)
-        early = early_login.answer_for(login_fields(identity))
+        early = early_login.login_answer(login_key(identity, verify))
         if early is not None:  # keystoneauth logs in again with the password once that token nears its end
             auth.auth_ref = access.create(body=early[1], auth_token=early[0])
         self._authenticate()
@@ -183,10 +183,16 @@ class Cloud:
         return self.identity.region
 
 
-def login_fields(identity: IdentityConfig) -> tuple:
-    """What a login of this identity sends, as early_login.FIELDS orders it."""
-    return (identity.auth_url, identity.username, identity.password, identity.project_name,
-            identity.user_domain_name, identity.project_domain_name, identity.ca_file)  # fmt: skip
+def login_key(identity: IdentityConfig, verify: str | bool) -> tuple:
+    """The login keystoneauth's v3.Password sends for this identity, as early_login.login_key names it."""
+    body = api.password_login(
+        identity.username,
+        identity.user_domain_name,
+        identity.password,
+        identity.project_name,
+        identity.project_domain_name,
+    )
+    return early_login.login_key(api.token_url(identity.auth_url), body, verify)
 
 
 def _short(error: Exception) -> str:

@@ -19,9 +19,11 @@ container's listing are read anonymously, as Juju reads them. The container's re
 it grants: anonymous reads of its objects and of its listing succeed when it still grants what
 object_store.grants_public_read asks (on Ceph RGW, which lets anyone list a container anyone may read,
 an ACL that lost `.rlistings` waits for the next full run), so no authenticated request is spent on it.
-With the token: the full run's listings of our images in Glance (api.py: hidden ones too). It checks the
-same source bytes (signed by the same keyring: the signature result cannot differ), the same images in
-Glance, the same objects in Swift, readable and listable by anyone. Only when all of them hold does it
+With the token: the full run's listings of our images in Glance (api.py: hidden ones too). The login and
+the listings are the ones the run sent as soon as it held the lock (early_login.py), when they are the
+very requests the record asks for; the full run a quick check falls through to takes the same login. It
+checks the same source bytes (signed by the same keyring: the signature result cannot differ), the same
+images in Glance, the same objects in Swift, readable and listable by anyone. Only when all of them hold does it
 stop there, since the full run would then read, plan and publish the very same things. Anything else (a
 changed or unreachable source, a Glance change, Keystone refusing or unreachable, a new config, new code)
 makes it fall through to the full run, which records afresh when it ends clean. It uses only the
@@ -46,7 +48,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from . import api, timeouts
+from . import api, early_login, timeouts
 from .raw_http import open_url
 from .state import sha256_of_file, utc_now, write_atomically
 
@@ -55,7 +57,6 @@ T = TypeVar("T")
 RECORD_FILE = "unchanged.json"
 RECORD_VERSION = 4
 TOKEN_FIELDS = ("token", "token_expires")  # what records of version 1 held, never written again
-UNCOMPARED_FIELDS = ("self",)  # a link that glanceclient's image objects leave out
 CATALOG_SERVICE_TYPES = ("identity", "object-store")  # what the metadata and product-streams URLs come from
 
 
@@ -148,7 +149,7 @@ def glance_fingerprint(images: list[dict], content_id: str, project_id: str) -> 
     of the last change leaves updated_at as it was. The same from glanceclient's dicts and raw JSON."""
     ours = sorted(
         (
-            {key: value for key, value in image.items() if key not in UNCOMPARED_FIELDS}
+            {key: value for key, value in image.items() if key not in api.UNLISTED_FIELDS}
             for image in images
             if api.is_ours(image, project_id, content_id)
         ),
@@ -235,8 +236,8 @@ def still_current(state_dir: str | Path) -> Record | None:
 
 
 def login_of(record: Record) -> tuple[str, list]:
-    """A token of the recorded user, scoped to the recorded project, with its catalog: one POST to
-    Keystone (no proxy, the sync's CAs)."""
+    """A token of the recorded user, scoped to the recorded project, with its catalog: the login
+    early_login sent if it is this very request, else one POST to Keystone (no proxy, the sync's CAs)."""
     keystone = record.keystone
     body = api.password_login(
         keystone["user"],
@@ -245,14 +246,11 @@ def login_of(record: Record) -> tuple[str, list]:
         keystone["project"],
         keystone["project_domain"],
     )
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    data = json.dumps(body).encode()
-    with _open(keystone["token_url"], headers, method="POST", data=data, verify=record.verify) as response:
-        token = response.headers["X-Subject-Token"]
-        answer = json.load(response)["token"]
-    if not token or answer["project"]["id"] != record.project_id:
+    key = early_login.login_key(keystone["token_url"], body, record.verify)
+    token, answer = early_login.login_answer(key) or early_login.login(keystone["token_url"], body, record.verify)
+    if answer["token"]["project"]["id"] != record.project_id:
         raise ValueError("keystone gave a token for another project")
-    return token, answer["catalog"]
+    return token, answer["token"]["catalog"]
 
 
 def _password(identity_file: str) -> str:
@@ -298,7 +296,11 @@ def listings_of(record: Record, token: Callable[[], str]) -> list[dict]:
 
 
 def listing(record: Record, url: str | None, token: Callable[[], str]) -> list[dict]:
-    """Every page of one of the full run's listings of our images (api.image_list_urls)."""
+    """Every page of one of the full run's listings of our images (api.image_list_urls), as early_login
+    listed them with this token, or read now."""
+    listed_early = early_login.listing(url, token()) if url else None
+    if listed_early is not None:
+        return listed_early
     images: list[dict] = []
     while url:
         headers = {"X-Auth-Token": token(), "Accept": "application/json"}

@@ -10,28 +10,25 @@ such as the Nagios check that runs as the nagios user):
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-import stat
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .directories import DEFAULT_STATE_DIR as DEFAULT_STATE_DIR
+from .directories import make_dirs as make_dirs
 from .retry import next_try
 from .timestamps import TIME_FORMAT as TIME_FORMAT
 from .timestamps import parse_time as parse_time
 from .timestamps import utc_now
 
-DEFAULT_STATE_DIR = "/var/lib/glance-simplestreams-sync"
 PROGRESS_FILE = "progress.json"
 RESULT_FILE = "last-sync.json"
-LOCK_FILE = "sync.lock"
 # Why whoever sends the running sync SIGTERM asks it to stop (one line of text); see __main__.
 STOP_REQUEST_FILE = "stop-request"
 INTERFACES = ("public", "internal", "admin")  # of a Keystone catalog endpoint
-DIR_MODE = 0o755  # of a directory the sync creates
 
 
 def sha256_of_file(path: str | Path) -> str:
@@ -41,17 +38,6 @@ def sha256_of_file(path: str | Path) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def make_dirs(path: Path, mode: int = DIR_MODE) -> None:
-    """Create `path` and its missing parents with `mode`, whatever the process umask. A directory that
-    inherits the set-group-ID bit (in the served directory: the web server's group) is left as created:
-    a chmod by a user outside that group would drop the bit, and with it the group of what follows."""
-    missing = [directory for directory in (path, *path.parents) if not directory.exists()]
-    for directory in reversed(missing):
-        directory.mkdir(exist_ok=True)
-        if not directory.stat().st_mode & stat.S_ISGID:
-            os.chmod(directory, mode)
 
 
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
@@ -261,36 +247,3 @@ class ProgressFile:
     def watched(self) -> tuple[float, dict]:
         """When the progress last changed (time.monotonic()) and what it says, for the watchdog."""
         return self._changed, dict(self.data)
-
-
-class SyncAlreadyRunning(Exception):
-    pass
-
-
-class SyncLock:
-    """An exclusive, non-blocking flock on `sync.lock`; the holder's pid is written inside."""
-
-    def __init__(self, state_dir: str | Path):
-        self.path = Path(state_dir) / LOCK_FILE
-        self._fd: int | None = None
-
-    def __enter__(self) -> SyncLock:
-        make_dirs(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise SyncAlreadyRunning(f"another sync is already running (pid {holder})") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from simplestreams_sync.state import SyncLock
+from simplestreams_sync.sync_lock import SyncLock
 from tests.localcloud.engine_cli import engine_argv, engine_env
 
 EXIT_CONFIG, EXIT_LOCKED = 2, 3

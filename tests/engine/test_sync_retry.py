@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from simplestreams_sync import retry
-from simplestreams_sync.state import TIME_FORMAT, SyncLock, SyncResult, read_result, write_result
+from simplestreams_sync.state import TIME_FORMAT, SyncResult, read_result, write_result
+from simplestreams_sync.sync_lock import SyncLock
 from tests.localcloud.engine_cli import engine_argv, engine_env
 
 FAILED = {"errors": ["glance: cannot connect"]}

@@ -4,14 +4,13 @@ import pytest
 
 from simplestreams_sync.metrics import METRICS_FILE, write_metrics
 from simplestreams_sync.state import (
-    SyncAlreadyRunning,
-    SyncLock,
     SyncResult,
     publish_only_lines,
     read_publish_only_lines,
     read_result,
     write_result,
 )
+from simplestreams_sync.sync_lock import SyncAlreadyRunning, SyncLock
 
 URLS = {
     "public": "https://swift.public:443/v1/AUTH_p/simplestreams/data",

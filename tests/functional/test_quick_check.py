@@ -236,7 +236,7 @@ def test_an_unreachable_source_means_a_full_check_that_says_so(source, sync):
 
 
 def test_the_quick_check_respects_the_lock(source, sync):
-    from simplestreams_sync.state import SyncLock
+    from simplestreams_sync.sync_lock import SyncLock
 
     mirrors = first_sync(source, sync, seed=714)
     with SyncLock(sync.state_dir):

@@ -4,6 +4,7 @@ objects; an image an operator hid therefore leaves the scheduled run at the quic
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -90,11 +91,21 @@ def test_the_full_run_lists_our_images_as_glanceclient_lists_them_field_for_fiel
     assert sorted(listed, key=lambda image: image["id"]) == sorted(by_glanceclient, key=lambda image: image["id"])
 
 
-def full_check_reporting(sync, mirrors: list[dict], at_exit: str, first: str = "pass") -> subprocess.CompletedProcess:
-    """A full check in a fresh interpreter that runs `first` (Python statements) before anything and
-    `at_exit` (an expression, with sys imported) as it ends."""
+# Python statements that record every request the run sends: (thread, method, path without the query).
+RECORD_REQUESTS = (
+    "import http.client, threading; sent = []; putrequest = http.client.HTTPConnection.putrequest; "
+    "http.client.HTTPConnection.putrequest = lambda self, method, url, *a, **k: ("
+    "sent.append((threading.current_thread().name, method, url.split('?')[0])), "
+    "putrequest(self, method, url, *a, **k))[1]"
+)
+SENT = "print('sent:', sent)"
+
+
+def run_reporting(sync, mirrors: list[dict], at_exit: str, first: str = "pass", flags=()):
+    """A run in a fresh interpreter that runs `first` (Python statements) before anything and `at_exit`
+    (an expression, with sys imported) as it ends."""
     mirrors_file, identity_file = sync.write_files(mirrors)
-    argv = ["simplestreams_sync", "--mirrors", str(mirrors_file), "--identity", str(identity_file), "--full-check"]
+    argv = ["simplestreams_sync", "--mirrors", str(mirrors_file), "--identity", str(identity_file), *flags]
     command = (
         f"{first}; import atexit, sys; atexit.register(lambda: {at_exit}); sys.argv = {argv!r}; "
         "import runpy; runpy.run_module('simplestreams_sync', run_name='__main__', alter_sys=True)"
@@ -103,9 +114,21 @@ def full_check_reporting(sync, mirrors: list[dict], at_exit: str, first: str = "
         [sys.executable, "-c", command], capture_output=True, text=True, env=sync_environment(), timeout=600
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def full_check_reporting(sync, mirrors: list[dict], at_exit: str, first: str = "pass") -> subprocess.CompletedProcess:
+    result = run_reporting(sync, mirrors, at_exit, first, flags=["--full-check"])
     assert QUICK not in result.stdout
     assert "sync finished: 0 created, 0 failed, 0 deleted, 0 errors" in result.stdout
     return result
+
+
+def logins_and_listings(result: subprocess.CompletedProcess) -> list[tuple[str, str]]:
+    """(thread, "login" or "listing") of each Keystone login and Glance listing the run sent, in order."""
+    sent = ast.literal_eval(result.stdout.splitlines()[-1].removeprefix("sent: "))
+    kinds = {"/auth/tokens": "login", "/v2/images": "listing"}
+    return [(thread, kind) for thread, _, path in sent for end, kind in kinds.items() if path.endswith(end)]
 
 
 def test_a_full_check_that_changes_nothing_loads_no_glanceclient(source, sync, glance):
@@ -116,15 +139,47 @@ def test_a_full_check_that_changes_nothing_loads_no_glanceclient(source, sync, g
     assert result.stdout.splitlines()[-1] == "glanceclient loaded: False"
 
 
-def test_a_full_check_logs_in_once_before_its_heavy_imports(source, sync, glance):
+def test_a_full_check_logs_in_once_and_lists_glance_before_its_heavy_imports(source, sync, glance):
     mirrors, _ = synced_with_one_hidden_by_an_operator(source, sync, glance)
-    logins = (
-        "import http.client, threading; logins = []; putrequest = http.client.HTTPConnection.putrequest; "
-        "http.client.HTTPConnection.putrequest = lambda self, method, url, *a, **k: ("
-        "logins.append(threading.current_thread().name) if url.endswith('/auth/tokens') else None, "
-        "putrequest(self, method, url, *a, **k))[1]"
+
+    result = full_check_reporting(sync, mirrors, SENT, first=RECORD_REQUESTS)
+
+    # The listings at the end of the run, which the quick check's record holds, are read afresh.
+    sent_early = [(thread == "early-login", kind) for thread, kind in logins_and_listings(result)]
+    assert sent_early == [(True, "login"), (True, "listing"), (True, "listing"), (False, "listing"), (False, "listing")]
+
+
+def test_a_scheduled_run_that_ends_at_the_quick_check_sends_every_request_it_waits_for_first(source, sync, glance):
+    mirrors, _ = synced_with_one_hidden_by_an_operator(source, sync, glance)
+
+    result = run_reporting(sync, mirrors, SENT, first=RECORD_REQUESTS)
+
+    assert QUICK in result.stdout
+    early = [("early-login", "login"), ("early-login", "listing"), ("early-login", "listing")]
+    assert logins_and_listings(result) == early
+
+
+def test_a_quick_check_that_falls_through_leaves_its_login_to_the_full_run(source, sync, glance):
+    mirrors, hidden_id = synced_with_one_hidden_by_an_operator(source, sync, glance)
+    glance.images.update(hidden_id, operator_note="kept hidden")
+
+    result = run_reporting(sync, mirrors, SENT, first=RECORD_REQUESTS)
+
+    assert QUICK not in result.stdout
+    assert "sync finished: 0 created, 0 failed, 0 deleted, 0 errors" in result.stdout
+    assert [thread for thread, kind in logins_and_listings(result) if kind == "login"] == ["early-login"]
+
+
+def test_nothing_heavy_is_loaded_before_a_run_sends_its_first_requests(source, sync, glance):
+    mirrors, _ = synced_with_one_hidden_by_an_operator(source, sync, glance)
+    heavy = ("logging", "dataclasses", "concurrent.futures", "pydantic", "keystoneauth1")
+    heavy += ("simplestreams_sync.quick_check",)
+    loaded_at_start = (
+        "import sys, simplestreams_sync.early_login as early; start = early.start; loaded = []; "
+        f"early.start = lambda *a: (loaded.extend(m for m in {heavy!r} if m in sys.modules), start(*a))[1]"
     )
 
-    result = full_check_reporting(sync, mirrors, "print('logins:', logins)", first=logins)
+    result = run_reporting(sync, mirrors, "print('loaded:', loaded)", first=loaded_at_start)
 
-    assert result.stdout.splitlines()[-1] == "logins: ['early-login']"
+    assert QUICK in result.stdout
+    assert result.stdout.splitlines()[-1] == "loaded: []"
