@@ -108,7 +108,7 @@ def listing_place(identity: dict, mirrors: dict) -> tuple[str, str, str] | None:
         return None
     try:
         return region, interface, template.format(region=content_region)
-    except (KeyError, IndexError, ValueError):
+    except (KeyError, IndexError, AttributeError, ValueError):
         return None
 
 

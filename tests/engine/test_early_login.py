@@ -61,6 +61,7 @@ def test_a_content_id_template_that_does_not_format_lists_nothing_early():
     identity = {**early_login.LISTING_DEFAULTS}
 
     assert early_login.listing_place(identity, {"content_id_template": "{cloud}"}) is None
+    assert early_login.listing_place(identity, {"content_id_template": "{region.nope}"}) is None
     assert early_login.listing_place(identity, {"region": 3}) is None
     assert early_login.listing_place(identity, {"region": "RegionTwo", "content_id_template": "x.{region}"}) == (
         "RegionOne",
