@@ -124,6 +124,7 @@ def _locked(args: argparse.Namespace, state_dir: str, mirrors: dict | None) -> i
         code = _quick_noop(state_dir)
         if code is not None:
             return code
+    early_login.warm_up_object_store(mirrors)
     return _sync(args, state_dir)
 
 

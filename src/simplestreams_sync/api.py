@@ -11,6 +11,7 @@ import urllib.parse
 GLANCE_PAGE = 100  # images per page of a listing
 # Glance lists images with os_hidden only when asked for them alone: ours are both listings together.
 OWNED_LISTINGS: tuple[dict[str, bool], ...] = ({}, {"os_hidden": True})
+CONTAINER = "simplestreams"  # the object store's container of the published metadata
 # What glanceclient drops from each image it lists: the same dicts whichever client listed them.
 UNLISTED_FIELDS = ("self",)
 

@@ -1,9 +1,11 @@
 """A run's first requests, sent as soon as it holds the lock and before it loads anything heavy (the quick
-check's modules, pydantic, keystoneauth, simplestreams), so that Keystone and Glance answer meanwhile:
+check's modules, pydantic, keystoneauth, simplestreams), so that Keystone, Glance and Swift answer
+meanwhile, one after the other (each validates the new token with Keystone once):
 - the Keystone login keystoneauth's v3.Password makes (api.py), whose answer carries the token and its
   catalog, without a proxy, trusting the sync's CAs;
-- then, with that token, the listings of our images in Glance (api.image_list_urls), one after the other
-  so that Glance validates the new token with Keystone once.
+- then, with that token, the listings of our images in Glance (api.image_list_urls);
+- then, for a full run that publishes to Swift without a proxy, a HEAD of the metadata's container, so
+  that Swift has validated the token before the publish's requests go at once.
 What they send comes from identity.yaml and mirrors.yaml as written. Standard library and PyYAML.
 
 The quick check and the full run take an answer only for the very request they would send themselves
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.error
 
 from . import api, timeouts
 from .raw_http import open_url, system_ca_certificates
@@ -25,6 +28,8 @@ FIELDS = {"auth_url": None, "username": None, "password": None, "project_name": 
 # Where the listings go: identity.yaml's region and interface, mirrors.yaml's content_id_template and
 # region, with the defaults of IdentityConfig and SyncOptions (config.py).
 LISTING_DEFAULTS = {"region": "RegionOne", "interface": "public", "content_id_template": "auto.sync"}
+# mirrors.yaml's keys that send the metadata to Swift without a proxy, with SyncConfig's defaults.
+DIRECT_TO_SWIFT = {"use_swift": True, "ignore_proxy_for_object_store": True, "local_metadata": None}
 
 
 class Pending:
@@ -46,9 +51,20 @@ class Pending:
         return self._value
 
 
+class FirstRequests:
+    """What one run sent before its imports, and their answers."""
+
+    def __init__(self, key: tuple, region: str, interface: str):
+        self.key = key  # login_key() of the login
+        self.region, self.interface = region, interface  # of the endpoints, in the login's catalog
+        self.login = Pending()  # (token, Keystone's answer)
+        self.listings: dict[tuple[str, str], Pending] = {}  # (URL, token) -> the images of every page
+        self.listed = threading.Event()  # set once the listings are answered (or none is to be sent)
+        self.warm_up: Pending | None = None  # (container URL, token) once Swift answered its HEAD
+
+
 _lock = threading.Lock()
-_login: tuple[tuple, Pending] | None = None  # (login_key of the request, its (token, answer))
-_listings: dict[tuple[str, str], Pending] = {}  # (URL, token) -> the images of every page
+_current: FirstRequests | None = None
 
 
 def login_key(token_url: str, body: dict, verify: str | bool) -> tuple:
@@ -88,15 +104,14 @@ def start(identity_path: str, mirrors: dict | None = None) -> None:
         return
     auth_url, user, password, project, user_domain, project_domain = (str(value) for value in needed)
     body = api.password_login(user, user_domain, password, project, project_domain)
-    verify = ca_file or system_ca_certificates()
-    key = login_key(api.token_url(auth_url), body, verify)
-    answer = Pending()
-    global _login
+    key = login_key(api.token_url(auth_url), body, ca_file or system_ca_certificates())
+    place = listing_place({**LISTING_DEFAULTS, **identity}, mirrors) if mirrors is not None else None
+    run = FirstRequests(key, *(place[:2] if place else ("", "")))
+    global _current
     with _lock:
-        _login = (key, answer)
-    where = listing_place({**LISTING_DEFAULTS, **identity}, mirrors) if mirrors is not None else None
+        _current = run
     # A daemon: a run that ends early (a config error) does not wait for Keystone.
-    threading.Thread(target=_send, args=(key, answer, where), name="early-login", daemon=True).start()
+    threading.Thread(target=_send, args=(run, place), name="early-login", daemon=True).start()
 
 
 def listing_place(identity: dict, mirrors: dict) -> tuple[str, str, str] | None:
@@ -112,43 +127,46 @@ def listing_place(identity: dict, mirrors: dict) -> tuple[str, str, str] | None:
         return None
 
 
-def _send(key: tuple, answer: Pending, where: tuple[str, str, str] | None) -> None:
-    token_url, body, verify = key
+def _send(run: FirstRequests, place: tuple[str, str, str] | None) -> None:
+    token_url, body, verify = run.key
     try:
-        token, login_answer = login(token_url, json.loads(body), verify)
+        token, answer = login(token_url, json.loads(body), verify)
     except Exception as error:  # login_answer() hands out None; the caller's own login reports the problem
-        answer.set(error=error)
+        run.login.set(error=error)
+        run.listed.set()
         return
-    endpoint, urls = _listings_of(login_answer["token"], where) if where else ("", [])
+    endpoint, urls = _listings_of(answer["token"], place) if place else ("", [])
     pending = {url: Pending() for url in urls}
     with _lock:
-        _listings.update({(url, token): listing for url, listing in pending.items()})
-    answer.set((token, login_answer))
+        run.listings.update({(url, token): listing for url, listing in pending.items()})
+    run.login.set((token, answer))
     for url, listing in pending.items():
         try:
             listing.set(_pages(endpoint, url, token, verify))
         except Exception as error:  # the caller lists again and reports what fails
             listing.set(error=error)
+    run.listed.set()
 
 
-def _listings_of(token: dict, where: tuple[str, str, str]) -> tuple[str, list[str]]:
+def _listings_of(token: dict, place: tuple[str, str, str]) -> tuple[str, list[str]]:
     """(Glance's endpoint, the first page of each listing of our images) for this token."""
-    region, interface, content_id = where
+    region, interface, content_id = place
     project_id = (token.get("project") or {}).get("id")
-    endpoint = glance_in_catalog(token.get("catalog") or [], region, interface)
+    endpoint = (catalog_url(token.get("catalog") or [], "image", region, interface) or "").removesuffix("/v2")
     if not (project_id and endpoint):
         return "", []
     return endpoint, api.image_list_urls(endpoint, project_id, content_id)
 
 
-def glance_in_catalog(catalog: list, region: str, interface: str) -> str | None:
-    """Glance's URL, without its version, in a Keystone v3 catalog, as keystoneauth picks it."""
+def catalog_url(catalog: list, service_type: str, region: str, interface: str) -> str | None:
+    """A service's URL in a Keystone v3 catalog for a region and interface, as keystoneauth picks it,
+    without a trailing slash."""
     for service in catalog:
-        if service.get("type") != "image":
+        if service.get("type") != service_type:
             continue
         for endpoint in service.get("endpoints", []):
             if endpoint.get("interface") == interface and region in (endpoint.get("region_id"), endpoint.get("region")):
-                return str(endpoint.get("url", "")).rstrip("/").removesuffix("/v2") or None
+                return str(endpoint.get("url", "")).rstrip("/") or None
     return None
 
 
@@ -165,15 +183,51 @@ def _pages(endpoint: str, url: str, token: str, verify: str | bool) -> list[dict
     return images
 
 
+def warm_up_object_store(mirrors: dict | None) -> None:
+    """For a full run: once the listings are answered, a HEAD of the metadata's container with the token,
+    when mirrors.yaml (as written) has the metadata go to Swift without a proxy, as the run's own
+    object-store session then goes."""
+    with _lock:
+        run = _current
+    if run is None or not run.region or mirrors is None:
+        return
+    if any(mirrors.get(name, default) != default for name, default in DIRECT_TO_SWIFT.items()):
+        return
+    warmed = Pending()
+    with _lock:
+        run.warm_up = warmed
+    threading.Thread(target=_head_container, args=(run, warmed), name="early-warm-up", daemon=True).start()
+
+
+def _head_container(run: FirstRequests, warmed: Pending) -> None:
+    try:
+        logged_in: tuple[str, dict] = run.login.result()  # type: ignore[assignment]
+        token, answer = logged_in
+        run.listed.wait()
+        storage = catalog_url(answer["token"].get("catalog") or [], "object-store", run.region, run.interface)
+        if storage is None:
+            warmed.set(None)
+            return
+        url = f"{storage}/{api.CONTAINER}"
+        try:
+            with open_url(url, {"X-Auth-Token": token}, method="HEAD", verify=run.key[2], timeout=timeouts.READ):
+                pass
+        except urllib.error.HTTPError:  # the container is not there yet: Swift validated the token all the same
+            pass
+        warmed.set((url, token))
+    except Exception as error:  # the run's own warm-up goes instead
+        warmed.set(error=error)
+
+
 def login_answer(key: tuple) -> tuple[str, dict] | None:
     """(token, Keystone's answer) of the login started for exactly this request (login_key); None when
     none was, or it failed."""
     with _lock:
-        started = _login
-    if started is None or started[0] != key:
+        run = _current
+    if run is None or run.key != key:
         return None
     try:
-        return started[1].result()  # type: ignore[return-value]
+        return run.login.result()  # type: ignore[return-value]
     except Exception:  # the caller logs in itself
         return None
 
@@ -181,7 +235,7 @@ def login_answer(key: tuple) -> tuple[str, dict] | None:
 def listing(url: str, token: str) -> list[dict] | None:
     """The images of the listing started for this URL with this token, once; None when none was, or it failed."""
     with _lock:
-        started = _listings.pop((url, token), None)
+        started = _current.listings.pop((url, token), None) if _current else None
     if started is None:
         return None
     try:
@@ -190,9 +244,21 @@ def listing(url: str, token: str) -> list[dict] | None:
         return None
 
 
+def object_store_warmed_up(container_url: str, token: str) -> bool:
+    """Whether Swift has answered a HEAD of this container with this token (warm_up_object_store), once
+    that HEAD is answered."""
+    with _lock:
+        warmed = _current.warm_up if _current else None
+    if warmed is None:
+        return False
+    try:
+        return warmed.result() == (container_url, token)
+    except Exception:
+        return False
+
+
 def forget() -> None:
     """Drop what was started: the next run (in the same process) sends its own."""
-    global _login
+    global _current
     with _lock:
-        _login = None
-        _listings.clear()
+        _current = None

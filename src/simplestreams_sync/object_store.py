@@ -6,10 +6,10 @@ from __future__ import annotations
 import html
 import re
 
+from .api import CONTAINER
 from .openstack import CloudError, timed_out
 from .text import shorten
 
-CONTAINER = "simplestreams"
 PUBLIC_READ_ACL = ".r:*,.rlistings"
 PUBLIC_READ_GRANTS = {".r:*", ".rlistings"}  # anyone may read objects, anyone may list them
 

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from keystoneauth1 import exceptions as ks_exceptions
 
-from . import api
+from . import api, early_login
 from ._simplestreams import util
 from .metadata_layout import INDEX_PATH, products_path
 from .object_store import CONTAINER, checked, ensure_public_container, refusal, unreachable
@@ -182,9 +182,12 @@ class SwiftPublisher:
 
     @staticmethod
     def _warm_up(cloud: Cloud) -> None:
-        """A HEAD of the container; failures are the publish's to report."""
+        """A HEAD of the container, unless the run sent it before its imports; failures are the publish's
+        to report."""
         try:
             publisher = SwiftPublisher(cloud)
+            if early_login.object_store_warmed_up(publisher.container_url, cloud.session.get_token() or ""):
+                return
             publisher.session.request(publisher.container_url, "HEAD", raise_exc=False)
         except (CloudError, ks_exceptions.ClientException) as error:
             LOG.debug("swift warm-up: %s", error)

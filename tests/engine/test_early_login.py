@@ -1,7 +1,7 @@
 """early_login: what a run sends before it loads anything heavy is what the full load would send."""
 
 from simplestreams_sync import api, early_login
-from simplestreams_sync.config import IdentityConfig, SyncOptions
+from simplestreams_sync.config import IdentityConfig, SyncConfig, SyncOptions
 
 CATALOG = [
     {"type": "identity", "endpoints": [{"interface": "public", "region_id": "RegionOne", "url": "http://ks/v3"}]},
@@ -27,13 +27,16 @@ def test_the_defaults_of_what_it_sends_are_the_configs():
     }
     assert defaults == early_login.LISTING_DEFAULTS
     assert SyncOptions.model_fields["region"].default == early_login.LISTING_DEFAULTS["region"]
+    sync_config = SyncConfig.model_fields
+    assert {name: sync_config[name].default for name in early_login.DIRECT_TO_SWIFT} == early_login.DIRECT_TO_SWIFT
 
 
-def test_glance_is_found_in_the_catalog_for_the_region_and_interface_without_its_version():
-    assert early_login.glance_in_catalog(CATALOG, "RegionOne", "public") == "http://glance.one:9292"
-    assert early_login.glance_in_catalog(CATALOG, "RegionTwo", "public") == "http://glance.two:9292"
-    assert early_login.glance_in_catalog(CATALOG, "RegionOne", "internal") == "http://glance.internal:9292"
-    assert early_login.glance_in_catalog(CATALOG, "RegionOne", "admin") is None
+def test_an_endpoint_is_found_in_the_catalog_for_the_region_and_interface_without_a_trailing_slash():
+    assert early_login.catalog_url(CATALOG, "image", "RegionOne", "public") == "http://glance.one:9292"
+    assert early_login.catalog_url(CATALOG, "image", "RegionTwo", "public") == "http://glance.two:9292/v2"
+    assert early_login.catalog_url(CATALOG, "image", "RegionOne", "internal") == "http://glance.internal:9292"
+    assert early_login.catalog_url(CATALOG, "image", "RegionOne", "admin") is None
+    assert early_login.catalog_url(CATALOG, "object-store", "RegionOne", "public") is None
 
 
 def test_a_login_is_the_same_request_only_with_the_same_url_body_and_trust():

@@ -124,11 +124,26 @@ def full_check_reporting(sync, mirrors: list[dict], at_exit: str, first: str = "
     return result
 
 
+def requests_sent(result: subprocess.CompletedProcess) -> list[tuple[str, str, str]]:
+    """(thread, method, path) of each request the run sent, in order (RECORD_REQUESTS, SENT)."""
+    return ast.literal_eval(result.stdout.splitlines()[-1].removeprefix("sent: "))
+
+
 def logins_and_listings(result: subprocess.CompletedProcess) -> list[tuple[str, str]]:
     """(thread, "login" or "listing") of each Keystone login and Glance listing the run sent, in order."""
-    sent = ast.literal_eval(result.stdout.splitlines()[-1].removeprefix("sent: "))
     kinds = {"/auth/tokens": "login", "/v2/images": "listing"}
-    return [(thread, kind) for thread, _, path in sent for end, kind in kinds.items() if path.endswith(end)]
+    return [
+        (thread, kind) for thread, _, path in requests_sent(result) for end, kind in kinds.items() if path.endswith(end)
+    ]
+
+
+def container_heads(result: subprocess.CompletedProcess) -> list[str]:
+    """The thread of each HEAD of the metadata's container the run sent, in order."""
+    return [
+        thread
+        for thread, method, path in requests_sent(result)
+        if (method, path.rsplit("/", 1)[-1]) == ("HEAD", "simplestreams")
+    ]
 
 
 def test_a_full_check_that_changes_nothing_loads_no_glanceclient(source, sync, glance):
@@ -147,6 +162,8 @@ def test_a_full_check_logs_in_once_and_lists_glance_before_its_heavy_imports(sou
     # The listings at the end of the run, which the quick check's record holds, are read afresh.
     sent_early = [(thread == "early-login", kind) for thread, kind in logins_and_listings(result)]
     assert sent_early == [(True, "login"), (True, "listing"), (True, "listing"), (False, "listing"), (False, "listing")]
+    # Swift validates the token once, before the publish's requests: the publish's own HEAD follows.
+    assert container_heads(result) == ["early-warm-up", "MainThread"]
 
 
 def test_a_scheduled_run_that_ends_at_the_quick_check_sends_every_request_it_waits_for_first(source, sync, glance):
@@ -157,6 +174,7 @@ def test_a_scheduled_run_that_ends_at_the_quick_check_sends_every_request_it_wai
     assert QUICK in result.stdout
     early = [("early-login", "login"), ("early-login", "listing"), ("early-login", "listing")]
     assert logins_and_listings(result) == early
+    assert all(thread != "early-warm-up" for thread, _, _ in requests_sent(result))  # Swift is read anonymously
 
 
 def test_a_quick_check_that_falls_through_leaves_its_login_to_the_full_run(source, sync, glance):
@@ -168,6 +186,7 @@ def test_a_quick_check_that_falls_through_leaves_its_login_to_the_full_run(sourc
     assert QUICK not in result.stdout
     assert "sync finished: 0 created, 0 failed, 0 deleted, 0 errors" in result.stdout
     assert [thread for thread, kind in logins_and_listings(result) if kind == "login"] == ["early-login"]
+    assert container_heads(result)[1:] == ["early-warm-up", "MainThread"]  # the first: the quick check's, anonymous
 
 
 def test_nothing_heavy_is_loaded_before_a_run_sends_its_first_requests(source, sync, glance):
