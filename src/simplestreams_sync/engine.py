@@ -152,11 +152,11 @@ class SyncRun:
     def _settle_existing(self, facts: Facts) -> Facts:
         """Delete what an interrupted run left and adopt what it did not mark: the facts with what that found."""
         plan = make_plan(facts)
-        gone: set[str] = set()
-        adopted, mismatched, not_verified = set[str](), dict[str, str](), set[str]()
-        if plan.delete_now or plan.adopt:
-            gone = {d.image.id for d in plan.delete_now if delete(self.glance, d.image, d.reason, self.report) is True}
-            adopted, mismatched, not_verified = adopt(self.glance, plan.adopt, self.report)
+        # self.glance (glanceclient) is touched only when there is something to delete or adopt.
+        gone = {d.image.id for d in plan.delete_now if delete(self.glance, d.image, d.reason, self.report) is True}
+        adopted, mismatched, not_verified = (
+            adopt(self.glance, plan.adopt, self.report) if plan.adopt else (set(), {}, set())
+        )
         mismatched = {**facts.mismatched, **mismatched}
         verdicts.remember(self.config.state_dir, facts.owned, mismatched)
         owned = tuple(image for image in facts.owned if image.id not in gone)
@@ -201,8 +201,6 @@ class SyncRun:
         """Delete what the published metadata no longer names: the facts without what is gone, and with
         the images whose delete the image store refused because clones still use them."""
         deletions = make_plan(facts).delete_after_publish
-        if not deletions:
-            return replace(facts, store_uses=frozenset())
         answers = {d.image.id: delete(self.glance, d.image, d.reason, self.report) for d in deletions}
         refused = frozenset(image_id for image_id, answer in answers.items() if answer is ImageInUseByStore)
         owned = tuple(image for image in facts.owned if answers.get(image.id) is not True)

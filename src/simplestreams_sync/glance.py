@@ -13,7 +13,7 @@ from keystoneauth1 import exceptions as ks_exceptions
 
 from . import api, in_flight
 from .glance_transport import send_image_data
-from .image_listing import RETRY_ATTEMPTS, RETRY_DELAY, ImageInUseByStore, glance_endpoint
+from .image_listing import RETRY_ATTEMPTS, RETRY_DELAY, ImageInUseByStore, glance_endpoint, listed_hash_algo
 from .openstack import Cloud, CloudError, describe
 from .plan import HIDDEN_PROPERTY, VERIFIED_PROPERTY, VERIFIED_STORED_PROPERTY
 from .retry import retried
@@ -69,9 +69,9 @@ class GlanceStore:
 
     def hash_algo(self, known_images: Iterable[dict]) -> str:
         """The algorithm Glance uses for os_hash_value, learnt from an active image when there is one."""
-        for image in known_images:
-            if image.get("status") == "active" and image.get("os_hash_algo"):
-                return image["os_hash_algo"]
+        listed = listed_hash_algo(known_images)
+        if listed:
+            return listed
         sample = self._list(limit=1, page_size=1, filters={"status": "active"})
         if sample and sample[0].get("os_hash_algo"):
             return sample[0]["os_hash_algo"]

@@ -5,6 +5,8 @@ hidden or deleted."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from keystoneauth1 import exceptions as ks_exceptions
 
 from . import api, early_login
@@ -64,6 +66,6 @@ def _pages(cloud: Cloud, endpoint: str, url: str | None) -> list[dict]:
     return images
 
 
-def listed_hash_algo(images: list[dict]) -> str | None:
+def listed_hash_algo(images: Iterable[dict]) -> str | None:
     """The algorithm Glance uses for os_hash_value, as an active image of a listing shows it."""
     return next((i["os_hash_algo"] for i in images if i.get("status") == "active" and i.get("os_hash_algo")), None)
