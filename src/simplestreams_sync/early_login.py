@@ -54,9 +54,9 @@ class Pending:
 class FirstRequests:
     """What one run sent before its imports, and their answers."""
 
-    def __init__(self, key: tuple, region: str, interface: str):
+    def __init__(self, key: tuple, place: tuple[str, str, str] | None):
         self.key = key  # login_key() of the login
-        self.region, self.interface = region, interface  # of the endpoints, in the login's catalog
+        self.place = place  # listing_place(): the endpoints' region and interface, our content id
         self.login = Pending()  # (token, Keystone's answer)
         self.listings: dict[tuple[str, str], Pending] = {}  # (URL, token) -> the images of every page
         self.listed = threading.Event()  # set once the listings are answered (or none is to be sent)
@@ -72,10 +72,11 @@ def login_key(token_url: str, body: dict, verify: str | bool) -> tuple:
     return token_url, json.dumps(body, sort_keys=True), verify
 
 
-def login(token_url: str, body: dict, verify: str | bool) -> tuple[str, dict]:
-    """(token, Keystone's answer: {"token": ...}) of one password login (api.password_login)."""
+def login(key: tuple) -> tuple[str, dict]:
+    """(token, Keystone's answer: {"token": ...}) of the password login `key` (login_key) names."""
+    token_url, body, verify = key
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    data = json.dumps(body).encode()
+    data = body.encode()
     with open_url(token_url, headers, method="POST", data=data, verify=verify, timeout=timeouts.READ) as response:
         token = response.headers["X-Subject-Token"]
         answer = json.load(response)
@@ -106,12 +107,12 @@ def start(identity_path: str, mirrors: dict | None = None) -> None:
     body = api.password_login(user, user_domain, password, project, project_domain)
     key = login_key(api.token_url(auth_url), body, ca_file or system_ca_certificates())
     place = listing_place({**LISTING_DEFAULTS, **identity}, mirrors) if mirrors is not None else None
-    run = FirstRequests(key, *(place[:2] if place else ("", "")))
+    run = FirstRequests(key, place)
     global _current
     with _lock:
         _current = run
     # A daemon: a run that ends early (a config error) does not wait for Keystone.
-    threading.Thread(target=_send, args=(run, place), name="early-login", daemon=True).start()
+    threading.Thread(target=_send, args=(run,), name="early-login", daemon=True).start()
 
 
 def listing_place(identity: dict, mirrors: dict) -> tuple[str, str, str] | None:
@@ -127,22 +128,21 @@ def listing_place(identity: dict, mirrors: dict) -> tuple[str, str, str] | None:
         return None
 
 
-def _send(run: FirstRequests, place: tuple[str, str, str] | None) -> None:
-    token_url, body, verify = run.key
+def _send(run: FirstRequests) -> None:
     try:
-        token, answer = login(token_url, json.loads(body), verify)
+        token, answer = login(run.key)
     except Exception as error:  # login_answer() hands out None; the caller's own login reports the problem
         run.login.set(error=error)
         run.listed.set()
         return
-    endpoint, urls = _listings_of(answer["token"], place) if place else ("", [])
+    endpoint, urls = _listings_of(answer["token"], run.place) if run.place else ("", [])
     pending = {url: Pending() for url in urls}
     with _lock:
         run.listings.update({(url, token): listing for url, listing in pending.items()})
     run.login.set((token, answer))
     for url, listing in pending.items():
         try:
-            listing.set(_pages(endpoint, url, token, verify))
+            listing.set(_pages(endpoint, url, token, run.key[2]))
         except Exception as error:  # the caller lists again and reports what fails
             listing.set(error=error)
     run.listed.set()
@@ -189,7 +189,7 @@ def warm_up_object_store(mirrors: dict | None) -> None:
     object-store session then goes."""
     with _lock:
         run = _current
-    if run is None or not run.region or mirrors is None:
+    if run is None or run.place is None or mirrors is None:
         return
     if any(mirrors.get(name, default) != default for name, default in DIRECT_TO_SWIFT.items()):
         return
@@ -204,7 +204,8 @@ def _head_container(run: FirstRequests, warmed: Pending) -> None:
         logged_in: tuple[str, dict] = run.login.result()  # type: ignore[assignment]
         token, answer = logged_in
         run.listed.wait()
-        storage = catalog_url(answer["token"].get("catalog") or [], "object-store", run.region, run.interface)
+        region, interface, _ = run.place  # type: ignore[misc]
+        storage = catalog_url(answer["token"].get("catalog") or [], "object-store", region, interface)
         if storage is None:
             warmed.set(None)
             return

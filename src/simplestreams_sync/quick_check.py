@@ -247,7 +247,7 @@ def login_of(record: Record) -> tuple[str, list]:
         keystone["project_domain"],
     )
     key = early_login.login_key(keystone["token_url"], body, record.verify)
-    token, answer = early_login.login_answer(key) or early_login.login(keystone["token_url"], body, record.verify)
+    token, answer = early_login.login_answer(key) or early_login.login(key)
     if answer["token"]["project"]["id"] != record.project_id:
         raise ValueError("keystone gave a token for another project")
     return token, answer["token"]["catalog"]
